@@ -1,0 +1,159 @@
+//! The only place that changes the cluster. Everything that writes — applied
+//! objects, status patches, the autopilot's actions — goes through here, under
+//! the single field manager [`crate::crd::FIELD_MANAGER`].
+//!
+//! Must not decide anything: callers pass finished intents.
+
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DynamicObject, Patch, PatchParams},
+    core::GroupVersionKind,
+    discovery::{ApiCapabilities, ApiResource, Scope},
+};
+
+use crate::crd::FIELD_MANAGER;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("manifest {name} has no {field}")]
+    InvalidManifest { name: String, field: &'static str },
+    #[error("the API server does not serve {gvk}")]
+    ResolveKind {
+        gvk: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying {kind} {namespace}/{name} failed")]
+    ApplyObject {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// Fixed category for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidManifest { .. } => "invalid_manifest",
+            Error::ResolveKind { .. } => "resolve_kind",
+            Error::ApplyObject { .. } => "apply_object",
+        }
+    }
+}
+
+/// Server-side applies one manifest of any kind (CRDs, examples, owned
+/// objects), forcing ownership of the fields it sets. `default_namespace` is
+/// used for a namespaced object that does not name one.
+pub async fn apply_manifest(
+    client: &Client,
+    manifest: &DynamicObject,
+    default_namespace: &str,
+) -> Result<DynamicObject, Error> {
+    let name = manifest.name_any();
+    let types = manifest.types.as_ref().ok_or_else(|| Error::InvalidManifest {
+        name: name.clone(),
+        field: "apiVersion/kind",
+    })?;
+    let gvk = GroupVersionKind::try_from(types).map_err(|_| Error::InvalidManifest {
+        name: name.clone(),
+        field: "a valid apiVersion",
+    })?;
+    let (resource, caps): (ApiResource, ApiCapabilities) =
+        kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .map_err(|source| Error::ResolveKind {
+                gvk: format!("{}/{} {}", gvk.group, gvk.version, gvk.kind),
+                source,
+            })?;
+    let namespace = manifest
+        .namespace()
+        .unwrap_or_else(|| default_namespace.to_string());
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => Api::namespaced_with(client.clone(), &namespace, &resource),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(manifest))
+        .await
+        .map_err(|source| Error::ApplyObject {
+            kind: gvk.kind.clone(),
+            namespace,
+            name,
+            source,
+        })
+}
+
+/// How long a freshly applied CRD may take to become Established.
+const ESTABLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    #[error("applying CustomResourceDefinition {name} failed")]
+    Apply {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("CustomResourceDefinition {name} was not Established within {ESTABLISH_TIMEOUT:?}: {detail}")]
+    NotEstablished { name: String, detail: String },
+}
+
+/// Applies CRDs and waits until the API server serves each of them
+/// (`Established=True`), reporting `NamesAccepted=False` and similar reasons.
+pub async fn apply_crds(
+    client: &Client,
+    crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
+) -> Result<(), CrdError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for crd in crds {
+        let name = crd.name_any();
+        // Applying a typed object needs apiVersion/kind in the body.
+        let mut body = serde_json::to_value(crd).unwrap_or_default();
+        body["apiVersion"] = "apiextensions.k8s.io/v1".into();
+        body["kind"] = "CustomResourceDefinition".into();
+        api.patch(&name, &params, &Patch::Apply(&body))
+            .await
+            .map_err(|source| CrdError::Apply {
+                name: name.clone(),
+                source,
+            })?;
+    }
+    let deadline = tokio::time::Instant::now() + ESTABLISH_TIMEOUT;
+    for crd in crds {
+        let name = crd.name_any();
+        loop {
+            let detail = match api.get_opt(&name).await {
+                Ok(Some(current)) => {
+                    let conditions = current
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default();
+                    if conditions
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                    {
+                        break;
+                    }
+                    conditions
+                        .iter()
+                        .filter(|c| c.status != "True")
+                        .map(|c| format!("{}={} ({})", c.type_, c.status, c.message.clone().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
+                Ok(None) => "not found after apply".into(),
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CrdError::NotEstablished { name, detail });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

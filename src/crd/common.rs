@@ -1,0 +1,141 @@
+//! Types shared by the four `payments.io/v1` kinds: validation patterns, the
+//! lifecycle phase, condition constants and small references to other objects.
+//!
+//! Pure data. Nothing here talks to the API server.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A release version: semantic versioning, with an optional leading `v`
+/// (image tags are often written `v2.4.1`).
+pub const VERSION_PATTERN: &str = r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$";
+
+/// A container image repository without tag or digest (the tag is the
+/// version), e.g. `registry.example.com/payments/gateway`.
+pub const IMAGE_REPOSITORY_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$";
+
+/// A five-field cron expression as Kubernetes CronJobs accept it (minute hour
+/// day-of-month month day-of-week; numbers, names, `*`, `?`, ranges, steps and
+/// lists), or one of the `@hourly`-style macros. The reconciler parses it fully
+/// before use; this pattern catches the obvious mistakes at admission.
+pub const CRON_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|((\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*[ \t]+){4}(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*)$";
+
+/// A DNS-1123 label, the shape of most Kubernetes object names we reference.
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// An IANA time zone name such as `Europe/Berlin` or `UTC`.
+pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z]+(/[A-Za-z0-9_+-]+)*$";
+
+/// Condition types every payments kind reports. Each is documented where the
+/// reconciler sets it; the set is fixed so dashboards and alerts can rely on it.
+pub mod condition {
+    /// `True` when the workload runs the desired version and enough replicas
+    /// are available.
+    pub const READY: &str = "Ready";
+    /// `True` while a rollout or a scale change is under way.
+    pub const PROGRESSING: &str = "Progressing";
+    /// `True` when the resource cannot reach or keep its desired state: a bad
+    /// spec, a failed rollout, too few available replicas.
+    pub const DEGRADED: &str = "Degraded";
+    /// `True` after an automatic rollback to the last good version; the reason
+    /// says why the new version was judged unhealthy.
+    pub const ROLLED_BACK: &str = "RolledBack";
+}
+
+/// Where a payments resource is in its life. `Ready` and `Degraded` mirror the
+/// conditions of the same name; the phase is the one-word summary printed by
+/// `kubectl get`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Accepted, nothing applied yet.
+    #[default]
+    Pending,
+    /// Owned objects applied; a rollout or scale change is in progress.
+    Progressing,
+    /// Desired version running with enough available replicas.
+    Ready,
+    /// Running, but not as desired (too few replicas, rolled back, …).
+    Degraded,
+    /// The spec cannot be realised as written; see the `Degraded` condition.
+    Failed,
+}
+
+/// A reference to a key of a Secret in the resource's own namespace. The
+/// Secret is mounted or referenced, never copied.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyReference {
+    /// Name of the Secret.
+    #[schemars(regex(pattern = DNS_SUBDOMAIN_PATTERN), length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret; the whole Secret is used when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+/// A DNS-1123 subdomain (Secret and ConfigMap names).
+pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A CloudNativePG `Cluster` in the same namespace. Applications connect to
+/// its read-write service `<clusterName>-rw`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseReference {
+    /// Name of the CloudNativePG `Cluster`.
+    #[schemars(regex(pattern = DNS_LABEL_PATTERN), length(min = 1, max = 50))]
+    pub cluster_name: String,
+    /// Database name inside the cluster; defaults to `app` (CloudNativePG's
+    /// default bootstrap database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub database: Option<String>,
+}
+
+/// An Azure Service Bus namespace managed by Azure Service Operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagingReference {
+    /// Name of the Service Bus namespace (Azure's rules: 6–50 characters,
+    /// letters, digits and hyphens, starting with a letter).
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9]$"))]
+    pub service_bus_namespace: String,
+}
+
+/// Resource requests and limits of the workload's container, as in a Pod spec.
+pub type Resources = k8s_openapi::api::core::v1::ResourceRequirements;
+
+/// The status every long-running payments workload (Deployment-backed) reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    /// One-word summary, printed by `kubectl get`.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Pods of the workload that are available (ready for at least
+    /// `minReadySeconds`).
+    #[serde(default)]
+    pub available_replicas: i32,
+    /// The version the pods run now. It differs from `spec.version` during a
+    /// rollout and after an automatic rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    /// The last version that completed a rollout healthily; the target of an
+    /// automatic rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_version: Option<String>,
+    /// A version that failed its rollout and was rolled back; it is not retried
+    /// until `spec.version` changes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_version: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing`, `Degraded` and `RolledBack`, with
+    /// `observedGeneration` and a stable `lastTransitionTime`.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}

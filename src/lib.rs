@@ -1,0 +1,12 @@
+//! Autopilot: an autonomous SRE agent for a Kubernetes payments estate.
+//!
+//! The pipeline is observe → detect → decide → act, beside one controller per
+//! `payments.io` kind. Pure modules (`crd`, `detect`, `decide`, the plan and
+//! status steps of `reconcile`) take values and return values; only `act`
+//! changes the cluster.
+
+pub mod crd;
+pub mod testenv;
+pub mod act;
+pub mod cli;
+pub mod telemetry;

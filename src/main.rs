@@ -1,0 +1,32 @@
+//! Entry point: parse arguments, set up telemetry, run one subcommand.
+
+use anyhow::Context;
+use clap::Parser;
+
+use autopilot::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    autopilot::telemetry::init(cli.log_json);
+    // reqwest (Prometheus client) is built without a default crypto provider;
+    // use ring everywhere, like kube.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    match cli.command {
+        Command::Crds { output } => {
+            let yaml = autopilot::crd::crds_yaml().context("rendering the CRDs as YAML")?;
+            match output {
+                Some(path) => std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{yaml}"),
+            }
+        }
+        Command::Sandbox {
+            examples,
+            namespace,
+            once,
+        } => autopilot::cli::sandbox::run(&examples, &namespace, once).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,484 @@
+//! A real Kubernetes control plane on loopback — etcd, kube-apiserver and, on
+//! request, kube-controller-manager — started as local processes, the way
+//! controller-runtime's envtest does. Used by the integration tests and by
+//! `autopilot sandbox`.
+//!
+//! The binaries are built once from the Go module proxy by
+//! `tests/controlplane/build.sh` and cached outside the repository. Every
+//! process started here is stopped when the [`ControlPlane`] is dropped, and
+//! also when the owning process dies without dropping it (a panic in a test
+//! holding it in a `static`, a SIGKILL): a small reaper process watches a pipe
+//! from us and cleans up on end-of-file.
+//!
+//! This module never changes objects in the cluster; it only starts it.
+
+mod certs;
+
+use std::{
+    fs,
+    io::Write,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+/// Environment variable naming a directory that already holds `etcd`,
+/// `kube-apiserver` and `kube-controller-manager`; skips the build script.
+pub const BIN_DIR_ENV: &str = "AUTOPILOT_TESTENV_BIN";
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+const SERVICE_CIDR: &str = "10.96.0.0/16";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("building the control plane binaries with {script} failed ({status}); see its output above")]
+    BuildBinaries { script: PathBuf, status: String },
+    #[error("{BIN_DIR_ENV}={dir} does not contain an executable {binary}")]
+    MissingBinary { dir: PathBuf, binary: &'static str },
+    #[error("generating the control plane certificates failed")]
+    GeneratePki(#[from] rcgen::Error),
+    #[error("{what} failed")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name} exited during start-up ({status}); last lines of {log}:\n{tail}")]
+    ProcessExited {
+        name: &'static str,
+        status: ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{name} was not ready after {waited:?} ({last}); last lines of {log}:\n{tail}")]
+    NotReady {
+        name: &'static str,
+        waited: Duration,
+        last: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("building a client for the control plane failed")]
+    Client(#[source] kube::Error),
+    #[error("reading the generated kubeconfig failed")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+}
+
+impl Error {
+    /// Fixed category for metrics and test reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::BuildBinaries { .. } | Error::MissingBinary { .. } => "binaries",
+            Error::GeneratePki(_) => "pki",
+            Error::Io { .. } => "io",
+            Error::ProcessExited { .. } | Error::NotReady { .. } => "startup",
+            Error::Client(_) | Error::Kubeconfig(_) => "client",
+        }
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// What to start besides etcd and kube-apiserver.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Also run kube-controller-manager, so that Deployments roll out,
+    /// ReplicaSets scale, CronJobs spawn Jobs and garbage collection deletes
+    /// owned objects.
+    pub controller_manager: bool,
+}
+
+/// Returns the directory holding the control plane binaries, building them
+/// first when they are not cached yet (progress goes to stderr).
+pub fn ensure_binaries() -> Result<PathBuf, Error> {
+    const BINARIES: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        let dir = PathBuf::from(dir);
+        for binary in BINARIES {
+            if !dir.join(binary).is_file() {
+                return Err(Error::MissingBinary { dir, binary });
+            }
+        }
+        return Ok(dir);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/controlplane/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(io(format!("running {}", script.display())))?;
+    if !out.status.success() {
+        return Err(Error::BuildBinaries {
+            script,
+            status: out.status.to_string(),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout.lines().last().unwrap_or_default().trim();
+    Ok(PathBuf::from(dir))
+}
+
+struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A running control plane. Dropping it stops every process and deletes its
+/// working directory.
+pub struct ControlPlane {
+    work: PathBuf,
+    processes: Vec<Process>,
+    reaper: Option<(Child, ChildStdin)>,
+    kubeconfig: PathBuf,
+    server: String,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver (and kube-controller-manager when asked)
+    /// on free loopback ports and waits until the API server reports ready.
+    pub async fn start(options: Options) -> Result<Self, Error> {
+        let bin = ensure_binaries()?;
+        let work = tempfile::Builder::new()
+            .prefix("autopilot-cp-")
+            .tempdir()
+            .map_err(io("creating the control plane work directory"))?
+            .keep();
+        let mut cp = ControlPlane {
+            reaper: Some(spawn_reaper(&work)?),
+            work,
+            processes: Vec::new(),
+            kubeconfig: PathBuf::new(),
+            server: String::new(),
+        };
+        cp.boot(&bin, options).await?;
+        Ok(cp)
+    }
+
+    async fn boot(&mut self, bin: &Path, options: Options) -> Result<(), Error> {
+        let started = Instant::now();
+        let pki = certs::generate()?;
+        let files = [
+            ("ca.crt", &pki.ca_cert),
+            ("apiserver.crt", &pki.serving_cert),
+            ("apiserver.key", &pki.serving_key),
+            ("admin.crt", &pki.admin_cert),
+            ("admin.key", &pki.admin_key),
+            ("sa.key", &pki.service_account_key),
+            ("sa.pub", &pki.service_account_pub),
+        ];
+        for (name, content) in files {
+            fs::write(self.work.join(name), content).map_err(io(format!("writing {name}")))?;
+        }
+        let work = self.work.clone();
+        let p = |name: &str| work.join(name).display().to_string();
+
+        let etcd_client = free_port()?;
+        let etcd_peer = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        self.spawn(
+            "etcd",
+            bin.join("etcd"),
+            vec![
+                format!("--data-dir={}", p("etcd-data")),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                // Tests throw the data away; fsync only costs time.
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+                "--quota-backend-bytes=4294967296".into(),
+            ],
+        )?;
+
+        let api_port = free_port()?;
+        self.server = format!("https://127.0.0.1:{api_port}");
+        self.spawn(
+            "kube-apiserver",
+            bin.join("kube-apiserver"),
+            vec![
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--cert-dir={}", p("apiserver-certs")),
+                format!("--tls-cert-file={}", p("apiserver.crt")),
+                format!("--tls-private-key-file={}", p("apiserver.key")),
+                format!("--client-ca-file={}", p("ca.crt")),
+                "--authorization-mode=RBAC".into(),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--allow-privileged=true".into(),
+                // Pods are created right after their namespace in tests; the
+                // ServiceAccount admission plugin would race the controller
+                // that creates the `default` account.
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--enable-priority-and-fairness=false".into(),
+                "--profiling=false".into(),
+                "--v=0".into(),
+            ],
+        )?;
+
+        self.kubeconfig = self.work.join("kubeconfig");
+        fs::write(&self.kubeconfig, self.kubeconfig_yaml())
+            .map_err(io("writing the kubeconfig"))?;
+
+        let client = self.client().await?;
+        self.wait_ready("kube-apiserver", started, || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| e.to_string())?;
+                client.request_text(req).await.map_err(|e| e.to_string())?;
+                Ok(())
+            }
+        })
+        .await?;
+
+        if options.controller_manager {
+            self.spawn(
+                "kube-controller-manager",
+                bin.join("kube-controller-manager"),
+                vec![
+                    format!("--kubeconfig={}", self.kubeconfig.display()),
+                    "--leader-elect=false".into(),
+                    "--secure-port=0".into(),
+                    format!("--service-account-private-key-file={}", p("sa.key")),
+                    format!("--root-ca-file={}", p("ca.crt")),
+                    format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                    // No real kubelets heartbeat here: the node lifecycle
+                    // controller would taint the tests' fake Node and evict
+                    // its pods.
+                    "--controllers=*,-node-lifecycle-controller".into(),
+                    "--profiling=false".into(),
+                    "--v=0".into(),
+                ],
+            )?;
+            // The service account controller creating `default/default` shows
+            // the controllers are running against this API server.
+            let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                kube::Api::namespaced(client.clone(), "default");
+            self.wait_ready("kube-controller-manager", started, || {
+                let accounts = accounts.clone();
+                async move {
+                    match accounts.get_opt("default").await {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err("no default ServiceAccount yet".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            })
+            .await?;
+        }
+        tracing::info!(server = %self.server, elapsed = ?started.elapsed(), "control plane ready");
+        Ok(())
+    }
+
+    fn kubeconfig_yaml(&self) -> String {
+        let p = |name: &str| self.work.join(name).display().to_string();
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: autopilot-testenv\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: autopilot-testenv\n  context:\n    cluster: autopilot-testenv\n    user: admin\ncurrent-context: autopilot-testenv\n",
+            self.server,
+            p("ca.crt"),
+            p("admin.crt"),
+            p("admin.key"),
+        )
+    }
+
+    fn spawn(&mut self, name: &'static str, binary: PathBuf, args: Vec<String>) -> Result<(), Error> {
+        let log = self.work.join(format!("{name}.log"));
+        let out = fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
+        let err = out.try_clone().map_err(io("duplicating a log handle"))?;
+        let child = Command::new(&binary)
+            .args(&args)
+            .current_dir(&self.work)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io(format!("starting {}", binary.display())))?;
+        if let Some((_, stdin)) = self.reaper.as_mut() {
+            // Best effort: if the reaper is gone, Drop still stops the child.
+            let _ = writeln!(stdin, "{}", child.id());
+        }
+        self.processes.push(Process { name, child, log });
+        Ok(())
+    }
+
+    async fn wait_ready<F, Fut>(
+        &mut self,
+        name: &'static str,
+        started: Instant,
+        mut probe: F,
+    ) -> Result<(), Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut last = String::from("not probed yet");
+        while started.elapsed() < STARTUP_TIMEOUT {
+            for p in &mut self.processes {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    return Err(Error::ProcessExited {
+                        name: p.name,
+                        status,
+                        log: p.log.clone(),
+                        tail: tail(&p.log, 30),
+                    });
+                }
+            }
+            match probe().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log = self.work.join(format!("{name}.log"));
+        Err(Error::NotReady {
+            name,
+            waited: started.elapsed(),
+            last,
+            tail: tail(&log, 30),
+            log,
+        })
+    }
+
+    /// A new client for this control plane, authenticated as a cluster admin.
+    /// Create one per async runtime: a client's connections belong to the
+    /// runtime that made them.
+    pub async fn client(&self) -> Result<kube::Client, Error> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(Error::Kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(Error::Kubeconfig)?;
+        kube::Client::try_from(config).map_err(Error::Client)
+    }
+
+    /// Path of an admin kubeconfig for this control plane (for kubectl).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The last `lines` lines of a component's log, for test failure messages.
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        tail(&self.work.join(format!("{name}.log")), lines)
+    }
+
+    /// A namespace name no other test in this process uses.
+    pub fn unique_name(prefix: &str) -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}-{}-{n}", std::process::id())
+    }
+
+    /// Stops the processes (controller manager first, etcd last) and removes
+    /// the work directory.
+    pub fn stop(&mut self) {
+        while let Some(mut p) = self.processes.pop() {
+            terminate(&mut p.child);
+        }
+        if let Some((mut reaper, stdin)) = self.reaper.take() {
+            drop(stdin);
+            let _ = reaper.wait();
+        }
+        let _ = fs::remove_dir_all(&self.work);
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SIGTERM, then SIGKILL after a grace period. `kill(1)` keeps this free of
+/// `unsafe` libc calls.
+fn terminate(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The reaper reads process ids from its stdin; when that pipe closes —
+/// because we stopped normally or because this process died — it stops those
+/// processes and removes the work directory. It ignores SIGINT so that a
+/// Ctrl-C on the test run still leaves it time to clean up.
+fn spawn_reaper(work: &Path) -> Result<(Child, ChildStdin), Error> {
+    const SCRIPT: &str = r#"
+trap '' INT
+pids=""
+while read -r pid; do pids="$pids $pid"; done
+[ -n "$pids" ] && kill -TERM $pids 2>/dev/null
+for _ in $(seq 1 100); do
+  alive=""
+  for p in $pids; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+  [ -z "$alive" ] && break
+  sleep 0.1
+done
+[ -n "$alive" ] && kill -KILL $alive 2>/dev/null
+rm -rf "$1"
+"#;
+    let mut child = Command::new("sh")
+        .args(["-c", SCRIPT, "autopilot-reaper"])
+        .arg(work)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io("starting the reaper"))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| io("opening the reaper's stdin")(std::io::ErrorKind::BrokenPipe.into()))?;
+    Ok((child, stdin))
+}
+
+fn free_port() -> Result<u16, Error> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
+    l.local_addr().map(|a| a.port()).map_err(io("finding a free port"))
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(ControlPlane::unique_name("t"), ControlPlane::unique_name("t"));
+    }
+}
