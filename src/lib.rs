@@ -5,8 +5,8 @@
 //! status steps of `reconcile`) take values and return values; only `act`
 //! changes the cluster.
 
-pub mod crd;
-pub mod testenv;
 pub mod act;
 pub mod cli;
+pub mod crd;
 pub mod telemetry;
+pub mod testenv;

@@ -53,10 +53,13 @@ pub async fn apply_manifest(
     default_namespace: &str,
 ) -> Result<DynamicObject, Error> {
     let name = manifest.name_any();
-    let types = manifest.types.as_ref().ok_or_else(|| Error::InvalidManifest {
-        name: name.clone(),
-        field: "apiVersion/kind",
-    })?;
+    let types = manifest
+        .types
+        .as_ref()
+        .ok_or_else(|| Error::InvalidManifest {
+            name: name.clone(),
+            field: "apiVersion/kind",
+        })?;
     let gvk = GroupVersionKind::try_from(types).map_err(|_| Error::InvalidManifest {
         name: name.clone(),
         field: "a valid apiVersion",
@@ -97,7 +100,9 @@ pub enum CrdError {
         #[source]
         source: kube::Error,
     },
-    #[error("CustomResourceDefinition {name} was not Established within {ESTABLISH_TIMEOUT:?}: {detail}")]
+    #[error(
+        "CustomResourceDefinition {name} was not Established within {ESTABLISH_TIMEOUT:?}: {detail}"
+    )]
     NotEstablished { name: String, detail: String },
 }
 
@@ -142,7 +147,14 @@ pub async fn apply_crds(
                     conditions
                         .iter()
                         .filter(|c| c.status != "True")
-                        .map(|c| format!("{}={} ({})", c.type_, c.status, c.message.clone().unwrap_or_default()))
+                        .map(|c| {
+                            format!(
+                                "{}={} ({})",
+                                c.type_,
+                                c.status,
+                                c.message.clone().unwrap_or_default()
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("; ")
                 }

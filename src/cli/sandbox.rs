@@ -30,13 +30,18 @@ pub fn read_manifests(dir: &Path) -> anyhow::Result<Vec<(String, DynamicObject)>
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
         for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let value = serde_yaml::Value::deserialize(doc)
-                .with_context(|| format!("{}: document {} is not valid YAML", file.display(), i + 1))?;
+            let value = serde_yaml::Value::deserialize(doc).with_context(|| {
+                format!("{}: document {} is not valid YAML", file.display(), i + 1)
+            })?;
             if value.is_null() {
                 continue;
             }
             let obj: DynamicObject = serde_yaml::from_value(value).with_context(|| {
-                format!("{}: document {} is not a Kubernetes object", file.display(), i + 1)
+                format!(
+                    "{}: document {} is not a Kubernetes object",
+                    file.display(),
+                    i + 1
+                )
             })?;
             out.push((file.display().to_string(), obj));
         }
@@ -69,21 +74,58 @@ pub async fn run(examples: &Path, namespace: &str, once: bool) -> anyhow::Result
             .await
             .with_context(|| format!("applying {file}"))?;
     }
-    eprintln!("[sandbox] applied {} example resources from {}", manifests.len(), examples.display());
+    eprintln!(
+        "[sandbox] applied {} example resources from {}",
+        manifests.len(),
+        examples.display()
+    );
 
-    println!("{:<18} {:<12} {:<28} {:<10}", "KIND", "NAMESPACE", "NAME", "VERSION");
+    println!(
+        "{:<18} {:<12} {:<28} {:<10}",
+        "KIND", "NAMESPACE", "NAME", "VERSION"
+    );
     let lp = ListParams::default();
     for pgw in Api::<PaymentGateway>::all(client.clone()).list(&lp).await? {
-        println!("{:<18} {:<12} {:<28} {:<10}", "PaymentGateway", pgw.namespace().unwrap_or_default(), pgw.name_any(), pgw.spec.version);
+        println!(
+            "{:<18} {:<12} {:<28} {:<10}",
+            "PaymentGateway",
+            pgw.namespace().unwrap_or_default(),
+            pgw.name_any(),
+            pgw.spec.version
+        );
     }
-    for o in Api::<ClearingAdapter>::all(client.clone()).list(&lp).await? {
-        println!("{:<18} {:<12} {:<28} {:<10}", "ClearingAdapter", o.namespace().unwrap_or_default(), o.name_any(), o.spec.version);
+    for o in Api::<ClearingAdapter>::all(client.clone())
+        .list(&lp)
+        .await?
+    {
+        println!(
+            "{:<18} {:<12} {:<28} {:<10}",
+            "ClearingAdapter",
+            o.namespace().unwrap_or_default(),
+            o.name_any(),
+            o.spec.version
+        );
     }
     for o in Api::<BatchProcessor>::all(client.clone()).list(&lp).await? {
-        println!("{:<18} {:<12} {:<28} {:<10}", "BatchProcessor", o.namespace().unwrap_or_default(), o.name_any(), o.spec.version);
+        println!(
+            "{:<18} {:<12} {:<28} {:<10}",
+            "BatchProcessor",
+            o.namespace().unwrap_or_default(),
+            o.name_any(),
+            o.spec.version
+        );
     }
-    for o in Api::<SagaOrchestrator>::all(client.clone()).list(&lp).await? {
-        println!("{:<18} {:<12} {:<28} {:<10}", "SagaOrchestrator", o.namespace().unwrap_or_default(), o.name_any(), o.spec.version);
+    for o in Api::<SagaOrchestrator>::all(client.clone())
+        .list(&lp)
+        .await?
+    {
+        println!(
+            "{:<18} {:<12} {:<28} {:<10}",
+            "SagaOrchestrator",
+            o.namespace().unwrap_or_default(),
+            o.name_any(),
+            o.spec.version
+        );
     }
 
     if once {

@@ -102,7 +102,10 @@ pub enum ClearingSystem {
 #[serde(rename_all = "camelCase")]
 pub struct ClearingEndpoint {
     /// URL of the clearing gateway, `https://` or `tls://` only.
-    #[schemars(regex(pattern = r"^(https|tls)://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"), length(max = 2048))]
+    #[schemars(
+        regex(pattern = r"^(https|tls)://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"),
+        length(max = 2048)
+    )]
     pub url: String,
     /// Address ranges of the endpoint (CIDR). The NetworkPolicy allows egress
     /// to these ranges on the URL's port and nowhere else (DNS excepted).

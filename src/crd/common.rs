@@ -14,7 +14,8 @@ pub const VERSION_PATTERN: &str = r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9
 
 /// A container image repository without tag or digest (the tag is the
 /// version), e.g. `registry.example.com/payments/gateway`.
-pub const IMAGE_REPOSITORY_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$";
+pub const IMAGE_REPOSITORY_PATTERN: &str =
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$";
 
 /// A five-field cron expression as Kubernetes CronJobs accept it (minute hour
 /// day-of-month month day-of-week; numbers, names, `*`, `?`, ranges, steps and
@@ -77,7 +78,8 @@ pub struct SecretKeyReference {
 }
 
 /// A DNS-1123 subdomain (Secret and ConfigMap names).
-pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// A CloudNativePG `Cluster` in the same namespace. Applications connect to
 /// its read-write service `<clusterName>-rw`.

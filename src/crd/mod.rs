@@ -67,15 +67,31 @@ mod tests {
         let kinds: Vec<_> = all.iter().map(|c| c.spec.names.kind.clone()).collect();
         assert_eq!(
             kinds,
-            ["PaymentGateway", "ClearingAdapter", "BatchProcessor", "SagaOrchestrator"]
+            [
+                "PaymentGateway",
+                "ClearingAdapter",
+                "BatchProcessor",
+                "SagaOrchestrator"
+            ]
         );
         for crd in &all {
             assert_eq!(crd.spec.group, GROUP);
             let v = &crd.spec.versions[0];
             assert_eq!(v.name, "v1");
             assert!(v.served && v.storage);
-            assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
-            assert!(crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()));
+            assert!(
+                v.subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some()
+            );
+            assert!(
+                crd.spec
+                    .names
+                    .short_names
+                    .as_ref()
+                    .is_some_and(|s| !s.is_empty())
+            );
             let cols: Vec<_> = v
                 .additional_printer_columns
                 .iter()
@@ -91,18 +107,29 @@ mod tests {
         let pgw = schema_of(&PaymentGateway::crd());
         let auto = &pgw["properties"]["spec"]["properties"]["autoscaling"];
         let rules = auto["x-kubernetes-validations"].to_string();
-        assert!(rules.contains("self.minReplicas <= self.maxReplicas"), "{auto}");
+        assert!(
+            rules.contains("self.minReplicas <= self.maxReplicas"),
+            "{auto}"
+        );
 
         let saga = schema_of(&SagaOrchestrator::crd());
-        let step = &saga["properties"]["spec"]["properties"]["sagas"]["items"]["properties"]["steps"];
+        let step =
+            &saga["properties"]["spec"]["properties"]["sagas"]["items"]["properties"]["steps"];
         assert_eq!(step["x-kubernetes-list-type"], "map");
-        assert!(step["items"]["x-kubernetes-validations"].to_string().contains("self.final"));
+        assert!(
+            step["items"]["x-kubernetes-validations"]
+                .to_string()
+                .contains("self.final")
+        );
     }
 
     #[test]
     fn yaml_stream_has_one_document_per_crd() {
         let y = crds_yaml().expect("yaml");
-        assert_eq!(y.matches("\n---\n").count() + usize::from(y.starts_with("---")), 4);
+        assert_eq!(
+            y.matches("\n---\n").count() + usize::from(y.starts_with("---")),
+            4
+        );
         assert_eq!(y.matches("kind: CustomResourceDefinition").count(), 4);
     }
 }

@@ -33,7 +33,9 @@ const SERVICE_CIDR: &str = "10.96.0.0/16";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("building the control plane binaries with {script} failed ({status}); see its output above")]
+    #[error(
+        "building the control plane binaries with {script} failed ({status}); see its output above"
+    )]
     BuildBinaries { script: PathBuf, status: String },
     #[error("{BIN_DIR_ENV}={dir} does not contain an executable {binary}")]
     MissingBinary { dir: PathBuf, binary: &'static str },
@@ -297,7 +299,12 @@ impl ControlPlane {
         )
     }
 
-    fn spawn(&mut self, name: &'static str, binary: PathBuf, args: Vec<String>) -> Result<(), Error> {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        binary: PathBuf,
+        args: Vec<String>,
+    ) -> Result<(), Error> {
         let log = self.work.join(format!("{name}.log"));
         let out = fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
         let err = out.try_clone().map_err(io("duplicating a log handle"))?;
@@ -359,7 +366,8 @@ impl ControlPlane {
     /// Create one per async runtime: a client's connections belong to the
     /// runtime that made them.
     pub async fn client(&self) -> Result<kube::Client, Error> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(Error::Kubeconfig)?;
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(Error::Kubeconfig)?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .map_err(Error::Kubeconfig)?;
@@ -408,7 +416,8 @@ impl Drop for ControlPlane {
     }
 }
 
-/// SIGTERM, then SIGKILL after a grace period. `kill(1)` keeps this free of
+/// SIGTERM, then SIGKILL after two seconds (the data is thrown away; the API
+/// server's graceful shutdown only costs test time). `kill(1)` keeps this free of
 /// `unsafe` libc calls.
 fn terminate(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
@@ -417,7 +426,7 @@ fn terminate(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return;
@@ -438,7 +447,7 @@ trap '' INT
 pids=""
 while read -r pid; do pids="$pids $pid"; done
 [ -n "$pids" ] && kill -TERM $pids 2>/dev/null
-for _ in $(seq 1 100); do
+for _ in $(seq 1 20); do
   alive=""
   for p in $pids; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
   [ -z "$alive" ] && break
@@ -464,7 +473,9 @@ rm -rf "$1"
 
 fn free_port() -> Result<u16, Error> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    l.local_addr().map(|a| a.port()).map_err(io("finding a free port"))
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(io("finding a free port"))
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -479,6 +490,9 @@ mod tests {
 
     #[test]
     fn unique_names_differ() {
-        assert_ne!(ControlPlane::unique_name("t"), ControlPlane::unique_name("t"));
+        assert_ne!(
+            ControlPlane::unique_name("t"),
+            ControlPlane::unique_name("t")
+        );
     }
 }

@@ -1,0 +1,71 @@
+//! Shared fixture for the integration tests: one real control plane per test
+//! binary (started on first use, stopped by its reaper when the binary exits,
+//! also after a panic), our CRDs installed, a fresh namespace per test.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::sync::OnceLock;
+
+use autopilot::testenv::{ControlPlane, Options};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, Client, api::PostParams};
+
+static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+/// The control plane of this test binary, with the payments.io CRDs
+/// installed. `options` of the first caller win; a binary should always ask
+/// for the same.
+pub fn control_plane(options: Options) -> &'static ControlPlane {
+    let started = CONTROL_PLANE.get_or_init(|| {
+        // Started on a runtime of its own: each #[tokio::test] runtime is
+        // dropped when its test ends, and nothing shared may depend on one.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let cp = ControlPlane::start(options)
+                    .await
+                    .map_err(|e| format!("{e}"))?;
+                let client = cp.client().await.map_err(|e| e.to_string())?;
+                autopilot::act::apply_crds(&client, &autopilot::crd::crds())
+                    .await
+                    .map_err(|e| format!("installing our CRDs: {e}"))?;
+                Ok(cp)
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("control plane start-up panicked".into()))
+    });
+    match started {
+        Ok(cp) => cp,
+        Err(e) => panic!("the test control plane did not start: {e}"),
+    }
+}
+
+/// A client for this test's runtime and a namespace no other test uses.
+pub async fn client_and_namespace(cp: &ControlPlane, prefix: &str) -> (Client, String) {
+    let client = cp
+        .client()
+        .await
+        .expect("client for the test control plane");
+    let name = ControlPlane::unique_name(prefix);
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"autopilot.test/ephemeral": "true"}}
+    }))
+    .expect("namespace object");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the test namespace");
+    (client, name)
+}
+
+/// Reads a multi-document YAML string into JSON values, skipping empty documents.
+pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde_json::Value::deserialize(d).expect("valid YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
