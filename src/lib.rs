@@ -10,3 +10,4 @@ pub mod cli;
 pub mod crd;
 pub mod telemetry;
 pub mod testenv;
+pub mod detect;

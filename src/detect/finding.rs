@@ -1,0 +1,38 @@
+//! The value the detectors produce and the runbooks consume.
+
+use serde::{Deserialize, Serialize};
+
+/// Which component a series or a finding belongs to: the Kubernetes object
+/// that represents it (a CNPG `Cluster`, a `KafkaNodePool`, a
+/// `PaymentGateway`, …).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentId {
+    /// Kind of the representing object, e.g. `Cluster` or `PaymentGateway`.
+    pub kind: String,
+    /// Namespace; empty for cluster-scoped components.
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What a detector concluded about one series of one component.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub component: ComponentId,
+    /// The metric (model spec signal) the finding is about, e.g. `replication_lag`.
+    pub signal: String,
+    /// Detector that fired, e.g. `ewma`, `mad`, `cusum`, `forecast`.
+    pub detector: String,
+    /// Anomaly score in `[0, 1]`.
+    pub score: f64,
+    /// Unix seconds of the sample that produced the finding.
+    pub at: i64,
+    /// The sample value at `at`.
+    pub value: f64,
+    /// What the detector compared against (mean, median, seasonal baseline, threshold).
+    pub baseline: f64,
+    /// For forecasts: seconds until the series is expected to cross its threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_threshold_seconds: Option<f64>,
+    /// One line for humans: why this fired.
+    pub explanation: String,
+}
