@@ -9,5 +9,6 @@ pub mod act;
 pub mod cli;
 pub mod crd;
 pub mod detect;
+pub mod reconcile;
 pub mod telemetry;
 pub mod testenv;

@@ -4,6 +4,10 @@
 //!
 //! Must not decide anything: callers pass finished intents.
 
+mod owned;
+
+pub use owned::{Applied, Desired, OwnedObjects, apply_owned, service_monitor_resource};
+
 use kube::{
     Api, Client, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
@@ -20,6 +24,22 @@ pub enum Error {
     #[error("the API server does not serve {gvk}")]
     ResolveKind {
         gvk: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {namespace}/{name} failed")]
+    DeleteObject {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("patching the status of {kind} {namespace}/{name} failed")]
+    PatchStatus {
+        kind: String,
+        namespace: String,
+        name: String,
         #[source]
         source: kube::Error,
     },
@@ -40,6 +60,8 @@ impl Error {
             Error::InvalidManifest { .. } => "invalid_manifest",
             Error::ResolveKind { .. } => "resolve_kind",
             Error::ApplyObject { .. } => "apply_object",
+            Error::DeleteObject { .. } => "delete_object",
+            Error::PatchStatus { .. } => "patch_status",
         }
     }
 }
@@ -168,4 +190,68 @@ pub async fn apply_crds(
         }
     }
     Ok(())
+}
+
+/// Patches the status subresource of one of our resources with server-side
+/// apply, owning exactly the status fields we compute.
+pub async fn apply_status<K>(
+    client: &Client,
+    obj: &K,
+    status: serde_json::Value,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::PatchStatus {
+        kind: K::kind(&()).to_string(),
+        namespace,
+        name,
+        source,
+    })
+}
+
+/// Publishes a Kubernetes Event on `obj`. Failures are logged, not returned:
+/// an Event is a record of a change, never a reason to undo or retry it.
+pub async fn publish_event<K>(
+    recorder: &kube::runtime::events::Recorder,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    note: String,
+) where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::runtime::events::{Event, EventType};
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "publishing an Event failed");
+    }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     CRON_PATTERN, IMAGE_REPOSITORY_PATTERN, Resources, SecretKeyReference, TIME_ZONE_PATTERN,
-    VERSION_PATTERN, WorkloadStatus,
+    UpgradePolicy, VERSION_PATTERN, WorkloadStatus,
 };
 
 /// Desired state of a clearing adapter.
@@ -62,6 +62,9 @@ pub struct ClearingAdapterSpec {
     /// Container resource requests and limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// How version changes roll out, and when they are rolled back.
+    #[serde(default)]
+    pub upgrade: UpgradePolicy,
 }
 
 fn default_image() -> String {

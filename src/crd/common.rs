@@ -43,6 +43,11 @@ pub mod condition {
     /// `True` after an automatic rollback to the last good version; the reason
     /// says why the new version was judged unhealthy.
     pub const ROLLED_BACK: &str = "RolledBack";
+    /// `True` when the ServiceMonitor asked for by `monitoring.prometheus` is
+    /// applied; `False` with reason `ServiceMonitorCRDMissing` when the
+    /// cluster does not serve `monitoring.coreos.com/v1` (the rest of the
+    /// resource is reconciled regardless).
+    pub const MONITORING: &str = "Monitoring";
 }
 
 /// Where a payments resource is in its life. `Ready` and `Degraded` mirror the
@@ -132,6 +137,11 @@ pub struct WorkloadStatus {
     /// until `spec.version` changes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_version: Option<String>,
+    /// Since when fewer replicas than desired have been available; cleared
+    /// when enough are. A rollout that stays below the minimum longer than
+    /// `upgrade.unavailableToleranceSeconds` has failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_minimum_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -140,4 +150,44 @@ pub struct WorkloadStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// How a version change is rolled out and judged.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradePolicy {
+    /// Seconds a rollout may go without progress before it counts as failed
+    /// (the Deployment's `progressDeadlineSeconds`).
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 5, max = 3600))]
+    pub progress_deadline_seconds: i32,
+    /// Seconds the available replicas may stay below the desired count during
+    /// a rollout before it counts as failed.
+    #[serde(default = "default_unavailable_tolerance")]
+    #[schemars(range(min = 5, max = 3600))]
+    pub unavailable_tolerance_seconds: i32,
+    /// Roll back to `status.lastGoodVersion` when a rollout fails. When false
+    /// a failed rollout is reported as `Degraded` and left for a human.
+    #[serde(default = "default_true")]
+    pub auto_rollback: bool,
+}
+
+impl Default for UpgradePolicy {
+    fn default() -> Self {
+        Self {
+            progress_deadline_seconds: default_progress_deadline(),
+            unavailable_tolerance_seconds: default_unavailable_tolerance(),
+            auto_rollback: true,
+        }
+    }
+}
+
+fn default_progress_deadline() -> i32 {
+    600
+}
+fn default_unavailable_tolerance() -> i32 {
+    300
+}
+fn default_true() -> bool {
+    true
 }

@@ -8,8 +8,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    DatabaseReference, IMAGE_REPOSITORY_PATTERN, MessagingReference, Resources, VERSION_PATTERN,
-    WorkloadStatus,
+    DatabaseReference, IMAGE_REPOSITORY_PATTERN, MessagingReference, Resources, UpgradePolicy,
+    VERSION_PATTERN, WorkloadStatus,
 };
 
 /// Desired state of a payment gateway.
@@ -55,6 +55,9 @@ pub struct PaymentGatewaySpec {
     /// Container resource requests and limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// How version changes roll out, and when they are rolled back.
+    #[serde(default)]
+    pub upgrade: UpgradePolicy,
 }
 
 fn default_image() -> String {

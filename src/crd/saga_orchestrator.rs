@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     DNS_LABEL_PATTERN, DatabaseReference, IMAGE_REPOSITORY_PATTERN, MessagingReference, Resources,
-    VERSION_PATTERN, WorkloadStatus,
+    UpgradePolicy, VERSION_PATTERN, WorkloadStatus,
 };
 
 /// Desired state of a saga orchestrator.
@@ -56,6 +56,9 @@ pub struct SagaOrchestratorSpec {
     /// Container resource requests and limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// How version changes roll out, and when they are rolled back.
+    #[serde(default)]
+    pub upgrade: UpgradePolicy,
 }
 
 fn default_image() -> String {

@@ -1,0 +1,263 @@
+//! One kube-runtime controller per `payments.io` kind. Each reconcile is a
+//! fixed pipeline: fetch (live Deployment, served kinds) → validate (pure) →
+//! plan (pure: the owned objects) → apply (through `act`) → status (pure,
+//! from what was applied) → status patch and Events (through `act`).
+//!
+//! Must not write to the cluster except through `crate::act`.
+
+pub mod batch_processor;
+pub mod clearing_adapter;
+pub mod conditions;
+mod metrics;
+pub mod objects;
+pub mod payment_gateway;
+pub mod rollout;
+pub mod saga_orchestrator;
+pub mod schedule;
+mod workload;
+
+pub use metrics::Metrics;
+pub use workload::{NoGate, SharedVerdicts, UpgradeGate, WorkloadKind};
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    autoscaling::v2::HorizontalPodAutoscaler,
+    batch::v1::{CronJob, Job},
+    core::v1::{ConfigMap, Service},
+    networking::v1::NetworkPolicy,
+};
+use kube::{
+    Api, Client,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Recorder, Reporter},
+        watcher,
+    },
+};
+use tokio::sync::RwLock;
+
+use crate::crd::{BatchProcessor, ClearingAdapter, PaymentGateway, SagaOrchestrator};
+
+/// What the reconcilers know about the cluster beyond the resource itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// `monitoring.coreos.com/v1` ServiceMonitor is served.
+    pub service_monitor_served: bool,
+    /// The live Deployment's `spec.replicas` (kept when an HPA scales it).
+    pub live_replicas: Option<i32>,
+}
+
+/// A spec the reconciler cannot realise: which field, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Errors that end a reconcile early; all are transient (retried with
+/// back-off). A bad spec is not an error: it becomes a condition.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("fetching {what} failed")]
+    Fetch {
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("planning the owned objects failed")]
+    Plan(#[from] objects::Error),
+    #[error(transparent)]
+    Apply(#[from] crate::act::Error),
+}
+
+impl Error {
+    /// Fixed category for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Fetch { .. } => "fetch",
+            Error::Plan(_) => "plan",
+            Error::Apply(e) => e.kind(),
+        }
+    }
+}
+
+/// Settings of the controllers.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    /// Requeue interval while a rollout is in progress.
+    pub progress_interval: Duration,
+    /// Requeue interval of a settled resource (drift is also caught by watches).
+    pub resync_interval: Duration,
+    /// Reconciles running at once per controller.
+    pub concurrency: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            progress_interval: Duration::from_secs(5),
+            resync_interval: Duration::from_secs(300),
+            concurrency: 8,
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub gate: Arc<dyn UpgradeGate>,
+    pub metrics: Metrics,
+    served: RwLock<Option<(tokio::time::Instant, bool)>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        gate: Arc<dyn UpgradeGate>,
+        metrics: Metrics,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "autopilot".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            gate,
+            metrics,
+            served: RwLock::new(None),
+        }
+    }
+
+    /// Whether ServiceMonitor is served, asked of the API at most once a minute.
+    pub async fn service_monitor_served(&self) -> Result<bool, Error> {
+        const TTL: Duration = Duration::from_secs(60);
+        if let Some((at, served)) = *self.served.read().await
+            && at.elapsed() < TTL
+        {
+            return Ok(served);
+        }
+        let served = match self
+            .client
+            .list_api_group_resources("monitoring.coreos.com/v1")
+            .await
+        {
+            Ok(list) => list.resources.iter().any(|r| r.kind == "ServiceMonitor"),
+            Err(kube::Error::Api(s)) if s.code == 404 => false,
+            Err(source) => {
+                return Err(Error::Fetch {
+                    what: "the served monitoring.coreos.com/v1 kinds",
+                    source,
+                });
+            }
+        };
+        *self.served.write().await = Some((tokio::time::Instant::now(), served));
+        Ok(served)
+    }
+
+    fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the four controllers until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let ns = ctx.settings.namespace.clone();
+    let cfg = watcher::Config::default();
+    let ctl_cfg =
+        kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+
+    let gateways = Controller::new(scoped::<PaymentGateway>(&client, &ns), cfg.clone())
+        .with_config(ctl_cfg.clone())
+        .owns(scoped::<Deployment>(&client, &ns), cfg.clone())
+        .owns(scoped::<Service>(&client, &ns), cfg.clone())
+        .owns(scoped::<ConfigMap>(&client, &ns), cfg.clone())
+        .owns(scoped::<HorizontalPodAutoscaler>(&client, &ns), cfg.clone())
+        .shutdown_on_signal()
+        .run(
+            workload::reconcile::<PaymentGateway>,
+            workload::error_policy::<PaymentGateway>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let adapters = Controller::new(scoped::<ClearingAdapter>(&client, &ns), cfg.clone())
+        .with_config(ctl_cfg.clone())
+        .owns(scoped::<Deployment>(&client, &ns), cfg.clone())
+        .owns(scoped::<Service>(&client, &ns), cfg.clone())
+        .owns(scoped::<ConfigMap>(&client, &ns), cfg.clone())
+        .owns(scoped::<NetworkPolicy>(&client, &ns), cfg.clone())
+        .shutdown_on_signal()
+        .run(
+            workload::reconcile::<ClearingAdapter>,
+            workload::error_policy::<ClearingAdapter>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let sagas = Controller::new(scoped::<SagaOrchestrator>(&client, &ns), cfg.clone())
+        .with_config(ctl_cfg.clone())
+        .owns(scoped::<Deployment>(&client, &ns), cfg.clone())
+        .owns(scoped::<Service>(&client, &ns), cfg.clone())
+        .owns(scoped::<ConfigMap>(&client, &ns), cfg.clone())
+        .shutdown_on_signal()
+        .run(
+            workload::reconcile::<SagaOrchestrator>,
+            workload::error_policy::<SagaOrchestrator>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let batches = Controller::new(scoped::<BatchProcessor>(&client, &ns), cfg.clone())
+        .with_config(ctl_cfg)
+        .owns(scoped::<CronJob>(&client, &ns), cfg.clone())
+        .owns(scoped::<Job>(&client, &ns), cfg.clone())
+        .shutdown_on_signal()
+        .run(
+            batch_processor::reconcile,
+            batch_processor::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    tokio::join!(gateways, adapters, sagas, batches);
+}
+
+fn requeue(ctx: &Context, busy: bool) -> Action {
+    Action::requeue(if busy {
+        ctx.settings.progress_interval
+    } else {
+        ctx.settings.resync_interval
+    })
+}

@@ -1,0 +1,432 @@
+//! The reconcile driver shared by the Deployment-backed kinds
+//! (PaymentGateway, ClearingAdapter, SagaOrchestrator): fetch, validate, plan,
+//! apply, judge the rollout, roll back when it failed, compute and write status.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use k8s_openapi::{api::apps::v1::Deployment, jiff::Timestamp};
+use kube::{Resource, ResourceExt, core::NamespaceResourceScope, runtime::controller::Action};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+use super::{
+    Context, Error, Facts, Invalid,
+    conditions::{self, Desired},
+    objects::{self, Identity},
+    requeue,
+    rollout::{self, EventIntent, Input, Judgement, Observed},
+};
+use crate::{
+    act::{self, OwnedObjects},
+    crd::{
+        ClearingAdapter, PaymentGateway, Phase, SagaOrchestrator, WorkloadStatus,
+        common::UpgradePolicy, condition,
+    },
+};
+
+/// Lets the anomaly detectors declare a running upgrade unhealthy, which
+/// fails the rollout and triggers the rollback just like a missed progress
+/// deadline.
+pub trait UpgradeGate: Send + Sync {
+    /// `Some(reason)` when the rollout of `version` of this resource is judged unhealthy.
+    fn verdict(&self, kind: &str, namespace: &str, name: &str, version: &str) -> Option<String>;
+}
+
+/// The gate that never objects.
+pub struct NoGate;
+
+impl UpgradeGate for NoGate {
+    fn verdict(&self, _: &str, _: &str, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Verdicts set from outside (the detection loop, or a test), keyed by
+/// kind, namespace, name and version.
+#[derive(Default)]
+pub struct SharedVerdicts(std::sync::RwLock<HashMap<(String, String, String, String), String>>);
+
+impl SharedVerdicts {
+    pub fn declare_unhealthy(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        version: &str,
+        reason: &str,
+    ) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(
+                (kind.into(), namespace.into(), name.into(), version.into()),
+                reason.into(),
+            );
+        }
+    }
+}
+
+impl UpgradeGate for SharedVerdicts {
+    fn verdict(&self, kind: &str, namespace: &str, name: &str, version: &str) -> Option<String> {
+        let m = self.0.read().ok()?;
+        m.get(&(kind.into(), namespace.into(), name.into(), version.into()))
+            .cloned()
+    }
+}
+
+/// What the driver needs of a Deployment-backed kind.
+pub trait WorkloadKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// `app.kubernetes.io/name` of its pods.
+    const COMPONENT: &'static str;
+    /// Whether the plan may include a ServiceMonitor (so the served check is needed).
+    const MAY_OWN_SERVICE_MONITOR: bool = false;
+
+    fn spec_version(&self) -> &str;
+    fn upgrade_policy(&self) -> &UpgradePolicy;
+    fn workload_status(&self) -> WorkloadStatus;
+    /// Checks the schema cannot express.
+    fn validate(&self) -> Result<(), Invalid>;
+    /// The owned objects running `target` (a validated spec is assumed).
+    fn plan(
+        &self,
+        id: &Identity,
+        facts: &Facts,
+        target: &str,
+    ) -> Result<OwnedObjects, objects::Error>;
+    /// Conditions beyond the rollout's (e.g. `Monitoring`).
+    fn extra_conditions(&self, _facts: &Facts) -> Vec<Desired<'static>> {
+        Vec::new()
+    }
+    /// The full status object to write.
+    fn status_json(&self, status: &WorkloadStatus, _now: Timestamp) -> Value {
+        serde_json::to_value(status).unwrap_or_default()
+    }
+}
+
+pub async fn reconcile<K: WorkloadKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let kind = K::kind(&()).to_string();
+    let result = reconcile_inner(obj.as_ref(), &ctx).await;
+    ctx.metrics
+        .duration
+        .with_label_values(&[&kind])
+        .observe(started.elapsed().as_secs_f64());
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[&kind, label])
+        .inc();
+    result
+}
+
+#[tracing::instrument(skip_all, fields(kind = %K::kind(&()), namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
+async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let now = Timestamp::now();
+    let previous = obj.workload_status();
+    let generation = obj.meta().generation;
+
+    // validate
+    if let Err(invalid) = obj.validate() {
+        let status = compute_invalid_status(&previous, &invalid, generation, now);
+        let events = vec![EventIntent {
+            warning: true,
+            reason: "InvalidSpec",
+            note: invalid.to_string(),
+        }];
+        write_status(ctx, obj, &previous, &status, &events, now).await?;
+        tracing::warn!(%invalid, "spec rejected; waiting for a change");
+        return Ok(Action::await_change());
+    }
+
+    // fetch
+    let live: Option<Deployment> = ctx
+        .api::<Deployment>(&namespace)
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Fetch {
+            what: "the live Deployment",
+            source,
+        })?;
+    let facts = Facts {
+        service_monitor_served: K::MAY_OWN_SERVICE_MONITOR && ctx.service_monitor_served().await?,
+        live_replicas: live.and_then(|d| d.spec).and_then(|s| s.replicas),
+    };
+    let id = Identity {
+        component: K::COMPONENT,
+        name: name.clone(),
+        namespace: namespace.clone(),
+        owner: obj
+            .controller_owner_ref(&())
+            .ok_or(objects::Error::MissingOwnerUid)?,
+    };
+
+    // plan → apply
+    let spec_version = obj.spec_version();
+    let target = rollout::target_version(spec_version, &previous).to_string();
+    let applied = act::apply_owned(
+        &ctx.client,
+        &namespace,
+        &name,
+        obj.plan(&id, &facts, &target)?,
+    )
+    .await?;
+    ctx.metrics
+        .writes
+        .with_label_values(&[K::kind(&()).as_ref()])
+        .inc_by(applied.writes as u64);
+    let observed = applied
+        .deployment
+        .as_ref()
+        .map(Observed::from_deployment)
+        .unwrap_or_default();
+
+    // judge the rollout; roll back when it failed
+    let upgrading = previous.current_version.as_deref() != Some(target.as_str());
+    let gate = if upgrading && target == spec_version {
+        ctx.gate.verdict(&K::kind(&()), &namespace, &name, &target)
+    } else {
+        None
+    };
+    let policy = obj.upgrade_policy();
+    let input = Input {
+        spec_version,
+        target: &target,
+        policy,
+        previous: &previous,
+        generation,
+        observed: &observed,
+        gate: gate.as_deref(),
+        now,
+    };
+    let judgement = rollout::judge(&input);
+    let (mut status, events) = match (rollout::rollback_target(&input, &judgement), &judgement) {
+        (Some(good), Judgement::Failed { reason, message }) => {
+            tracing::warn!(from = %target, to = %good, reason, "rollout failed; rolling back");
+            ctx.metrics
+                .rollbacks
+                .with_label_values(&[K::kind(&()).as_ref(), reason])
+                .inc();
+            let applied =
+                act::apply_owned(&ctx.client, &namespace, &name, obj.plan(&id, &facts, good)?)
+                    .await?;
+            let observed = applied
+                .deployment
+                .as_ref()
+                .map(Observed::from_deployment)
+                .unwrap_or_default();
+            let back = Input {
+                target: good,
+                observed: &observed,
+                gate: None,
+                ..input.clone()
+            };
+            rollout::compute_status(&back, &rollout::judge(&back), Some((reason, message)))
+        }
+        _ => rollout::compute_status(&input, &judgement, None),
+    };
+    for c in obj.extra_conditions(&facts) {
+        conditions::set(&mut status.conditions, c, generation, now);
+    }
+    write_status(ctx, obj, &previous, &status, &events, now).await?;
+    let busy = conditions::is_true(&status.conditions, condition::PROGRESSING)
+        || status.below_minimum_since.is_some();
+    Ok(requeue(ctx, busy))
+}
+
+/// Status of a resource whose spec cannot be realised: nothing is applied.
+pub fn compute_invalid_status(
+    previous: &WorkloadStatus,
+    invalid: &Invalid,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> WorkloadStatus {
+    let mut s = previous.clone();
+    s.phase = Phase::Failed;
+    s.observed_generation = generation;
+    let message = format!("invalid spec, nothing applied: {invalid}");
+    for (type_, status) in [
+        (condition::READY, false),
+        (condition::PROGRESSING, false),
+        (condition::DEGRADED, true),
+    ] {
+        conditions::set(
+            &mut s.conditions,
+            Desired {
+                type_,
+                status,
+                reason: "InvalidSpec",
+                message: message.clone(),
+            },
+            generation,
+            now,
+        );
+    }
+    s
+}
+
+/// Writes status only when it changed (timestamps aside), then publishes Events.
+async fn write_status<K: WorkloadKind>(
+    ctx: &Context,
+    obj: &K,
+    previous: &WorkloadStatus,
+    status: &WorkloadStatus,
+    events: &[EventIntent],
+    now: Timestamp,
+) -> Result<(), Error> {
+    let old = obj.status_json(previous, now);
+    let new = obj.status_json(status, now);
+    let current = serde_json::to_value(obj)
+        .ok()
+        .map(|v| v["status"].clone())
+        .unwrap_or_default();
+    if !same_status(&current, &new) || !same_status(&old, &new) {
+        act::apply_status(&ctx.client, obj, new).await?;
+    }
+    // An event per phase change or rollback, not per reconcile; invalid specs
+    // report once per generation (the status change above shows a new one).
+    let changed = previous.phase != status.phase
+        || previous.observed_generation != status.observed_generation;
+    for e in events {
+        if e.reason != "InvalidSpec" || changed {
+            act::publish_event(&ctx.recorder, obj, e.warning, e.reason, e.note.clone()).await;
+        }
+    }
+    Ok(())
+}
+
+/// Status equality ignoring the conditions' `lastTransitionTime`.
+pub fn same_status(a: &Value, b: &Value) -> bool {
+    fn strip(v: &Value) -> Value {
+        let mut v = v.clone();
+        if let Some(cs) = v.get_mut("conditions").and_then(Value::as_array_mut) {
+            for c in cs.iter_mut() {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("lastTransitionTime");
+                }
+            }
+            cs.sort_by(|x, y| x["type"].as_str().cmp(&y["type"].as_str()));
+        }
+        v
+    }
+    strip(a) == strip(b)
+}
+
+pub fn error_policy<K: WorkloadKind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .failures
+        .with_label_values(&[K::kind(&()).as_ref(), error.kind()])
+        .inc();
+    tracing::warn!(
+        kind = %K::kind(&()), namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(),
+        error = %error, source = ?std::error::Error::source(error), "reconcile failed; retrying"
+    );
+    Action::requeue(std::time::Duration::from_secs(5))
+}
+
+impl WorkloadKind for PaymentGateway {
+    const COMPONENT: &'static str = super::payment_gateway::COMPONENT;
+    const MAY_OWN_SERVICE_MONITOR: bool = true;
+
+    fn spec_version(&self) -> &str {
+        &self.spec.version
+    }
+    fn upgrade_policy(&self) -> &UpgradePolicy {
+        &self.spec.upgrade
+    }
+    fn workload_status(&self) -> WorkloadStatus {
+        self.status.clone().unwrap_or_default()
+    }
+    fn validate(&self) -> Result<(), Invalid> {
+        super::payment_gateway::validate(&self.spec).map(|_| ())
+    }
+    fn plan(
+        &self,
+        id: &Identity,
+        facts: &Facts,
+        target: &str,
+    ) -> Result<OwnedObjects, objects::Error> {
+        // Only called after `validate` succeeded.
+        let v = super::payment_gateway::Validated(&self.spec);
+        super::payment_gateway::plan(id, &v, facts, target)
+    }
+    fn extra_conditions(&self, facts: &Facts) -> Vec<Desired<'static>> {
+        super::payment_gateway::monitoring_condition(&self.spec, facts)
+            .into_iter()
+            .collect()
+    }
+}
+
+impl WorkloadKind for SagaOrchestrator {
+    const COMPONENT: &'static str = super::saga_orchestrator::COMPONENT;
+
+    fn spec_version(&self) -> &str {
+        &self.spec.version
+    }
+    fn upgrade_policy(&self) -> &UpgradePolicy {
+        &self.spec.upgrade
+    }
+    fn workload_status(&self) -> WorkloadStatus {
+        self.status.clone().unwrap_or_default()
+    }
+    fn validate(&self) -> Result<(), Invalid> {
+        super::saga_orchestrator::validate(&self.spec).map(|_| ())
+    }
+    fn plan(
+        &self,
+        id: &Identity,
+        _facts: &Facts,
+        target: &str,
+    ) -> Result<OwnedObjects, objects::Error> {
+        let v = super::saga_orchestrator::Validated(&self.spec);
+        super::saga_orchestrator::plan(id, &v, target)
+    }
+}
+
+impl WorkloadKind for ClearingAdapter {
+    const COMPONENT: &'static str = super::clearing_adapter::COMPONENT;
+
+    fn spec_version(&self) -> &str {
+        &self.spec.version
+    }
+    fn upgrade_policy(&self) -> &UpgradePolicy {
+        &self.spec.upgrade
+    }
+    fn workload_status(&self) -> WorkloadStatus {
+        self.status.clone().map(|s| s.workload).unwrap_or_default()
+    }
+    fn validate(&self) -> Result<(), Invalid> {
+        super::clearing_adapter::validate(&self.spec).map(|_| ())
+    }
+    fn plan(
+        &self,
+        id: &Identity,
+        _facts: &Facts,
+        target: &str,
+    ) -> Result<OwnedObjects, objects::Error> {
+        match super::clearing_adapter::validate(&self.spec) {
+            Ok(v) => super::clearing_adapter::plan(id, &v, target),
+            // Unreachable after validate; never apply a half-understood spec.
+            Err(_) => Ok(OwnedObjects::default()),
+        }
+    }
+    fn status_json(&self, status: &WorkloadStatus, now: Timestamp) -> Value {
+        let full = crate::crd::ClearingAdapterStatus {
+            workload: status.clone(),
+            next_cutoff_time: super::clearing_adapter::next_cutoff(&self.spec, now)
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+        };
+        serde_json::to_value(full).unwrap_or_default()
+    }
+}
