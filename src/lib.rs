@@ -6,6 +6,7 @@
 //! changes the cluster.
 
 pub mod act;
+pub mod agent;
 pub mod cli;
 pub mod crd;
 pub mod detect;

@@ -26,6 +26,23 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the agent: the controllers of the payments kinds, with /metrics,
+    /// /healthz and /readyz on --listen. Uses the in-cluster service account,
+    /// or $KUBECONFIG / ~/.kube/config outside a cluster.
+    Run {
+        /// Watch and reconcile only this namespace (default: all namespaces).
+        #[arg(long, env = "AUTOPILOT_NAMESPACE")]
+        namespace: Option<String>,
+        /// Address of the HTTP endpoints.
+        #[arg(long, env = "AUTOPILOT_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// Reconciles running at once per kind.
+        #[arg(long, env = "AUTOPILOT_CONCURRENCY", default_value_t = 8)]
+        concurrency: u16,
+        /// Seconds between checks of a rollout in progress.
+        #[arg(long, default_value_t = 5)]
+        progress_interval_seconds: u64,
+    },
     /// Print the CustomResourceDefinitions of our kinds as YAML.
     ///
     /// Generated from the Rust types; `deploy/crds/payments.io.yaml` is a copy

@@ -3,7 +3,13 @@
 //! also after a panic), our CRDs installed, a fresh namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::sync::OnceLock;
+pub mod kubelet;
+
+use std::{
+    future::Future,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use autopilot::testenv::{ControlPlane, Options};
 use k8s_openapi::api::core::v1::Namespace;
@@ -68,4 +74,57 @@ pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
         .map(|d| serde_json::Value::deserialize(d).expect("valid YAML document"))
         .filter(|v| !v.is_null())
         .collect()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with the
+/// last state `check` described through `last`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last state: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The payments controllers running in this test's runtime, watching one
+/// namespace, with a short progress interval. Stopped when dropped.
+pub struct Controllers {
+    task: tokio::task::JoinHandle<()>,
+    pub gate: Arc<autopilot::reconcile::SharedVerdicts>,
+    pub registry: prometheus::Registry,
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn start_controllers(client: Client, namespace: &str) -> Controllers {
+    use autopilot::reconcile::{Context, Metrics, Settings, SharedVerdicts};
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::register(&registry).expect("metrics");
+    let gate = Arc::new(SharedVerdicts::default());
+    let settings = Settings {
+        namespace: Some(namespace.to_string()),
+        progress_interval: Duration::from_millis(500),
+        resync_interval: Duration::from_secs(30),
+        concurrency: 4,
+    };
+    let ctx = Arc::new(Context::new(client, settings, gate.clone(), metrics));
+    Controllers {
+        task: tokio::spawn(autopilot::reconcile::run(ctx)),
+        gate,
+        registry,
+    }
 }
