@@ -712,3 +712,63 @@ async fn batch_processor_schedules_runs_now_and_counts_failures() {
             .any(|e| e.reason.as_deref() == Some("RunTriggered"))
     );
 }
+
+/// The chart's RBAC is enough: the controllers, running as the chart's
+/// service account (impersonated), reconcile a gateway that owns every kind
+/// of object, and publish their Events.
+#[tokio::test]
+async fn the_charts_rbac_is_sufficient_for_the_controllers() {
+    let (admin, ns) = support::client_and_namespace(cp(), "rbac").await;
+    let _kubelet = support::kubelet::start(admin.clone(), &ns).await;
+    let release = format!("autopilot-{ns}");
+    let rbac = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/templates/rbac.yaml"
+    ))
+    .expect("chart rbac")
+    .replace("{{ .Release.Name }}", &release)
+    .replace("{{ .Release.Namespace }}", &ns);
+    for doc in support::yaml_documents(&rbac) {
+        let obj: DynamicObject = serde_json::from_value(doc).expect("manifest");
+        autopilot::act::apply_manifest(&admin, &obj, &ns)
+            .await
+            .expect("apply rbac");
+    }
+    let mut config = cp().config().await.expect("config");
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{release}"));
+    let as_agent = Client::try_from(config).expect("impersonating client");
+    // The impersonation is real: the agent may not read Secrets.
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(as_agent.clone(), &ns)
+        .list(&ListParams::default())
+        .await;
+    assert!(
+        matches!(secrets, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "{secrets:?}"
+    );
+    let _controllers = support::start_controllers(as_agent, &ns);
+
+    create::<PaymentGateway>(&admin, &ns, example("PaymentGateway")).await;
+    let pgw = wait_gateway(
+        &admin,
+        &ns,
+        "payment-gateway",
+        "the gateway to be reconciled under the chart's RBAC",
+        |p| p.status.as_ref().is_some_and(|s| s.phase == Phase::Ready),
+    )
+    .await;
+    assert!(pgw.status.is_some());
+    let sm_api: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        &ns,
+        &autopilot::act::service_monitor_resource(),
+    );
+    sm_api
+        .get("payment-gateway")
+        .await
+        .expect("ServiceMonitor applied under RBAC");
+    get::<HorizontalPodAutoscaler>(&admin, &ns, "payment-gateway")
+        .await
+        .expect("HPA applied under RBAC");
+    let events = events_for(&admin, &ns, "payment-gateway").await;
+    assert!(!events.is_empty(), "Events published under RBAC");
+}

@@ -285,13 +285,12 @@ async fn write_status<K: WorkloadKind>(
     events: &[EventIntent],
     now: Timestamp,
 ) -> Result<(), Error> {
-    let old = obj.status_json(previous, now);
     let new = obj.status_json(status, now);
     let current = serde_json::to_value(obj)
         .ok()
         .map(|v| v["status"].clone())
         .unwrap_or_default();
-    if !same_status(&current, &new) || !same_status(&old, &new) {
+    if !same_status(&current, &new) {
         act::apply_status(&ctx.client, obj, new).await?;
     }
     // An event per phase change or rollback, not per reconcile; invalid specs

@@ -366,12 +366,17 @@ impl ControlPlane {
     /// Create one per async runtime: a client's connections belong to the
     /// runtime that made them.
     pub async fn client(&self) -> Result<kube::Client, Error> {
+        kube::Client::try_from(self.config().await?).map_err(Error::Client)
+    }
+
+    /// The admin client configuration, to adjust (e.g. impersonate a
+    /// service account) before building a client.
+    pub async fn config(&self) -> Result<kube::Config, Error> {
         let kubeconfig =
             kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(Error::Kubeconfig)?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
-            .map_err(Error::Kubeconfig)?;
-        kube::Client::try_from(config).map_err(Error::Client)
+            .map_err(Error::Kubeconfig)
     }
 
     /// Path of an admin kubeconfig for this control plane (for kubectl).
