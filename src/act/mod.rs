@@ -2,7 +2,11 @@
 //! objects, status patches, the autopilot's actions — goes through here, under
 //! the single field manager [`crate::crd::FIELD_MANAGER`].
 //!
-//! Must not decide anything: callers pass finished intents.
+//! Must not decide anything: callers pass finished intents. The pure parts
+//! (`action`: intent → patch and inverse; `guard`: verdicts; `verify`) take
+//! values and return values; `executor` is the one place that writes.
+
+pub mod action;
 
 use kube::{
     Api, Client, ResourceExt,

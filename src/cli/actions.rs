@@ -1,0 +1,1 @@
+//! `autopilot actions`: review the journal (filled in with the store).
