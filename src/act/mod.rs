@@ -7,6 +7,7 @@
 //! values and return values; `executor` is the one place that writes.
 
 pub mod action;
+pub mod guard;
 
 use kube::{
     Api, Client, ResourceExt,

@@ -332,9 +332,10 @@ fn register(engine: &mut Engine) {
             "below" => Expect::Below,
             "above" => Expect::Above,
             other => {
-                return Err(
-                    format!("verify: expect must be \"below\" or \"above\", got {other:?}").into(),
-                );
+                return Err(format!(
+                    "verify: expect must be \"below\" or \"above\", got {other:?}"
+                )
+                .into());
             }
         };
         i.verify = Some(Verify {
