@@ -10,5 +10,6 @@ pub mod cli;
 pub mod crd;
 pub mod decide;
 pub mod detect;
+pub mod store;
 pub mod telemetry;
 pub mod testenv;

@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod guard;
+pub mod journal;
 
 use kube::{
     Api, Client, ResourceExt,
