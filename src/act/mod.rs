@@ -7,8 +7,10 @@
 //! values and return values; `executor` is the one place that writes.
 
 pub mod action;
+pub mod executor;
 pub mod guard;
 pub mod journal;
+pub mod verify;
 
 use kube::{
     Api, Client, ResourceExt,

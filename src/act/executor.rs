@@ -1,0 +1,1079 @@
+//! The executor: the one place runbook actions reach the cluster. For each
+//! batch it reads the targets, plans (pure), judges with the guards (pure),
+//! writes the journal row, then — by mode — records, validates with a
+//! server-side dry run, or patches under the field manager `autopilot`, and
+//! finally records the outcome, emits an Event on the target and bumps a
+//! counter, so the three always agree.
+//!
+//! Also: restart resolution of in-flight intents, approval and rejection of
+//! recommendations, verification and undo through the inverse patch.
+
+use std::collections::BTreeMap;
+
+use kube::{
+    Api, Client,
+    api::{DynamicObject, Patch, PatchParams, PostParams},
+    discovery::ApiResource,
+};
+use serde_json::{Value, json};
+
+use super::{
+    action::{
+        ACTION_ID_ANNOTATION, Change, KindInfo, Planned, Subresource, kind_info, patch_is_applied,
+        plan_action,
+    },
+    guard::{Candidate, Policy, Recent, Verdict, evaluate_guards, target_key},
+    journal::{self, Journal, JournalEntry, NewEntry, outcome},
+    verify::{Verification, judge_verification},
+};
+use crate::{
+    crd::FIELD_MANAGER,
+    decide::{Action, Intent, Mode, Verify},
+    detect::ComponentId,
+};
+
+/// How many times a write is retried after a resourceVersion conflict.
+const CONFLICT_RETRIES: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("recording in the journal failed")]
+    RecordJournal(#[from] journal::Error),
+    #[error("journal entry {id} does not exist")]
+    FindEntry { id: i64 },
+    #[error("approving entry {id}: {reason}")]
+    ApproveEntry { id: i64, reason: String },
+    #[error("undoing entry {id}: {reason}")]
+    UndoEntry { id: i64, reason: String },
+    #[error("journal entry {id} holds an unreadable {field}: {reason}")]
+    ReadEntry {
+        id: i64,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+impl Error {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::RecordJournal(e) => e.kind(),
+            Error::FindEntry { .. } => "find_entry",
+            Error::ApproveEntry { .. } => "approve_entry",
+            Error::UndoEntry { .. } => "undo_entry",
+            Error::ReadEntry { .. } => "read_entry",
+        }
+    }
+}
+
+/// Why a single write did not happen (journaled as the outcome detail).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("reading {target} failed: {source}")]
+    FetchTarget { target: String, source: kube::Error },
+    #[error("{target} does not exist")]
+    MissingTarget { target: String },
+    #[error("patching {target} failed: {source}")]
+    PatchTarget { target: String, source: kube::Error },
+    #[error("creating {target} failed: {source}")]
+    CreateObject { target: String, source: kube::Error },
+    #[error("{target} changed since the decision (resourceVersion conflict); not sent")]
+    ConflictOnTarget { target: String },
+}
+
+impl SendError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendError::FetchTarget { .. } => "fetch_target",
+            SendError::MissingTarget { .. } => "missing_target",
+            SendError::PatchTarget { .. } => "patch_target",
+            SendError::CreateObject { .. } => "create_object",
+            SendError::ConflictOnTarget { .. } => "conflict",
+        }
+    }
+}
+
+/// Counters of the executor (`autopilot_act_actions_total{action,outcome}`).
+#[derive(Clone)]
+pub struct Metrics {
+    pub actions: prometheus::IntCounterVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let actions = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "autopilot_act_actions_total",
+                "Runbook actions by kind and outcome",
+            ),
+            &["action", "outcome"],
+        )?;
+        registry.register(Box::new(actions.clone()))?;
+        Ok(Self { actions })
+    }
+}
+
+/// A runbook's proposal with its provenance and effective mode.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub intent: Intent,
+    pub runbook_hash: String,
+    /// `finding`, `cron` or `condition`.
+    pub trigger: String,
+    /// The findings behind it.
+    pub evidence: Value,
+    /// Effective mode (agent's mode, lowered by the runbook's pin).
+    pub mode: Mode,
+}
+
+/// What happened to one proposal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Executed {
+    pub id: i64,
+    pub outcome: String,
+    pub detail: String,
+}
+
+pub struct Executor<J> {
+    client: Client,
+    journal: J,
+    metrics: Metrics,
+    /// Intents found unsent after a restart are sent only if younger than this.
+    pub stale_after_seconds: i64,
+}
+
+fn api_resource(kind: &KindInfo) -> ApiResource {
+    ApiResource {
+        group: kind.group.clone(),
+        version: kind.version.clone(),
+        api_version: kind.api_version(),
+        kind: kind.kind.clone(),
+        plural: kind.plural.clone(),
+    }
+}
+
+fn key(c: &ComponentId) -> String {
+    format!("{}/{}/{}", c.kind, c.namespace, c.name)
+}
+
+/// The object an action is planned against: its target (for a Backup, the Cluster).
+fn plan_target(action: &Action) -> &ComponentId {
+    action.target()
+}
+
+impl<J: Journal> Executor<J> {
+    pub fn new(client: Client, journal: J, metrics: Metrics) -> Self {
+        Self {
+            client,
+            journal,
+            metrics,
+            stale_after_seconds: 600,
+        }
+    }
+
+    pub fn journal(&self) -> &J {
+        &self.journal
+    }
+
+    fn api(&self, kind: &KindInfo, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind))
+    }
+
+    /// Reads a target as JSON; `None` when it does not exist.
+    pub async fn fetch_target(&self, target: &ComponentId) -> Result<Option<Value>, SendError> {
+        let Some(kind) = kind_info(&target.kind) else {
+            return Ok(None);
+        };
+        let obj = self
+            .api(&kind, &target.namespace)
+            .get_opt(&target.name)
+            .await
+            .map_err(|source| SendError::FetchTarget {
+                target: key(target),
+                source,
+            })?;
+        Ok(obj.map(|o| serde_json::to_value(o).unwrap_or_default()))
+    }
+
+    /// The guard history: entries of the last day that count against limits
+    /// (allowed, in any mode, and not failed, rejected or abandoned).
+    async fn history(&self, now: i64) -> Result<Vec<Recent>, Error> {
+        Ok(self
+            .journal
+            .since(now - 86_400)
+            .await?
+            .into_iter()
+            .filter(|e| e.entry.verdict == "allowed")
+            .filter(|e| {
+                !matches!(
+                    e.outcome.as_deref(),
+                    Some(outcome::FAILED | outcome::REJECTED | outcome::ABANDONED)
+                )
+            })
+            .map(|e| Recent {
+                at: e.entry.at,
+                runbook: e.entry.runbook,
+                target: e.entry.target,
+                namespace: e.entry.namespace,
+                disruptive: e.entry.disruptive,
+            })
+            .collect())
+    }
+
+    /// Runs one cycle's proposals: plan, guard, journal, then act by mode.
+    pub async fn run_batch(
+        &self,
+        proposals: &[Proposal],
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Vec<Executed>, Error> {
+        // Read and plan everything first (pure planning on what was read).
+        let mut planned: Vec<(Option<Value>, Result<Planned, String>)> = Vec::new();
+        for p in proposals {
+            let target = plan_target(&p.intent.action);
+            let result = match self.fetch_target(target).await {
+                Ok(Some(obj)) => {
+                    let plan = plan_action(&p.intent.action, &obj, now).map_err(|e| e.to_string());
+                    (Some(obj), plan)
+                }
+                Ok(None) => (
+                    None,
+                    Err(SendError::MissingTarget {
+                        target: key(target),
+                    }
+                    .to_string()),
+                ),
+                Err(e) => (None, Err(e.to_string())),
+            };
+            planned.push(result);
+        }
+        let ok: Vec<(usize, Candidate<'_>)> = planned
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, r))| {
+                r.as_ref().ok().map(|pl| {
+                    (
+                        i,
+                        Candidate {
+                            intent: &proposals[i].intent,
+                            planned: pl,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let candidates: Vec<Candidate<'_>> = ok
+            .iter()
+            .map(|(_, c)| Candidate {
+                intent: c.intent,
+                planned: c.planned,
+            })
+            .collect();
+        let verdicts = evaluate_guards(policy, &self.history(now).await?, &candidates, now);
+        let mut verdict_of: BTreeMap<usize, Verdict> =
+            ok.iter().map(|(i, _)| *i).zip(verdicts).collect();
+
+        let mut out = Vec::new();
+        for (i, p) in proposals.iter().enumerate() {
+            let (object, plan) = &planned[i];
+            let executed = match plan {
+                Err(reason) => {
+                    let entry = self.new_entry(p, None, "plan_failed", reason, now);
+                    let id = self.journal.record_intent(&entry).await?;
+                    self.finish(id, &entry, object.as_ref(), outcome::FAILED, reason, now)
+                        .await?
+                }
+                Ok(pl) => {
+                    let verdict = verdict_of.remove(&i).unwrap_or(Verdict::Allowed);
+                    match verdict {
+                        Verdict::Refused { guard, detail } => {
+                            let entry = self.new_entry(p, Some(pl), &guard, &detail, now);
+                            let id = self.journal.record_intent(&entry).await?;
+                            self.finish(
+                                id,
+                                &entry,
+                                object.as_ref(),
+                                outcome::REFUSED,
+                                &format!("{guard}: {detail}"),
+                                now,
+                            )
+                            .await?
+                        }
+                        Verdict::Allowed => {
+                            let entry = self.new_entry(p, Some(pl), "allowed", "", now);
+                            // The intent is durable before anything is sent.
+                            let id = self.journal.record_intent(&entry).await?;
+                            self.act(id, &entry, p, pl, now).await?
+                        }
+                    }
+                }
+            };
+            out.push(executed);
+        }
+        Ok(out)
+    }
+
+    fn new_entry(
+        &self,
+        p: &Proposal,
+        planned: Option<&Planned>,
+        verdict: &str,
+        detail: &str,
+        now: i64,
+    ) -> NewEntry {
+        NewEntry {
+            at: now,
+            runbook: p.intent.runbook.clone(),
+            runbook_hash: p.runbook_hash.clone(),
+            trigger: p.trigger.clone(),
+            evidence: p.evidence.clone(),
+            action: serde_json::to_value(&p.intent).unwrap_or_default(),
+            action_kind: p.intent.action.name().to_string(),
+            target: target_key(&p.intent.action),
+            namespace: p.intent.action.target().namespace.clone(),
+            patch: planned.map(|pl| serde_json::to_value(&pl.change).unwrap_or_default()),
+            inverse: planned
+                .and_then(|pl| pl.inverse.as_ref())
+                .map(|c| serde_json::to_value(c).unwrap_or_default()),
+            disruptive: planned.is_some_and(|pl| pl.disruptive),
+            mode: p.mode.as_str().to_string(),
+            verdict: verdict.to_string(),
+            verdict_detail: detail.to_string(),
+            verify: p
+                .intent
+                .verify
+                .as_ref()
+                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+            undo_of: None,
+        }
+    }
+
+    async fn act(
+        &self,
+        id: i64,
+        entry: &NewEntry,
+        p: &Proposal,
+        pl: &Planned,
+        now: i64,
+    ) -> Result<Executed, Error> {
+        let target = p.intent.action.target();
+        match p.mode {
+            Mode::DryRun => {
+                self.finish_target(
+                    id,
+                    entry,
+                    target,
+                    outcome::DRY_RUN,
+                    "not sent (dry-run mode)",
+                    now,
+                )
+                .await
+            }
+            Mode::Recommend => {
+                let (result, out) =
+                    match self.send(id, &p.intent.action, &pl.change, now, true).await {
+                        Ok(_) => ("ok".to_string(), outcome::RECOMMENDED),
+                        Err(e) => (format!("rejected by the API server: {e}"), outcome::FAILED),
+                    };
+                self.journal.record_dry_run(id, &result).await?;
+                self.finish_target(
+                    id,
+                    entry,
+                    target,
+                    out,
+                    &format!("server-side dry run: {result}"),
+                    now,
+                )
+                .await
+            }
+            Mode::Auto => match self
+                .send(id, &p.intent.action, &pl.change, now, false)
+                .await
+            {
+                Ok(detail) => {
+                    self.finish_target(id, entry, target, outcome::APPLIED, &detail, now)
+                        .await
+                }
+                Err(e) => {
+                    self.finish_target(
+                        id,
+                        entry,
+                        target,
+                        outcome::FAILED,
+                        &format!("{}: {e}", e.kind()),
+                        now,
+                    )
+                    .await
+                }
+            },
+        }
+    }
+
+    /// Sends one change, tagged with the journal id, with optimistic
+    /// locking. On a conflict the target is read again and re-planned: the
+    /// change is retried only if it is still exactly what was journaled.
+    async fn send(
+        &self,
+        id: i64,
+        action: &Action,
+        change: &Change,
+        planned_at: i64,
+        dry_run: bool,
+    ) -> Result<String, SendError> {
+        let target = plan_target(action);
+        let tk = key(target);
+        match change {
+            Change::Create { kind, object } => {
+                let mut obj: DynamicObject =
+                    serde_json::from_value(object.clone()).map_err(|e| {
+                        SendError::CreateObject {
+                            target: tk.clone(),
+                            source: kube::Error::SerdeError(e),
+                        }
+                    })?;
+                obj.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(ACTION_ID_ANNOTATION.into(), id.to_string());
+                let pp = PostParams {
+                    dry_run,
+                    field_manager: Some(FIELD_MANAGER.into()),
+                };
+                let api = self.api(kind, &target.namespace);
+                match api.create(&pp, &obj).await {
+                    Ok(o) => Ok(format!(
+                        "created {} {}",
+                        kind.kind,
+                        o.metadata.name.unwrap_or_default()
+                    )),
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                        // Ours (same journal id) means it was already sent.
+                        let name = obj.metadata.name.clone().unwrap_or_default();
+                        let existing = api.get_opt(&name).await.ok().flatten();
+                        let ours = existing
+                            .and_then(|o| o.metadata.annotations)
+                            .and_then(|a| a.get(ACTION_ID_ANNOTATION).cloned())
+                            == Some(id.to_string());
+                        if ours {
+                            Ok(format!(
+                                "{} {name} already created by this action",
+                                kind.kind
+                            ))
+                        } else {
+                            Err(SendError::CreateObject {
+                                target: tk,
+                                source: kube::Error::Api(s),
+                            })
+                        }
+                    }
+                    Err(source) => Err(SendError::CreateObject { target: tk, source }),
+                }
+            }
+            Change::Merge {
+                kind,
+                namespace,
+                name,
+                subresource,
+                patch,
+            } => {
+                let api = self.api(kind, namespace);
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let current = self
+                        .fetch_target(target)
+                        .await?
+                        .ok_or_else(|| SendError::MissingTarget { target: tk.clone() })?;
+                    // Re-plan against what is there now; send only the journaled change.
+                    match plan_action(action, &current, planned_at) {
+                        Ok(p) if &p.change == change => {}
+                        _ if attempt == 1 && patch_is_applied(patch, &current) => {
+                            return Ok("already in effect".into());
+                        }
+                        _ => return Err(SendError::ConflictOnTarget { target: tk }),
+                    }
+                    let mut body = patch.clone();
+                    body["metadata"]["resourceVersion"] =
+                        current["metadata"]["resourceVersion"].clone();
+                    if *subresource == Subresource::Main {
+                        body["metadata"]["annotations"][ACTION_ID_ANNOTATION] =
+                            json!(id.to_string());
+                    }
+                    let pp = PatchParams {
+                        dry_run,
+                        field_manager: Some(FIELD_MANAGER.into()),
+                        ..Default::default()
+                    };
+                    let result = match subresource {
+                        Subresource::Main => api.patch(name, &pp, &Patch::Merge(&body)).await,
+                        Subresource::Status => {
+                            api.patch_status(name, &pp, &Patch::Merge(&body)).await
+                        }
+                    };
+                    match result {
+                        Ok(o) => {
+                            return Ok(format!(
+                                "{}patched {tk} (resourceVersion {})",
+                                if dry_run { "dry-run " } else { "" },
+                                o.metadata.resource_version.unwrap_or_default()
+                            ));
+                        }
+                        Err(kube::Error::Api(s))
+                            if s.is_conflict() && attempt < CONFLICT_RETRIES =>
+                        {
+                            continue;
+                        }
+                        Err(kube::Error::Api(s)) if s.is_conflict() => {
+                            return Err(SendError::ConflictOnTarget { target: tk });
+                        }
+                        Err(source) => return Err(SendError::PatchTarget { target: tk, source }),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish_target(
+        &self,
+        id: i64,
+        entry: &NewEntry,
+        target: &ComponentId,
+        out: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<Executed, Error> {
+        let object = self.fetch_target(target).await.ok().flatten();
+        self.finish(id, entry, object.as_ref(), out, detail, now)
+            .await
+    }
+
+    /// Records the outcome, then the Event and the counter.
+    async fn finish(
+        &self,
+        id: i64,
+        entry: &NewEntry,
+        object: Option<&Value>,
+        out: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<Executed, Error> {
+        self.journal.record_outcome(id, out, detail, now).await?;
+        if let Some(obj) = object {
+            self.record_event(id, entry, obj, out, detail, now).await;
+        }
+        self.metrics
+            .actions
+            .with_label_values(&[entry.action_kind.as_str(), out])
+            .inc();
+        Ok(Executed {
+            id,
+            outcome: out.to_string(),
+            detail: detail.to_string(),
+        })
+    }
+
+    /// An events.k8s.io/v1 Event on the target naming the journal entry.
+    /// Best effort: a failed Event is logged, never blocks the action.
+    async fn record_event(
+        &self,
+        id: i64,
+        entry: &NewEntry,
+        obj: &Value,
+        out: &str,
+        detail: &str,
+        now: i64,
+    ) {
+        let reason = match out {
+            outcome::APPLIED => "ActionApplied",
+            outcome::FAILED => "ActionFailed",
+            outcome::REFUSED => "ActionRefused",
+            outcome::RECOMMENDED => "ActionRecommended",
+            outcome::DRY_RUN => "ActionDryRun",
+            outcome::REJECTED => "ActionRejected",
+            outcome::ABANDONED => "ActionAbandoned",
+            _ => "Action",
+        };
+        let namespace = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let mut note = format!(
+            "autopilot #{id} {} by {} ({}): {out} — {detail}",
+            entry.action_kind, entry.runbook, entry.mode
+        );
+        note.truncate(1000);
+        let time = chrono::DateTime::from_timestamp(now, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let ev = json!({
+            "metadata": {"generateName": "autopilot-", "namespace": namespace,
+                         "labels": {"autopilot.payments.io/action-id": id.to_string()}},
+            "eventTime": time,
+            "reportingController": "payments.io/autopilot",
+            "reportingInstance": "autopilot",
+            "action": entry.action_kind,
+            "reason": reason,
+            "note": note,
+            "type": if matches!(out, outcome::FAILED | outcome::REFUSED | outcome::ABANDONED) { "Warning" } else { "Normal" },
+            "regarding": {
+                "apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                "name": obj["metadata"]["name"], "namespace": namespace,
+                "uid": obj["metadata"]["uid"], "resourceVersion": obj["metadata"]["resourceVersion"],
+            },
+        });
+        let result = match serde_json::from_value::<k8s_openapi::api::events::v1::Event>(ev) {
+            Ok(ev) => Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+                self.client.clone(),
+                &namespace,
+            )
+            .create(&PostParams::default(), &ev)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(id, %error, "recording the Event of an action failed");
+        }
+    }
+
+    fn parse_entry(e: &JournalEntry) -> Result<(Intent, Option<Change>, Option<Change>), Error> {
+        let bad = |field: &'static str| {
+            move |err: serde_json::Error| Error::ReadEntry {
+                id: e.id,
+                field,
+                reason: err.to_string(),
+            }
+        };
+        let intent: Intent =
+            serde_json::from_value(e.entry.action.clone()).map_err(bad("action"))?;
+        let patch = e
+            .entry
+            .patch
+            .clone()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(bad("patch"))?;
+        let inverse = e
+            .entry
+            .inverse
+            .clone()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(bad("inverse"))?;
+        Ok((intent, patch, inverse))
+    }
+
+    /// After a restart: every intent that was to be sent but has no outcome
+    /// is checked against the cluster. Found applied (our action-id
+    /// annotation, the status already patched, the object created) → recorded
+    /// as applied; not applied and recent → sent now; not applied and older
+    /// than `stale_after_seconds` → abandoned. Nothing is lost or sent twice.
+    pub async fn resolve_unresolved(&self, now: i64) -> Result<Vec<Executed>, Error> {
+        let mut out = Vec::new();
+        for e in self.journal.unresolved().await? {
+            let (intent, change, _) = Self::parse_entry(&e)?;
+            let Some(change) = change else {
+                out.push(
+                    self.finish(
+                        e.id,
+                        &e.entry,
+                        None,
+                        outcome::FAILED,
+                        "no patch journaled",
+                        now,
+                    )
+                    .await?,
+                );
+                continue;
+            };
+            let target = plan_target(&intent.action).clone();
+            let object = match self.fetch_target(&target).await {
+                Ok(o) => o,
+                Err(err) => {
+                    // Unknown state: leave it unresolved for the next start.
+                    tracing::warn!(id = e.id, error = %err, "cannot resolve an in-flight action yet");
+                    continue;
+                }
+            };
+            let applied = match (&change, &object) {
+                (
+                    Change::Merge {
+                        subresource: Subresource::Main,
+                        ..
+                    },
+                    Some(obj),
+                ) => {
+                    obj["metadata"]["annotations"][ACTION_ID_ANNOTATION] == json!(e.id.to_string())
+                }
+                (
+                    Change::Merge {
+                        subresource: Subresource::Status,
+                        patch,
+                        ..
+                    },
+                    Some(obj),
+                ) => patch_is_applied(patch, obj),
+                (
+                    Change::Create {
+                        kind,
+                        object: created,
+                    },
+                    _,
+                ) => {
+                    let name = created["metadata"]["name"].as_str().unwrap_or_default();
+                    self.api(kind, &target.namespace)
+                        .get_opt(name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some()
+                }
+                (_, None) => false,
+            };
+            let executed = if applied {
+                self.finish(
+                    e.id,
+                    &e.entry,
+                    object.as_ref(),
+                    outcome::APPLIED,
+                    "found applied after a restart",
+                    now,
+                )
+                .await?
+            } else if now - e.entry.at > self.stale_after_seconds {
+                self.finish(
+                    e.id,
+                    &e.entry,
+                    object.as_ref(),
+                    outcome::ABANDONED,
+                    &format!(
+                        "found unsent after a restart, {}s after the decision; not sent late",
+                        now - e.entry.at
+                    ),
+                    now,
+                )
+                .await?
+            } else {
+                match self
+                    .send(e.id, &intent.action, &change, e.entry.at, false)
+                    .await
+                {
+                    Ok(detail) => {
+                        self.finish_target(
+                            e.id,
+                            &e.entry,
+                            &target,
+                            outcome::APPLIED,
+                            &format!("sent after a restart: {detail}"),
+                            now,
+                        )
+                        .await?
+                    }
+                    Err(err) => {
+                        self.finish_target(
+                            e.id,
+                            &e.entry,
+                            &target,
+                            outcome::FAILED,
+                            &format!("{}: {err}", err.kind()),
+                            now,
+                        )
+                        .await?
+                    }
+                }
+            };
+            out.push(executed);
+        }
+        Ok(out)
+    }
+
+    /// Approves a recommendation and applies it, if the target is still as
+    /// it was when it was recommended and the guards still allow it.
+    pub async fn approve(
+        &self,
+        id: i64,
+        by: &str,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Executed, Error> {
+        let e = self.journal.get(id).await?.ok_or(Error::FindEntry { id })?;
+        if e.outcome.as_deref() != Some(outcome::RECOMMENDED) {
+            return Err(Error::ApproveEntry {
+                id,
+                reason: format!(
+                    "it is not a pending recommendation (outcome {:?})",
+                    e.outcome
+                ),
+            });
+        }
+        let (intent, change, _) = Self::parse_entry(&e)?;
+        let change = change.ok_or_else(|| Error::ApproveEntry {
+            id,
+            reason: "no patch journaled".into(),
+        })?;
+        if policy.kill_switch {
+            return Err(Error::ApproveEntry {
+                id,
+                reason: "the kill switch is on".into(),
+            });
+        }
+        if !self
+            .journal
+            .record_approval(id, &format!("approved by {by}"))
+            .await?
+        {
+            return Err(Error::ApproveEntry {
+                id,
+                reason: "already approved or rejected".into(),
+            });
+        }
+        let target = plan_target(&intent.action).clone();
+        match self
+            .send(id, &intent.action, &change, e.entry.at, false)
+            .await
+        {
+            Ok(detail) => {
+                self.finish_target(
+                    id,
+                    &e.entry,
+                    &target,
+                    outcome::APPLIED,
+                    &format!("approved by {by}: {detail}"),
+                    now,
+                )
+                .await
+            }
+            Err(err) => {
+                self.finish_target(
+                    id,
+                    &e.entry,
+                    &target,
+                    outcome::FAILED,
+                    &format!("approved by {by}: {}: {err}", err.kind()),
+                    now,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Rejects a recommendation: it is never applied.
+    pub async fn reject(&self, id: i64, by: &str, now: i64) -> Result<Executed, Error> {
+        let e = self.journal.get(id).await?.ok_or(Error::FindEntry { id })?;
+        if e.outcome.as_deref() != Some(outcome::RECOMMENDED)
+            || !self
+                .journal
+                .record_approval(id, &format!("rejected by {by}"))
+                .await?
+        {
+            return Err(Error::ApproveEntry {
+                id,
+                reason: "it is not a pending recommendation".into(),
+            });
+        }
+        let (intent, _, _) = Self::parse_entry(&e)?;
+        self.finish_target(
+            id,
+            &e.entry,
+            plan_target(&intent.action),
+            outcome::REJECTED,
+            &format!("rejected by {by}"),
+            now,
+        )
+        .await
+    }
+
+    /// Undoes an applied action with its inverse patch, journaled as a new
+    /// entry (`undo_of`). Refused if the target changed since, so an undo
+    /// never overwrites someone else's later change.
+    pub async fn undo(&self, id: i64, by: &str, now: i64) -> Result<Executed, Error> {
+        let e = self.journal.get(id).await?.ok_or(Error::FindEntry { id })?;
+        if e.outcome.as_deref() != Some(outcome::APPLIED) {
+            return Err(Error::UndoEntry {
+                id,
+                reason: format!(
+                    "only applied actions can be undone (outcome {:?})",
+                    e.outcome
+                ),
+            });
+        }
+        let (intent, change, inverse) = Self::parse_entry(&e)?;
+        let inverse = inverse.ok_or_else(|| Error::UndoEntry {
+            id,
+            reason: format!("{} has no inverse", e.entry.action_kind),
+        })?;
+        let (
+            Some(Change::Merge { patch: done, .. }),
+            Change::Merge {
+                kind,
+                namespace,
+                name,
+                subresource,
+                patch: undo_patch,
+            },
+        ) = (&change, &inverse)
+        else {
+            return Err(Error::UndoEntry {
+                id,
+                reason: "only patches can be undone".into(),
+            });
+        };
+        let target = plan_target(&intent.action).clone();
+        let mut entry = e.entry.clone();
+        entry.at = now;
+        entry.trigger = "undo".into();
+        entry.evidence = json!({"undo_of": id, "by": by});
+        entry.patch = Some(serde_json::to_value(&inverse).unwrap_or_default());
+        entry.inverse = change
+            .as_ref()
+            .map(|c| serde_json::to_value(c).unwrap_or_default());
+        entry.mode = Mode::Auto.as_str().into();
+        entry.verdict = "allowed".into();
+        entry.verdict_detail = String::new();
+        entry.verify = None;
+        entry.undo_of = Some(id);
+        let undo_id = self.journal.record_intent(&entry).await?;
+
+        let current = match self.fetch_target(&target).await {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                return self
+                    .finish(
+                        undo_id,
+                        &entry,
+                        None,
+                        outcome::FAILED,
+                        "target is gone",
+                        now,
+                    )
+                    .await;
+            }
+            Err(err) => {
+                return self
+                    .finish(
+                        undo_id,
+                        &entry,
+                        None,
+                        outcome::FAILED,
+                        &err.to_string(),
+                        now,
+                    )
+                    .await;
+            }
+        };
+        // Status patches of a switchover are expected to be moved on by the
+        // operator; only spec/metadata changes must still be in place.
+        if *subresource == Subresource::Main && !patch_is_applied(done, &current) {
+            return self
+                .finish(
+                    undo_id,
+                    &entry,
+                    Some(&current),
+                    outcome::FAILED,
+                    "the target changed since the action; not undone",
+                    now,
+                )
+                .await;
+        }
+        let mut body = undo_patch.clone();
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        if *subresource == Subresource::Main {
+            body["metadata"]["annotations"][ACTION_ID_ANNOTATION] = json!(undo_id.to_string());
+        }
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let api = self.api(kind, namespace);
+        let result = match subresource {
+            Subresource::Main => api.patch(name, &pp, &Patch::Merge(&body)).await,
+            Subresource::Status => api.patch_status(name, &pp, &Patch::Merge(&body)).await,
+        };
+        match result {
+            Ok(_) => {
+                let done = self
+                    .finish_target(
+                        undo_id,
+                        &entry,
+                        &target,
+                        outcome::APPLIED,
+                        &format!("undid #{id} (by {by})"),
+                        now,
+                    )
+                    .await?;
+                self.journal
+                    .record_outcome(
+                        id,
+                        outcome::UNDONE,
+                        &format!("undone by #{undo_id} ({by})"),
+                        now,
+                    )
+                    .await?;
+                Ok(done)
+            }
+            Err(err) => {
+                self.finish_target(
+                    undo_id,
+                    &entry,
+                    &target,
+                    outcome::FAILED,
+                    &format!("patch_target: {err}"),
+                    now,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Verifies applied actions whose runbook stated what should improve;
+    /// `value_of(target, signal)` gives the latest observed value. A failed
+    /// verification undoes the action (journaled); missing data never does.
+    pub async fn verify_applied(
+        &self,
+        now: i64,
+        value_of: impl Fn(&str, &str) -> Option<f64>,
+    ) -> Result<Vec<(i64, Verification)>, Error> {
+        let mut out = Vec::new();
+        for e in self.journal.since(now - 7 * 86_400).await? {
+            if e.outcome.as_deref() != Some(outcome::APPLIED) || e.verification.is_some() {
+                continue;
+            }
+            let Some(verify) = e.entry.verify.clone() else {
+                continue;
+            };
+            let verify: Verify =
+                serde_json::from_value(verify).map_err(|err| Error::ReadEntry {
+                    id: e.id,
+                    field: "verify",
+                    reason: err.to_string(),
+                })?;
+            let applied_at = e.outcome_at.unwrap_or(e.entry.at);
+            let verdict = judge_verification(
+                &verify,
+                applied_at,
+                value_of(&e.entry.target, &verify.signal),
+                now,
+            );
+            match &verdict {
+                Verification::Pending => {}
+                Verification::Passed(s) | Verification::NoData(s) => {
+                    self.journal.record_verification(e.id, s).await?
+                }
+                Verification::Failed(s) => {
+                    self.journal.record_verification(e.id, s).await?;
+                    if e.entry.inverse.is_some() {
+                        let undone = self.undo(e.id, "verification", now).await?;
+                        self.journal
+                            .record_verification(
+                                e.id,
+                                &format!("{s}; undo #{} {}", undone.id, undone.outcome),
+                            )
+                            .await?;
+                    }
+                }
+            }
+            out.push((e.id, verdict));
+        }
+        Ok(out)
+    }
+}
