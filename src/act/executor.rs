@@ -369,11 +369,19 @@ impl<J: Journal> Executor<J> {
                 .await
             }
             Mode::Recommend => {
-                let (result, out) =
-                    match self.send(id, &p.intent.action, &pl.change, now, true).await {
-                        Ok(_) => ("ok".to_string(), outcome::RECOMMENDED),
-                        Err(e) => (format!("rejected by the API server: {e}"), outcome::FAILED),
-                    };
+                let (result, out) = match self
+                    .send(
+                        id,
+                        &p.intent.action,
+                        (&pl.change, pl.inverse.as_ref()),
+                        now,
+                        true,
+                    )
+                    .await
+                {
+                    Ok(_) => ("ok".to_string(), outcome::RECOMMENDED),
+                    Err(e) => (format!("rejected by the API server: {e}"), outcome::FAILED),
+                };
                 self.journal.record_dry_run(id, &result).await?;
                 self.finish_target(
                     id,
@@ -386,7 +394,13 @@ impl<J: Journal> Executor<J> {
                 .await
             }
             Mode::Auto => match self
-                .send(id, &p.intent.action, &pl.change, now, false)
+                .send(
+                    id,
+                    &p.intent.action,
+                    (&pl.change, pl.inverse.as_ref()),
+                    now,
+                    false,
+                )
                 .await
             {
                 Ok(detail) => {
@@ -415,7 +429,7 @@ impl<J: Journal> Executor<J> {
         &self,
         id: i64,
         action: &Action,
-        change: &Change,
+        (change, inverse): (&Change, Option<&Change>),
         planned_at: i64,
         dry_run: bool,
     ) -> Result<String, SendError> {
@@ -485,7 +499,9 @@ impl<J: Journal> Executor<J> {
                         .ok_or_else(|| SendError::MissingTarget { target: tk.clone() })?;
                     // Re-plan against what is there now; send only the journaled change.
                     match plan_action(action, &current, planned_at) {
-                        Ok(p) if &p.change == change => {}
+                        // Same change and same inverse: the fields it touches
+                        // are as they were when it was decided.
+                        Ok(p) if &p.change == change && p.inverse.as_ref() == inverse => {}
                         _ if attempt == 1 && patch_is_applied(patch, &current) => {
                             return Ok("already in effect".into());
                         }
@@ -671,7 +687,7 @@ impl<J: Journal> Executor<J> {
     pub async fn resolve_unresolved(&self, now: i64) -> Result<Vec<Executed>, Error> {
         let mut out = Vec::new();
         for e in self.journal.unresolved().await? {
-            let (intent, change, _) = Self::parse_entry(&e)?;
+            let (intent, change, inverse) = Self::parse_entry(&e)?;
             let Some(change) = change else {
                 out.push(
                     self.finish(
@@ -755,7 +771,13 @@ impl<J: Journal> Executor<J> {
                 .await?
             } else {
                 match self
-                    .send(e.id, &intent.action, &change, e.entry.at, false)
+                    .send(
+                        e.id,
+                        &intent.action,
+                        (&change, inverse.as_ref()),
+                        e.entry.at,
+                        false,
+                    )
                     .await
                 {
                     Ok(detail) => {
@@ -806,7 +828,7 @@ impl<J: Journal> Executor<J> {
                 ),
             });
         }
-        let (intent, change, _) = Self::parse_entry(&e)?;
+        let (intent, change, inverse) = Self::parse_entry(&e)?;
         let change = change.ok_or_else(|| Error::ApproveEntry {
             id,
             reason: "no patch journaled".into(),
@@ -829,7 +851,13 @@ impl<J: Journal> Executor<J> {
         }
         let target = plan_target(&intent.action).clone();
         match self
-            .send(id, &intent.action, &change, e.entry.at, false)
+            .send(
+                id,
+                &intent.action,
+                (&change, inverse.as_ref()),
+                e.entry.at,
+                false,
+            )
             .await
         {
             Ok(detail) => {
