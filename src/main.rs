@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             once,
         } => autopilot::cli::sandbox::run(&examples, &namespace, once).await?,
+        Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
         Command::Runbook(cmd) => {
             let ok = match cmd {
                 RunbookCommand::Check { files, rules } => {

@@ -1121,3 +1121,99 @@ async fn a_failed_verification_undoes_the_action() {
         row.verification
     );
 }
+
+fn cli(
+    cp: &autopilot::testenv::ControlPlane,
+    db: &std::path::Path,
+    args: &[&str],
+) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .arg("actions")
+        .args(args)
+        .args(["--database-url", &format!("sqlite:{}", db.display())])
+        .env("KUBECONFIG", cp.kubeconfig())
+        .output()
+        .expect("run autopilot");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch() {
+    let (client, ns, ex, dir, _registry) = setup("act-cli").await;
+    let cp = support::control_plane(Default::default());
+    let db = dir.path().join("j.db");
+    let gw = create(
+        &client,
+        &ns,
+        "PaymentGateway",
+        "gw",
+        json!({"version": "2.5.0", "replicas": 3}),
+        None,
+    )
+    .await;
+    let rec = run_one(
+        &ex,
+        Action::ScaleReplicas {
+            target: gw.clone(),
+            replicas: 4,
+        },
+        Mode::Recommend,
+        &permissive(),
+        NOW,
+    )
+    .await;
+    let id = rec.id.to_string();
+
+    let (ok, list) = cli(cp, &db, &["list", "--pending"]);
+    assert!(
+        ok && list.contains("scale_replicas") && list.contains("recommended"),
+        "{list}"
+    );
+
+    // The kill switch, flipped the way an SRE would (a ConfigMap), stops approvals.
+    let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "autopilot-policy"}, "data": {"killSwitch": "true"}}))
+    .expect("cm");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("kill switch on");
+    let (ok, out) = cli(
+        cp,
+        &db,
+        &["approve", &id, "--by", "alice", "--policy-namespace", &ns],
+    );
+    assert!(!ok && out.contains("kill switch"), "{out}");
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
+    cms.patch(
+        "autopilot-policy",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"killSwitch": "false"}})),
+    )
+    .await
+    .expect("kill switch off");
+
+    let (ok, out) = cli(
+        cp,
+        &db,
+        &["approve", &id, "--by", "alice", "--policy-namespace", &ns],
+    );
+    assert!(ok && out.contains("applied"), "{out}");
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 4);
+    let (ok, show) = cli(cp, &db, &["show", &id]);
+    assert!(
+        ok && show.contains("approved by alice") && show.contains("dry_run: ok"),
+        "{show}"
+    );
+
+    let (ok, out) = cli(cp, &db, &["undo", &id, "--by", "bob"]);
+    assert!(ok && out.contains("applied"), "{out}");
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
+    let (ok, out) = cli(cp, &db, &["show", "99999"]);
+    assert!(!ok && out.contains("no journal entry 99999"), "{out}");
+}

@@ -112,6 +112,46 @@ impl Metrics {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("reading ConfigMap {namespace}/{name} failed")]
+    FetchPolicy {
+        namespace: String,
+        name: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    ReadPolicy(#[from] super::guard::Error),
+}
+
+impl PolicyError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PolicyError::FetchPolicy { .. } => "fetch_policy",
+            PolicyError::ReadPolicy(e) => e.kind(),
+        }
+    }
+}
+
+/// Reads the guard policy from the ConfigMap `autopilot-policy` in
+/// `namespace`; defaults when it does not exist.
+pub async fn fetch_policy(client: &Client, namespace: &str) -> Result<Policy, PolicyError> {
+    use super::guard::POLICY_CONFIGMAP;
+    let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(POLICY_CONFIGMAP)
+        .await
+        .map_err(|source| PolicyError::FetchPolicy {
+            namespace: namespace.into(),
+            name: POLICY_CONFIGMAP,
+            source,
+        })?;
+    match cm.and_then(|c| c.data) {
+        Some(data) => Ok(Policy::from_configmap_data(&data)?),
+        None => Ok(Policy::default()),
+    }
+}
+
 /// A runbook's proposal with its provenance and effective mode.
 #[derive(Clone, Debug)]
 pub struct Proposal {
@@ -123,6 +163,26 @@ pub struct Proposal {
     pub evidence: Value,
     /// Effective mode (agent's mode, lowered by the runbook's pin).
     pub mode: Mode,
+}
+
+impl Proposal {
+    /// A runbook's intent in the runbook's effective mode: the agent's mode,
+    /// lowered by the runbook's pin.
+    pub fn from_runbook(
+        runbook: &crate::decide::Runbook,
+        intent: Intent,
+        agent_mode: Mode,
+        trigger: &str,
+        evidence: Value,
+    ) -> Self {
+        Self {
+            intent,
+            runbook_hash: runbook.hash.clone(),
+            trigger: trigger.to_string(),
+            evidence,
+            mode: Mode::effective(agent_mode, runbook.meta.mode),
+        }
+    }
 }
 
 /// What happened to one proposal.
@@ -172,6 +232,10 @@ impl<J: Journal> Executor<J> {
 
     pub fn journal(&self) -> &J {
         &self.journal
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     fn api(&self, kind: &KindInfo, namespace: &str) -> Api<DynamicObject> {

@@ -58,6 +58,9 @@ pub enum Command {
     /// Compile, lint and test runbooks (rules/*.rhai).
     #[command(subcommand)]
     Runbook(RunbookCommand),
+    /// Review the action journal: list, show, approve, reject, undo.
+    #[command(subcommand)]
+    Actions(ActionsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,6 +110,9 @@ pub enum ActionsCommand {
         /// Who approves (recorded).
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
+        /// Namespace of the ConfigMap `autopilot-policy` (kill switch, limits).
+        #[arg(long, default_value = "autopilot")]
+        policy_namespace: String,
     },
     /// Reject a recommendation; it will never be applied.
     Reject {
