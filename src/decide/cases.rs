@@ -14,19 +14,47 @@ use super::{
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
+struct CaseSpec {
+    name: String,
+    context: Context,
+    expect: ExpectedSpec,
+}
+
+#[derive(Debug)]
 pub struct Case {
     pub name: String,
     pub context: Context,
     pub expect: Expected,
 }
 
+/// Exactly one of `actions` or `error`.
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum Expected {
+#[serde(deny_unknown_fields)]
+pub struct ExpectedSpec {
     /// Exactly these actions, in order (reasons and verifications not compared).
-    Actions(Vec<Action>),
+    #[serde(default)]
+    pub actions: Option<Vec<Action>>,
     /// An error whose message contains this text.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Expected {
+    Actions(Vec<Action>),
     Error(String),
+}
+
+impl ExpectedSpec {
+    fn into_expected(self, case: &str) -> Result<Expected, String> {
+        match (self.actions, self.error) {
+            (Some(a), None) => Ok(Expected::Actions(a)),
+            (None, Some(e)) => Ok(Expected::Error(e)),
+            _ => Err(format!(
+                "case {case:?}: expect needs exactly one of `actions` or `error`"
+            )),
+        }
+    }
 }
 
 /// The outcome of one case.
@@ -39,10 +67,22 @@ pub struct CaseResult {
 
 /// Parses a case file.
 pub fn parse_cases(file: &str, text: &str) -> Result<Vec<Case>, Error> {
-    serde_yaml::from_str(text).map_err(|e| Error::ReadCases {
+    let fail = |reason: String| Error::ReadCases {
         file: file.to_string(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let specs: Vec<CaseSpec> = serde_yaml::from_str(text).map_err(|e| fail(e.to_string()))?;
+    specs
+        .into_iter()
+        .map(|c| {
+            let expect = c.expect.into_expected(&c.name).map_err(fail)?;
+            Ok(Case {
+                name: c.name,
+                context: c.context,
+                expect,
+            })
+        })
+        .collect()
 }
 
 /// Runs every case against the loaded runbook `runbook`.
@@ -101,7 +141,7 @@ pub fn diff(expected: &str, actual: &str) -> String {
             out.push_str(&format!("  {}\n", a[i]));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] > lcs[i + 1][j]) {
             out.push_str(&format!("+ {}\n", b[j]));
             j += 1;
         } else {

@@ -31,8 +31,13 @@ use crate::detect::{ComponentId, Finding};
 pub enum Trigger {
     /// Findings of detectors on one component kind.
     Findings(FindingTrigger),
-    /// A cron schedule (5 fields, or 6 with seconds first), evaluated in UTC.
-    Cron { schedule: String },
+    /// A cron schedule (5 fields, or 6 with seconds first), evaluated in UTC;
+    /// with `kind`, once per resource of that kind.
+    Cron {
+        schedule: String,
+        #[serde(default)]
+        kind: Option<String>,
+    },
     /// A condition of a resource of `kind`, e.g. PaymentGateway `Degraded=True`.
     Condition {
         kind: String,
@@ -219,7 +224,7 @@ pub fn compile(engine: &Engine, name: &str, source: &str) -> Result<Runbook, Err
         )
     })?;
     let schedule = match &meta.trigger {
-        Trigger::Cron { schedule } => Some(
+        Trigger::Cron { schedule, .. } => Some(
             parse_cron(schedule)
                 .map_err(|r| fail((1, 1), r, "use 5 fields: minute hour day month weekday"))?,
         ),
