@@ -133,7 +133,7 @@ impl SqlJournal {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(4)
-                .acquire_timeout(std::time::Duration::from_secs(10))
+                .acquire_timeout(std::time::Duration::from_secs(5))
                 .connect(url)
                 .await
                 .map_err(connect)?;

@@ -19,7 +19,8 @@ use super::{Error, free_port, io, spawn_reaper, tail, terminate};
 
 /// Environment variable naming the directory of `initdb` and `postgres`.
 pub const PG_BIN_ENV: &str = "AUTOPILOT_PG_BIN";
-const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Debian installs each major version under here; the newest is used.
+const DEBIAN_PG_ROOT: &str = "/usr/lib/postgresql";
 const UNPRIVILEGED_USER: &str = "postgres";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,9 +44,20 @@ fn is_root() -> bool {
 impl Postgres {
     /// The directory holding the server binaries, or why there is none.
     pub fn binaries() -> Result<PathBuf, Error> {
-        let dir = std::env::var_os(PG_BIN_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN));
+        let dir = match std::env::var_os(PG_BIN_ENV) {
+            Some(dir) => PathBuf::from(dir),
+            None => fs::read_dir(DEBIAN_PG_ROOT)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let major: u32 = e.file_name().to_str()?.parse().ok()?;
+                    Some((major, e.path().join("bin")))
+                })
+                .max()
+                .map(|(_, bin)| bin)
+                .unwrap_or_else(|| PathBuf::from(DEBIAN_PG_ROOT).join("15/bin")),
+        };
         for binary in ["initdb", "postgres", "pg_isready"] {
             if !dir.join(binary).is_file() {
                 return Err(Error::MissingBinary { dir, binary });
