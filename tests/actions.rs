@@ -1217,3 +1217,86 @@ async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch()
     let (ok, out) = cli(cp, &db, &["show", "99999"]);
     assert!(!ok && out.contains("no journal entry 99999"), "{out}");
 }
+
+#[tokio::test]
+async fn recommendations_can_be_approved_or_rejected_by_annotation() {
+    let (client, ns, ex, _dir, _registry) = setup("act-annot").await;
+    let p = permissive();
+    let a = create(
+        &client,
+        &ns,
+        "PaymentGateway",
+        "a",
+        json!({"version": "2.5.0", "replicas": 3}),
+        None,
+    )
+    .await;
+    let b = create(
+        &client,
+        &ns,
+        "PaymentGateway",
+        "b",
+        json!({"version": "2.5.0", "replicas": 3}),
+        None,
+    )
+    .await;
+    let ra = run_one(
+        &ex,
+        Action::ScaleReplicas {
+            target: a.clone(),
+            replicas: 4,
+        },
+        Mode::Recommend,
+        &p,
+        NOW,
+    )
+    .await;
+    let rb = run_one(
+        &ex,
+        Action::ScaleReplicas {
+            target: b.clone(),
+            replicas: 4,
+        },
+        Mode::Recommend,
+        &p,
+        NOW,
+    )
+    .await;
+    // Nothing annotated yet: nothing happens.
+    assert!(
+        ex.apply_annotated_approvals(&p, NOW + 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+    let annotate = |name: &'static str, key: &'static str, id: i64| {
+        let api = api(&client, &ns, "PaymentGateway");
+        async move {
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: format!("999,{id}")}}})),
+            )
+            .await
+            .expect("kubectl annotate");
+        }
+    };
+    annotate("a", "autopilot.payments.io/approve", ra.id).await;
+    annotate("b", "autopilot.payments.io/reject", rb.id).await;
+    let done = ex
+        .apply_annotated_approvals(&p, NOW + 20)
+        .await
+        .expect("scan");
+    let outcomes: BTreeMap<i64, String> = done.into_iter().map(|e| (e.id, e.outcome)).collect();
+    assert_eq!(outcomes[&ra.id], outcome::APPLIED);
+    assert_eq!(outcomes[&rb.id], outcome::REJECTED);
+    assert_eq!(get(&client, &a).await["spec"]["replicas"], 4);
+    assert_eq!(get(&client, &b).await["spec"]["replicas"], 3);
+    assert!(
+        ex.apply_annotated_approvals(&p, NOW + 30)
+            .await
+            .expect("scan")
+            .is_empty(),
+        "once only"
+    );
+}

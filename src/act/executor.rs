@@ -32,6 +32,11 @@ use crate::{
     detect::ComponentId,
 };
 
+/// Annotation on a target approving pending recommendations by journal id.
+pub const APPROVE_ANNOTATION: &str = "autopilot.payments.io/approve";
+/// Annotation on a target rejecting pending recommendations by journal id.
+pub const REJECT_ANNOTATION: &str = "autopilot.payments.io/reject";
+
 /// How many times a write is retried after a resourceVersion conflict.
 const CONFLICT_RETRIES: usize = 3;
 

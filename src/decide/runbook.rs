@@ -409,8 +409,18 @@ impl RunbookSet {
                 runbook: name.to_string(),
             })?;
         let out = evaluate_runbook(&self.engine, rb, ctx, &self.limits);
-        if let Err(Error::EvaluateRunbook { kind, .. }) = &out {
+        if let Err(e @ Error::EvaluateRunbook { kind, .. }) = &out {
             *self.errors.entry((name.to_string(), kind)).or_default() += 1;
+            tracing::warn!(
+                runbook = name,
+                hash = %rb.hash,
+                kind = %ctx.component.kind,
+                namespace = %ctx.component.namespace,
+                name = %ctx.component.name,
+                trigger = %ctx.trigger,
+                error = %e,
+                "runbook evaluation failed"
+            );
         }
         out
     }

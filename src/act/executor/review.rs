@@ -241,6 +241,36 @@ impl<J: Journal> Executor<J> {
         }
     }
 
+    /// Approvals and rejections given as annotations on the targets:
+    /// `autopilot.payments.io/approve: "12,15"` or
+    /// `autopilot.payments.io/reject: "13"` (journal ids), for SREs who
+    /// prefer `kubectl annotate` to the CLI. Each is applied once (the
+    /// journal's approval is set only if empty).
+    pub async fn apply_annotated_approvals(
+        &self,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Vec<Executed>, Error> {
+        let mut out = Vec::new();
+        for e in self.journal.list(1000, true).await? {
+            let (intent, _, _) = Self::parse_entry(&e)?;
+            let Ok(Some(obj)) = self.fetch_target(intent.action.target()).await else {
+                continue;
+            };
+            let listed = |key: &str| {
+                obj["metadata"]["annotations"][key]
+                    .as_str()
+                    .is_some_and(|v| v.split(',').any(|id| id.trim() == e.id.to_string()))
+            };
+            if listed(REJECT_ANNOTATION) {
+                out.push(self.reject(e.id, "annotation", now).await?);
+            } else if listed(APPROVE_ANNOTATION) {
+                out.push(self.approve(e.id, "annotation", policy, now).await?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Rejects a recommendation: it is never applied.
     pub async fn reject(&self, id: i64, by: &str, now: i64) -> Result<Executed, Error> {
         let e = self.journal.get(id).await?.ok_or(Error::FindEntry { id })?;
