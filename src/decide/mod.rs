@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod cases;
+pub mod cycle;
 pub mod intent;
 pub mod runbook;
 
