@@ -188,11 +188,13 @@ mod tests {
     #[test]
     fn findings_cron_and_conditions_each_fire_their_runbooks() {
         let mut set = set();
-        let mut observed = Observed::default();
-        observed.findings = vec![
-            finding(c("PaymentGateway", "gw"), "cpu", 0.9),
-            finding(c("PaymentGateway", "gw"), "cpu", 0.7),
-        ];
+        let mut observed = Observed {
+            findings: vec![
+                finding(c("PaymentGateway", "gw"), "cpu", 0.9),
+                finding(c("PaymentGateway", "gw"), "cpu", 0.7),
+            ],
+            ..Default::default()
+        };
         observed
             .resources
             .insert(c("PaymentGateway", "gw"), json!({"spec": {"replicas": 2}}));
