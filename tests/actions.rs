@@ -982,11 +982,76 @@ async fn a_restart_resolves_in_flight_intents_without_losing_or_repeating_one() 
     )
     .await;
 
+    // Crashes in the other modes: nothing is sent for real, the row is finished.
+    let gw3 = create(
+        &client,
+        &ns,
+        "PaymentGateway",
+        "gw3",
+        json!({"version": "2.5.0", "replicas": 3}),
+        None,
+    )
+    .await;
+    let rec = journal_entry(
+        &ex,
+        &client,
+        Action::ScaleReplicas {
+            target: gw3.clone(),
+            replicas: 4,
+        },
+        NOW,
+        "recommend",
+        "allowed",
+    )
+    .await;
+    let dry = journal_entry(
+        &ex,
+        &client,
+        Action::ScaleReplicas {
+            target: gw3.clone(),
+            replicas: 5,
+        },
+        NOW,
+        "dry-run",
+        "allowed",
+    )
+    .await;
+    let refused = journal_entry(
+        &ex,
+        &client,
+        Action::ScaleReplicas {
+            target: gw3.clone(),
+            replicas: 6,
+        },
+        NOW,
+        "auto",
+        "cooldown",
+    )
+    .await;
+
     let resolved = ex.resolve_unresolved(NOW + 30).await.expect("resolve");
     let by_id: BTreeMap<i64, String> = resolved.iter().map(|r| (r.id, r.outcome.clone())).collect();
     assert_eq!(by_id[&intent_only], outcome::APPLIED);
     assert_eq!(by_id[&sent], outcome::APPLIED);
     assert_eq!(by_id[&stale], outcome::ABANDONED);
+    assert_eq!(by_id[&rec], outcome::RECOMMENDED);
+    assert_eq!(
+        ex.journal()
+            .get(rec)
+            .await
+            .expect("get")
+            .expect("row")
+            .dry_run
+            .as_deref(),
+        Some("ok")
+    );
+    assert_eq!(by_id[&dry], outcome::DRY_RUN);
+    assert_eq!(by_id[&refused], outcome::REFUSED);
+    assert_eq!(
+        get(&client, &gw3).await["spec"]["replicas"],
+        3,
+        "none of those sent for real"
+    );
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 5);
     assert_eq!(
         get(&client, &ca).await["metadata"]["resourceVersion"],
@@ -1011,6 +1076,18 @@ async fn journal_intent(
     action: Action,
     at: i64,
 ) -> i64 {
+    journal_entry(ex, client, action, at, "auto", "allowed").await
+}
+
+/// Writes an intent row as `run_batch` would, in `mode` with `verdict`, and stops.
+async fn journal_entry(
+    ex: &Executor<SqlJournal>,
+    client: &Client,
+    action: Action,
+    at: i64,
+    mode: &str,
+    verdict: &str,
+) -> i64 {
     let obj = get(client, action.target()).await;
     let planned = plan_action(&action, &obj, at).expect("plan");
     let mut intent = Intent::new(action.clone());
@@ -1032,8 +1109,8 @@ async fn journal_intent(
                 .as_ref()
                 .map(|c| serde_json::to_value(c).expect("json")),
             disruptive: planned.disruptive,
-            mode: "auto".into(),
-            verdict: "allowed".into(),
+            mode: mode.into(),
+            verdict: verdict.into(),
             verdict_detail: String::new(),
             verify: None,
             undo_of: None,

@@ -117,7 +117,7 @@ pub trait Journal: Send + Sync {
     ) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
     /// Entries decided at or after `at` (guard history, verification).
     fn since(&self, at: i64) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
-    /// Actions that were to be sent but have no outcome: auto entries
-    /// without outcome, and approved recommendations not yet applied.
+    /// Entries a crash interrupted: any entry without an outcome, and
+    /// approved recommendations not yet applied.
     fn unresolved(&self) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
 }

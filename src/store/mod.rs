@@ -277,7 +277,7 @@ impl Journal for SqlJournal {
 
     async fn unresolved(&self) -> Result<Vec<JournalEntry>, journal::Error> {
         let sql = format!(
-            "{SELECT} WHERE verdict = 'allowed' AND ((mode = 'auto' AND outcome IS NULL) OR (outcome = '{}' AND approval LIKE 'approved%')) AND id > $1 ORDER BY id",
+            "{SELECT} WHERE (outcome IS NULL OR (outcome = '{}' AND approval LIKE 'approved%')) AND id > $1 ORDER BY id",
             outcome::RECOMMENDED
         );
         self.select("unresolved", &sql, 0).await

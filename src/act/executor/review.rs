@@ -44,6 +44,79 @@ impl<J: Journal> Executor<J> {
         let mut out = Vec::new();
         for e in self.journal.unresolved().await? {
             let (intent, change, inverse) = Self::parse_entry(&e)?;
+            let approved = e
+                .approval
+                .as_deref()
+                .is_some_and(|a| a.starts_with("approved"));
+            // Entries that were never to be sent: finish what the crash interrupted.
+            let unsent = match (e.entry.verdict.as_str(), e.entry.mode.as_str()) {
+                ("plan_failed", _) => Some((
+                    outcome::FAILED,
+                    "planning failed (recorded after a restart)",
+                )),
+                ("allowed", "dry-run") => Some((
+                    outcome::DRY_RUN,
+                    "not sent (dry-run mode; recorded after a restart)",
+                )),
+                ("allowed", "recommend") if !approved => None,
+                ("allowed", _) => None,
+                _ => Some((
+                    outcome::REFUSED,
+                    "refused by a guard (recorded after a restart)",
+                )),
+            };
+            if let Some((out_kind, detail)) = unsent {
+                let object = self
+                    .fetch_target(plan_target(&intent.action))
+                    .await
+                    .ok()
+                    .flatten();
+                out.push(
+                    self.finish(e.id, &e.entry, object.as_ref(), out_kind, detail, now)
+                        .await?,
+                );
+                continue;
+            }
+            if e.entry.mode == "recommend" && !approved {
+                // The dry run may not have happened: validate again, keep it a recommendation.
+                let (result, out_kind) = match &change {
+                    Some(c) => match self
+                        .send(
+                            e.id,
+                            &intent.action,
+                            (c, inverse.as_ref()),
+                            e.entry.at,
+                            true,
+                        )
+                        .await
+                    {
+                        Ok(_) => ("ok".to_string(), outcome::RECOMMENDED),
+                        Err(err) => (
+                            format!("rejected by the API server: {err}"),
+                            outcome::FAILED,
+                        ),
+                    },
+                    None => ("no patch journaled".to_string(), outcome::FAILED),
+                };
+                self.journal.record_dry_run(e.id, &result).await?;
+                let object = self
+                    .fetch_target(plan_target(&intent.action))
+                    .await
+                    .ok()
+                    .flatten();
+                out.push(
+                    self.finish(
+                        e.id,
+                        &e.entry,
+                        object.as_ref(),
+                        out_kind,
+                        &format!("server-side dry run: {result}"),
+                        now,
+                    )
+                    .await?,
+                );
+                continue;
+            }
             let Some(change) = change else {
                 out.push(
                     self.finish(
