@@ -66,7 +66,28 @@ pub(crate) fn with_budget<T>(budget: Duration, f: impl FnOnce() -> T) -> T {
 /// imports; `print`/`debug` discarded; undefined variables rejected at compile
 /// time.
 pub fn build_engine(limits: &Limits) -> Engine {
-    let mut engine = Engine::new();
+    // Engine::new() minus the time package (scripts get `now` from the
+    // context, never from the clock) and minus the file module resolver.
+    let mut engine = Engine::new_raw();
+    engine.set_max_strings_interned(1024);
+    {
+        use rhai::packages::{
+            BasicArrayPackage, BasicBlobPackage, BasicMapPackage, BasicMathPackage,
+            BitFieldPackage, CorePackage, LogicPackage, MoreStringPackage, Package,
+        };
+        for module in [
+            CorePackage::new().as_shared_module(),
+            BitFieldPackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicBlobPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+        ] {
+            engine.register_global_module(module);
+        }
+    }
     engine.set_max_operations(limits.max_operations);
     engine.set_max_call_levels(limits.max_call_levels);
     engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth / 2);
@@ -620,5 +641,13 @@ mod tests {
         assert!(engine.compile(r#"eval("1")"#).is_err());
         let err = engine.eval::<Dynamic>(r#"import "x" as y; 1"#);
         assert!(err.is_err());
+        // No clock: time comes from ctx.now only.
+        let err = engine.eval::<Dynamic>("timestamp()").expect_err("no clock");
+        assert!(err.to_string().contains("timestamp"), "{err}");
+        // The standard library scripts rely on is there.
+        let v: i64 = engine
+            .eval(r#"let s = "4Gi"; s.replace("Gi", "GB"); [1, 2, 3].extract(1).len() + parse_int("2") + (2.5).ceiling().to_int() + s.len()"#)
+            .expect("std functions");
+        assert_eq!(v, 2 + 2 + 3 + 3);
     }
 }
