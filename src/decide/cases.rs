@@ -157,6 +157,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_case_expects_exactly_one_of_actions_or_error() {
+        let ctx =
+            "context: {now: 0, trigger: cron, component: {kind: Cluster, namespace: p, name: c}}";
+        for (expect, ok) in [
+            ("{actions: []}", true),
+            ("{error: boom}", true),
+            ("{}", false),
+            ("{actions: [], error: boom}", false),
+            ("{actions: [{action: fly_to_moon}]}", false),
+        ] {
+            let text = format!("- name: c\n  {ctx}\n  expect: {expect}\n");
+            assert_eq!(parse_cases("f.cases.yaml", &text).is_ok(), ok, "{expect}");
+        }
+        let err = parse_cases(
+            "f.cases.yaml",
+            "- name: c\n  context: {now: 0}\n  expect: {actions: []}\n",
+        )
+        .expect_err("incomplete context");
+        assert!(err.to_string().starts_with("f.cases.yaml:"), "{err}");
+    }
+
+    #[test]
     fn diff_marks_changed_lines() {
         let d = diff("a\nb\nc\n", "a\nx\nc\n");
         assert!(
