@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 
-use autopilot::cli::{Cli, Command};
+use autopilot::cli::{Cli, Command, RunbookCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -41,6 +41,24 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             once,
         } => autopilot::cli::sandbox::run(&examples, &namespace, once).await?,
+        Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
+        Command::Runbook(cmd) => {
+            let ok = match cmd {
+                RunbookCommand::Check { files, rules } => {
+                    autopilot::cli::runbook::check(&files, &rules)?
+                }
+                RunbookCommand::Test { files, rules } => {
+                    autopilot::cli::runbook::test(&files, &rules)?
+                }
+                RunbookCommand::Api => {
+                    autopilot::cli::runbook::api();
+                    true
+                }
+            };
+            if !ok {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }

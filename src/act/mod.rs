@@ -2,7 +2,15 @@
 //! objects, status patches, the autopilot's actions — goes through here, under
 //! the single field manager [`crate::crd::FIELD_MANAGER`].
 //!
-//! Must not decide anything: callers pass finished intents.
+//! Must not decide anything: callers pass finished intents. The pure parts
+//! (`action`: intent → patch and inverse; `guard`: verdicts; `verify`) take
+//! values and return values; `executor` is the one place that writes.
+
+pub mod action;
+pub mod executor;
+pub mod guard;
+pub mod journal;
+pub mod verify;
 
 mod owned;
 

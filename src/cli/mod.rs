@@ -1,6 +1,8 @@
 //! Command-line interface: argument types and the subcommands that are more
 //! than a line of wiring.
 
+pub mod actions;
+pub mod runbook;
 pub mod sandbox;
 
 use std::path::PathBuf;
@@ -70,4 +72,90 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Compile, lint and test runbooks (rules/*.rhai).
+    #[command(subcommand)]
+    Runbook(RunbookCommand),
+    /// Review the action journal: list, show, approve, reject, undo.
+    #[command(subcommand)]
+    Actions(ActionsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunbookCommand {
+    /// Compile and lint runbooks; exit non-zero when one does not compile.
+    Check {
+        /// Runbook files; default: every *.rhai in --rules.
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+    },
+    /// Run each runbook against its sibling <name>.cases.yaml and print a
+    /// diff for every failing case; exit non-zero on failure.
+    Test {
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+    },
+    /// Print the host API runbooks can call, with examples.
+    Api,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ActionsCommand {
+    /// List journal entries, newest first.
+    List {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Only pending recommendations.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Show one entry in full (patch, inverse, evidence, verdicts).
+    Show {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        id: i64,
+    },
+    /// Approve a recommendation and apply it now (kubeconfig or in-cluster).
+    Approve {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        id: i64,
+        /// Who approves (recorded).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        /// Namespace of the ConfigMap `autopilot-policy` (kill switch, limits).
+        #[arg(long, default_value = "autopilot")]
+        policy_namespace: String,
+    },
+    /// Reject a recommendation; it will never be applied.
+    Reject {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        id: i64,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// Undo an applied action with its inverse patch (journaled as a new entry).
+    Undo {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        id: i64,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DatabaseArgs {
+    /// Journal database: a sqlite: or postgres:// URL.
+    #[arg(
+        long,
+        env = "AUTOPILOT_DATABASE_URL",
+        default_value = "sqlite:autopilot-journal.db"
+    )]
+    pub database_url: String,
 }

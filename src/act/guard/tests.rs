@@ -1,0 +1,306 @@
+use super::*;
+use crate::act::action::{Change, KindInfo, Move, Subresource};
+use crate::detect::ComponentId;
+
+const NOW: i64 = 1_700_000_000; // Tue 2023-11-14 22:13:20 UTC
+
+fn target(ns: &str, name: &str) -> ComponentId {
+    ComponentId {
+        kind: "PaymentGateway".into(),
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+fn intent(runbook: &str, ns: &str, name: &str) -> Intent {
+    let mut i = Intent::new(Action::ScaleReplicas {
+        target: target(ns, name),
+        replicas: 3,
+    });
+    i.runbook = runbook.into();
+    i
+}
+
+fn planned(disruptive: bool, moves: Vec<Move>) -> Planned {
+    Planned {
+        change: Change::Merge {
+            kind: KindInfo {
+                group: "payments.io".into(),
+                version: "v1".into(),
+                kind: "PaymentGateway".into(),
+                plural: "paymentgateways".into(),
+            },
+            namespace: "ns".into(),
+            name: "x".into(),
+            subresource: Subresource::Main,
+            patch: serde_json::json!({}),
+        },
+        inverse: None,
+        disruptive,
+        moves,
+    }
+}
+
+fn judge(policy: &Policy, history: &[Recent], items: &[(Intent, Planned)]) -> Vec<String> {
+    let batch: Vec<_> = items
+        .iter()
+        .map(|(i, p)| Candidate {
+            intent: i,
+            planned: p,
+        })
+        .collect();
+    evaluate_guards(policy, history, &batch, NOW)
+        .iter()
+        .map(|v| v.label().to_string())
+        .collect()
+}
+
+fn recent(ago: i64, runbook: &str, ns: &str, name: &str, disruptive: bool) -> Recent {
+    Recent {
+        at: NOW - ago,
+        runbook: runbook.into(),
+        target: format!("PaymentGateway/{ns}/{name}"),
+        namespace: ns.into(),
+        disruptive,
+    }
+}
+
+#[test]
+fn the_kill_switch_refuses_everything() {
+    let policy = Policy {
+        kill_switch: true,
+        ..Policy::default()
+    };
+    assert_eq!(
+        judge(
+            &policy,
+            &[],
+            &[(intent("r", "a", "x"), planned(false, vec![]))]
+        ),
+        ["kill_switch"]
+    );
+}
+
+#[test]
+fn cooldown_per_target() {
+    let p = Policy::default();
+    let h = [recent(60, "r", "a", "x", false)];
+    assert_eq!(
+        judge(
+            &p,
+            &h,
+            &[
+                (intent("r", "a", "x"), planned(false, vec![])),
+                (intent("r", "a", "y"), planned(false, vec![]))
+            ]
+        ),
+        ["cooldown", "allowed"]
+    );
+    let h = [recent(1000, "r", "a", "x", false)];
+    assert_eq!(
+        judge(&p, &h, &[(intent("r", "a", "x"), planned(false, vec![]))]),
+        ["allowed"]
+    );
+}
+
+#[test]
+fn one_action_per_target_per_cycle() {
+    let p = Policy::default();
+    let mut sw = Intent::new(Action::Switchover {
+        target: target("a", "x"),
+        instance: "p2".into(),
+        lag_seconds: 99.0,
+    });
+    sw.runbook = "failover".into();
+    // The refused switchover still claims the target: no scale-down beside it.
+    assert_eq!(
+        judge(
+            &p,
+            &[],
+            &[
+                (sw, planned(true, vec![])),
+                (intent("r", "a", "x"), planned(true, vec![]))
+            ]
+        ),
+        ["replica_lag", "conflict"]
+    );
+}
+
+#[test]
+fn switchover_lag_limit_and_nan() {
+    let p = Policy::default();
+    for (lag, want) in [
+        (0.5, "allowed"),
+        (5.0, "allowed"),
+        (5.1, "replica_lag"),
+        (f64::NAN, "replica_lag"),
+    ] {
+        let mut sw = Intent::new(Action::Switchover {
+            target: target("a", "x"),
+            instance: "p2".into(),
+            lag_seconds: lag,
+        });
+        sw.runbook = "f".into();
+        assert_eq!(
+            judge(&p, &[], &[(sw, planned(false, vec![]))]),
+            [want],
+            "lag {lag}"
+        );
+    }
+}
+
+#[test]
+fn cap_on_how_far_a_value_moves() {
+    let p = Policy {
+        max_relative_change: 0.5,
+        ..Policy::default()
+    };
+    let mv = |from: f64, to: f64| {
+        vec![Move {
+            field: "spec.replicas".into(),
+            from,
+            to,
+        }]
+    };
+    assert_eq!(
+        judge(
+            &p,
+            &[],
+            &[(intent("r", "a", "x"), planned(false, mv(4.0, 6.0)))]
+        ),
+        ["allowed"]
+    );
+    assert_eq!(
+        judge(
+            &p,
+            &[],
+            &[(intent("r", "a", "x"), planned(false, mv(4.0, 7.0)))]
+        ),
+        ["max_change"]
+    );
+    assert_eq!(
+        judge(
+            &p,
+            &[],
+            &[(intent("r", "a", "x"), planned(false, mv(4.0, 0.0)))]
+        ),
+        ["max_change"]
+    );
+    assert_eq!(
+        judge(
+            &p,
+            &[],
+            &[(intent("r", "a", "x"), planned(false, mv(0.0, 3.0)))]
+        ),
+        ["max_change"]
+    );
+}
+
+#[test]
+fn rate_limits_per_runbook_and_global_count_the_batch_too() {
+    let p = Policy {
+        runbook_per_hour: 2,
+        global_per_hour: 3,
+        ..Policy::default()
+    };
+    let items: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| (intent("r1", "ns", n), planned(false, vec![])))
+        .collect();
+    assert_eq!(
+        judge(&p, &[], &items),
+        ["allowed", "allowed", "runbook_rate"]
+    );
+    let h = [
+        recent(100, "r0", "ns", "z", false),
+        recent(200, "r0", "ns", "w", false),
+        recent(4000, "r0", "ns", "v", false),
+    ];
+    let items = vec![
+        (intent("r1", "ns", "a"), planned(false, vec![])),
+        (intent("r2", "ns", "b"), planned(false, vec![])),
+    ];
+    assert_eq!(judge(&p, &h, &items), ["allowed", "global_rate"]);
+}
+
+#[test]
+fn disruption_budget_per_namespace_and_cluster() {
+    let p = Policy {
+        disruptive_per_namespace_per_hour: 1,
+        disruptive_per_hour: 2,
+        ..Policy::default()
+    };
+    let h = [recent(100, "r", "a", "z", true)];
+    let items = vec![
+        (intent("r", "a", "x"), planned(true, vec![])),
+        (intent("r", "a", "y"), planned(false, vec![])),
+        (intent("r", "b", "x"), planned(true, vec![])),
+        (intent("r", "c", "x"), planned(true, vec![])),
+    ];
+    assert_eq!(
+        judge(&p, &h, &items),
+        [
+            "disruption_budget_namespace",
+            "allowed",
+            "allowed",
+            "disruption_budget"
+        ]
+    );
+}
+
+#[test]
+fn maintenance_windows_gate_disruptive_actions_only() {
+    // 22:00 UTC daily for an hour: NOW (22:13) is inside; 20:00 for an hour is not.
+    let inside = Policy {
+        maintenance_windows: vec![Window {
+            schedule: "0 22 * * *".into(),
+            duration_seconds: 3600,
+        }],
+        ..Policy::default()
+    };
+    let outside = Policy {
+        maintenance_windows: vec![Window {
+            schedule: "0 20 * * *".into(),
+            duration_seconds: 3600,
+        }],
+        ..Policy::default()
+    };
+    let items = vec![
+        (intent("r", "a", "x"), planned(true, vec![])),
+        (intent("r", "a", "y"), planned(false, vec![])),
+    ];
+    assert_eq!(judge(&inside, &[], &items), ["allowed", "allowed"]);
+    assert_eq!(
+        judge(&outside, &[], &items),
+        ["maintenance_window", "allowed"]
+    );
+}
+
+#[test]
+fn policy_from_configmap_data() {
+    let data: BTreeMap<String, String> = [
+        ("killSwitch".to_string(), "true".to_string()),
+        ("cooldownSeconds".into(), "60".into()),
+        (
+            "maintenanceWindows".into(),
+            r#"[{"schedule": "0 2 * * 6", "durationSeconds": 7200}]"#.into(),
+        ),
+    ]
+    .into();
+    let p = Policy::from_configmap_data(&data).expect("valid");
+    assert!(p.kill_switch);
+    assert_eq!(p.cooldown_seconds, 60);
+    assert_eq!(p.maintenance_windows.len(), 1);
+    assert_eq!(p.global_per_hour, Policy::default().global_per_hour);
+    for (k, v) in [
+        ("killSwitch", "yes"),
+        ("nope", "1"),
+        (
+            "maintenanceWindows",
+            r#"[{"schedule": "bad", "durationSeconds": 1}]"#,
+        ),
+    ] {
+        let data: BTreeMap<String, String> = [(k.to_string(), v.to_string())].into();
+        assert!(Policy::from_configmap_data(&data).is_err(), "{k}={v}");
+    }
+}

@@ -1,0 +1,123 @@
+//! The journal as `act` sees it: a small trait, so the executor does not
+//! depend on a pool or a database. `store` implements it with sqlx.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+/// What is known about an action before anything is sent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct NewEntry {
+    /// Unix seconds of the decision.
+    pub at: i64,
+    pub runbook: String,
+    /// SHA-256 of the runbook source that decided.
+    pub runbook_hash: String,
+    /// `finding`, `cron`, `condition`, `undo`, …
+    pub trigger: String,
+    /// The findings (or other facts) behind the decision, as JSON.
+    pub evidence: serde_json::Value,
+    /// The intent as the runbook returned it, as JSON.
+    pub action: serde_json::Value,
+    pub action_kind: String,
+    /// `kind/namespace/name`
+    pub target: String,
+    pub namespace: String,
+    /// The planned change (`act::action::Change`), none when planning failed.
+    pub patch: Option<serde_json::Value>,
+    pub inverse: Option<serde_json::Value>,
+    pub disruptive: bool,
+    /// `dry-run`, `recommend` or `auto` (the effective mode).
+    pub mode: String,
+    /// `allowed`, the refusing guard's name, or `plan_failed`.
+    pub verdict: String,
+    pub verdict_detail: String,
+    pub verify: Option<serde_json::Value>,
+    /// For an undo: the entry it undoes.
+    pub undo_of: Option<i64>,
+}
+
+/// A journal row.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct JournalEntry {
+    pub id: i64,
+    #[serde(flatten)]
+    pub entry: NewEntry,
+    /// Result of the server-side dry run (`ok` or the API server's message).
+    pub dry_run: Option<String>,
+    /// See [`outcome`]; `None` while in flight.
+    pub outcome: Option<String>,
+    pub outcome_detail: Option<String>,
+    pub outcome_at: Option<i64>,
+    pub verification: Option<String>,
+    /// `approved by X` / `rejected by X`.
+    pub approval: Option<String>,
+}
+
+/// Outcome values.
+pub mod outcome {
+    pub const APPLIED: &str = "applied";
+    pub const FAILED: &str = "failed";
+    pub const DRY_RUN: &str = "dry_run";
+    pub const RECOMMENDED: &str = "recommended";
+    pub const REFUSED: &str = "refused";
+    pub const REJECTED: &str = "rejected";
+    /// Found unsent after a restart, too old to send.
+    pub const ABANDONED: &str = "abandoned";
+    /// An applied action later reverted by its inverse.
+    pub const UNDONE: &str = "undone";
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} in the journal failed: {reason}")]
+pub struct Error {
+    pub operation: &'static str,
+    pub reason: String,
+}
+
+impl Error {
+    pub fn kind(&self) -> &'static str {
+        self.operation
+    }
+}
+
+/// Where actions are recorded. Implementations must make `record_intent`
+/// durable before returning: the executor sends nothing until it has.
+pub trait Journal: Send + Sync {
+    fn record_intent(&self, entry: &NewEntry) -> impl Future<Output = Result<i64, Error>> + Send;
+    fn record_dry_run(
+        &self,
+        id: i64,
+        result: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    fn record_outcome(
+        &self,
+        id: i64,
+        outcome: &str,
+        detail: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    fn record_verification(
+        &self,
+        id: i64,
+        result: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Sets the approval only if none is set yet; returns whether it did.
+    fn record_approval(
+        &self,
+        id: i64,
+        approval: &str,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+    fn get(&self, id: i64) -> impl Future<Output = Result<Option<JournalEntry>, Error>> + Send;
+    /// Newest first; `pending` = recommendations awaiting approval.
+    fn list(
+        &self,
+        limit: i64,
+        pending: bool,
+    ) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
+    /// Entries decided at or after `at` (guard history, verification).
+    fn since(&self, at: i64) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
+    /// Entries a crash interrupted: any entry without an outcome, and
+    /// approved recommendations not yet applied.
+    fn unresolved(&self) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
+}

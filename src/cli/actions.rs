@@ -1,0 +1,97 @@
+//! `autopilot actions list|show|approve|reject|undo`: review the journal.
+//! Approve and undo write to the cluster through `act`'s executor, so they
+//! leave the same journal row, Event and counter as the agent's own actions.
+
+use anyhow::Context;
+
+use super::{ActionsCommand, DatabaseArgs};
+use crate::{
+    act::{
+        executor::{Executor, Metrics, fetch_policy},
+        journal::{Journal, JournalEntry},
+    },
+    store::SqlJournal,
+};
+
+async fn journal(db: &DatabaseArgs) -> anyhow::Result<SqlJournal> {
+    SqlJournal::connect(&db.database_url)
+        .await
+        .context("opening the journal")
+}
+
+fn time(at: i64) -> String {
+    chrono::DateTime::from_timestamp(at, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| at.to_string())
+}
+
+/// One line per entry, for `actions list`.
+pub fn format_row(e: &JournalEntry) -> String {
+    format!(
+        "{:>6}  {}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  {}",
+        e.id,
+        time(e.entry.at),
+        e.entry.mode,
+        e.entry.runbook,
+        e.entry.action_kind,
+        e.entry.target,
+        e.entry.verdict,
+        e.outcome.as_deref().unwrap_or("in-flight"),
+        e.approval.as_deref().unwrap_or(""),
+    )
+}
+
+async fn executor(db: &DatabaseArgs) -> anyhow::Result<Executor<SqlJournal>> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (kubeconfig or in-cluster)")?;
+    let metrics = Metrics::register(&prometheus::Registry::new())?;
+    Ok(Executor::new(client, journal(db).await?, metrics))
+}
+
+pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().timestamp();
+    match cmd {
+        ActionsCommand::List { db, limit, pending } => {
+            let rows = journal(&db).await?.list(limit, pending).await?;
+            println!(
+                "{:>6}  {:<20}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  APPROVAL",
+                "ID", "TIME", "MODE", "RUNBOOK", "ACTION", "TARGET", "VERDICT", "OUTCOME"
+            );
+            for e in &rows {
+                println!("{}", format_row(e));
+            }
+        }
+        ActionsCommand::Show { db, id } => {
+            let e = journal(&db)
+                .await?
+                .get(id)
+                .await?
+                .with_context(|| format!("no journal entry {id}"))?;
+            print!("{}", serde_yaml::to_string(&e)?);
+        }
+        ActionsCommand::Approve {
+            db,
+            id,
+            by,
+            policy_namespace,
+        } => {
+            let ex = executor(&db).await?;
+            let policy = fetch_policy(ex.client(), &policy_namespace).await?;
+            let done = ex.approve(id, &by, &policy, now).await?;
+            println!("#{id}: {} — {}", done.outcome, done.detail);
+        }
+        ActionsCommand::Reject { db, id, by } => {
+            let done = executor(&db).await?.reject(id, &by, now).await?;
+            println!("#{id}: {} — {}", done.outcome, done.detail);
+        }
+        ActionsCommand::Undo { db, id, by } => {
+            let done = executor(&db).await?.undo(id, &by, now).await?;
+            println!(
+                "#{} (undo of #{id}): {} — {}",
+                done.id, done.outcome, done.detail
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! Runbooks: compiled once at load, each declaring its trigger in `fn
+//! runbook()` and proposing intents from `fn decide(ctx)`.
+//!
+//! ```rhai
+//! fn runbook() {
+//!     #{ trigger: #{ findings: #{ kind: "PaymentGateway", signals: ["cpu_saturation"], min_score: 0.7 } },
+//!        mode: "recommend" }          // optional pin below the agent's mode
+//! }
+//! fn decide(ctx) { [ scale(ctx.component, ctx.resource.spec.replicas + 2) ] }
+//! ```
+//!
+//! Pure: sources come in as text, the time as `now`; nothing is read from
+//! disk or the cluster here.
+
+use std::{collections::BTreeMap, str::FromStr};
+
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{
+    Error,
+    api::{Limits, TIME_BUDGET_EXCEEDED, build_engine, with_budget},
+    intent::{Intent, Mode},
+};
+use crate::detect::{ComponentId, Finding};
+
+/// When a runbook runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Trigger {
+    /// Findings of detectors on one component kind.
+    Findings(FindingTrigger),
+    /// A cron schedule (5 fields, or 6 with seconds first), evaluated in UTC;
+    /// with `kind`, once per resource of that kind.
+    Cron {
+        schedule: String,
+        #[serde(default)]
+        kind: Option<String>,
+    },
+    /// A condition of a resource of `kind`, e.g. PaymentGateway `Degraded=True`.
+    Condition {
+        kind: String,
+        condition: String,
+        #[serde(default = "default_true")]
+        status: String,
+    },
+}
+
+fn default_true() -> String {
+    "True".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FindingTrigger {
+    /// Component kind, e.g. `PaymentGateway`, `Cluster`.
+    pub kind: String,
+    /// Signals to react to; empty = any.
+    #[serde(default)]
+    pub signals: Vec<String>,
+    /// Detectors to react to; empty = any.
+    #[serde(default)]
+    pub detectors: Vec<String>,
+    /// Lowest score that fires.
+    #[serde(default)]
+    pub min_score: f64,
+    /// For forecasts: fire only when the threshold is crossed within this many seconds.
+    #[serde(default)]
+    pub horizon_seconds: Option<f64>,
+}
+
+impl FindingTrigger {
+    pub fn matches(&self, f: &Finding) -> bool {
+        f.component.kind == self.kind
+            && (self.signals.is_empty() || self.signals.contains(&f.signal))
+            && (self.detectors.is_empty() || self.detectors.contains(&f.detector))
+            && f.score >= self.min_score
+            && match self.horizon_seconds {
+                None => true,
+                Some(h) => f.time_to_threshold_seconds.is_some_and(|t| t <= h),
+            }
+    }
+}
+
+/// What a runbook declares about itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    pub trigger: Trigger,
+    /// Pin to a mode lower than the agent's.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+}
+
+/// Parses a 5-field (minute-first) or 6/7-field (seconds-first) cron expression.
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    let full = if fields == 5 {
+        format!("0 {expr}")
+    } else {
+        expr.to_string()
+    };
+    cron::Schedule::from_str(&full).map_err(|e| format!("invalid cron schedule {expr:?}: {e}"))
+}
+
+/// Whether a schedule has an occurrence in `(after, now]` (unix seconds).
+pub fn cron_due(schedule: &cron::Schedule, after: i64, now: i64) -> bool {
+    let Some(after) = chrono::DateTime::from_timestamp(after, 0) else {
+        return false;
+    };
+    schedule
+        .after(&after)
+        .next()
+        .is_some_and(|t| t.timestamp() <= now)
+}
+
+/// Whether `resource` (a Kubernetes object as JSON) has the condition.
+pub fn condition_holds(resource: &serde_json::Value, condition: &str, status: &str) -> bool {
+    resource["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == condition && c["status"] == status)
+        })
+}
+
+/// The read-only input of one evaluation, visible to the script as `ctx`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Context {
+    /// Unix seconds of the evaluation.
+    pub now: i64,
+    /// `finding`, `cron` or `condition`.
+    pub trigger: String,
+    /// The component the runbook is evaluated for (usable as a target).
+    pub component: ComponentId,
+    /// Findings and forecasts about the component that matched the trigger.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// Recent samples per signal, oldest first.
+    #[serde(default)]
+    pub samples: BTreeMap<String, Vec<f64>>,
+    /// The target resource (metadata, spec, status) as read from the cluster.
+    #[serde(default)]
+    pub resource: serde_json::Value,
+    /// Other facts the agent gathered for this kind (e.g. replica lag per
+    /// instance, age of the last backup).
+    #[serde(default)]
+    pub facts: BTreeMap<String, serde_json::Value>,
+}
+
+/// A compiled runbook.
+#[derive(Clone, Debug)]
+pub struct Runbook {
+    pub name: String,
+    /// SHA-256 of the source, recorded with every action.
+    pub hash: String,
+    pub meta: Meta,
+    ast: AST,
+    schedule: Option<cron::Schedule>,
+}
+
+impl Runbook {
+    pub fn schedule(&self) -> Option<&cron::Schedule> {
+        self.schedule.as_ref()
+    }
+}
+
+fn position(pos: rhai::Position) -> (usize, usize) {
+    (pos.line().unwrap_or(0), pos.position().unwrap_or(0))
+}
+
+/// Compiles and checks one runbook: syntax, the two required functions, and
+/// its declared trigger.
+pub fn compile(engine: &Engine, name: &str, source: &str) -> Result<Runbook, Error> {
+    let fail = |(line, column): (usize, usize), reason: String, hint: &str| Error::CompileRunbook {
+        file: name.to_string(),
+        line,
+        column,
+        reason,
+        hint: hint.to_string(),
+    };
+    let ast = engine.compile(source).map_err(|e| {
+        fail(
+            position(e.1),
+            e.err_type().to_string(),
+            "fix the syntax; the previous version of this runbook keeps running",
+        )
+    })?;
+    let has = |f: &str, params: usize| {
+        ast.iter_functions()
+            .any(|m| m.name == f && m.params.len() == params)
+    };
+    if !has("runbook", 0) {
+        return Err(fail(
+            (1, 1),
+            "no `fn runbook()`".into(),
+            "declare the trigger: fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }",
+        ));
+    }
+    if !has("decide", 1) {
+        return Err(fail(
+            (1, 1),
+            "no `fn decide(ctx)`".into(),
+            "return an array of intents from fn decide(ctx)",
+        ));
+    }
+    let meta: Dynamic = with_budget(std::time::Duration::from_millis(250), || {
+        call(engine, &ast, "runbook", ())
+    })
+    .map_err(|e| {
+        fail(
+            position(e.position()),
+            format!("fn runbook() failed: {e}"),
+            "",
+        )
+    })?;
+    let meta: Meta = rhai::serde::from_dynamic(&meta).map_err(|e| {
+        fail(
+            (1, 1),
+            format!("fn runbook() returned an invalid declaration: {e}"),
+            "expected #{ trigger: #{ findings: #{..} } | #{ cron: #{schedule} } | #{ condition: #{kind, condition} }, mode: \"dry-run\"|\"recommend\"|\"auto\" }",
+        )
+    })?;
+    let schedule = match &meta.trigger {
+        Trigger::Cron { schedule, .. } => Some(
+            parse_cron(schedule)
+                .map_err(|r| fail((1, 1), r, "use 5 fields: minute hour day month weekday"))?,
+        ),
+        _ => None,
+    };
+    Ok(Runbook {
+        name: name.to_string(),
+        hash: hex(&Sha256::digest(source.as_bytes())),
+        meta,
+        ast,
+        schedule,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn call(
+    engine: &Engine,
+    ast: &AST,
+    name: &str,
+    args: impl rhai::FuncArgs,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let options = rhai::CallFnOptions::new()
+        .eval_ast(false)
+        .rewind_scope(true);
+    engine.call_fn_with_options(options, &mut Scope::new(), ast, name, args)
+}
+
+/// Unwraps nested function-call errors to the one that stopped the script.
+fn innermost(e: &EvalAltResult) -> &EvalAltResult {
+    match e {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => innermost(inner),
+        other => other,
+    }
+}
+
+/// Fixed category of a runtime error (metric label).
+pub fn runtime_kind(e: &EvalAltResult) -> &'static str {
+    match innermost(e) {
+        EvalAltResult::ErrorTooManyOperations(_) => "too_many_operations",
+        EvalAltResult::ErrorTerminated(_, _) => "time_budget",
+        EvalAltResult::ErrorStackOverflow(_) => "call_depth",
+        EvalAltResult::ErrorDataTooLarge(_, _) => "data_too_large",
+        EvalAltResult::ErrorFunctionNotFound(_, _) => "function_not_found",
+        EvalAltResult::ErrorVariableNotFound(_, _)
+        | EvalAltResult::ErrorPropertyNotFound(_, _)
+        | EvalAltResult::ErrorIndexNotFound(_, _)
+        | EvalAltResult::ErrorDotExpr(_, _) => "missing_data",
+        EvalAltResult::ErrorRuntime(v, _) if v.to_string().starts_with("missing data") => {
+            "missing_data"
+        }
+        EvalAltResult::ErrorMismatchDataType(..) | EvalAltResult::ErrorMismatchOutputType(..) => {
+            "type_mismatch"
+        }
+        _ => "runtime",
+    }
+}
+
+/// Evaluates one compiled runbook on one context. The result must be an
+/// array of intents (or `()` for none).
+pub fn evaluate_runbook(
+    engine: &Engine,
+    runbook: &Runbook,
+    ctx: &Context,
+    limits: &Limits,
+) -> Result<Vec<Intent>, Error> {
+    let fail = |kind: &'static str, message: String, (line, column): (usize, usize)| {
+        Error::EvaluateRunbook {
+            runbook: runbook.name.clone(),
+            kind,
+            message,
+            line,
+            column,
+        }
+    };
+    let ctx_value =
+        rhai::serde::to_dynamic(ctx).map_err(|e| fail("bad_context", e.to_string(), (0, 0)))?;
+    let out = with_budget(limits.budget, || {
+        call(engine, &runbook.ast, "decide", (ctx_value,))
+    })
+    .map_err(|e| {
+        let inner = innermost(&e);
+        let kind = runtime_kind(&e);
+        let message = match inner {
+            EvalAltResult::ErrorTerminated(..) => {
+                format!("{TIME_BUDGET_EXCEEDED} ({:?})", limits.budget)
+            }
+            other => other.to_string(),
+        };
+        fail(kind, message, position(inner.position()))
+    })?;
+    if out.is_unit() {
+        return Ok(Vec::new());
+    }
+    let items = if out.is_array() {
+        out.into_array().unwrap_or_default()
+    } else {
+        vec![out]
+    };
+    items
+        .into_iter()
+        .map(|d| {
+            let type_name = d.type_name().to_string();
+            d.try_cast::<Intent>()
+                .map(|mut i| {
+                    i.runbook = runbook.name.clone();
+                    i
+                })
+                .ok_or_else(|| {
+                    fail(
+                        "bad_result",
+                        format!(
+                            "decide(ctx) must return intents built by the host API, got {type_name}"
+                        ),
+                        (0, 0),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The loaded runbooks, the engine they run on, and per-runbook error counts.
+pub struct RunbookSet {
+    engine: Engine,
+    limits: Limits,
+    runbooks: BTreeMap<String, Runbook>,
+    errors: BTreeMap<(String, &'static str), u64>,
+}
+
+impl RunbookSet {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            engine: build_engine(&limits),
+            limits,
+            runbooks: BTreeMap::new(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads `(name, source)` pairs (a ConfigMap's data, or files). Runbooks
+    /// that compile replace their previous version; those that do not keep
+    /// the last good one and are reported; names absent from `sources` are
+    /// removed.
+    pub fn load(&mut self, sources: &[(String, String)]) -> Vec<Error> {
+        let mut errors = Vec::new();
+        self.runbooks
+            .retain(|name, _| sources.iter().any(|(n, _)| n == name));
+        for (name, source) in sources {
+            match compile(&self.engine, name, source) {
+                Ok(rb) => {
+                    self.runbooks.insert(name.clone(), rb);
+                }
+                Err(e) => {
+                    *self.errors.entry((name.clone(), e.kind())).or_default() += 1;
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Runbook> {
+        self.runbooks.get(name)
+    }
+
+    pub fn runbooks(&self) -> impl Iterator<Item = &Runbook> {
+        self.runbooks.values()
+    }
+
+    /// Evaluates a runbook by name, counting failures per runbook and kind.
+    pub fn evaluate(&mut self, name: &str, ctx: &Context) -> Result<Vec<Intent>, Error> {
+        let rb = self
+            .runbooks
+            .get(name)
+            .ok_or_else(|| Error::UnknownRunbook {
+                runbook: name.to_string(),
+            })?;
+        let out = evaluate_runbook(&self.engine, rb, ctx, &self.limits);
+        if let Err(e @ Error::EvaluateRunbook { kind, .. }) = &out {
+            *self.errors.entry((name.to_string(), kind)).or_default() += 1;
+            tracing::warn!(
+                runbook = name,
+                hash = %rb.hash,
+                kind = %ctx.component.kind,
+                namespace = %ctx.component.namespace,
+                name = %ctx.component.name,
+                trigger = %ctx.trigger,
+                error = %e,
+                "runbook evaluation failed"
+            );
+        }
+        out
+    }
+
+    /// Error counts by (runbook, error kind).
+    pub fn error_counts(&self) -> &BTreeMap<(String, &'static str), u64> {
+        &self.errors
+    }
+
+    /// The runbooks a batch of findings triggers, each with the component and
+    /// its matching findings.
+    pub fn triggered_by_findings(
+        &self,
+        findings: &[Finding],
+    ) -> Vec<(String, ComponentId, Vec<Finding>)> {
+        let mut out = Vec::new();
+        for rb in self.runbooks.values() {
+            let Trigger::Findings(t) = &rb.meta.trigger else {
+                continue;
+            };
+            let mut by_component: BTreeMap<&ComponentId, Vec<Finding>> = BTreeMap::new();
+            for f in findings.iter().filter(|f| t.matches(f)) {
+                by_component
+                    .entry(&f.component)
+                    .or_default()
+                    .push(f.clone());
+            }
+            for (c, fs) in by_component {
+                out.push((rb.name.clone(), c.clone(), fs));
+            }
+        }
+        out
+    }
+
+    /// Cron runbooks with an occurrence in `(last, now]`.
+    pub fn due(&self, last: i64, now: i64) -> Vec<String> {
+        self.runbooks
+            .values()
+            .filter(|rb| rb.schedule().is_some_and(|s| cron_due(s, last, now)))
+            .map(|rb| rb.name.clone())
+            .collect()
+    }
+
+    /// Condition runbooks triggered by a resource of `kind`.
+    pub fn triggered_by_resource(&self, kind: &str, resource: &serde_json::Value) -> Vec<String> {
+        self.runbooks
+            .values()
+            .filter(|rb| match &rb.meta.trigger {
+                Trigger::Condition {
+                    kind: k,
+                    condition,
+                    status,
+                } => k == kind && condition_holds(resource, condition, status),
+                _ => false,
+            })
+            .map(|rb| rb.name.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+use super::*;
+use crate::decide::intent::Action;
+
+const GOOD: &str = r#"
+fn runbook() {
+    #{ trigger: #{ findings: #{ kind: "PaymentGateway", signals: ["cpu_saturation"], min_score: 0.7 } } }
+}
+fn decide(ctx) {
+    let r = require(ctx.resource.spec.replicas, "spec.replicas");
+    [ scale(ctx.component, r + 2).reason("saturated") ]
+}
+"#;
+
+fn gw() -> ComponentId {
+    ComponentId {
+        kind: "PaymentGateway".into(),
+        namespace: "payments".into(),
+        name: "gw".into(),
+    }
+}
+
+fn ctx(resource: serde_json::Value) -> Context {
+    Context {
+        now: 1_700_000_000,
+        trigger: "finding".into(),
+        component: gw(),
+        findings: vec![],
+        samples: Default::default(),
+        resource,
+        facts: Default::default(),
+    }
+}
+
+fn body(decide: &str) -> String {
+    format!(
+        "fn runbook() {{ #{{ trigger: #{{ cron: #{{ schedule: \"0 3 * * *\" }} }} }} }}\nfn decide(ctx) {{\n{decide}\n}}\n"
+    )
+}
+
+fn set_with(name: &str, src: &str) -> RunbookSet {
+    let mut set = RunbookSet::new(Limits {
+        budget: std::time::Duration::from_secs(2),
+        // Rhai re-measures an array on each push; keep the quadratic cost small.
+        max_array_size: 1000,
+        ..Limits::default()
+    });
+    let errs = set.load(&[(name.into(), src.into())]);
+    assert!(errs.is_empty(), "{errs:?}");
+    set
+}
+
+#[test]
+fn a_good_runbook_proposes_typed_intents() {
+    let mut set = set_with("autoscale", GOOD);
+    let rb = set.get("autoscale").expect("loaded");
+    assert_eq!(rb.hash.len(), 64);
+    let out = set
+        .evaluate(
+            "autoscale",
+            &ctx(serde_json::json!({"spec": {"replicas": 3}})),
+        )
+        .expect("evaluates");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].runbook, "autoscale");
+    assert_eq!(out[0].reason, "saturated");
+    assert_eq!(
+        out[0].action,
+        Action::ScaleReplicas {
+            target: gw(),
+            replicas: 5
+        }
+    );
+}
+
+#[test]
+fn missing_data_stops_instead_of_acting() {
+    let mut set = set_with("autoscale", GOOD);
+    let err = set
+        .evaluate("autoscale", &ctx(serde_json::json!({"spec": {}})))
+        .expect_err("no replicas, no action");
+    assert_eq!(err.kind(), "missing_data", "{err}");
+    assert!(err.to_string().contains("spec.replicas"), "{err}");
+    assert_eq!(
+        set.error_counts()[&("autoscale".to_string(), "missing_data")],
+        1
+    );
+}
+
+#[test]
+fn a_syntax_error_names_file_line_and_column_and_the_last_good_version_stays() {
+    let mut set = set_with("autoscale", GOOD);
+    let good_hash = set.get("autoscale").expect("loaded").hash.clone();
+    let broken = "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"* * * * *\" } } } }\nfn decide(ctx) {\n  let x = ;\n}\n";
+    let errs = set.load(&[("autoscale".into(), broken.into())]);
+    assert_eq!(errs.len(), 1);
+    match &errs[0] {
+        Error::CompileRunbook {
+            file, line, column, ..
+        } => {
+            assert_eq!((file.as_str(), *line), ("autoscale", 3));
+            assert!(*column > 0);
+        }
+        other => panic!("{other}"),
+    }
+    assert!(
+        errs[0].to_string().starts_with("autoscale:3:"),
+        "{}",
+        errs[0]
+    );
+    assert_eq!(set.get("autoscale").expect("kept").hash, good_hash);
+    assert!(
+        set.evaluate(
+            "autoscale",
+            &ctx(serde_json::json!({"spec": {"replicas": 1}}))
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn declarations_are_checked_at_load() {
+    let engine = build_engine(&Limits::default());
+    for (src, needle) in [
+        ("fn decide(ctx) { [] }", "no `fn runbook()`"),
+        (
+            "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }",
+            "no `fn decide(ctx)`",
+        ),
+        (
+            "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"bogus\" } } } }\nfn decide(ctx) { [] }",
+            "invalid cron",
+        ),
+        (
+            "fn runbook() { #{ trigger: #{ sometimes: 1 } } }\nfn decide(ctx) { [] }",
+            "invalid declaration",
+        ),
+        (
+            "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } }, mode: \"yolo\" } }\nfn decide(ctx) { [] }",
+            "invalid declaration",
+        ),
+        (
+            "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }\nfn decide(ctx) { missing_var }",
+            "Undefined variable",
+        ),
+    ] {
+        let err = compile(&engine, "r", src).expect_err(src).to_string();
+        assert!(err.contains(needle), "{src}: {err}");
+    }
+}
+
+#[test]
+fn runaway_scripts_are_stopped_with_a_clear_error() {
+    for (decide, kind) in [
+        ("loop { }", "too_many_operations"),
+        ("let s = \"x\"; loop { s += s; }", "data_too_large"),
+        ("let a = []; loop { a.push(1); }", "data_too_large"),
+        ("fn_that_does_not_exist(ctx)", "function_not_found"),
+        ("ctx.resource.spec.replicas + 1", "missing_data"),
+        ("ctx.now + ()", "function_not_found"),
+        ("42", "bad_result"),
+    ] {
+        let mut set = set_with("bad", &body(decide));
+        let err = set
+            .evaluate("bad", &ctx(serde_json::json!({})))
+            .expect_err(decide);
+        assert_eq!(err.kind(), kind, "{decide}: {err}");
+    }
+}
+
+#[test]
+fn deep_recursion_is_stopped() {
+    let src = "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }\nfn down(n) { down(n + 1) }\nfn decide(ctx) { down(0) }\n";
+    let mut set = set_with("deep", src);
+    let err = set
+        .evaluate("deep", &ctx(serde_json::json!({})))
+        .expect_err("stack");
+    assert_eq!(err.kind(), "call_depth", "{err}");
+}
+
+#[test]
+fn the_wall_clock_budget_stops_a_slow_script() {
+    // Operations are unlimited here so only the clock can stop it.
+    let mut set = RunbookSet::new(Limits {
+        max_operations: 0,
+        budget: std::time::Duration::from_millis(50),
+        ..Limits::default()
+    });
+    assert!(set.load(&[("slow".into(), body("loop { }"))]).is_empty());
+    let err = set
+        .evaluate("slow", &ctx(serde_json::json!({})))
+        .expect_err("budget");
+    assert_eq!(err.kind(), "time_budget", "{err}");
+    assert!(err.to_string().contains("time budget exceeded"), "{err}");
+}
+
+#[test]
+fn triggers_select_findings_cron_and_conditions() {
+    let mut set = set_with("autoscale", GOOD);
+    let src = "fn runbook() { #{ trigger: #{ condition: #{ kind: \"PaymentGateway\", condition: \"Degraded\" } } } }\nfn decide(ctx) { [] }";
+    let mut sources = vec![("autoscale".to_string(), GOOD.to_string())];
+    sources.push(("degraded".into(), src.into()));
+    sources.push(("nightly".into(), body("[]")));
+    assert!(set.load(&sources).is_empty());
+
+    let finding = |signal: &str, score: f64| Finding {
+        component: gw(),
+        signal: signal.into(),
+        detector: "ewma".into(),
+        score,
+        at: 0,
+        value: 1.0,
+        baseline: 0.5,
+        time_to_threshold_seconds: None,
+        explanation: String::new(),
+    };
+    let hits = set.triggered_by_findings(&[
+        finding("cpu_saturation", 0.9),
+        finding("cpu_saturation", 0.5),
+        finding("latency_p99", 0.9),
+    ]);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].2.len(), 1);
+
+    // 2023-11-14 22:13:20 UTC → next 03:00 is on the 15th.
+    let now = 1_700_000_000;
+    assert!(set.due(now, now + 3600).is_empty());
+    assert_eq!(set.due(now, now + 6 * 3600), vec!["nightly".to_string()]);
+
+    let degraded =
+        serde_json::json!({"status": {"conditions": [{"type": "Degraded", "status": "True"}]}});
+    assert_eq!(
+        set.triggered_by_resource("PaymentGateway", &degraded),
+        vec!["degraded".to_string()]
+    );
+    assert!(
+        set.triggered_by_resource("ClearingAdapter", &degraded)
+            .is_empty()
+    );
+}
+
+#[test]
+fn forecast_horizon_filters_findings() {
+    let t = FindingTrigger {
+        kind: "Certificate".into(),
+        signals: vec![],
+        detectors: vec!["forecast".into()],
+        min_score: 0.0,
+        horizon_seconds: Some(86_400.0),
+    };
+    let mut f = Finding {
+        component: gw(),
+        signal: "expiry".into(),
+        detector: "forecast".into(),
+        score: 1.0,
+        at: 0,
+        value: 0.0,
+        baseline: 0.0,
+        time_to_threshold_seconds: Some(3600.0),
+        explanation: String::new(),
+    };
+    f.component.kind = "Certificate".into();
+    assert!(t.matches(&f));
+    f.time_to_threshold_seconds = Some(200_000.0);
+    assert!(!t.matches(&f));
+    f.time_to_threshold_seconds = None;
+    assert!(!t.matches(&f), "no forecast, no action");
+}
+
+#[test]
+fn removed_sources_unload() {
+    let mut set = set_with("autoscale", GOOD);
+    assert!(set.load(&[]).is_empty());
+    assert!(set.get("autoscale").is_none());
+}

@@ -1,0 +1,213 @@
+//! The journal suite, run against a fresh SQLite file and against a real
+//! PostgreSQL server (started by `autopilot::testenv::postgres`, skipped
+//! with a printed reason only when the PostgreSQL binaries are absent).
+
+use std::sync::OnceLock;
+
+use autopilot::{
+    act::journal::{Journal, NewEntry, outcome},
+    store::SqlJournal,
+    testenv::postgres::Postgres,
+};
+use serde_json::json;
+
+static PG: OnceLock<Result<Postgres, String>> = OnceLock::new();
+
+/// A fresh PostgreSQL database on this binary's server, or `None` (with the
+/// reason printed) when PostgreSQL is not installed.
+async fn postgres_url(test: &str) -> Option<String> {
+    if let Err(e) = Postgres::binaries() {
+        eprintln!("SKIPPED {test} on PostgreSQL: {e} (scripts/install-deps installs postgresql)");
+        return None;
+    }
+    let server = PG.get_or_init(|| Postgres::start().map_err(|e| e.to_string()));
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => panic!("PostgreSQL did not start: {e}"),
+    };
+    let db = format!("j_{}_{}", test, std::process::id());
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&server.url("postgres"))
+        .await
+        .expect("connect as admin");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    Some(server.url(&db))
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite:{}", dir.path().join("journal.db").display())
+}
+
+fn entry(at: i64, mode: &str, verdict: &str) -> NewEntry {
+    NewEntry {
+        at,
+        runbook: "autoscale-gateway".into(),
+        runbook_hash: "ab".repeat(32),
+        trigger: "finding".into(),
+        evidence: json!([{"signal": "cpu_saturation", "score": 0.93}]),
+        action: json!({"action": "scale_replicas", "replicas": 5}),
+        action_kind: "scale_replicas".into(),
+        target: "PaymentGateway/payments/gw".into(),
+        namespace: "payments".into(),
+        patch: Some(json!({"type": "merge", "patch": {"spec": {"replicas": 5}}})),
+        inverse: Some(json!({"type": "merge", "patch": {"spec": {"replicas": 3}}})),
+        disruptive: false,
+        mode: mode.into(),
+        verdict: verdict.into(),
+        verdict_detail: String::new(),
+        verify: Some(
+            json!({"signal": "latency_p99", "expect": "below", "threshold": 0.3, "within_seconds": 600}),
+        ),
+        undo_of: None,
+    }
+}
+
+async fn round_trip(j: &SqlJournal) {
+    let e = entry(1000, "auto", "allowed");
+    let id = j.record_intent(&e).await.expect("record intent");
+    let got = j.get(id).await.expect("get").expect("present");
+    assert_eq!(got.entry, e);
+    assert_eq!(got.outcome, None);
+    j.record_dry_run(id, "ok").await.expect("dry run");
+    j.record_outcome(id, outcome::APPLIED, "resourceVersion 42", 1001)
+        .await
+        .expect("outcome");
+    j.record_verification(id, "passed: latency_p99 0.2 < 0.3")
+        .await
+        .expect("verification");
+    let got = j.get(id).await.expect("get").expect("present");
+    assert_eq!(got.dry_run.as_deref(), Some("ok"));
+    assert_eq!(got.outcome.as_deref(), Some(outcome::APPLIED));
+    assert_eq!(got.outcome_at, Some(1001));
+    assert!(
+        got.verification
+            .as_deref()
+            .is_some_and(|v| v.starts_with("passed"))
+    );
+    assert!(j.get(id + 1000).await.expect("get").is_none());
+}
+
+async fn unresolved_and_approvals(j: &SqlJournal) {
+    let in_flight = j
+        .record_intent(&entry(2000, "auto", "allowed"))
+        .await
+        .expect("r");
+    let done = j
+        .record_intent(&entry(2001, "auto", "allowed"))
+        .await
+        .expect("r");
+    j.record_outcome(done, outcome::APPLIED, "", 2002)
+        .await
+        .expect("o");
+    let refused = j
+        .record_intent(&entry(2003, "auto", "cooldown"))
+        .await
+        .expect("r");
+    j.record_outcome(refused, outcome::REFUSED, "cooldown", 2003)
+        .await
+        .expect("o");
+    let rec = j
+        .record_intent(&entry(2004, "recommend", "allowed"))
+        .await
+        .expect("r");
+    j.record_outcome(rec, outcome::RECOMMENDED, "", 2004)
+        .await
+        .expect("o");
+    let dry = j
+        .record_intent(&entry(2005, "dry-run", "allowed"))
+        .await
+        .expect("r");
+    j.record_outcome(dry, outcome::DRY_RUN, "", 2005)
+        .await
+        .expect("o");
+
+    let ids = |v: Vec<autopilot::act::journal::JournalEntry>| {
+        v.into_iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(j.unresolved().await.expect("u")), [in_flight]);
+    assert_eq!(ids(j.list(10, true).await.expect("pending")), [rec]);
+
+    assert!(
+        j.record_approval(rec, "approved by alice")
+            .await
+            .expect("approve")
+    );
+    assert!(
+        !j.record_approval(rec, "rejected by bob")
+            .await
+            .expect("second"),
+        "first decision wins"
+    );
+    assert_eq!(
+        ids(j.unresolved().await.expect("u")),
+        [in_flight, rec],
+        "approved but not applied yet"
+    );
+    assert!(j.list(10, true).await.expect("pending").is_empty());
+
+    let all = j.list(3, false).await.expect("list");
+    assert_eq!(ids(all), [dry, rec, refused], "newest first, limited");
+    assert_eq!(j.since(2003).await.expect("since").len(), 3);
+}
+
+async fn survives_reopen(url: &str) {
+    let j = SqlJournal::connect(url).await.expect("connect");
+    let id = j
+        .record_intent(&entry(3000, "auto", "allowed"))
+        .await
+        .expect("r");
+    j.close().await;
+    // A new process: migrations run again (no-op), the in-flight intent is there.
+    let j = SqlJournal::connect(url).await.expect("reconnect");
+    let unresolved = j.unresolved().await.expect("u");
+    assert!(
+        unresolved.iter().any(|e| e.id == id),
+        "in-flight intent survives"
+    );
+    j.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_journal_suite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = sqlite_url(&dir);
+    let j = SqlJournal::connect(&url).await.expect("connect");
+    round_trip(&j).await;
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let j2 = SqlJournal::connect(&sqlite_url(&dir2))
+        .await
+        .expect("connect");
+    unresolved_and_approvals(&j2).await;
+    j.close().await;
+    survives_reopen(&url).await;
+}
+
+#[tokio::test]
+async fn postgres_journal_suite() {
+    let Some(url) = postgres_url("suite").await else {
+        return;
+    };
+    let j = SqlJournal::connect(&url).await.expect("connect");
+    assert!(matches!(j, SqlJournal::Postgres(_)));
+    round_trip(&j).await;
+    j.close().await;
+    let Some(url2) = postgres_url("approvals").await else {
+        return;
+    };
+    let j2 = SqlJournal::connect(&url2).await.expect("connect");
+    unresolved_and_approvals(&j2).await;
+    j2.close().await;
+    survives_reopen(&url).await;
+}
+
+#[tokio::test]
+async fn a_bad_url_is_a_clear_error() {
+    let err = SqlJournal::connect("postgres://nobody:pw@127.0.0.1:1/x")
+        .await
+        .expect_err("no server");
+    assert_eq!(err.kind(), "connect");
+    assert!(err.to_string().contains("nobody:***@"), "{err}");
+}

@@ -1,0 +1,335 @@
+//! The default runbooks in rules/: each compiles, passes its golden cases,
+//! and its first proposing case, replayed against the real API server with
+//! the target created from the case, yields a patch the server accepts in a
+//! server-side dry run. Bad runbooks are rejected or stopped while the good
+//! ones keep running. And the `autopilot runbook` subcommands' exit codes.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use autopilot::{
+    act::{
+        action::kind_info,
+        executor::{Executor, Metrics, Proposal},
+        guard::Policy,
+        journal::{Journal, outcome},
+    },
+    decide::{
+        Limits, Mode, RunbookSet,
+        cases::{Expected, parse_cases, run_cases},
+    },
+    store::SqlJournal,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api,
+    api::{DynamicObject, Patch, PatchParams, PostParams},
+    discovery::ApiResource,
+};
+use serde_json::json;
+
+fn rules() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+}
+
+fn runbooks() -> Vec<(String, String, PathBuf)> {
+    let mut out: Vec<_> = std::fs::read_dir(rules())
+        .expect("rules/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+        .map(|p| {
+            let name = p.file_stem().expect("stem").to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).expect("read"), p)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn cases_of(path: &Path) -> Vec<autopilot::decide::cases::Case> {
+    let file = path.with_extension("cases.yaml");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    parse_cases(&file.display().to_string(), &text).expect("cases parse")
+}
+
+#[test]
+fn every_default_runbook_compiles_and_passes_its_cases() {
+    let all = runbooks();
+    assert!(
+        all.len() >= 9,
+        "the default runbooks are all there: {}",
+        all.len()
+    );
+    let mut set = RunbookSet::new(Limits::default());
+    let errors = set.load(
+        &all.iter()
+            .map(|(n, s, _)| (n.clone(), s.clone()))
+            .collect::<Vec<_>>(),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    for (name, _, path) in &all {
+        let cases = cases_of(path);
+        assert!(
+            cases.len() >= 2,
+            "{name}: at least a firing and a quiet case"
+        );
+        assert!(
+            cases
+                .iter()
+                .any(|c| matches!(&c.expect, Expected::Actions(a) if !a.is_empty())),
+            "{name}: a case that acts"
+        );
+        for r in run_cases(&mut set, name, &cases) {
+            assert!(
+                r.failure.is_none(),
+                "{name}: {}\n{}",
+                r.name,
+                r.failure.unwrap_or_default()
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_runbooks_are_rejected_or_stopped_and_the_good_ones_keep_running() {
+    let good = runbooks();
+    let mut sources: Vec<(String, String)> = good
+        .iter()
+        .map(|(n, s, _)| (n.clone(), s.clone()))
+        .collect();
+    let head = "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }\n";
+    sources.push((
+        "syntax".into(),
+        format!("{head}fn decide(ctx) {{ let = 1; }}"),
+    ));
+    sources.push((
+        "infinite".into(),
+        format!("{head}fn decide(ctx) {{ loop {{ }} }}"),
+    ));
+    sources.push((
+        "huge".into(),
+        format!("{head}fn decide(ctx) {{ let s = \"xxxxxxxx\"; loop {{ s += s; }} }}"),
+    ));
+    sources.push((
+        "deep".into(),
+        format!("{head}fn f(n) {{ f(n + 1) }}\nfn decide(ctx) {{ f(0) }}"),
+    ));
+    sources.push((
+        "unknown".into(),
+        format!("{head}fn decide(ctx) {{ delete_database(ctx.component) }}"),
+    ));
+    let mut set = RunbookSet::new(Limits::default());
+    let errors = set.load(&sources);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].to_string().starts_with("syntax:2:"),
+        "{}",
+        errors[0]
+    );
+    let (name, _, path) = &good[0];
+    let case = cases_of(path).into_iter().next().expect("a case");
+    for (bad, kind) in [
+        ("infinite", "too_many_operations"),
+        ("huge", "data_too_large"),
+        ("deep", "call_depth"),
+        ("unknown", "function_not_found"),
+    ] {
+        let err = set.evaluate(bad, &case.context).expect_err(bad);
+        assert_eq!(err.kind(), kind, "{bad}: {err}");
+        // The good runbook still evaluates after each failure.
+        set.evaluate(name, &case.context)
+            .expect("good runbook keeps running");
+    }
+    assert_eq!(set.error_counts().values().sum::<u64>(), 5);
+}
+
+#[test]
+fn the_runbook_subcommands_exit_non_zero_on_failure() {
+    let bin = env!("CARGO_BIN_EXE_autopilot");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let rules = rules().display().to_string();
+    let (ok, out) = run(&["runbook", "check", "--rules", &rules]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["runbook", "test", "--rules", &rules]);
+    assert!(ok && !out.contains("FAIL"), "{out}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.rhai");
+    std::fs::write(&bad, "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }\nfn decide(ctx) {\n  [scale(ctx.component, ]\n}\n").expect("write");
+    let (ok, out) = run(&["runbook", "check", &bad.display().to_string()]);
+    assert!(!ok && out.contains("bad.rhai:3:"), "{out}");
+
+    // A wrong expectation prints a diff.
+    let rb = dir.path().join("r.rhai");
+    std::fs::write(&rb, "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }\nfn decide(ctx) { [scale(ctx.component, 3)] }\n").expect("write");
+    std::fs::write(dir.path().join("r.cases.yaml"), "- name: wrong\n  context: {now: 0, trigger: cron, component: {kind: PaymentGateway, namespace: p, name: g}}\n  expect:\n    actions:\n      - {action: scale_replicas, target: {kind: PaymentGateway, namespace: p, name: g}, replicas: 4}\n").expect("write");
+    let (ok, out) = run(&["runbook", "test", &rb.display().to_string()]);
+    assert!(
+        !ok && out.contains("-   replicas: 4") && out.contains("+   replicas: 3"),
+        "{out}"
+    );
+
+    let (ok, out) = run(&["runbook", "api"]);
+    assert!(
+        ok && out.contains("switchover(target, instance, lag_seconds)"),
+        "{out}"
+    );
+}
+
+/// Each default runbook, replayed on the real control plane: the target from
+/// its first acting case is created, the runbook decides, and the agent in
+/// recommend mode gets the patch accepted by a server-side dry run.
+#[tokio::test]
+async fn every_default_runbook_proposes_patches_the_api_server_accepts() {
+    let cp = support::control_plane(Default::default());
+    let admin = cp.client().await.expect("client");
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/crds");
+    let mut crds = Vec::new();
+    for entry in std::fs::read_dir(fixtures).expect("fixtures") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        for doc in support::yaml_documents(&text) {
+            crds.push(serde_json::from_value::<CustomResourceDefinition>(doc).expect("a CRD"));
+        }
+    }
+    autopilot::act::apply_crds(&admin, &crds)
+        .await
+        .expect("fixture CRDs");
+    let (client, ns) = support::client_and_namespace(cp, "runbooks").await;
+
+    let all = runbooks();
+    let mut set = RunbookSet::new(Limits::default());
+    assert!(
+        set.load(
+            &all.iter()
+                .map(|(n, s, _)| (n.clone(), s.clone()))
+                .collect::<Vec<_>>()
+        )
+        .is_empty()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = SqlJournal::connect(&format!("sqlite:{}", dir.path().join("j.db").display()))
+        .await
+        .expect("journal");
+    let ex = Executor::new(
+        client.clone(),
+        journal,
+        Metrics::register(&prometheus::Registry::new()).expect("metrics"),
+    );
+    let policy = Policy {
+        max_relative_change: 10.0,
+        runbook_per_hour: 100,
+        global_per_hour: 100,
+        disruptive_per_hour: 100,
+        disruptive_per_namespace_per_hour: 100,
+        ..Policy::default()
+    };
+
+    for (name, _, path) in &all {
+        let case = cases_of(path)
+            .into_iter()
+            .find(|c| matches!(&c.expect, Expected::Actions(a) if !a.is_empty()))
+            .expect("an acting case");
+        let mut ctx = case.context.clone();
+        ctx.component.namespace = ns.clone();
+        ctx.component.name = format!("{}-{}", ctx.component.name, name)
+            .chars()
+            .take(50)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_string();
+        let resource = &mut ctx.resource;
+        resource["metadata"] = json!({"name": ctx.component.name, "namespace": ns});
+        let k = kind_info(&ctx.component.kind).expect("known kind");
+        let ar = ApiResource {
+            group: k.group.clone(),
+            version: k.version.clone(),
+            api_version: k.api_version(),
+            kind: k.kind.clone(),
+            plural: k.plural.clone(),
+        };
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
+        let mut body = resource.clone();
+        body["apiVersion"] = json!(k.api_version());
+        body["kind"] = json!(k.kind);
+        if body["spec"].is_null() {
+            body["spec"] = json!({"instances": 3, "backup": {"barmanObjectStore": {"destinationPath": "s3://b"}}});
+            resource["spec"] = body["spec"].clone();
+        }
+        let status = body.as_object_mut().and_then(|o| o.remove("status"));
+        let obj: DynamicObject = serde_json::from_value(body).expect("object");
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: creating its target: {e}"));
+        if let Some(status) = status {
+            api.patch_status(
+                &ctx.component.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: status: {e}"));
+        }
+        let intents = set
+            .evaluate(name, &ctx)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!intents.is_empty(), "{name} proposes on its target");
+        let rb = set.get(name).expect("loaded");
+        // The agent in recommend mode: validated by the API server, nothing changed.
+        let proposals: Vec<Proposal> = intents
+            .into_iter()
+            .map(|i| Proposal::from_runbook(rb, i, Mode::Recommend, "finding", json!(ctx.findings)))
+            .collect();
+        for out in ex
+            .run_batch(&proposals, &policy, ctx.now)
+            .await
+            .expect("batch")
+        {
+            let row = ex.journal().get(out.id).await.expect("get").expect("row");
+            assert_eq!(
+                out.outcome,
+                outcome::RECOMMENDED,
+                "{name}: {} / {:?}",
+                out.detail,
+                row.dry_run
+            );
+            assert_eq!(row.dry_run.as_deref(), Some("ok"), "{name}");
+            assert_eq!(row.entry.runbook_hash, rb.hash);
+        }
+    }
+}
+
+#[test]
+fn a_runbook_pinned_to_recommend_never_acts_in_auto() {
+    let all = runbooks();
+    let mut set = RunbookSet::new(Limits::default());
+    assert!(
+        set.load(
+            &all.iter()
+                .map(|(n, s, _)| (n.clone(), s.clone()))
+                .collect::<Vec<_>>()
+        )
+        .is_empty()
+    );
+    let rb = set.get("cnpg-max-connections").expect("pinned runbook");
+    assert_eq!(rb.meta.mode, Some(Mode::Recommend));
+    let path = rules().join("cnpg-max-connections.rhai");
+    let case = cases_of(&path).into_iter().next().expect("case");
+    let intents = set
+        .evaluate("cnpg-max-connections", &case.context)
+        .expect("evaluates");
+    let rb = set.get("cnpg-max-connections").expect("pinned runbook");
+    let p = Proposal::from_runbook(rb, intents[0].clone(), Mode::Auto, "finding", json!([]));
+    assert_eq!(p.mode, Mode::Recommend);
+    let p = Proposal::from_runbook(rb, intents[0].clone(), Mode::DryRun, "finding", json!([]));
+    assert_eq!(p.mode, Mode::DryRun, "a pin never raises the agent's mode");
+}
