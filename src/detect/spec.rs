@@ -1,0 +1,1 @@
+//! Model specs (models/*.yaml): parsing and validation.
