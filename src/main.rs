@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             once,
         } => autopilot::cli::sandbox::run(&examples, &namespace, once).await?,
+        Command::Detect(cmd) => autopilot::cli::detect::run(cmd)?,
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Command-line interface: argument types and the subcommands that are more
 //! than a line of wiring.
 
+pub mod detect;
 pub mod sandbox;
 
 use std::path::PathBuf;
@@ -53,4 +54,7 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Anomaly detectors: score a CSV, evaluate on NAB, measure throughput.
+    #[command(subcommand)]
+    Detect(detect::DetectCommand),
 }

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use super::stats::{Ewm, SortedWindow, score_from_excess};
+use super::stats::{Ewm, SortedWindow, erfc, score_from_excess};
 
 /// Which side of a threshold is bad, for forecasts.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +63,10 @@ pub enum DetectorParams {
         horizon_seconds: f64,
         warmup: u32,
     },
+    /// NAB's windowed Gaussian baseline: mean and standard deviation of the
+    /// last `window` samples, refreshed every `step` samples; the score is
+    /// one minus the two-sided tail probability of the sample.
+    Gaussian { window: u32, step: u32 },
     /// Maximum of its members' scores. A member score counts fully only when
     /// it exceeds every score of the last `refractory` samples, so one
     /// anomaly yields one peak instead of a run of alarms.
@@ -81,6 +85,7 @@ impl DetectorParams {
             DetectorParams::Seasonal { .. } => "seasonal",
             DetectorParams::Cusum { .. } => "cusum",
             DetectorParams::Forecast { .. } => "forecast",
+            DetectorParams::Gaussian { .. } => "gaussian",
             DetectorParams::Ensemble { .. } => "ensemble",
         }
     }
@@ -112,6 +117,10 @@ impl DetectorParams {
                 warmup: 50,
                 limit: 8.0,
             },
+            "gaussian" => DetectorParams::Gaussian {
+                window: 6400,
+                step: 100,
+            },
             "ensemble" => DetectorParams::Ensemble {
                 members: vec![
                     DetectorParams::Mad {
@@ -138,7 +147,8 @@ impl DetectorParams {
     }
 
     /// Names accepted by [`DetectorParams::default_for`].
-    pub const DEFAULT_NAMES: [&'static str; 5] = ["ewma", "mad", "seasonal", "cusum", "ensemble"];
+    pub const DEFAULT_NAMES: [&'static str; 6] =
+        ["ewma", "mad", "seasonal", "cusum", "gaussian", "ensemble"];
 
     /// A fresh detector state for one series.
     pub fn build(&self) -> Box<dyn Detector> {
@@ -207,6 +217,14 @@ impl DetectorParams {
                 level: 0.0,
                 trend: 0.0,
                 last_at: 0,
+            }),
+            DetectorParams::Gaussian { window, step } => Box::new(GaussianDetector {
+                window: VecDeque::with_capacity(window as usize),
+                cap: window.max(1) as usize,
+                step: step.max(1) as usize,
+                pending: 0,
+                mean: 0.0,
+                std: 0.0,
             }),
             DetectorParams::Ensemble {
                 members,
@@ -570,6 +588,74 @@ pub fn human_duration(seconds: f64) -> String {
         60..3600 => format!("{}m{}s", s / 60, s % 60),
         3600..86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+struct GaussianDetector {
+    window: VecDeque<f64>,
+    cap: usize,
+    step: usize,
+    pending: usize,
+    mean: f64,
+    std: f64,
+}
+
+impl GaussianDetector {
+    fn refresh(&mut self) {
+        let n = self.window.len() as f64;
+        let mean = self.window.iter().sum::<f64>() / n;
+        let var = self
+            .window
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum::<f64>()
+            / n;
+        self.mean = mean;
+        self.std = if var > 0.0 { var.sqrt() } else { 1e-6 };
+    }
+}
+
+impl Detector for GaussianDetector {
+    fn name(&self) -> &'static str {
+        "gaussian"
+    }
+    fn score(&mut self, _at: i64, x: f64) -> Option<Scored> {
+        if !x.is_finite() {
+            return None;
+        }
+        let out = (!self.window.is_empty()).then(|| {
+            let z = (x - self.mean).abs() / self.std;
+            Scored {
+                score: 1.0 - 0.5 * erfc(z / std::f64::consts::SQRT_2),
+                baseline: self.mean,
+                measure: z,
+                time_to_threshold: None,
+            }
+        });
+        if self.window.len() < self.cap {
+            // Filling: the statistics follow every sample, as in NAB.
+            self.window.push_back(x);
+            self.refresh();
+        } else {
+            self.window.pop_front();
+            self.window.push_back(x);
+            self.pending += 1;
+            if self.pending == self.step {
+                self.pending = 0;
+                self.refresh();
+            }
+        }
+        out
+    }
+    fn reset(&mut self) {
+        self.window.clear();
+        self.pending = 0;
+    }
+    fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
+        format!(
+            "{signal} {value:.4} is {:.1}σ from the window mean {:.4}",
+            s.measure, s.baseline
+        )
     }
 }
 

@@ -204,8 +204,10 @@ pub struct Sweep {
     pub normalized: f64,
 }
 
-/// Scores a corpus (files with their detector scores) at every candidate
-/// threshold and keeps the best: one threshold for all files, as NAB does.
+/// Scores a corpus (files with their detector scores) at every distinct
+/// score as threshold and keeps the best: one threshold for all files, as NAB
+/// does. Exact and O(n log n): rows are visited from the highest score down,
+/// and the raw total is updated as each row becomes a detection.
 pub fn sweep(corpus: &[(LabeledFile, Vec<f64>)], p: Profile) -> Sweep {
     let null: f64 = corpus.iter().map(|(f, _)| f.null_score(p)).sum();
     let perfect: f64 = corpus.iter().map(|(f, _)| f.perfect_score(p)).sum();
@@ -216,37 +218,68 @@ pub fn sweep(corpus: &[(LabeledFile, Vec<f64>)], p: Profile) -> Sweep {
             0.0
         }
     };
-    // Candidates: quantiles of all scores, plus a fine grid, plus "never".
-    let mut all: Vec<f64> = corpus
-        .iter()
-        .flat_map(|(_, s)| s.iter().copied().filter(|v| v.is_finite()))
-        .collect();
-    all.sort_by(f64::total_cmp);
-    let mut candidates: Vec<f64> = (0..=1000).map(|i| i as f64 / 1000.0).collect();
-    if !all.is_empty() {
-        for q in 0..=2000 {
-            let i = ((all.len() - 1) as f64 * (1.0 - (q as f64 / 2000.0).powi(3))) as usize;
-            candidates.push(all[i]);
+    // (score, file, row) of every scorable row.
+    let mut events: Vec<(f64, usize, usize)> = Vec::new();
+    let mut window_base = Vec::with_capacity(corpus.len());
+    let mut windows = 0;
+    for (fi, (f, scores)) in corpus.iter().enumerate() {
+        window_base.push(windows);
+        windows += f.windows;
+        for (ri, (row, s)) in f.rows.iter().zip(scores).enumerate() {
+            if s.is_finite() && !matches!(row, Row::Probation) {
+                events.push((*s, fi, ri));
+            }
         }
     }
-    candidates.push(f64::INFINITY);
-    candidates.sort_by(f64::total_cmp);
-    candidates.dedup();
+    events.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut best_in_window: Vec<Option<f64>> = vec![None; windows];
+    let mut counts = Counts {
+        fn_: windows,
+        raw: null,
+        ..Counts::default()
+    };
     let mut best = Sweep {
         threshold: f64::INFINITY,
-        counts: Counts::default(),
-        normalized: f64::NEG_INFINITY,
+        counts,
+        normalized: normalize(null),
     };
-    for t in candidates {
-        let mut c = Counts::default();
-        for (f, s) in corpus {
-            c += f.score(s, t, p);
+    let mut i = 0;
+    while i < events.len() {
+        let threshold = events[i].0;
+        // Every row with this exact score becomes a detection together.
+        while i < events.len() && events[i].0 == threshold {
+            let (_, fi, ri) = events[i];
+            match corpus[fi].0.rows[ri] {
+                Row::Probation => {}
+                Row::Window { window, value } => {
+                    let slot = &mut best_in_window[window_base[fi] + window];
+                    match *slot {
+                        None => {
+                            counts.tp += 1;
+                            counts.fn_ -= 1;
+                            counts.raw += p.fn_ + p.tp * value;
+                            *slot = Some(value);
+                        }
+                        // An earlier row of the window is worth more.
+                        Some(v) if value > v => {
+                            counts.raw += p.tp * (value - v);
+                            *slot = Some(value);
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Row::Outside { value } => {
+                    counts.fp += 1;
+                    counts.raw += p.fp * value;
+                }
+            }
+            i += 1;
         }
-        let n = normalize(c.raw);
+        let n = normalize(counts.raw);
         if n > best.normalized {
             best = Sweep {
-                threshold: t,
-                counts: c,
+                threshold,
+                counts,
                 normalized: n,
             };
         }
@@ -395,6 +428,21 @@ mod tests {
         assert!((best.normalized - 100.0).abs() < 1e-9, "{best:?}");
         let null = sweep(&[(f, vec![0.0; 1000])], STANDARD);
         assert!(null.normalized.abs() < 1e-9, "{null:?}");
+    }
+
+    #[test]
+    fn sweep_agrees_with_scoring_at_its_threshold() {
+        let f = file(1000, &[(500 * 300, 599 * 300), (800 * 300, 849 * 300)]);
+        let scores: Vec<f64> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f64 / 1000.0)
+            .collect();
+        let best = sweep(&[(f.clone(), scores.clone())], STANDARD);
+        let direct = f.score(&scores, best.threshold, STANDARD);
+        assert_eq!(
+            (direct.tp, direct.fp, direct.fn_),
+            (best.counts.tp, best.counts.fp, best.counts.fn_)
+        );
+        assert!((direct.raw - best.counts.raw).abs() < 1e-9);
     }
 
     #[test]
