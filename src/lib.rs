@@ -8,6 +8,7 @@
 pub mod act;
 pub mod cli;
 pub mod crd;
+pub mod detect;
+pub mod observe;
 pub mod telemetry;
 pub mod testenv;
-pub mod detect;

@@ -6,6 +6,7 @@
 //! text of spec files in.
 
 pub mod detectors;
+pub mod estate;
 mod finding;
 pub mod gmm;
 pub mod nab;
@@ -14,6 +15,7 @@ pub mod spec;
 mod stats;
 
 pub use detectors::{Detector, DetectorParams, Direction, Scored};
+pub use estate::{CycleInput, Estate, Report, SeriesSamples};
 pub use finding::{ComponentId, Finding};
 pub use series::{NoData, Outcome, SeriesOptions, SeriesState};
 

@@ -13,6 +13,7 @@
 //! This module never changes objects in the cluster; it only starts it.
 
 mod certs;
+pub mod prometheus;
 
 use std::{
     fs,
