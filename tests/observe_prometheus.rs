@@ -159,6 +159,9 @@ async fn every_default_spec_is_accepted_by_prometheus_and_maps_labels_to_compone
     }
 }
 
+/// A series' value at sample `i` given noise in [-1, 1).
+type Shape<'a> = dyn Fn(usize, f64) -> f64 + 'a;
+
 /// Three days at one-minute resolution for two CNPG clusters: `ledger` gets a
 /// replication-lag spike, a lost replica and a volume filling up; `orders`
 /// stays clean and its WAL-failure counter resets once.
@@ -169,7 +172,7 @@ fn backfill(end: i64) -> (String, i64, i64) {
     let replica_loss = start + (2 * 1440 + 1000) * 60;
     let mut noise = Noise(42);
     let mut out = String::new();
-    let mut family = |name: &str, series: &[(&str, &dyn Fn(usize, f64) -> f64)]| {
+    let mut family = |name: &str, series: &[(&str, &Shape<'_>)]| {
         out.push_str(&format!("# TYPE {name} gauge\n"));
         for (labels, f) in series {
             for i in 0..n {

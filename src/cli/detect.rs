@@ -81,7 +81,7 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("reading {}", input.display()))?;
             let series = nab::parse_series(&text)?;
-            print!("{}", score_csv(&params, &series));
+            write_stdout(&score_csv(&params, &series))?;
         }
         DetectCommand::Eval {
             nab: dir,
@@ -89,7 +89,7 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<()> {
             per_file,
         } => {
             let corpus = load_nab(&dir)?;
-            print!("{}", eval(&corpus, &names_or_all(detector), per_file)?);
+            write_stdout(&eval(&corpus, &names_or_all(detector), per_file)?)?;
         }
         DetectCommand::Bench {
             nab: dir,
@@ -97,10 +97,19 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<()> {
             repeat,
         } => {
             let corpus = load_nab(&dir)?;
-            print!("{}", bench(&corpus, &names_or_all(detector), repeat)?);
+            write_stdout(&bench(&corpus, &names_or_all(detector), repeat)?)?;
         }
     }
     Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the output quietly.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
 }
 
 fn named(name: &str) -> anyhow::Result<DetectorParams> {
@@ -269,7 +278,7 @@ fn bench(corpus: &[NabFile], names: &[String], repeat: u32) -> anyhow::Result<St
             rows as f64 / best,
             best * 1e9 / rows as f64
         );
-        println!("BENCH {name} {:.0}", rows as f64 / best);
+        write_stdout(&format!("BENCH {name} {:.0}\n", rows as f64 / best))?;
     }
     Ok(out)
 }

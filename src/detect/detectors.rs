@@ -67,6 +67,9 @@ pub enum DetectorParams {
     /// last `window` samples, refreshed every `step` samples; the score is
     /// one minus the two-sided tail probability of the sample.
     Gaussian { window: u32, step: u32 },
+    /// Runs `inner` on the first differences of the series (jumps rather
+    /// than levels).
+    Diff { inner: Box<DetectorParams> },
     /// Maximum of its members' scores. A member score counts fully only when
     /// it exceeds every score of the last `refractory` samples, so one
     /// anomaly yields one peak instead of a run of alarms.
@@ -86,6 +89,7 @@ impl DetectorParams {
             DetectorParams::Cusum { .. } => "cusum",
             DetectorParams::Forecast { .. } => "forecast",
             DetectorParams::Gaussian { .. } => "gaussian",
+            DetectorParams::Diff { .. } => "diff",
             DetectorParams::Ensemble { .. } => "ensemble",
         }
     }
@@ -121,26 +125,25 @@ impl DetectorParams {
                 window: 6400,
                 step: 100,
             },
+            // Tuned on NAB (one parameter set for every file, see
+            // BENCHMARKS.md): robust level and robust jump detectors over a
+            // long window, one alarm per episode.
             "ensemble" => DetectorParams::Ensemble {
                 members: vec![
                     DetectorParams::Mad {
-                        window: 500,
+                        window: 2000,
                         warmup: 100,
-                        limit: 5.0,
+                        limit: 3.0,
                     },
-                    DetectorParams::Ewma {
-                        alpha: 0.01,
-                        warmup: 100,
-                        limit: 5.0,
-                    },
-                    DetectorParams::Cusum {
-                        alpha: 0.005,
-                        k: 1.0,
-                        warmup: 100,
-                        limit: 12.0,
+                    DetectorParams::Diff {
+                        inner: Box::new(DetectorParams::Mad {
+                            window: 2000,
+                            warmup: 100,
+                            limit: 3.0,
+                        }),
                     },
                 ],
-                refractory: 300,
+                refractory: 2000,
             },
             _ => return None,
         })
@@ -226,13 +229,18 @@ impl DetectorParams {
                 mean: 0.0,
                 std: 0.0,
             }),
+            DetectorParams::Diff { inner } => Box::new(DiffDetector {
+                inner: inner.build(),
+                last: None,
+            }),
             DetectorParams::Ensemble {
                 members,
                 refractory,
             } => Box::new(EnsembleDetector {
                 members: members.iter().map(DetectorParams::build).collect(),
-                recent: VecDeque::with_capacity(refractory as usize),
-                refractory: refractory as usize,
+                recent: VecDeque::new(),
+                refractory: u64::from(refractory),
+                n: 0,
             }),
         }
     }
@@ -326,10 +334,9 @@ impl Detector for MadDetector {
         }
         let mut out = None;
         if self.window.len() >= self.warmup as usize
-            && let (Some(median), Some(mad)) = (self.window.median(), self.window.mad())
+            && let (Some(median), Some(sigma)) = (self.window.median(), self.window.robust_sigma())
         {
-            // 1.4826·MAD estimates σ for normal data.
-            let z = z_of(x, median, 1.4826 * mad);
+            let z = z_of(x, median, sigma);
             out = Some(Scored {
                 score: score_from_excess(z, self.limit),
                 baseline: median,
@@ -557,7 +564,7 @@ impl Detector for ForecastDetector {
             Direction::Below => "below",
         };
         match s.time_to_threshold {
-            Some(t) if t == 0.0 => {
+            Some(0.0) => {
                 format!(
                     "{signal} {value:.4} is already {side} its threshold {}",
                     self.threshold
@@ -659,10 +666,38 @@ impl Detector for GaussianDetector {
     }
 }
 
+struct DiffDetector {
+    inner: Box<dyn Detector>,
+    last: Option<f64>,
+}
+
+impl Detector for DiffDetector {
+    fn name(&self) -> &'static str {
+        "diff"
+    }
+    fn score(&mut self, at: i64, x: f64) -> Option<Scored> {
+        if !x.is_finite() {
+            return None;
+        }
+        let prev = self.last.replace(x)?;
+        self.inner.score(at, x - prev)
+    }
+    fn reset(&mut self) {
+        self.inner.reset();
+        self.last = None;
+    }
+    fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
+        self.inner.explain(&format!("change of {signal}"), value, s)
+    }
+}
+
 struct EnsembleDetector {
     members: Vec<Box<dyn Detector>>,
-    recent: VecDeque<f64>,
-    refractory: usize,
+    /// (sample index, raw score), decreasing scores: the front is the
+    /// maximum of the last `refractory` samples (O(1) amortized).
+    recent: VecDeque<(u64, f64)>,
+    refractory: u64,
+    n: u64,
 }
 
 impl Detector for EnsembleDetector {
@@ -683,18 +718,26 @@ impl Detector for EnsembleDetector {
         }
         let mut s = best?;
         let raw = s.score;
-        let recent_max = self.recent.iter().copied().fold(0.0, f64::max);
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(i, _)| self.n - i > self.refractory)
+        {
+            self.recent.pop_front();
+        }
+        let recent_max = self.recent.front().map_or(0.0, |&(_, v)| v);
         if raw <= recent_max {
             // Still inside the same episode: keep it below the peak already
             // reported so a threshold crossing happens once.
             s.score = raw * 0.5;
         }
         if self.refractory > 0 {
-            if self.recent.len() == self.refractory {
-                self.recent.pop_front();
+            while self.recent.back().is_some_and(|&(_, v)| v <= raw) {
+                self.recent.pop_back();
             }
-            self.recent.push_back(raw);
+            self.recent.push_back((self.n, raw));
         }
+        self.n += 1;
         Some(s)
     }
     fn reset(&mut self) {
@@ -702,6 +745,7 @@ impl Detector for EnsembleDetector {
             m.reset();
         }
         self.recent.clear();
+        self.n = 0;
     }
     fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
         format!(

@@ -363,6 +363,36 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Parses a `timestamp,value` CSV (header optional; timestamps as NAB's
+/// `YYYY-MM-DD HH:MM:SS` or unix seconds). Empty, `nan` or unparsable values
+/// become NaN — "no data" for the detectors, never zero.
+pub fn parse_series(text: &str) -> Result<Vec<(i64, f64)>, Error> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (ts, value) = line.split_once(',').unwrap_or((line, ""));
+        let at = match ts.trim().parse::<i64>() {
+            Ok(t) => Some(t),
+            Err(_) => parse_timestamp(ts),
+        };
+        let Some(at) = at else {
+            if n == 0 {
+                continue; // header
+            }
+            return Err(Error::ParseLabels(format!(
+                "line {}: bad timestamp {ts:?}",
+                n + 1
+            )));
+        };
+        let value = value.trim().parse::<f64>().unwrap_or(f64::NAN);
+        out.push((at, value));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,34 +485,4 @@ mod tests {
         assert!(w["b/y.csv"].is_empty());
         assert!(parse_windows(r#"{"a": [["x", "y"]]}"#).is_err());
     }
-}
-
-/// Parses a `timestamp,value` CSV (header optional; timestamps as NAB's
-/// `YYYY-MM-DD HH:MM:SS` or unix seconds). Empty, `nan` or unparsable values
-/// become NaN — "no data" for the detectors, never zero.
-pub fn parse_series(text: &str) -> Result<Vec<(i64, f64)>, Error> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let (ts, value) = line.split_once(',').unwrap_or((line, ""));
-        let at = match ts.trim().parse::<i64>() {
-            Ok(t) => Some(t),
-            Err(_) => parse_timestamp(ts),
-        };
-        let Some(at) = at else {
-            if n == 0 {
-                continue; // header
-            }
-            return Err(Error::ParseLabels(format!(
-                "line {}: bad timestamp {ts:?}",
-                n + 1
-            )));
-        };
-        let value = value.trim().parse::<f64>().unwrap_or(f64::NAN);
-        out.push((at, value));
-    }
-    Ok(out)
 }

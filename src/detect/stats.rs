@@ -114,14 +114,37 @@ impl SortedWindow {
         median_of_sorted(&self.sorted)
     }
 
-    /// Median absolute deviation from the median.
+    /// Median absolute deviation from the median (O(window) by selection).
     pub fn mad(&mut self) -> Option<f64> {
         let m = self.median()?;
         self.scratch.clear();
         self.scratch
             .extend(self.sorted.iter().map(|v| (v - m).abs()));
-        self.scratch.sort_by(f64::total_cmp);
-        median_of_sorted(&self.scratch)
+        let n = self.scratch.len();
+        let (_, hi, _) = self.scratch.select_nth_unstable_by(n / 2, f64::total_cmp);
+        let hi = *hi;
+        if n % 2 == 1 {
+            return Some(hi);
+        }
+        let lo = self.scratch[..n / 2]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        Some((lo + hi) / 2.0)
+    }
+
+    /// A robust σ estimate: 1.4826·MAD, or, when more than half the window
+    /// is one value (MAD 0), 1.2533·mean absolute deviation, so a mostly
+    /// flat series does not make every small move infinitely surprising.
+    pub fn robust_sigma(&mut self) -> Option<f64> {
+        let mad = self.mad()?;
+        if mad > 0.0 {
+            return Some(1.4826 * mad);
+        }
+        let m = self.median()?;
+        let mean_ad =
+            self.sorted.iter().map(|v| (v - m).abs()).sum::<f64>() / self.sorted.len() as f64;
+        Some(1.2533 * mean_ad)
     }
 }
 
