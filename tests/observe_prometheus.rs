@@ -235,6 +235,22 @@ fn backfill(end: i64) -> (String, i64, i64) {
             ),
         ],
     );
+    // Kafka node pools: `brokers` gets 12 more partitions at the change
+    // point, `controllers` never changes.
+    let change_i = 2 * 1440 + 300;
+    family(
+        "kafka_server_replicamanager_partitioncount",
+        &[
+            (
+                "namespace=\"payments\",strimzi_io_pool_name=\"brokers\"",
+                &|i, _| if i < change_i { 120.0 } else { 132.0 },
+            ),
+            (
+                "namespace=\"payments\",strimzi_io_pool_name=\"controllers\"",
+                &|_, _| 120.0,
+            ),
+        ],
+    );
     // One failure a minute; the exporter restarts at day 2 and counts from 0.
     family(
         "cnpg_pg_stat_archiver_failed_count",
@@ -286,7 +302,32 @@ async fn backfilled_history_warms_the_detectors_and_they_fire_only_on_the_inject
         .collect();
     assert!(off.is_empty(), "rates off around the reset: {off:?}");
 
-    let mut estate = Estate::new(vec![cnpg]);
+    let pools = spec("KafkaNodePool");
+    let pool_history = client
+        .query_history(&pools, end - 3 * 86_400 + 600, end, 60.0)
+        .await
+        .expect("range query");
+    let mut estate = Estate::new(vec![cnpg, pools]);
+    let pool_findings = estate.score_history(&pool_history);
+    let pool = |name: &str| ComponentId {
+        kind: "KafkaNodePool".into(),
+        namespace: "payments".into(),
+        name: name.into(),
+    };
+    let change = end - (3 * 1440 - 1 - (2 * 1440 + 300)) * 60;
+    assert_eq!(
+        pool_findings
+            .iter()
+            .map(|f| (
+                f.component.clone(),
+                f.signal.as_str(),
+                f.detector.as_str(),
+                f.at
+            ))
+            .collect::<Vec<_>>(),
+        vec![(pool("brokers"), "partitions", "cusum", change)],
+        "CUSUM reports the change point once, on its first sample, and nothing on the steady pool"
+    );
     let findings = estate.score_history(&history);
     let on = |c: &ComponentId, signal: &str| {
         findings

@@ -447,13 +447,10 @@ impl Detector for CusumDetector {
             self.base.push(x, self.alpha);
             return None;
         }
-        let std = self.base.std();
-        let z = if std > 0.0 {
-            (x - self.base.mean) / std
-        } else {
-            0.0
-        };
-        let z = z.clamp(-50.0, 50.0);
+        // A flat baseline (a partition count, a replica count) makes any
+        // step a change: the floor keeps z finite, the clamp bounded.
+        let floor = 1e-6 * self.base.mean.abs().max(1e-9);
+        let z = ((x - self.base.mean) / self.base.std().max(floor)).clamp(-50.0, 50.0);
         self.hi = (self.hi + z - self.k).max(0.0);
         self.lo = (self.lo - z - self.k).max(0.0);
         let s = self.hi.max(self.lo);

@@ -296,3 +296,12 @@ fn ensemble_reports_one_peak_per_episode() {
     assert!(scores[700] > 0.9);
     assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)));
 }
+
+#[test]
+fn cusum_reports_a_step_in_a_flat_series_once() {
+    let samples: Vec<(i64, f64)> = (0..400)
+        .map(|i| (T0 + i * STEP, if i < 300 { 120.0 } else { 132.0 }))
+        .collect();
+    let f = run(&default("cusum"), SeriesOptions::default(), &samples);
+    assert_eq!(f.iter().map(step_of).collect::<Vec<_>>(), vec![300]);
+}
