@@ -208,3 +208,138 @@ impl Estate {
         report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::spec::validate_spec;
+
+    const SPEC: &str = r#"
+kind: PaymentGateway
+group: payments.io
+version: v1
+plural: paymentgateways
+labels: {name: gateway, namespace: namespace}
+signals:
+  - name: request_rate
+    query: rate_query
+    detector: {type: ewma, alpha: 0.05, warmup: 20, limit: 8}
+  - name: cpu
+    query: cpu_query
+    detector: {type: ewma, alpha: 0.05, warmup: 20, limit: 8}
+multivariate: {signals: [request_rate, cpu], warmup: 100, refit_every: 50}
+"#;
+
+    fn gw(name: &str) -> ComponentId {
+        ComponentId {
+            kind: "PaymentGateway".into(),
+            namespace: "payments".into(),
+            name: name.into(),
+        }
+    }
+
+    fn cycle_input(c: &ComponentId, at: i64, rate: f64, cpu: f64) -> Vec<SeriesSamples> {
+        vec![
+            SeriesSamples {
+                component: c.clone(),
+                signal: "request_rate".into(),
+                samples: vec![(at, rate)],
+            },
+            SeriesSamples {
+                component: c.clone(),
+                signal: "cpu".into(),
+                samples: vec![(at, cpu)],
+            },
+        ]
+    }
+
+    #[test]
+    fn the_mixture_flags_metrics_that_decouple_while_each_looks_normal() {
+        let spec = validate_spec("models/gw.yaml", SPEC).expect("spec");
+        let mut estate = Estate::new(vec![spec]);
+        let api = gw("api");
+        let components = [api.clone()];
+        for i in 0..300i64 {
+            let load = 100.0 + 30.0 * ((i as f64) * 0.1).sin() + (i * 7919 % 13) as f64 * 0.2;
+            let series = cycle_input(
+                &api,
+                1_000 + i * 30,
+                load,
+                0.5 * load + (i * 104_729 % 11) as f64 * 0.05,
+            );
+            let r = estate.score_cycle(
+                CycleInput::Observed {
+                    components: Some(&components),
+                    series: &series,
+                },
+                1_000 + i * 30,
+            );
+            assert!(r.findings.is_empty(), "cycle {i}: {:?}", r.findings);
+        }
+        // Low traffic but high CPU: each value is inside its own range.
+        let at = 1_000 + 300 * 30;
+        let series = cycle_input(&api, at, 75.0, 64.0);
+        let r = estate.score_cycle(
+            CycleInput::Observed {
+                components: Some(&components),
+                series: &series,
+            },
+            at,
+        );
+        let kinds: Vec<&str> = r.findings.iter().map(|f| f.detector.as_str()).collect();
+        assert_eq!(kinds, vec!["gmm"], "{:?}", r.findings);
+        assert_eq!(r.findings[0].signal, "request_rate+cpu");
+        assert!(r.findings[0].explanation.contains("together are unusual"));
+    }
+
+    #[test]
+    fn missing_signals_unobserved_components_and_a_blind_cycle_are_explicit() {
+        let spec = validate_spec("models/gw.yaml", SPEC).expect("spec");
+        let mut estate = Estate::new(vec![spec]);
+        let (api, idle) = (gw("api"), gw("idle"));
+        let components = [api.clone(), idle.clone()];
+        let mut series = cycle_input(&api, 100, 1.0, f64::NAN);
+        series.pop(); // cpu has no series at all
+        let r = estate.score_cycle(
+            CycleInput::Observed {
+                components: Some(&components),
+                series: &series,
+            },
+            100,
+        );
+        assert_eq!(r.unobserved, vec![idle]);
+        assert_eq!(
+            r.no_data,
+            vec![(api.clone(), "cpu".to_string(), NoData::Missing)]
+        );
+        assert_eq!(
+            r.warming_up,
+            vec![(api.clone(), "request_rate".to_string())]
+        );
+        // An old sample is stale at `now`.
+        let r = estate.score_cycle(
+            CycleInput::Observed {
+                components: None,
+                series: &cycle_input(&api, 200, 1.0, 0.5),
+            },
+            200 + 301,
+        );
+        assert!(
+            r.no_data
+                .contains(&(api.clone(), "request_rate".to_string(), NoData::Stale)),
+            "{:?}",
+            r.no_data
+        );
+        let r = estate.score_cycle(
+            CycleInput::Unavailable {
+                reason: "connection refused".into(),
+            },
+            600,
+        );
+        assert_eq!(
+            r.prometheus_unavailable.as_deref(),
+            Some("connection refused")
+        );
+        assert!(r.findings.is_empty() && r.no_data.is_empty() && r.unobserved.is_empty());
+    }
+}
