@@ -521,3 +521,77 @@ async fn live_samples_are_scored_and_nan_stale_or_no_prometheus_mean_no_data() {
     assert!(report.prometheus_unavailable.is_some());
     assert!(report.findings.is_empty() && report.no_data.is_empty());
 }
+
+#[tokio::test]
+async fn seasonal_baseline_from_backfilled_days_flags_daytime_traffic_at_night() {
+    init();
+    // Five days of a request counter at one-minute resolution, starting at a
+    // UTC midnight: traffic follows the day. On day 4 from 03:00 to 04:00
+    // the `api` gateway gets daytime traffic; `web` never does.
+    let start = (now() / 86_400 - 6) * 86_400;
+    let n = 5 * 1440;
+    let anomaly = 4 * 1440 + 180;
+    let mut noise = Noise(11);
+    let mut text = String::from("# TYPE payments_gateway_requests_total gauge\n");
+    for gateway in ["api", "web"] {
+        let mut total = 0.0;
+        for i in 0..n {
+            let hour = (i % 1440) as f64 / 60.0;
+            let mut rate = 100.0 + 80.0 * (2.0 * std::f64::consts::PI * (hour - 9.0) / 24.0).sin();
+            if gateway == "api" && (anomaly..anomaly + 60).contains(&i) {
+                rate = 160.0;
+            }
+            total += (rate + 3.0 * noise.next()) * 60.0;
+            text.push_str(&format!(
+                "payments_gateway_requests_total{{namespace=\"payments\",gateway=\"{gateway}\",code=\"200\"}} {total} {}\n",
+                start + i as i64 * 60
+            ));
+        }
+    }
+    text.push_str("# EOF\n");
+    let prom = Prometheus::start(&Options {
+        targets: vec![],
+        backfill: Some(text),
+    })
+    .expect("prometheus with backfilled history");
+    let client = Client::new(prom.url(), Duration::from_secs(20)).expect("client");
+    let gateways = spec("PaymentGateway");
+    let history = client
+        .query_history(&gateways, start + 600, start + (n as i64 - 1) * 60, 60.0)
+        .await
+        .expect("range query");
+    let mut estate = Estate::new(vec![gateways]);
+    let findings: Vec<_> = estate
+        .score_history(&history)
+        .into_iter()
+        .filter(|f| f.signal == "request_rate")
+        .collect();
+    let at = start + anomaly as i64 * 60;
+    assert!(
+        findings.iter().all(|f| f.component.name == "api"),
+        "{:?}",
+        findings.iter().find(|f| f.component.name != "api")
+    );
+    let first = findings
+        .first()
+        .expect("a seasonal finding on the night-time surge");
+    assert_eq!(first.detector, "seasonal");
+    // rate() over 5 minutes sees the surge from its first sample on.
+    assert!(
+        (at..=at + 120).contains(&first.at),
+        "first finding {}s after the surge",
+        first.at - at
+    );
+    assert!(
+        findings.iter().all(|f| f.at >= at && f.at <= at + 65 * 60),
+        "{:?}",
+        findings.last()
+    );
+    assert!(
+        first
+            .explanation
+            .contains("at this time of the 86400s period"),
+        "{}",
+        first.explanation
+    );
+}

@@ -397,7 +397,10 @@ impl Detector for SeasonalDetector {
         let slot = &mut self.slots[i];
         // Trust a slot only once it has seen `min_cycles` distinct periods.
         let out = (slot.cycles >= self.min_cycles).then(|| {
-            let z = z_of(x, slot.ewm.mean, slot.ewm.std());
+            // A slot sees few, smoothed samples and underestimates its
+            // spread; a 1% wobble of a traffic level is never news.
+            let std = slot.ewm.std().max(0.01 * slot.ewm.mean.abs());
+            let z = z_of(x, slot.ewm.mean, std);
             Scored {
                 score: score_from_excess(z, self.limit),
                 baseline: slot.ewm.mean,
