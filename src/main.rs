@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             once,
         } => autopilot::cli::sandbox::run(&examples, &namespace, once).await?,
+        Command::Detect(cmd) => autopilot::cli::detect::run(cmd)?,
         Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
         Command::Runbook(cmd) => {
             let ok = match cmd {

@@ -2,6 +2,7 @@
 //! than a line of wiring.
 
 pub mod actions;
+pub mod detect;
 pub mod runbook;
 pub mod sandbox;
 
@@ -72,6 +73,9 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Anomaly detectors: score a CSV, evaluate on NAB, measure throughput.
+    #[command(subcommand)]
+    Detect(detect::DetectCommand),
     /// Compile, lint and test runbooks (rules/*.rhai).
     #[command(subcommand)]
     Runbook(RunbookCommand),

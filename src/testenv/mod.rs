@@ -14,6 +14,7 @@
 
 mod certs;
 pub mod postgres;
+pub mod prometheus;
 
 use std::{
     fs,

@@ -1,0 +1,284 @@
+//! `autopilot detect …`: run a detector over a CSV file (NAB's results
+//! format), evaluate detectors on the Numenta Anomaly Benchmark, and measure
+//! their throughput.
+//!
+//! File reading and timing live here; the detectors and the scorer are the
+//! pure `detect` module. Nothing here talks to a cluster or to Prometheus.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use crate::detect::{
+    DetectorParams,
+    nab::{self, LabeledFile},
+};
+
+#[derive(Subcommand, Debug)]
+pub enum DetectCommand {
+    /// Score a `timestamp,value` CSV and print `timestamp,value,anomaly_score`
+    /// (NAB's results format). Rows a detector cannot score (warm-up, NaN)
+    /// get 0 in this output format.
+    Score {
+        /// The CSV to read.
+        #[arg(long)]
+        input: PathBuf,
+        /// A built-in detector with its default parameters.
+        #[arg(long, conflicts_with = "model", default_value = "ensemble")]
+        detector: String,
+        /// A model spec (models/*.yaml): use the detector of one of its signals.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// With --model: which signal's detector (default: the first).
+        #[arg(long, requires = "model")]
+        signal: Option<String>,
+    },
+    /// Score detectors on NAB (standard profile, one threshold per detector
+    /// chosen by a sweep over the whole corpus) and print a table.
+    Eval {
+        /// NAB directory holding data/ and labels/.
+        #[arg(long, default_value = "../shared/nab")]
+        nab: PathBuf,
+        /// Detectors to evaluate (default: all built-in ones).
+        #[arg(long)]
+        detector: Vec<String>,
+        /// Also print each file's counts at the chosen threshold.
+        #[arg(long)]
+        per_file: bool,
+    },
+    /// Samples scored per second on one core for each detector, over the NAB
+    /// files (release build recommended: `cargo run --release`).
+    Bench {
+        /// NAB directory holding data/ and labels/.
+        #[arg(long, default_value = "../shared/nab")]
+        nab: PathBuf,
+        /// Detectors to time (default: all built-in ones).
+        #[arg(long)]
+        detector: Vec<String>,
+        /// Passes over the corpus per detector; the best pass is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
+    },
+}
+
+pub fn run(cmd: DetectCommand) -> anyhow::Result<()> {
+    match cmd {
+        DetectCommand::Score {
+            input,
+            detector,
+            model,
+            signal,
+        } => {
+            let params = match model {
+                Some(path) => model_detector(&path, signal.as_deref())?,
+                None => named(&detector)?,
+            };
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let series = nab::parse_series(&text)?;
+            write_stdout(&score_csv(&params, &series))?;
+        }
+        DetectCommand::Eval {
+            nab: dir,
+            detector,
+            per_file,
+        } => {
+            let corpus = load_nab(&dir)?;
+            write_stdout(&eval(&corpus, &names_or_all(detector), per_file)?)?;
+        }
+        DetectCommand::Bench {
+            nab: dir,
+            detector,
+            repeat,
+        } => {
+            let corpus = load_nab(&dir)?;
+            write_stdout(&bench(&corpus, &names_or_all(detector), repeat)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the output quietly.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
+fn named(name: &str) -> anyhow::Result<DetectorParams> {
+    DetectorParams::default_for(name).with_context(|| {
+        format!(
+            "unknown detector {name:?}; expected one of {}",
+            DetectorParams::DEFAULT_NAMES.join(", ")
+        )
+    })
+}
+
+fn names_or_all(names: Vec<String>) -> Vec<String> {
+    if names.is_empty() {
+        DetectorParams::DEFAULT_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        names
+    }
+}
+
+fn model_detector(path: &Path, signal: Option<&str>) -> anyhow::Result<DetectorParams> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let spec = crate::detect::spec::validate_spec(&path.display().to_string(), &text)?;
+    let chosen = match signal {
+        Some(name) => spec.signals.iter().find(|s| s.name == name),
+        None => spec.signals.first(),
+    };
+    match chosen {
+        Some(s) => Ok(s.detector.clone()),
+        None => bail!(
+            "{} has no signal {:?}; signals: {}",
+            path.display(),
+            signal.unwrap_or(""),
+            spec.signals
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Scores every row; unscored rows (warm-up, NaN) are 0 in NAB's format.
+pub fn score_rows(params: &DetectorParams, series: &[(i64, f64)]) -> Vec<f64> {
+    let mut d = params.build();
+    series
+        .iter()
+        .map(|&(at, v)| d.score(at, v).map_or(0.0, |s| s.score))
+        .collect()
+}
+
+fn score_csv(params: &DetectorParams, series: &[(i64, f64)]) -> String {
+    let scores = score_rows(params, series);
+    let mut out = String::with_capacity(series.len() * 40);
+    out.push_str("timestamp,value,anomaly_score\n");
+    for (&(at, v), s) in series.iter().zip(scores) {
+        let _ = writeln!(out, "{},{v},{s}", nab::format_timestamp(at));
+    }
+    out
+}
+
+/// One NAB data file: its name (`group/file.csv`), rows and windows.
+pub struct NabFile {
+    pub name: String,
+    pub series: Vec<(i64, f64)>,
+    pub labels: LabeledFile,
+}
+
+/// Reads every labelled file of a NAB checkout.
+pub fn load_nab(dir: &Path) -> anyhow::Result<Vec<NabFile>> {
+    let labels_path = dir.join("labels/combined_windows.json");
+    let labels = std::fs::read_to_string(&labels_path)
+        .with_context(|| format!("reading {}", labels_path.display()))?;
+    let windows = nab::parse_windows(&labels)?;
+    let mut files = Vec::new();
+    for (name, w) in windows {
+        let path = dir.join("data").join(&name);
+        if !path.is_file() {
+            continue; // e.g. realKnownCause, not shipped here
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let series = nab::parse_series(&text).with_context(|| format!("parsing {name}"))?;
+        let ts: Vec<i64> = series.iter().map(|(t, _)| *t).collect();
+        files.push(NabFile {
+            labels: LabeledFile::new(&ts, &w),
+            name,
+            series,
+        });
+    }
+    if files.is_empty() {
+        bail!("no labelled data files under {}", dir.display());
+    }
+    Ok(files)
+}
+
+fn eval(corpus: &[NabFile], names: &[String], per_file: bool) -> anyhow::Result<String> {
+    let rows: usize = corpus.iter().map(|f| f.series.len()).sum();
+    let windows: usize = corpus.iter().map(|f| f.labels.windows()).sum();
+    let mut out = format!(
+        "NAB standard profile over {} files ({rows} rows, {windows} windows)\n\n\
+         | detector | score | threshold | TP | FP | FN |\n|---|---:|---:|---:|---:|---:|\n",
+        corpus.len()
+    );
+    let mut details = String::new();
+    for name in names {
+        let params = named(name)?;
+        let scored: Vec<(LabeledFile, Vec<f64>)> = corpus
+            .iter()
+            .map(|f| (f.labels.clone(), score_rows(&params, &f.series)))
+            .collect();
+        let best = nab::sweep(&scored, nab::STANDARD);
+        let c = best.counts;
+        let _ = writeln!(
+            out,
+            "| {name} | {:.1} | {:.6} | {} | {} | {} |",
+            best.normalized, best.threshold, c.tp, c.fp, c.fn_
+        );
+        if per_file {
+            let _ = writeln!(details, "\n{name} at threshold {:.6}:", best.threshold);
+            for (f, (l, s)) in corpus.iter().zip(&scored) {
+                let c = l.score(s, best.threshold, nab::STANDARD);
+                let _ = writeln!(
+                    details,
+                    "  {:<60} raw {:>7.3}  tp {} fp {} fn {}",
+                    f.name, c.raw, c.tp, c.fp, c.fn_
+                );
+            }
+        }
+    }
+    out.push_str(&details);
+    Ok(out)
+}
+
+fn bench(corpus: &[NabFile], names: &[String], repeat: u32) -> anyhow::Result<String> {
+    let rows: usize = corpus.iter().map(|f| f.series.len()).sum();
+    let mut out = format!(
+        "detector throughput, one thread, {} files, {rows} samples per pass, best of {repeat}\n\n\
+         | detector | samples/s/core | ns/sample |\n|---|---:|---:|\n",
+        corpus.len()
+    );
+    for name in names {
+        let params = named(name)?;
+        let mut best = f64::INFINITY;
+        let mut sink = 0.0;
+        for _ in 0..repeat.max(1) {
+            let start = Instant::now();
+            for f in corpus {
+                let mut d = params.build();
+                for &(at, v) in &f.series {
+                    if let Some(s) = d.score(at, v) {
+                        sink += s.score;
+                    }
+                }
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        // `sink` keeps the optimizer from dropping the work.
+        std::hint::black_box(sink);
+        let _ = writeln!(
+            out,
+            "| {name} | {:.0} | {:.1} |",
+            rows as f64 / best,
+            best * 1e9 / rows as f64
+        );
+        write_stdout(&format!("BENCH {name} {:.0}\n", rows as f64 / best))?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,488 @@
+//! Scoring anomaly scores against labelled windows the way the Numenta
+//! Anomaly Benchmark does (standard profile), written from NAB's published
+//! rules:
+//!
+//! - the first 15% of a file (at most 750 rows) is probation and not scored;
+//! - a row is a detection when its score reaches the threshold; one threshold
+//!   per detector for every file;
+//! - in each window only the earliest detection counts, worth
+//!   `A_TP · σ(y)` with `σ(y) = 2/(1+e^{5y}) − 1` and `y` the row's position
+//!   relative to the window's end (−1 at its first row, about 0 at its last);
+//! - a detection outside every window costs `A_FP · σ(y)` with `y` its distance
+//!   past the preceding window's end in window widths (σ is −1 past 3 widths,
+//!   and before the first window);
+//! - a window without detection costs `A_FN`;
+//! - the corpus total is normalized so that the detector that never fires
+//!   scores 0 and the one that fires on every window's first row scores 100.
+//!
+//! Pure: timestamps, scores and label text in, numbers out.
+
+use std::collections::BTreeMap;
+
+use super::Error;
+
+/// Weights of a NAB profile.
+#[derive(Clone, Copy, Debug)]
+pub struct Profile {
+    pub tp: f64,
+    pub fp: f64,
+    pub fn_: f64,
+}
+
+/// NAB's standard profile.
+pub const STANDARD: Profile = Profile {
+    tp: 1.0,
+    fp: 0.11,
+    fn_: 1.0,
+};
+
+/// NAB's scaled sigmoid.
+pub fn scaled_sigmoid(y: f64) -> f64 {
+    if y > 3.0 {
+        -1.0
+    } else {
+        2.0 / (1.0 + (5.0 * y).exp()) - 1.0
+    }
+}
+
+/// Probation rows of a file of `rows` rows.
+pub fn probation_rows(rows: usize) -> usize {
+    ((0.15 * rows as f64).floor() as usize).min(750)
+}
+
+/// What a detection on a given row would be worth.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Row {
+    Probation,
+    /// Inside window `window`, worth `value` (unweighted) if it is the
+    /// window's earliest detection.
+    Window {
+        window: usize,
+        value: f64,
+    },
+    /// Outside windows; `value` is the (negative) unweighted cost.
+    Outside {
+        value: f64,
+    },
+}
+
+/// One data file prepared for scoring.
+#[derive(Clone, Debug)]
+pub struct LabeledFile {
+    rows: Vec<Row>,
+    windows: usize,
+}
+
+impl LabeledFile {
+    /// `timestamps` are the file's rows (unix seconds, ascending);
+    /// `windows` the labelled `[start, end]` pairs, inclusive.
+    pub fn new(timestamps: &[i64], windows: &[(i64, i64)]) -> Self {
+        let n = timestamps.len();
+        let probation = probation_rows(n);
+        // Window bounds as row indices; a window matching no row is dropped
+        // (NAB's labels always match rows).
+        let bounds: Vec<(usize, usize)> = windows
+            .iter()
+            .filter_map(|&(s, e)| {
+                let first = timestamps.partition_point(|t| *t < s);
+                let end = timestamps.partition_point(|t| *t <= e);
+                (end > first).then_some((first, end - 1))
+            })
+            .collect();
+        let mut rows = Vec::with_capacity(n);
+        let mut next = 0; // next window to enter
+        let mut prev: Option<(usize, usize)> = None; // (right index, width)
+        for i in 0..n {
+            let row = if let Some(&(first, last)) = bounds.get(next)
+                && i >= first
+                && i <= last
+            {
+                let width = (last - first + 1) as f64;
+                let y = -((last - i + 1) as f64) / width;
+                if i == last {
+                    prev = Some((last, last - first + 1));
+                    next += 1;
+                }
+                Row::Window {
+                    window: next - usize::from(i == last),
+                    value: scaled_sigmoid(y),
+                }
+            } else {
+                let value = match prev {
+                    None => -1.0,
+                    Some((right, width)) => {
+                        let denom = (width.saturating_sub(1)).max(1) as f64;
+                        scaled_sigmoid((i - right) as f64 / denom)
+                    }
+                };
+                Row::Outside { value }
+            };
+            rows.push(if i < probation { Row::Probation } else { row });
+        }
+        LabeledFile {
+            rows,
+            windows: bounds.len(),
+        }
+    }
+
+    pub fn windows(&self) -> usize {
+        self.windows
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Raw score of `scores` (one per row) at `threshold`.
+    pub fn score(&self, scores: &[f64], threshold: f64, p: Profile) -> Counts {
+        let mut c = Counts::default();
+        let mut detected = vec![false; self.windows];
+        for (row, s) in self.rows.iter().zip(scores) {
+            if *s < threshold || !s.is_finite() {
+                continue;
+            }
+            match *row {
+                Row::Probation => {}
+                Row::Window { window, value } => {
+                    if !detected[window] {
+                        detected[window] = true;
+                        c.tp += 1;
+                        c.raw += p.tp * value;
+                    }
+                }
+                Row::Outside { value } => {
+                    c.fp += 1;
+                    c.raw += p.fp * value;
+                }
+            }
+        }
+        let missed = detected.iter().filter(|d| !**d).count();
+        c.fn_ += missed;
+        c.raw -= p.fn_ * missed as f64;
+        c
+    }
+
+    /// Raw score of the detector that never fires.
+    pub fn null_score(&self, p: Profile) -> f64 {
+        -p.fn_ * self.windows as f64
+    }
+
+    /// Raw score of the detector that fires on each window's first row.
+    pub fn perfect_score(&self, p: Profile) -> f64 {
+        p.tp * scaled_sigmoid(-1.0) * self.windows as f64
+    }
+}
+
+/// Detections and raw score of one file or a corpus.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counts {
+    pub tp: usize,
+    pub fp: usize,
+    pub fn_: usize,
+    pub raw: f64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.tp += o.tp;
+        self.fp += o.fp;
+        self.fn_ += o.fn_;
+        self.raw += o.raw;
+    }
+}
+
+/// Result of the threshold sweep over a corpus.
+#[derive(Clone, Copy, Debug)]
+pub struct Sweep {
+    pub threshold: f64,
+    pub counts: Counts,
+    /// 0 = null detector, 100 = perfect.
+    pub normalized: f64,
+}
+
+/// Scores a corpus (files with their detector scores) at every distinct
+/// score as threshold and keeps the best: one threshold for all files, as NAB
+/// does. Exact and O(n log n): rows are visited from the highest score down,
+/// and the raw total is updated as each row becomes a detection.
+pub fn sweep(corpus: &[(LabeledFile, Vec<f64>)], p: Profile) -> Sweep {
+    let null: f64 = corpus.iter().map(|(f, _)| f.null_score(p)).sum();
+    let perfect: f64 = corpus.iter().map(|(f, _)| f.perfect_score(p)).sum();
+    let normalize = |raw: f64| {
+        if perfect > null {
+            100.0 * (raw - null) / (perfect - null)
+        } else {
+            0.0
+        }
+    };
+    // (score, file, row) of every scorable row.
+    let mut events: Vec<(f64, usize, usize)> = Vec::new();
+    let mut window_base = Vec::with_capacity(corpus.len());
+    let mut windows = 0;
+    for (fi, (f, scores)) in corpus.iter().enumerate() {
+        window_base.push(windows);
+        windows += f.windows;
+        for (ri, (row, s)) in f.rows.iter().zip(scores).enumerate() {
+            if s.is_finite() && !matches!(row, Row::Probation) {
+                events.push((*s, fi, ri));
+            }
+        }
+    }
+    events.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut best_in_window: Vec<Option<f64>> = vec![None; windows];
+    let mut counts = Counts {
+        fn_: windows,
+        raw: null,
+        ..Counts::default()
+    };
+    let mut best = Sweep {
+        threshold: f64::INFINITY,
+        counts,
+        normalized: normalize(null),
+    };
+    let mut i = 0;
+    while i < events.len() {
+        let threshold = events[i].0;
+        // Every row with this exact score becomes a detection together.
+        while i < events.len() && events[i].0 == threshold {
+            let (_, fi, ri) = events[i];
+            match corpus[fi].0.rows[ri] {
+                Row::Probation => {}
+                Row::Window { window, value } => {
+                    let slot = &mut best_in_window[window_base[fi] + window];
+                    match *slot {
+                        None => {
+                            counts.tp += 1;
+                            counts.fn_ -= 1;
+                            counts.raw += p.fn_ + p.tp * value;
+                            *slot = Some(value);
+                        }
+                        // An earlier row of the window is worth more.
+                        Some(v) if value > v => {
+                            counts.raw += p.tp * (value - v);
+                            *slot = Some(value);
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Row::Outside { value } => {
+                    counts.fp += 1;
+                    counts.raw += p.fp * value;
+                }
+            }
+            i += 1;
+        }
+        let n = normalize(counts.raw);
+        if n > best.normalized {
+            best = Sweep {
+                threshold,
+                counts,
+                normalized: n,
+            };
+        }
+    }
+    best
+}
+
+/// Reads NAB's `combined_windows.json`: file name → windows in unix seconds.
+pub fn parse_windows(json: &str) -> Result<BTreeMap<String, Vec<(i64, i64)>>, Error> {
+    let raw: BTreeMap<String, Vec<Vec<String>>> =
+        serde_json::from_str(json).map_err(|e| Error::ParseLabels(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (file, windows) in raw {
+        let mut parsed = Vec::with_capacity(windows.len());
+        for w in windows {
+            let (Some(s), Some(e)) = (w.first(), w.get(1)) else {
+                return Err(Error::ParseLabels(format!(
+                    "{file}: a window needs a start and an end"
+                )));
+            };
+            let start = parse_timestamp(s)
+                .ok_or_else(|| Error::ParseLabels(format!("{file}: bad timestamp {s:?}")))?;
+            let end = parse_timestamp(e)
+                .ok_or_else(|| Error::ParseLabels(format!("{file}: bad timestamp {e:?}")))?;
+            parsed.push((start, end));
+        }
+        out.insert(file, parsed);
+    }
+    Ok(out)
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS[.ffffff]` (NAB's format, UTC) to unix
+/// seconds; fractions are dropped.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once([' ', 'T'])?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.split('.').next()?.trim_end_matches('Z');
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next().unwrap_or(Some(0))?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Formats unix seconds as NAB does (`YYYY-MM-DD HH:MM:SS`).
+pub fn format_timestamp(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+// Howard Hinnant's civil calendar algorithms.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Parses a `timestamp,value` CSV (header optional; timestamps as NAB's
+/// `YYYY-MM-DD HH:MM:SS` or unix seconds). Empty, `nan` or unparsable values
+/// become NaN — "no data" for the detectors, never zero.
+pub fn parse_series(text: &str) -> Result<Vec<(i64, f64)>, Error> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (ts, value) = line.split_once(',').unwrap_or((line, ""));
+        let at = match ts.trim().parse::<i64>() {
+            Ok(t) => Some(t),
+            Err(_) => parse_timestamp(ts),
+        };
+        let Some(at) = at else {
+            if n == 0 {
+                continue; // header
+            }
+            return Err(Error::ParseLabels(format!(
+                "line {}: bad timestamp {ts:?}",
+                n + 1
+            )));
+        };
+        let value = value.trim().parse::<f64>().unwrap_or(f64::NAN);
+        out.push((at, value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(n: usize, windows: &[(i64, i64)]) -> LabeledFile {
+        let ts: Vec<i64> = (0..n as i64).map(|i| i * 300).collect();
+        LabeledFile::new(&ts, windows)
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let t = parse_timestamp("2014-04-10 07:15:00.000000").expect("parses");
+        assert_eq!(t, 1_397_114_100);
+        assert_eq!(format_timestamp(t), "2014-04-10 07:15:00");
+        assert_eq!(parse_timestamp("2014-13-10 07:15:00"), None);
+    }
+
+    #[test]
+    fn sigmoid_matches_nab() {
+        assert!((scaled_sigmoid(-1.0) - 0.986_614_298).abs() < 1e-6);
+        assert!(scaled_sigmoid(0.0).abs() < 1e-12);
+        assert_eq!(scaled_sigmoid(3.5), -1.0);
+    }
+
+    #[test]
+    fn earliest_detection_in_window_counts_once() {
+        // 1000 rows, probation 150, window rows 500..=599.
+        let f = file(1000, &[(500 * 300, 599 * 300)]);
+        let mut s = vec![0.0; 1000];
+        s[500] = 1.0;
+        s[550] = 1.0;
+        let c = f.score(&s, 0.5, STANDARD);
+        assert_eq!((c.tp, c.fp, c.fn_), (1, 0, 0));
+        assert!((c.raw - f.perfect_score(STANDARD)).abs() < 1e-9);
+        // A late detection is worth less.
+        let mut late = vec![0.0; 1000];
+        late[590] = 1.0;
+        assert!(f.score(&late, 0.5, STANDARD).raw < c.raw);
+    }
+
+    #[test]
+    fn false_positives_cost_less_right_after_a_window_and_nothing_in_probation() {
+        let f = file(1000, &[(500 * 300, 599 * 300)]);
+        let fp_at = |i: usize| {
+            let mut s = vec![0.0; 1000];
+            s[i] = 1.0;
+            f.score(&s, 0.5, STANDARD)
+        };
+        assert_eq!(fp_at(100).raw, -1.0); // probation: only the miss counts
+        assert!((fp_at(300).raw - (-1.0 - 0.11)).abs() < 1e-9);
+        let near = fp_at(601).raw;
+        let far = fp_at(990).raw;
+        assert!(near > far, "{near} {far}");
+        assert!((far - (-1.0 - 0.11)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sweep_normalizes_null_to_zero_and_perfect_to_hundred() {
+        let f = file(1000, &[(500 * 300, 599 * 300)]);
+        let mut perfect = vec![0.0; 1000];
+        perfect[500] = 0.9;
+        let best = sweep(&[(f.clone(), perfect)], STANDARD);
+        assert!((best.normalized - 100.0).abs() < 1e-9, "{best:?}");
+        let null = sweep(&[(f, vec![0.0; 1000])], STANDARD);
+        assert!(null.normalized.abs() < 1e-9, "{null:?}");
+    }
+
+    #[test]
+    fn sweep_agrees_with_scoring_at_its_threshold() {
+        let f = file(1000, &[(500 * 300, 599 * 300), (800 * 300, 849 * 300)]);
+        let scores: Vec<f64> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f64 / 1000.0)
+            .collect();
+        let best = sweep(&[(f.clone(), scores.clone())], STANDARD);
+        let direct = f.score(&scores, best.threshold, STANDARD);
+        assert_eq!(
+            (direct.tp, direct.fp, direct.fn_),
+            (best.counts.tp, best.counts.fp, best.counts.fn_)
+        );
+        assert!((direct.raw - best.counts.raw).abs() < 1e-9);
+    }
+
+    #[test]
+    fn parses_nab_windows() {
+        let w = parse_windows(
+            r#"{"a/x.csv": [["2014-04-10 07:15:00.000000", "2014-04-11 16:45:00.000000"]], "b/y.csv": []}"#,
+        )
+        .expect("parses");
+        assert_eq!(w["a/x.csv"].len(), 1);
+        assert!(w["b/y.csv"].is_empty());
+        assert!(parse_windows(r#"{"a": [["x", "y"]]}"#).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! Small numeric helpers shared by the detectors: the score mapping, an
+//! exponentially weighted mean/variance and a sorted sliding window.
+//!
+//! Pure arithmetic; no allocation beyond the window's own buffer.
+
+use std::collections::VecDeque;
+
+/// Maps a non-negative excess (a z-score, a CUSUM sum over its limit, a
+/// horizon over a time to threshold) to a score in `[0, 1)`:
+/// `x² / (x² + limit²)`. An excess equal to `limit` scores 0.5, so "score ≥
+/// 0.5" reads as "beyond the detector's own limit" for every detector, and the
+/// mapping never saturates, which keeps large anomalies rankable.
+pub fn score_from_excess(x: f64, limit: f64) -> f64 {
+    if !x.is_finite() {
+        return if x == f64::INFINITY { 1.0 } else { 0.0 };
+    }
+    let x = x.max(0.0);
+    let x2 = x * x;
+    let l2 = limit * limit;
+    if x2 + l2 == 0.0 { 0.0 } else { x2 / (x2 + l2) }
+}
+
+/// Complementary error function (Numerical Recipes' Chebyshev fit,
+/// fractional error below 1.2e-7 everywhere).
+pub fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// Exponentially weighted mean and variance (West's incremental form).
+#[derive(Clone, Debug, Default)]
+pub struct Ewm {
+    pub mean: f64,
+    pub var: f64,
+    pub n: u64,
+}
+
+impl Ewm {
+    /// Folds in `x` with weight `alpha`; the first sample sets the mean.
+    pub fn push(&mut self, x: f64, alpha: f64) {
+        if self.n == 0 {
+            self.mean = x;
+            self.var = 0.0;
+        } else {
+            let d = x - self.mean;
+            let incr = alpha * d;
+            self.mean += incr;
+            self.var = (1.0 - alpha) * (self.var + d * incr);
+        }
+        self.n += 1;
+    }
+
+    pub fn std(&self) -> f64 {
+        self.var.max(0.0).sqrt()
+    }
+}
+
+/// A fixed-capacity sliding window kept both in arrival order and sorted, so
+/// the median and MAD cost O(window) per sample, independent of series length.
+#[derive(Clone, Debug)]
+pub struct SortedWindow {
+    cap: usize,
+    fifo: VecDeque<f64>,
+    sorted: Vec<f64>,
+    scratch: Vec<f64>,
+}
+
+impl SortedWindow {
+    pub fn new(cap: usize) -> Self {
+        let cap = cap.max(1);
+        SortedWindow {
+            cap,
+            fifo: VecDeque::with_capacity(cap),
+            sorted: Vec::with_capacity(cap),
+            scratch: Vec::with_capacity(cap),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.fifo.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.fifo.clear();
+        self.sorted.clear();
+    }
+
+    /// Adds a finite value, evicting the oldest when full.
+    pub fn push(&mut self, x: f64) {
+        if self.fifo.len() == self.cap
+            && let Some(old) = self.fifo.pop_front()
+        {
+            let i = self.sorted.partition_point(|v| *v < old);
+            if i < self.sorted.len() {
+                self.sorted.remove(i);
+            }
+        }
+        self.fifo.push_back(x);
+        let i = self.sorted.partition_point(|v| *v < x);
+        self.sorted.insert(i, x);
+    }
+
+    pub fn median(&self) -> Option<f64> {
+        median_of_sorted(&self.sorted)
+    }
+
+    /// Median absolute deviation from the median (O(window) by selection).
+    pub fn mad(&mut self) -> Option<f64> {
+        let m = self.median()?;
+        self.scratch.clear();
+        self.scratch
+            .extend(self.sorted.iter().map(|v| (v - m).abs()));
+        let n = self.scratch.len();
+        let (_, hi, _) = self.scratch.select_nth_unstable_by(n / 2, f64::total_cmp);
+        let hi = *hi;
+        if n % 2 == 1 {
+            return Some(hi);
+        }
+        let lo = self.scratch[..n / 2]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        Some((lo + hi) / 2.0)
+    }
+
+    /// A robust σ estimate: 1.4826·MAD, or, when more than half the window
+    /// is one value (MAD 0), 1.2533·mean absolute deviation, so a mostly
+    /// flat series does not make every small move infinitely surprising.
+    pub fn robust_sigma(&mut self) -> Option<f64> {
+        let mad = self.mad()?;
+        if mad > 0.0 {
+            return Some(1.4826 * mad);
+        }
+        let m = self.median()?;
+        let mean_ad =
+            self.sorted.iter().map(|v| (v - m).abs()).sum::<f64>() / self.sorted.len() as f64;
+        Some(1.2533 * mean_ad)
+    }
+}
+
+fn median_of_sorted(v: &[f64]) -> Option<f64> {
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excess_equal_to_limit_scores_half_and_never_saturates() {
+        assert!((score_from_excess(3.0, 3.0) - 0.5).abs() < 1e-12);
+        assert_eq!(score_from_excess(-2.0, 3.0), 0.0);
+        assert!(score_from_excess(1e3, 3.0) < score_from_excess(1e4, 3.0));
+        assert_eq!(score_from_excess(f64::INFINITY, 3.0), 1.0);
+        assert_eq!(score_from_excess(f64::NAN, 3.0), 0.0);
+    }
+
+    #[test]
+    fn erfc_matches_known_values() {
+        assert!((erfc(0.0) - 1.0).abs() < 1e-7);
+        assert!((erfc(1.0) - 0.157_299_207).abs() < 1e-7);
+        assert!((erfc(-1.0) - 1.842_700_793).abs() < 1e-7);
+        assert!(erfc(6.0) < 1e-15);
+    }
+
+    #[test]
+    fn ewm_tracks_mean_and_variance() {
+        let mut e = Ewm::default();
+        for i in 0..2000 {
+            e.push(if i % 2 == 0 { 1.0 } else { -1.0 }, 0.01);
+        }
+        assert!(e.mean.abs() < 0.02, "{}", e.mean);
+        assert!((e.std() - 1.0).abs() < 0.05, "{}", e.std());
+    }
+
+    #[test]
+    fn sorted_window_median_and_mad_slide() {
+        let mut w = SortedWindow::new(5);
+        for x in [5.0, 1.0, 3.0, 2.0, 4.0] {
+            w.push(x);
+        }
+        assert_eq!(w.median(), Some(3.0));
+        assert_eq!(w.mad(), Some(1.0));
+        w.push(100.0); // evicts 5.0: window 1 3 2 4 100
+        assert_eq!(w.len(), 5);
+        assert_eq!(w.median(), Some(3.0));
+        w.clear();
+        assert_eq!(w.median(), None);
+    }
+}
