@@ -772,3 +772,92 @@ async fn the_charts_rbac_is_sufficient_for_the_controllers() {
     let events = events_for(&admin, &ns, "payment-gateway").await;
     assert!(!events.is_empty(), "Events published under RBAC");
 }
+
+/// `autopilot run` as its own process: it serves /healthz and /metrics and
+/// reconciles a gateway in the namespace it is told to watch.
+#[tokio::test]
+async fn the_agent_binary_runs_the_controllers_and_serves_metrics() {
+    let (client, ns) = support::client_and_namespace(cp(), "agent").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .args([
+            "run",
+            "--namespace",
+            &ns,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("KUBECONFIG", cp().kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start autopilot run");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let exited = child.try_wait().expect("try_wait");
+    let _guard = Kill(child);
+    assert!(exited.is_none(), "autopilot run exited at once: {exited:?}");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    support::wait_for("/healthz to answer", LONG, || {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            r.status()
+                .is_success()
+                .then_some(())
+                .ok_or(r.status().to_string())
+        }
+    })
+    .await;
+    create::<PaymentGateway>(
+        &client,
+        &ns,
+        json!({"apiVersion": "payments.io/v1", "kind": "PaymentGateway", "metadata": {"name": "gw"}, "spec": {"version": "1.0.0"}}),
+    )
+    .await;
+    wait_gateway(
+        &client,
+        &ns,
+        "gw",
+        "the agent process to write status",
+        |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation == p.metadata.generation)
+        },
+    )
+    .await;
+    // The reconcile that wrote status is counted when it returns.
+    support::wait_for("/metrics to count the reconcile", LONG, || {
+        let http = http.clone();
+        async move {
+            let body = http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            (body.contains("autopilot_reconcile_total{kind=\"PaymentGateway\",result=\"ok\"}")
+                && body.contains("autopilot_reconcile_duration_seconds_bucket"))
+            .then_some(())
+            .ok_or(body)
+        }
+    })
+    .await;
+}

@@ -50,7 +50,7 @@ async fn serve_metrics(State(http): State<Http>) -> impl IntoResponse {
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(settings: Settings, listen: SocketAddr) -> Result<(), Error> {
     let client = kube::Client::try_default().await.map_err(Error::Connect)?;
-    let registry = Registry::new_custom(Some("".into()), None).map_err(Error::RegisterMetrics)?;
+    let registry = Registry::new();
     let metrics = Metrics::register(&registry).map_err(Error::RegisterMetrics)?;
     let ctx = Arc::new(Context::new(client, settings, Arc::new(NoGate), metrics));
 
