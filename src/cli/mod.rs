@@ -42,8 +42,9 @@ pub enum Command {
         /// Reconciles running at once per kind.
         #[arg(long, env = "AUTOPILOT_CONCURRENCY", default_value_t = 8)]
         concurrency: u16,
-        /// Seconds between checks of a rollout in progress.
-        #[arg(long, default_value_t = 5)]
+        /// Fallback seconds between checks of a rollout in progress (Deployment
+        /// changes are seen at once through watches).
+        #[arg(long, default_value_t = 30)]
         progress_interval_seconds: u64,
     },
     /// Print the CustomResourceDefinitions of our kinds as YAML.

@@ -100,7 +100,10 @@ impl Error {
 pub struct Settings {
     /// Watch only this namespace (all when `None`).
     pub namespace: Option<String>,
-    /// Requeue interval while a rollout is in progress.
+    /// Fallback poll while a rollout is in progress. Deployment status
+    /// changes wake the reconciler at once through its watch, so this only
+    /// bounds how late an outside verdict (the upgrade gate) is noticed;
+    /// polling much faster starves new resources when many roll at once.
     pub progress_interval: Duration,
     /// Requeue interval of a settled resource (drift is also caught by watches).
     pub resync_interval: Duration,
@@ -112,7 +115,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             namespace: None,
-            progress_interval: Duration::from_secs(5),
+            progress_interval: Duration::from_secs(30),
             resync_interval: Duration::from_secs(300),
             concurrency: 8,
         }

@@ -240,9 +240,21 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
         conditions::set(&mut status.conditions, c, generation, now);
     }
     write_status(ctx, obj, &previous, &status, &events, now).await?;
-    let busy = conditions::is_true(&status.conditions, condition::PROGRESSING)
-        || status.below_minimum_since.is_some();
-    Ok(requeue(ctx, busy))
+    // Deployment status changes (progress, readiness, the progress deadline)
+    // wake this reconciler through the owned-object watch; the timers below
+    // only cover what no watch reports: the unavailability tolerance running
+    // out, and a fallback poll while a rollout is in progress.
+    let busy = conditions::is_true(&status.conditions, condition::PROGRESSING);
+    let mut action = requeue(ctx, busy);
+    if let Some(since) = &status.below_minimum_since {
+        let tolerance = i64::from(policy.unavailable_tolerance_seconds);
+        let left = (since.0.as_second() + tolerance - now.as_second()).max(0) as u64 + 1;
+        let at_expiry = std::time::Duration::from_secs(left);
+        if at_expiry < ctx.settings.progress_interval || !busy {
+            action = Action::requeue(at_expiry.min(ctx.settings.resync_interval));
+        }
+    }
+    Ok(action)
 }
 
 /// Status of a resource whose spec cannot be realised: nothing is applied.
