@@ -244,7 +244,11 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
     // wake this reconciler through the owned-object watch; the timers below
     // only cover what no watch reports: the unavailability tolerance running
     // out, and a fallback poll while a rollout is in progress.
-    let busy = conditions::is_true(&status.conditions, condition::PROGRESSING);
+    // Only an upgrade from a known good version can be failed by the gate and
+    // rolled back, so only that is polled; first rollouts and scaling rely on
+    // the watches alone (polling them all starves new resources at scale).
+    let busy = conditions::is_true(&status.conditions, condition::PROGRESSING)
+        && status.last_good_version.is_some();
     let mut action = requeue(ctx, busy);
     if let Some(since) = &status.below_minimum_since {
         let tolerance = i64::from(policy.unavailable_tolerance_seconds);
