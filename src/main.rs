@@ -14,19 +14,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     match cli.command {
-        Command::Run {
-            namespace,
-            listen,
-            concurrency,
-            progress_interval_seconds,
-        } => {
-            let settings = autopilot::reconcile::Settings {
-                namespace,
-                concurrency,
-                progress_interval: std::time::Duration::from_secs(progress_interval_seconds),
-                ..Default::default()
-            };
-            autopilot::agent::run(settings, listen).await?;
+        Command::Run(args) => {
+            autopilot::agent::run(args.options()).await?;
         }
         Command::Crds { output } => {
             let yaml = autopilot::crd::crds_yaml().context("rendering the CRDs as YAML")?;

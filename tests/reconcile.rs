@@ -783,6 +783,7 @@ async fn the_agent_binary_runs_the_controllers_and_serves_metrics() {
         .local_addr()
         .expect("addr")
         .port();
+    let journal = tempfile::tempdir().expect("journal dir");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_autopilot"))
         .args([
             "run",
@@ -790,6 +791,12 @@ async fn the_agent_binary_runs_the_controllers_and_serves_metrics() {
             &ns,
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--agent-namespace",
+            &ns,
+            "--leader-election",
+            "false",
+            "--database-url",
+            &journal.path().join("journal.db").to_string_lossy(),
         ])
         .env("KUBECONFIG", cp().kubeconfig())
         .env("RUST_LOG", "warn")

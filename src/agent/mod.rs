@@ -1,15 +1,35 @@
-//! Wiring of the long-running agent: the payments controllers, and the HTTP
-//! endpoints an on-call engineer and the kubelet use (`/metrics`, `/healthz`,
-//! `/readyz`).
+//! Wiring of the long-running agent: leader election, the payments
+//! controllers, the observe → detect → decide → act loop, the runbooks' hot
+//! reload, and the HTTP endpoints an on-call engineer and the kubelet use
+//! (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! Only the leader acts: every replica serves HTTP, but the controllers and
+//! the loop start only once this replica holds the Lease, and a replica that
+//! loses it exits (its Deployment restarts it as a standby) rather than risk
+//! two writers.
 //!
 //! Must not hold decision logic: it starts what other modules define.
 
-use std::{net::SocketAddr, sync::Arc};
+pub mod cycle;
+pub mod metrics;
+pub mod rules;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use kube::runtime::events::{Recorder, Reporter};
 use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::sync::watch;
 
-use crate::reconcile::{self, Context, Metrics, NoGate, Settings};
+use crate::{
+    act::executor::{self, Executor},
+    decide::{Limits, Mode, RunbookSet},
+    detect::Estate,
+    observe::{self, Prometheus},
+    reconcile::{self, Context, NoGate},
+    store::SqlJournal,
+};
+pub use rules::RulesSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,6 +43,76 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("opening the action journal failed")]
+    OpenJournal(#[source] crate::store::Error),
+    #[error("loading the model specs from {dir} failed")]
+    LoadModels {
+        dir: String,
+        #[source]
+        source: observe::Error,
+    },
+    #[error("configuring the Prometheus client failed")]
+    ConfigurePrometheus(#[source] observe::Error),
+    #[error("setting up leader election on Lease {namespace}/{name} failed")]
+    LeaderElection {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+    #[error(
+        "lost the leader Lease {namespace}/{name}; exiting so that only one replica acts (the restart rejoins as a standby)"
+    )]
+    LostLeadership { namespace: String, name: String },
+}
+
+impl Error {
+    /// Fixed category for metric labels and exit reporting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Connect(_) => "connect",
+            Error::RegisterMetrics(_) => "register_metrics",
+            Error::Listen { .. } => "listen",
+            Error::OpenJournal(_) => "open_journal",
+            Error::LoadModels { .. } => "load_models",
+            Error::ConfigurePrometheus(_) => "configure_prometheus",
+            Error::LeaderElection { .. } => "leader_election",
+            Error::LostLeadership { .. } => "lost_leadership",
+        }
+    }
+}
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct Leadership {
+    /// `false` runs as leader at once (one replica, or local use).
+    pub enabled: bool,
+    pub lease_name: String,
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    pub identity: String,
+    /// Seconds a Lease is held without renewal; a standby takes over after
+    /// a crashed leader within about this long.
+    pub lease_seconds: u64,
+}
+
+/// Everything `autopilot run` is configured with.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub reconcile: reconcile::Settings,
+    pub listen: SocketAddr,
+    /// The agent's own namespace: Lease, guard policy and rules ConfigMap.
+    pub namespace: String,
+    pub leadership: Leadership,
+    /// Run the payments controllers (off: only the loop).
+    pub controllers: bool,
+    pub prometheus_url: Option<String>,
+    pub prometheus_timeout: Duration,
+    pub database_url: String,
+    pub rules: RulesSource,
+    pub models: PathBuf,
+    pub mode: Mode,
+    pub cycle_interval: Duration,
+    pub warmup_history: Duration,
 }
 
 #[derive(Clone)]
@@ -47,31 +137,237 @@ async fn serve_metrics(State(http): State<Http>) -> impl IntoResponse {
     }
 }
 
+/// Resolves on SIGINT or SIGTERM (what the kubelet sends).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// This process's default identity in the Lease: `$POD_NAME`, else
+/// `<hostname>-<pid>`.
+pub fn default_identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "autopilot".into());
+            format!("{host}-{}", std::process::id())
+        })
+}
+
+/// Waits until `rx` says this replica leads; `false` if the election ended.
+async fn until_leader(rx: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        if *rx.borrow_and_update() {
+            return true;
+        }
+        if rx.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Resolves when `rx` says this replica no longer leads.
+async fn until_lost(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if rx.changed().await.is_err() || !*rx.borrow_and_update() {
+            return;
+        }
+    }
+}
+
 /// Runs the agent until SIGINT/SIGTERM.
-pub async fn run(settings: Settings, listen: SocketAddr) -> Result<(), Error> {
+pub async fn run(opts: Options) -> Result<(), Error> {
     let client = kube::Client::try_default().await.map_err(Error::Connect)?;
     let registry = Registry::new();
-    let metrics = Metrics::register(&registry).map_err(Error::RegisterMetrics)?;
-    let ctx = Arc::new(Context::new(client, settings, Arc::new(NoGate), metrics));
+    let reconcile_metrics =
+        reconcile::Metrics::register(&registry).map_err(Error::RegisterMetrics)?;
+    let act_metrics = executor::Metrics::register(&registry).map_err(Error::RegisterMetrics)?;
+    let metrics = metrics::Metrics::register(&registry).map_err(Error::RegisterMetrics)?;
+
+    // Everything that can be wrong with the configuration fails here, at
+    // start, before the replica competes for the Lease.
+    let specs = observe::load_model_specs(&opts.models).map_err(|source| Error::LoadModels {
+        dir: opts.models.display().to_string(),
+        source,
+    })?;
+    let prometheus = opts
+        .prometheus_url
+        .as_deref()
+        .map(|url| Prometheus::new(url, opts.prometheus_timeout))
+        .transpose()
+        .map_err(Error::ConfigurePrometheus)?;
+    if prometheus.is_none() {
+        tracing::warn!("no --prometheus-url: no findings, so only cron and condition runbooks run");
+    }
+    let journal = SqlJournal::connect(&opts.database_url)
+        .await
+        .map_err(Error::OpenJournal)?;
 
     let app = Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .with_state(Http { registry });
-    let listener = tokio::net::TcpListener::bind(listen)
+        .with_state(Http {
+            registry: registry.clone(),
+        });
+    let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| Error::Listen {
-            addr: listen,
+            addr: opts.listen,
             source,
         })?;
-    tracing::info!(%listen, namespace = ?ctx.settings.namespace, "autopilot running: /metrics /healthz /readyz");
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
+    tracing::info!(
+        listen = %opts.listen, namespace = %opts.namespace, mode = opts.mode.as_str(),
+        rules = %opts.rules, models = specs.len(), identity = %opts.leadership.identity,
+        "autopilot starting: /metrics /healthz /readyz"
+    );
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
     });
-    tokio::select! {
-        () = reconcile::run(ctx) => tracing::info!("controllers stopped"),
-        r = server => if let Err(e) = r { tracing::error!(error = %e, "HTTP server failed") },
+
+    // Leader election.
+    let lease = &opts.leadership;
+    // Without election this replica leads at once; the sender lives as long as `run`.
+    let mut always_leader = None;
+    let (mut leader_rx, election) = if lease.enabled {
+        let election_err = |source| Error::LeaderElection {
+            namespace: opts.namespace.clone(),
+            name: lease.lease_name.clone(),
+            source,
+        };
+        let grace = (lease.lease_seconds / 3).max(1);
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
+                .with_namespace(&opts.namespace)
+                .with_identity(&lease.identity)
+                .with_duration(lease.lease_seconds)
+                .with_grace(grace)
+                .with_field_manager(format!("{}-lease", crate::crd::FIELD_MANAGER))
+                .build()
+                .await
+                .map_err(election_err)?;
+        let (rx, task) = manager.watch().await;
+        (rx, Some(task))
+    } else {
+        let (tx, rx) = watch::channel(true);
+        always_leader = Some(tx);
+        (rx, None)
+    };
+    metrics.leader.set(0);
+    tracing::info!(lease = %lease.lease_name, enabled = lease.enabled, "waiting to lead");
+    let became_leader = tokio::select! {
+        led = until_leader(&mut leader_rx) => led,
+        () = shutdown_signal() => false,
+    };
+    if !became_leader {
+        tracing::info!("stopping before leading");
+        drop(leader_rx);
+        if let Some(task) = election {
+            let _ = task.await;
+        }
+        server.abort();
+        return Ok(());
     }
-    Ok(())
+    metrics.leader.set(1);
+    tracing::info!(identity = %lease.identity, "leading: starting the controllers and the loop");
+
+    let reporter = Reporter {
+        controller: "autopilot".into(),
+        instance: Some(lease.identity.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let rules_rx = match &opts.rules {
+        RulesSource::ConfigMap { namespace, name } => {
+            let (tx, rx) = watch::channel(None);
+            tokio::spawn(rules::watch_configmap(
+                client.clone(),
+                namespace.clone(),
+                name.clone(),
+                tx,
+            ));
+            Some(rx)
+        }
+        RulesSource::Dir(_) => None,
+    };
+    let autopilot = cycle::Autopilot::new(cycle::Parts {
+        client: client.clone(),
+        prometheus,
+        estate: Estate::new(specs),
+        runbooks: RunbookSet::new(Limits::default()),
+        executor: Executor::new(client.clone(), journal, act_metrics),
+        metrics: metrics.clone(),
+        recorder,
+        settings: cycle::Settings {
+            namespace: opts.namespace.clone(),
+            watch_namespace: opts.reconcile.namespace.clone(),
+            mode: opts.mode,
+            interval: opts.cycle_interval,
+            warmup_history: opts.warmup_history,
+        },
+        rules: opts.rules.clone(),
+        rules_rx,
+    });
+    let ctx = Arc::new(Context::new(
+        client,
+        opts.reconcile.clone(),
+        Arc::new(NoGate),
+        reconcile_metrics,
+    ));
+    let controllers = async {
+        if opts.controllers {
+            reconcile::run(ctx).await;
+            tracing::info!("controllers stopped");
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+
+    let result = tokio::select! {
+        () = controllers => Ok(()),
+        () = autopilot.run() => Ok(()),
+        () = until_lost(&mut leader_rx) => {
+            metrics.leader.set(0);
+            Err(Error::LostLeadership { namespace: opts.namespace.clone(), name: lease.lease_name.clone() })
+        }
+        () = shutdown_signal() => Ok(()),
+    };
+    // Release the Lease (closing the channel makes the manager release it),
+    // so a standby takes over at once rather than after the Lease expires.
+    drop(leader_rx);
+    if let Some(task) = election
+        && let Ok(Err(error)) = task.await
+    {
+        tracing::warn!(%error, "releasing the leader Lease failed; it expires by itself");
+    }
+    drop(always_leader);
+    server.abort();
+    result
 }

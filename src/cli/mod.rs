@@ -27,26 +27,131 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Flags of `autopilot run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Watch, reconcile and decide on this namespace only (default: all namespaces).
+    #[arg(long, env = "AUTOPILOT_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The agent's own namespace: its leader Lease, the guard policy
+    /// ConfigMap `autopilot-policy` and the rules ConfigMap live here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub agent_namespace: String,
+    /// Address of the HTTP endpoints.
+    #[arg(long, env = "AUTOPILOT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// dry-run: decide and journal, send nothing; recommend: also validate
+    /// each patch by a server-side dry run and keep it for approval; auto: act.
+    #[arg(long, env = "AUTOPILOT_MODE", default_value = "dry-run")]
+    pub mode: crate::decide::Mode,
+    /// Prometheus base URL, e.g. http://prometheus.monitoring:9090. Without
+    /// it there are no findings; cron and condition runbooks still run.
+    #[arg(long, env = "AUTOPILOT_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// A Prometheus query slower than this fails and its kind is not scored.
+    #[arg(long, default_value_t = 10)]
+    pub prometheus_timeout_seconds: u64,
+    /// Journal database: a SQLite path or URL, or postgres://… for HA.
+    #[arg(
+        long,
+        env = "AUTOPILOT_DATABASE_URL",
+        default_value = "autopilot-journal.db"
+    )]
+    pub database_url: String,
+    /// Folder of runbooks (*.rhai), read again every cycle.
+    #[arg(long, env = "AUTOPILOT_RULES", default_value = "rules")]
+    pub rules: PathBuf,
+    /// Read the runbooks from this ConfigMap in --agent-namespace instead of
+    /// --rules (every NAME.rhai key is a runbook), watched for changes.
+    #[arg(long, env = "AUTOPILOT_RULES_CONFIGMAP")]
+    pub rules_configmap: Option<String>,
+    /// Folder of model specs (*.yaml).
+    #[arg(long, env = "AUTOPILOT_MODELS", default_value = "models")]
+    pub models: PathBuf,
+    /// Seconds between observe-detect-decide-act cycles.
+    #[arg(long, env = "AUTOPILOT_CYCLE_SECONDS", default_value_t = 30)]
+    pub cycle_seconds: u64,
+    /// Seconds of Prometheus history read on becoming leader to warm the
+    /// detectors (0: start cold).
+    #[arg(long, default_value_t = 7200)]
+    pub warmup_history_seconds: u64,
+    /// Elect a leader through a Lease; false runs as leader at once (one
+    /// replica only).
+    #[arg(long, env = "AUTOPILOT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "autopilot-leader")]
+    pub lease_name: String,
+    /// Seconds the Lease is held without renewal (a standby takes over a
+    /// crashed leader within about this long).
+    #[arg(long, default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// This replica's identity in the Lease (default: $POD_NAME, else host-pid).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Run the payments controllers (false: only the observe-act loop).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub controllers: bool,
+    /// Reconciles running at once per kind.
+    #[arg(long, env = "AUTOPILOT_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+    /// Fallback seconds between checks of a rollout in progress (Deployment
+    /// changes are seen at once through watches).
+    #[arg(long, default_value_t = 30)]
+    pub progress_interval_seconds: u64,
+}
+
+impl RunArgs {
+    /// The agent's options.
+    pub fn options(self) -> crate::agent::Options {
+        use std::time::Duration;
+        let rules = match self.rules_configmap {
+            Some(name) => crate::agent::RulesSource::ConfigMap {
+                namespace: self.agent_namespace.clone(),
+                name,
+            },
+            None => crate::agent::RulesSource::Dir(self.rules),
+        };
+        crate::agent::Options {
+            reconcile: crate::reconcile::Settings {
+                namespace: self.namespace,
+                concurrency: self.concurrency,
+                progress_interval: Duration::from_secs(self.progress_interval_seconds),
+                ..Default::default()
+            },
+            listen: self.listen,
+            namespace: self.agent_namespace,
+            leadership: crate::agent::Leadership {
+                enabled: self.leader_election,
+                lease_name: self.lease_name,
+                identity: self.identity.unwrap_or_else(crate::agent::default_identity),
+                lease_seconds: self.lease_seconds.max(2),
+            },
+            controllers: self.controllers,
+            prometheus_url: self.prometheus_url,
+            prometheus_timeout: Duration::from_secs(self.prometheus_timeout_seconds.max(1)),
+            database_url: self.database_url,
+            rules,
+            models: self.models,
+            mode: self.mode,
+            cycle_interval: Duration::from_secs(self.cycle_seconds.max(1)),
+            warmup_history: Duration::from_secs(self.warmup_history_seconds),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the agent: the controllers of the payments kinds, with /metrics,
-    /// /healthz and /readyz on --listen. Uses the in-cluster service account,
-    /// or $KUBECONFIG / ~/.kube/config outside a cluster.
-    Run {
-        /// Watch and reconcile only this namespace (default: all namespaces).
-        #[arg(long, env = "AUTOPILOT_NAMESPACE")]
-        namespace: Option<String>,
-        /// Address of the HTTP endpoints.
-        #[arg(long, env = "AUTOPILOT_LISTEN", default_value = "0.0.0.0:8080")]
-        listen: std::net::SocketAddr,
-        /// Reconciles running at once per kind.
-        #[arg(long, env = "AUTOPILOT_CONCURRENCY", default_value_t = 8)]
-        concurrency: u16,
-        /// Fallback seconds between checks of a rollout in progress (Deployment
-        /// changes are seen at once through watches).
-        #[arg(long, default_value_t = 30)]
-        progress_interval_seconds: u64,
-    },
+    /// Run the agent: the controllers of the payments kinds and the
+    /// observe → detect → decide → act loop, with /metrics, /healthz and
+    /// /readyz on --listen. Uses the in-cluster service account, or
+    /// $KUBECONFIG / ~/.kube/config outside a cluster.
+    ///
+    /// Replicas elect a leader through a Lease in --agent-namespace; only the
+    /// leader reconciles and acts. Runbooks are reloaded when their folder or
+    /// ConfigMap changes; one that does not compile is rejected (log, metric,
+    /// Event) and its last good version keeps running.
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions of our kinds as YAML.
     ///
     /// Generated from the Rust types; `deploy/crds/payments.io.yaml` is a copy

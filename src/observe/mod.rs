@@ -9,6 +9,8 @@
 //! a query that fails is an error the cycle reports as "no data", never an
 //! empty, healthy-looking result.
 
+pub mod facts;
+
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use kube::{

@@ -1,0 +1,509 @@
+//! `autopilot run` as a process, end to end, against a real kube-apiserver
+//! and a real Prometheus scraping a test exporter:
+//!
+//! - the observe → detect → decide → act loop: a latency spike the exporter
+//!   serves becomes a finding, the default autoscale runbook (loaded from a
+//!   ConfigMap) decides to scale, and the gateway is patched and journaled;
+//! - hot reload: a runbook that does not compile is rejected with a Warning
+//!   Event naming the line, counted on /metrics, and the agent keeps running;
+//!   the fixed version is picked up without a restart;
+//! - leader election: of two replicas only the Lease holder acts, and a
+//!   standby takes over when the leader is killed.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use autopilot::{
+    act::journal::Journal,
+    crd::PaymentGateway,
+    store::SqlJournal,
+    testenv::{
+        ControlPlane, Options,
+        prometheus::{self, Exporter, Prometheus},
+    },
+};
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::ConfigMap};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn cp() -> &'static ControlPlane {
+    support::control_plane(Options::default())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A running `autopilot run`; killed (SIGKILL) when dropped.
+struct Agent {
+    child: Option<Child>,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl Agent {
+    fn start(ns: &str, port: u16, extra: &[&str]) -> Agent {
+        let mut args: Vec<String> = [
+            "run",
+            "--namespace",
+            ns,
+            "--agent-namespace",
+            ns,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cycle-seconds",
+            "1",
+            "--controllers",
+            "false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(env!("CARGO_BIN_EXE_autopilot"))
+            .args(&args)
+            .env("KUBECONFIG", cp().kubeconfig())
+            .env(
+                "RUST_LOG",
+                std::env::var("AGENT_TEST_LOG").unwrap_or_else(|_| "autopilot=info,warn".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start autopilot run");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Agent {
+            child: Some(child),
+            port,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn metrics(&self) -> Result<String, String> {
+        self.http
+            .get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The value of one sample line of /metrics (`name{labels}` as printed).
+    async fn metric(&self, series: &str) -> Result<f64, String> {
+        let body = self.metrics().await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("{series} not in /metrics"))
+    }
+
+    async fn wait_metric(&self, what: &str, series: &str, want: impl Fn(f64) -> bool) -> f64 {
+        support::wait_for(what, LONG, || async {
+            let v = self.metric(series).await?;
+            if want(v) {
+                Ok(v)
+            } else {
+                Err(format!("{series} = {v}"))
+            }
+        })
+        .await
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn create_gateway(client: &Client, ns: &str, name: &str, replicas: i64) {
+    let gw: PaymentGateway = serde_json::from_value(json!({
+        "apiVersion": "payments.io/v1", "kind": "PaymentGateway",
+        "metadata": {"name": name},
+        "spec": {"version": "1.0.0", "replicas": replicas}
+    }))
+    .expect("gateway");
+    Api::<PaymentGateway>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &gw)
+        .await
+        .expect("create gateway");
+}
+
+async fn rules_configmap(client: &Client, ns: &str, runbooks: &[(&str, &str)]) {
+    let data: serde_json::Map<String, serde_json::Value> = runbooks
+        .iter()
+        .map(|(k, v)| (format!("{k}.rhai"), json!(v)))
+        .collect();
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "autopilot-rules", "namespace": ns},
+        "data": data,
+    }))
+    .expect("configmap");
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch(
+            "autopilot-rules",
+            &PatchParams::apply("autopilot-test").force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .expect("apply the rules ConfigMap");
+}
+
+/// Event notes on an object, by reason.
+async fn event_notes(client: &Client, ns: &str, name: &str, reason: &str) -> Vec<String> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+async fn journal_rows(path: &Path) -> Vec<autopilot::act::journal::JournalEntry> {
+    let j = SqlJournal::connect(&path.to_string_lossy())
+        .await
+        .expect("open journal");
+    let rows = j.list(1000, false).await.expect("list journal");
+    j.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn a_latency_spike_becomes_a_scale_action_through_a_hot_reloaded_runbook() {
+    let (client, ns) = support::client_and_namespace(cp(), "loop").await;
+    create_gateway(&client, &ns, "gw", 2).await;
+
+    let exporter = Exporter::start().expect("exporter");
+    let line = |v: &str| {
+        format!(
+            "# TYPE test_gateway_latency_p99_seconds gauge\ntest_gateway_latency_p99_seconds{{namespace=\"{ns}\",gateway=\"gw\"}} {v}\n"
+        )
+    };
+    exporter.set(line("0.12"));
+    let prom = Prometheus::start(&prometheus::Options {
+        targets: vec![exporter.addr().to_string()],
+        backfill: None,
+    })
+    .expect("prometheus");
+
+    // The default runbook, first with a syntax error appended.
+    let runbook = std::fs::read_to_string(repo("rules/autoscale-gateway.rhai")).expect("runbook");
+    let broken_line = runbook.lines().count() + 2;
+    let broken = format!("{runbook}\nfn broken( {{\n");
+    rules_configmap(&client, &ns, &[("autoscale-gateway", &broken)]).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("journal.db");
+    let port = free_port();
+    let mut agent = Agent::start(
+        &ns,
+        port,
+        &[
+            "--mode",
+            "auto",
+            "--leader-election",
+            "false",
+            "--prometheus-url",
+            prom.url(),
+            "--models",
+            &repo("tests/fixtures/agent/models").to_string_lossy(),
+            "--rules-configmap",
+            "autopilot-rules",
+            "--database-url",
+            &db.to_string_lossy(),
+            "--warmup-history-seconds",
+            "0",
+        ],
+    );
+
+    // Rejected with file and line, counted, and the agent keeps cycling.
+    let notes = support::wait_for("a RunbookRejected Event", LONG, || async {
+        let n = event_notes(&client, &ns, "autopilot-rules", "RunbookRejected").await;
+        if n.is_empty() {
+            Err("no Event yet".to_string())
+        } else {
+            Ok(n)
+        }
+    })
+    .await;
+    assert!(
+        notes[0].contains(&format!("autoscale-gateway:{broken_line}:")),
+        "the Event names the runbook and line {broken_line}: {notes:?}"
+    );
+    assert!(notes[0].contains("it is not running"), "{notes:?}");
+    agent
+        .wait_metric(
+            "the rejection on /metrics",
+            "autopilot_runbook_rejected{runbook=\"autoscale-gateway\"}",
+            |v| v == 1.0,
+        )
+        .await;
+    agent
+        .wait_metric(
+            "the compile error counted",
+            "autopilot_runbook_errors_total{kind=\"compile\",runbook=\"autoscale-gateway\"}",
+            |v| v == 1.0,
+        )
+        .await;
+    assert_eq!(
+        agent.metric("autopilot_runbooks_loaded").await,
+        Ok(0.0),
+        "nothing runs"
+    );
+    agent
+        .wait_metric(
+            "cycles to continue",
+            "autopilot_cycles_total{result=\"ok\"}",
+            |v| v >= 3.0,
+        )
+        .await;
+    assert!(agent.alive(), "a bad runbook does not stop the agent");
+
+    // The fixed runbook is picked up without a restart.
+    rules_configmap(&client, &ns, &[("autoscale-gateway", &runbook)]).await;
+    agent
+        .wait_metric("the fixed runbook", "autopilot_runbooks_loaded", |v| {
+            v == 1.0
+        })
+        .await;
+    assert_eq!(
+        agent
+            .metric("autopilot_runbook_rejected{runbook=\"autoscale-gateway\"}")
+            .await,
+        Ok(0.0)
+    );
+    // Quiet so far: steady latency, no findings, no actions. The spike
+    // comes only once the detector is warm on steady samples.
+    support::wait_for("the detector to warm up", LONG, || async {
+        let read = agent.metric("autopilot_signals{state=\"read\"}").await?;
+        let warming = agent
+            .metric("autopilot_signals{state=\"warming_up\"}")
+            .await?;
+        if read >= 1.0 && warming == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("read {read}, warming up {warming}"))
+        }
+    })
+    .await;
+    let cycles = agent
+        .metric("autopilot_cycles_total{result=\"ok\"}")
+        .await
+        .expect("cycles");
+    agent
+        .wait_metric(
+            "the detector to see steady samples",
+            "autopilot_cycles_total{result=\"ok\"}",
+            |v| v >= cycles + 3.0,
+        )
+        .await;
+    assert!(journal_rows(&db).await.is_empty(), "no action while steady");
+
+    // The spike: found, decided, applied, journaled.
+    exporter.set(line("2.5"));
+    let gateways = Api::<PaymentGateway>::namespaced(client.clone(), &ns);
+    support::wait_for("the gateway to be scaled to 3", LONG, || async {
+        let gw = gateways.get("gw").await.map_err(|e| e.to_string())?;
+        match gw.spec.replicas {
+            3 => Ok(()),
+            other => Err(format!("replicas {other}")),
+        }
+    })
+    .await;
+    let rows = journal_rows(&db).await;
+    let applied: Vec<_> = rows
+        .iter()
+        .filter(|r| r.outcome.as_deref() == Some("applied"))
+        .collect();
+    assert_eq!(applied.len(), 1, "one applied action: {rows:#?}");
+    let row = applied[0];
+    assert_eq!(row.entry.runbook, "autoscale-gateway");
+    assert_eq!(row.entry.trigger, "finding");
+    assert_eq!(row.entry.mode, "auto");
+    assert_eq!(row.entry.target, format!("PaymentGateway/{ns}/gw"));
+    assert!(
+        row.entry.evidence.to_string().contains("latency_p99"),
+        "evidence names the finding: {}",
+        row.entry.evidence
+    );
+    assert!(
+        agent
+            .metric("autopilot_findings_total{detector=\"ewma\",kind=\"PaymentGateway\"}")
+            .await
+            .is_ok_and(|v| v >= 1.0)
+    );
+    agent
+        .wait_metric(
+            "the applied action counted",
+            "autopilot_act_actions_total{action=\"scale_replicas\",outcome=\"applied\"}",
+            |v| v == 1.0,
+        )
+        .await;
+
+    // Prometheus goes away: cycles are blind and nothing more is done.
+    drop(prom);
+    agent
+        .wait_metric(
+            "a blind cycle",
+            "autopilot_cycles_total{result=\"blind\"}",
+            |v| v >= 2.0,
+        )
+        .await;
+    assert_eq!(agent.metric("autopilot_prometheus_up").await, Ok(0.0));
+    assert!(agent.alive());
+    let after: Vec<_> = journal_rows(&db)
+        .await
+        .into_iter()
+        .filter(|r| r.outcome.as_deref() == Some("applied"))
+        .collect();
+    assert_eq!(after.len(), 1, "no action on missing data");
+}
+
+const EVERY_SECOND: &str = r#"
+fn runbook() { #{ trigger: #{ cron: #{ schedule: "* * * * * *", kind: "PaymentGateway" } } } }
+fn decide(ctx) { [scale(ctx.component, 5).reason("leader election test")] }
+"#;
+
+async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt("autopilot-leader")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
+    let (client, ns) = support::client_and_namespace(cp(), "leader").await;
+    create_gateway(&client, &ns, "gw", 2).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("rules dir");
+    std::fs::write(rules.join("every-second.rhai"), EVERY_SECOND).expect("runbook");
+    let db_a = dir.path().join("a.db");
+    let db_b = dir.path().join("b.db");
+    let args = |identity: &'static str, db: &Path| -> Vec<String> {
+        [
+            "--identity",
+            identity,
+            "--lease-seconds",
+            "4",
+            "--rules",
+            &rules.to_string_lossy(),
+            "--models",
+            &repo("tests/fixtures/agent/models").to_string_lossy(),
+            "--database-url",
+            &db.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a_args = args("agent-a", &db_a);
+    let mut a = Agent::start(
+        &ns,
+        free_port(),
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    a.wait_metric("a to lead", "autopilot_leader", |v| v == 1.0)
+        .await;
+    assert_eq!(lease_holder(&client, &ns).await.as_deref(), Some("agent-a"));
+
+    let b_args = args("agent-b", &db_b);
+    let b = Agent::start(
+        &ns,
+        free_port(),
+        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    b.wait_metric("b to stand by", "autopilot_leader", |v| v == 0.0)
+        .await;
+    // A acts every second (dry-run rows); B, on standby, journals nothing.
+    support::wait_for("a to journal actions", LONG, || async {
+        let n = journal_rows(&db_a).await.len();
+        if n >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
+    })
+    .await;
+    assert_eq!(b.metric("autopilot_leader").await, Ok(0.0));
+    assert!(
+        journal_rows(&db_b).await.is_empty(),
+        "the standby must not act"
+    );
+    assert_eq!(
+        b.metric("autopilot_cycles_total{result=\"ok\"}").await,
+        Err("autopilot_cycles_total{result=\"ok\"} not in /metrics".into()),
+        "the standby runs no cycle"
+    );
+
+    // The leader crashes (SIGKILL: no release); B takes over when the Lease expires.
+    a.kill();
+    let frozen = journal_rows(&db_a).await.len();
+    b.wait_metric("b to take over", "autopilot_leader", |v| v == 1.0)
+        .await;
+    assert_eq!(lease_holder(&client, &ns).await.as_deref(), Some("agent-b"));
+    support::wait_for("b to act", LONG, || async {
+        let n = journal_rows(&db_b).await.len();
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
+    })
+    .await;
+    assert_eq!(journal_rows(&db_a).await.len(), frozen);
+    let rows = journal_rows(&db_b).await;
+    assert!(
+        rows.iter()
+            .all(|r| r.entry.mode == "dry-run" && r.entry.runbook == "every-second"),
+        "{rows:#?}"
+    );
+    // Dry-run: the gateway is untouched.
+    let gw = Api::<PaymentGateway>::namespaced(client.clone(), &ns)
+        .get("gw")
+        .await
+        .expect("gateway");
+    assert_eq!(gw.spec.replicas, 2);
+}
