@@ -158,8 +158,9 @@ fn the_runbook_subcommands_exit_non_zero_on_failure() {
         )
     };
     let rules = rules().display().to_string();
-    let (ok, out) = run(&["runbook", "check", "--rules", &rules]);
-    assert!(ok, "{out}");
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let (ok, out) = run(&["runbook", "check", "--rules", &rules, "--models", models]);
+    assert!(ok && !out.contains("error:"), "{out}");
     let (ok, out) = run(&["runbook", "test", "--rules", &rules]);
     assert!(ok && !out.contains("FAIL"), "{out}");
 
@@ -168,6 +169,26 @@ fn the_runbook_subcommands_exit_non_zero_on_failure() {
     std::fs::write(&bad, "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }\nfn decide(ctx) {\n  [scale(ctx.component, ]\n}\n").expect("write");
     let (ok, out) = run(&["runbook", "check", &bad.display().to_string()]);
     assert!(!ok && out.contains("bad.rhai:3:"), "{out}");
+
+    // A signal no model of the kind produces fails the check, naming what
+    // the kind has; without a models directory that check is skipped.
+    let unknown = dir.path().join("unknown-signal.rhai");
+    std::fs::write(&unknown, "fn runbook() { #{ trigger: #{ findings: #{ kind: \"PaymentGateway\", signals: [\"cpu_saturation\"] } } } }\nfn decide(ctx) { let s = ctx.samples.cpu_saturation; [] }\n").expect("write");
+    let unknown = unknown.display().to_string();
+    let (ok, out) = run(&["runbook", "check", &unknown, "--models", models]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("error: ")
+            && out.contains("trigger signal \"cpu_saturation\" is produced by no model of kind PaymentGateway (it has: error_rate, latency_p99, request_rate, saturation)")
+            && out.contains("ctx.samples reads \"cpu_saturation\""),
+        "{out}"
+    );
+    let nowhere = dir.path().join("no-models").display().to_string();
+    let (ok, out) = run(&["runbook", "check", &unknown, "--models", &nowhere]);
+    assert!(
+        ok && out.contains("warning:") && out.contains("not checked against the model specs"),
+        "{out}"
+    );
 
     // A wrong expectation prints a diff.
     let rb = dir.path().join("r.rhai");
