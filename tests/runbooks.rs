@@ -18,6 +18,7 @@ use autopilot::{
     decide::{
         Limits, Mode, RunbookSet,
         cases::{Expected, parse_cases, run_cases},
+        lint::check_against_models,
     },
     store::SqlJournal,
 };
@@ -89,6 +90,56 @@ fn every_default_runbook_compiles_and_passes_its_cases() {
             );
         }
     }
+}
+
+fn models() -> Vec<autopilot::detect::spec::ValidatedSpec> {
+    autopilot::observe::load_model_specs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .expect("default model specs load")
+}
+
+/// A runbook waiting on a signal no model produces never fires in production,
+/// and its cases would pass anyway; so the default runbooks and their golden
+/// inputs must name only what the default models produce.
+#[test]
+fn every_default_runbook_and_its_cases_name_only_signals_the_default_models_produce() {
+    let specs = models();
+    let engine = autopilot::decide::build_engine(&Limits::default());
+    let mut problems = Vec::new();
+    for (name, source, path) in runbooks() {
+        let rb = autopilot::decide::compile(&engine, &name, &source).expect("compiles");
+        problems.extend(check_against_models(&rb, &specs));
+        for case in cases_of(&path) {
+            let ctx = &case.context;
+            let Some(spec) = specs.iter().find(|s| s.kind == ctx.component.kind) else {
+                continue;
+            };
+            let at = format!("{name}.cases.yaml: {:?}", case.name);
+            for f in &ctx.findings {
+                match spec.signals.iter().find(|s| s.name == f.signal) {
+                    None => problems.push(format!(
+                        "{at}: finding on {:?}, not a signal of {}",
+                        f.signal, spec.kind
+                    )),
+                    Some(s) if s.detector.name() != f.detector => problems.push(format!(
+                        "{at}: finding on {:?} by {:?}, but the model scores it with {:?}",
+                        f.signal,
+                        f.detector,
+                        s.detector.name()
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for key in ctx.samples.keys() {
+                if !spec.signals.iter().any(|s| &s.name == key) {
+                    problems.push(format!(
+                        "{at}: samples of {key:?}, not a signal of {}",
+                        spec.kind
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]
