@@ -34,9 +34,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
         Command::Runbook(cmd) => {
             let ok = match cmd {
-                RunbookCommand::Check { files, rules } => {
-                    autopilot::cli::runbook::check(&files, &rules)?
-                }
+                RunbookCommand::Check {
+                    files,
+                    rules,
+                    models,
+                } => autopilot::cli::runbook::check(&files, &rules, &models)?,
                 RunbookCommand::Test { files, rules } => {
                     autopilot::cli::runbook::test(&files, &rules)?
                 }

@@ -18,6 +18,7 @@ use autopilot::{
     decide::{
         Limits, Mode, RunbookSet,
         cases::{Expected, parse_cases, run_cases},
+        lint::check_against_models,
     },
     store::SqlJournal,
 };
@@ -91,6 +92,56 @@ fn every_default_runbook_compiles_and_passes_its_cases() {
     }
 }
 
+fn models() -> Vec<autopilot::detect::spec::ValidatedSpec> {
+    autopilot::observe::load_model_specs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+        .expect("default model specs load")
+}
+
+/// A runbook waiting on a signal no model produces never fires in production,
+/// and its cases would pass anyway; so the default runbooks and their golden
+/// inputs must name only what the default models produce.
+#[test]
+fn every_default_runbook_and_its_cases_name_only_signals_the_default_models_produce() {
+    let specs = models();
+    let engine = autopilot::decide::build_engine(&Limits::default());
+    let mut problems = Vec::new();
+    for (name, source, path) in runbooks() {
+        let rb = autopilot::decide::compile(&engine, &name, &source).expect("compiles");
+        problems.extend(check_against_models(&rb, &specs));
+        for case in cases_of(&path) {
+            let ctx = &case.context;
+            let Some(spec) = specs.iter().find(|s| s.kind == ctx.component.kind) else {
+                continue;
+            };
+            let at = format!("{name}.cases.yaml: {:?}", case.name);
+            for f in &ctx.findings {
+                match spec.signals.iter().find(|s| s.name == f.signal) {
+                    None => problems.push(format!(
+                        "{at}: finding on {:?}, not a signal of {}",
+                        f.signal, spec.kind
+                    )),
+                    Some(s) if s.detector.name() != f.detector => problems.push(format!(
+                        "{at}: finding on {:?} by {:?}, but the model scores it with {:?}",
+                        f.signal,
+                        f.detector,
+                        s.detector.name()
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for key in ctx.samples.keys() {
+                if !spec.signals.iter().any(|s| &s.name == key) {
+                    problems.push(format!(
+                        "{at}: samples of {key:?}, not a signal of {}",
+                        spec.kind
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn bad_runbooks_are_rejected_or_stopped_and_the_good_ones_keep_running() {
     let good = runbooks();
@@ -158,8 +209,9 @@ fn the_runbook_subcommands_exit_non_zero_on_failure() {
         )
     };
     let rules = rules().display().to_string();
-    let (ok, out) = run(&["runbook", "check", "--rules", &rules]);
-    assert!(ok, "{out}");
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let (ok, out) = run(&["runbook", "check", "--rules", &rules, "--models", models]);
+    assert!(ok && !out.contains("error:"), "{out}");
     let (ok, out) = run(&["runbook", "test", "--rules", &rules]);
     assert!(ok && !out.contains("FAIL"), "{out}");
 
@@ -168,6 +220,26 @@ fn the_runbook_subcommands_exit_non_zero_on_failure() {
     std::fs::write(&bad, "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }\nfn decide(ctx) {\n  [scale(ctx.component, ]\n}\n").expect("write");
     let (ok, out) = run(&["runbook", "check", &bad.display().to_string()]);
     assert!(!ok && out.contains("bad.rhai:3:"), "{out}");
+
+    // A signal no model of the kind produces fails the check, naming what
+    // the kind has; without a models directory that check is skipped.
+    let unknown = dir.path().join("unknown-signal.rhai");
+    std::fs::write(&unknown, "fn runbook() { #{ trigger: #{ findings: #{ kind: \"PaymentGateway\", signals: [\"cpu_saturation\"] } } } }\nfn decide(ctx) { let s = ctx.samples.cpu_saturation; [] }\n").expect("write");
+    let unknown = unknown.display().to_string();
+    let (ok, out) = run(&["runbook", "check", &unknown, "--models", models]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("error: ")
+            && out.contains("trigger signal \"cpu_saturation\" is produced by no model of kind PaymentGateway (it has: error_rate, latency_p99, request_rate, saturation)")
+            && out.contains("ctx.samples reads \"cpu_saturation\""),
+        "{out}"
+    );
+    let nowhere = dir.path().join("no-models").display().to_string();
+    let (ok, out) = run(&["runbook", "check", &unknown, "--models", &nowhere]);
+    assert!(
+        ok && out.contains("warning:") && out.contains("not checked against the model specs"),
+        "{out}"
+    );
 
     // A wrong expectation prints a diff.
     let rb = dir.path().join("r.rhai");

@@ -192,12 +192,18 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum RunbookCommand {
-    /// Compile and lint runbooks; exit non-zero when one does not compile.
+    /// Compile and lint runbooks; exit non-zero when one does not compile or
+    /// names a signal (trigger, ctx.samples, verify) that no model spec of its
+    /// kind in --models produces.
     Check {
         /// Runbook files; default: every *.rhai in --rules.
         files: Vec<PathBuf>,
         #[arg(long, default_value = "rules")]
         rules: PathBuf,
+        /// Model specs (*.yaml) to check signal names against; when the
+        /// directory does not exist, that check is skipped with a warning.
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
     },
     /// Run each runbook against its sibling <name>.cases.yaml and print a
     /// diff for every failing case; exit non-zero on failure.

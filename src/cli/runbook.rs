@@ -1,5 +1,5 @@
-//! `autopilot runbook check|test|api`: compile and lint runbooks, run their
-//! golden cases, print the host API.
+//! `autopilot runbook check|test|api`: compile and lint runbooks (also
+//! against the model specs), run their golden cases, print the host API.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,9 @@ use crate::decide::{
     Limits, RunbookSet, Trigger,
     cases::{parse_cases, run_cases},
     compile, host_api_markdown,
+    lint::check_against_models,
 };
+use crate::{detect::spec::ValidatedSpec, observe::load_model_specs};
 
 /// The runbooks named on the command line, or every `*.rhai` in `rules/`.
 pub fn runbook_files(files: &[PathBuf], rules: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -59,19 +61,48 @@ fn lint(path: &Path, trigger: &Trigger) -> Vec<String> {
     warnings
 }
 
-/// Compiles and lints each runbook; returns false when any failed to compile.
-pub fn check(files: &[PathBuf], rules: &Path) -> anyhow::Result<bool> {
+/// The model specs to lint against, or `None` (with a warning) when `models`
+/// does not exist. Specs that fail to load are an error: the lint would be
+/// meaningless against half of them.
+fn models_for_lint(models: &Path) -> anyhow::Result<Option<Vec<ValidatedSpec>>> {
+    if !models.exists() {
+        println!(
+            "warning: {} does not exist; runbooks were not checked against the model specs (pass --models DIR)",
+            models.display()
+        );
+        return Ok(None);
+    }
+    let specs = load_model_specs(models)
+        .with_context(|| format!("loading the model specs in {}", models.display()))?;
+    Ok(Some(specs))
+}
+
+/// Compiles each runbook and lints it, also against the model specs in
+/// `models` (signals its trigger, `ctx.samples` and verifications name must
+/// exist); returns false when any failed to compile or has a lint error.
+pub fn check(files: &[PathBuf], rules: &Path, models: &Path) -> anyhow::Result<bool> {
     let engine = crate::decide::build_engine(&Limits::default());
+    let specs = models_for_lint(models)?;
     let mut ok = true;
     for path in runbook_files(files, rules)? {
         let source = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         match compile(&engine, &path.display().to_string(), &source) {
             Ok(rb) => {
-                println!("ok   {} ({:?})", path.display(), rb.meta.trigger);
+                let errors = specs
+                    .as_deref()
+                    .map(|s| check_against_models(&rb, s))
+                    .unwrap_or_default();
+                if errors.is_empty() {
+                    println!("ok   {} ({:?})", path.display(), rb.meta.trigger);
+                }
                 for w in lint(&path, &rb.meta.trigger) {
                     println!("warn {}: {w}", path.display());
                 }
+                for e in &errors {
+                    println!("error: {e}");
+                }
+                ok &= errors.is_empty();
             }
             Err(e) => {
                 ok = false;

@@ -11,6 +11,7 @@ pub mod api;
 pub mod cases;
 pub mod cycle;
 pub mod intent;
+pub mod lint;
 pub mod runbook;
 
 pub use api::{HOST_API, Limits, build_engine, host_api_markdown};

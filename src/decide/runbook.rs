@@ -3,7 +3,7 @@
 //!
 //! ```rhai
 //! fn runbook() {
-//!     #{ trigger: #{ findings: #{ kind: "PaymentGateway", signals: ["cpu_saturation"], min_score: 0.7 } },
+//!     #{ trigger: #{ findings: #{ kind: "PaymentGateway", signals: ["saturation"], min_score: 0.7 } },
 //!        mode: "recommend" }          // optional pin below the agent's mode
 //! }
 //! fn decide(ctx) { [ scale(ctx.component, ctx.resource.spec.replicas + 2) ] }
@@ -157,6 +157,9 @@ pub struct Runbook {
     /// SHA-256 of the source, recorded with every action.
     pub hash: String,
     pub meta: Meta,
+    /// The text it was compiled from, for lints that read what `fn
+    /// decide` uses (see `decide::lint`).
+    source: String,
     ast: AST,
     schedule: Option<cron::Schedule>,
 }
@@ -164,6 +167,10 @@ pub struct Runbook {
 impl Runbook {
     pub fn schedule(&self) -> Option<&cron::Schedule> {
         self.schedule.as_ref()
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
     }
 }
 
@@ -234,6 +241,7 @@ pub fn compile(engine: &Engine, name: &str, source: &str) -> Result<Runbook, Err
         name: name.to_string(),
         hash: hex(&Sha256::digest(source.as_bytes())),
         meta,
+        source: source.to_string(),
         ast,
         schedule,
     })
