@@ -507,3 +507,88 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
         .expect("gateway");
     assert_eq!(gw.spec.replicas, 2);
 }
+
+/// The chart's RBAC grants what the agent does with it: list every kind a
+/// model scores, whatever the default runbooks' actions need, and the Lease.
+#[test]
+fn the_charts_rbac_covers_the_models_the_runbook_actions_and_the_lease() {
+    use std::collections::BTreeSet;
+    let text = std::fs::read_to_string(repo("deploy/templates/rbac.yaml"))
+        .expect("chart rbac")
+        .replace("{{ .Release.Name }}", "autopilot")
+        .replace("{{ .Release.Namespace }}", "autopilot");
+    let mut cluster: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut namespaced: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for doc in support::yaml_documents(&text) {
+        let into = match doc["kind"].as_str() {
+            Some("ClusterRole") => &mut cluster,
+            Some("Role") => &mut namespaced,
+            _ => continue,
+        };
+        for rule in doc["rules"].as_array().expect("rules") {
+            for g in rule["apiGroups"].as_array().expect("groups") {
+                for r in rule["resources"].as_array().expect("resources") {
+                    for v in rule["verbs"].as_array().expect("verbs") {
+                        into.insert((
+                            g.as_str().expect("group").to_string(),
+                            r.as_str().expect("resource").to_string(),
+                            v.as_str().expect("verb").to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let has = |set: &BTreeSet<(String, String, String)>, g: &str, r: &str, v: &str| {
+        set.contains(&(g.to_string(), r.to_string(), v.to_string()))
+    };
+    let mut missing = Vec::new();
+    for spec in autopilot::observe::load_model_specs(&repo("models")).expect("models") {
+        if !has(&cluster, &spec.group, &spec.plural, "list") {
+            missing.push(format!(
+                "list {}/{} ({})",
+                spec.group, spec.plural, spec.file
+            ));
+        }
+    }
+    let mut actions = 0;
+    for entry in std::fs::read_dir(repo("rules")).expect("rules") {
+        let path = entry.expect("entry").path();
+        if !path.to_string_lossy().ends_with(".cases.yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("cases");
+        let cases = autopilot::decide::cases::parse_cases(&path.to_string_lossy(), &text)
+            .expect("cases parse");
+        for case in cases {
+            let autopilot::decide::cases::Expected::Actions(list) = case.expect else {
+                continue;
+            };
+            for action in list {
+                actions += 1;
+                for rule in autopilot::act::action::rbac(&action) {
+                    for verb in &rule.verbs {
+                        if !has(&cluster, &rule.group, &rule.resource, verb) {
+                            missing.push(format!(
+                                "{verb} {}/{} for {}",
+                                rule.group,
+                                rule.resource,
+                                action.name()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        actions >= 9,
+        "the cases expect actions of every runbook ({actions})"
+    );
+    for verb in ["get", "create", "patch", "update"] {
+        if !has(&namespaced, "coordination.k8s.io", "leases", verb) {
+            missing.push(format!("{verb} leases (leader election)"));
+        }
+    }
+    assert!(missing.is_empty(), "the chart's RBAC lacks: {missing:#?}");
+}

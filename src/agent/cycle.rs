@@ -176,6 +176,20 @@ impl Autopilot {
                 act::publish_event(&self.recorder, cm, true, "RunbookRejected", note).await;
             }
         }
+        // A runbook listening for a signal no model produces would never fire.
+        let mut lint = Vec::new();
+        for rb in self.runbooks.runbooks() {
+            lint.extend(crate::decide::lint::check_against_models(
+                rb,
+                self.estate.specs(),
+            ));
+        }
+        for problem in &lint {
+            tracing::warn!(source = %self.rules, %problem, "runbook does not match the model specs");
+            if let Some(cm) = &snapshot.configmap {
+                act::publish_event(&self.recorder, cm, true, "RunbookLint", problem.clone()).await;
+            }
+        }
         let running: Vec<&str> = self.runbooks.runbooks().map(|r| r.name.as_str()).collect();
         self.metrics.runbooks_loaded.set(running.len() as i64);
         tracing::info!(source = %self.rules, running = ?running, rejected = errors.len(), "runbooks loaded");

@@ -192,7 +192,7 @@ pub fn compile(engine: &Engine, name: &str, source: &str) -> Result<Runbook, Err
         fail(
             position(e.1),
             e.err_type().to_string(),
-            "fix the syntax; the previous version of this runbook keeps running",
+            "fix the syntax; a version that compiled before keeps running",
         )
     })?;
     let has = |f: &str, params: usize| {
