@@ -198,12 +198,18 @@ pub struct Executed {
     pub detail: String,
 }
 
+/// Called between reading a target and writing it, with the attempt number:
+/// the window in which another writer can change the target.
+pub type BeforeWrite =
+    std::sync::Arc<dyn Fn(usize) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 pub struct Executor<J> {
     client: Client,
     journal: J,
     metrics: Metrics,
     /// Intents found unsent after a restart are sent only if younger than this.
     pub stale_after_seconds: i64,
+    before_write: Option<BeforeWrite>,
 }
 
 fn api_resource(kind: &KindInfo) -> ApiResource {
@@ -232,7 +238,17 @@ impl<J: Journal> Executor<J> {
             journal,
             metrics,
             stale_after_seconds: 600,
+            before_write: None,
         }
+    }
+
+    /// Runs `hook` in the window between reading a target and patching it.
+    /// A seam for tests that need a real concurrent writer (and so a real
+    /// 409 Conflict from the API server) at a known point; the agent never
+    /// sets it.
+    pub fn with_before_write(mut self, hook: BeforeWrite) -> Self {
+        self.before_write = Some(hook);
+        self
     }
 
     pub fn journal(&self) -> &J {
@@ -588,6 +604,9 @@ impl<J: Journal> Executor<J> {
                         field_manager: Some(FIELD_MANAGER.into()),
                         ..Default::default()
                     };
+                    if let Some(hook) = &self.before_write {
+                        hook(attempt).await;
+                    }
                     let result = match subresource {
                         Subresource::Main => api.patch(name, &pp, &Patch::Merge(&body)).await,
                         Subresource::Status => {
@@ -605,6 +624,7 @@ impl<J: Journal> Executor<J> {
                         Err(kube::Error::Api(s))
                             if s.is_conflict() && attempt < CONFLICT_RETRIES =>
                         {
+                            tracing::info!(target = %tk, attempt, "the target changed while patching (409 Conflict); reading it again");
                             continue;
                         }
                         Err(kube::Error::Api(s)) if s.is_conflict() => {
