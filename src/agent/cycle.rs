@@ -244,6 +244,18 @@ impl Autopilot {
     /// intents a previous leader left without an outcome.
     pub async fn start(&mut self) {
         let now = unix_now();
+        if let RulesSource::ConfigMap { namespace, name } = &self.rules {
+            let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                kube::Api::namespaced(self.client.clone(), namespace);
+            match api.get_opt(name).await {
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::warn!(%namespace, %name,
+                    "the rules ConfigMap does not exist: no runbook runs until it is created (kubectl create configmap {name} --from-file=rules/)"),
+                Err(error) => {
+                    tracing::warn!(%namespace, %name, %error, "reading the rules ConfigMap failed; watching it anyway")
+                }
+            }
+        }
         if let Some(prom) = &self.prometheus {
             let secs = self.settings.warmup_history.as_secs() as i64;
             if secs > 0 {

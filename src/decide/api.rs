@@ -545,7 +545,10 @@ A runbook defines `fn runbook()` (its trigger: `findings`, `cron` or `condition`
 `mode` pin) and `fn decide(ctx)`, which returns an array of intents built with the functions below. \
 `ctx` is read-only: `now` (unix seconds), `trigger`, `component` (`#{kind, namespace, name}`, usable \
 as a target), `findings`, `samples` (signal → recent values), `resource` (the target as read: \
-metadata, spec, status) and `facts`. Scripts run under operation, call-depth, expression-depth, \
+metadata, spec, status) and `facts` (for a CloudNativePG `Cluster`: `last_backup_completed_at` \
+(unix seconds), `last_backup_phase` (`completed` or `failed`) and `replica_lag_seconds` (pod → \
+seconds); a fact that could not be read is absent, so `require` it). Scripts run under operation, \
+call-depth, expression-depth, \
 string, array and map limits and a wall-clock budget; `eval` and imports are unavailable.\n\n",
     );
     for f in HOST_API {

@@ -148,7 +148,7 @@ mod tests {
     fn backup_facts_come_from_the_cluster_status() {
         let ok = json!({"status": {"lastSuccessfulBackup": "2026-11-25T02:30:00Z"}});
         let f = resource_facts("Cluster", &ok);
-        assert_eq!(f["last_backup_completed_at"], json!(1_764_037_800));
+        assert_eq!(f["last_backup_completed_at"], json!(1_795_573_800));
         assert_eq!(f["last_backup_phase"], json!("completed"));
 
         let failed = json!({"status": {"lastSuccessfulBackup": "2026-11-24T02:30:00Z",
