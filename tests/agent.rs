@@ -206,6 +206,18 @@ async fn journal_rows(path: &Path) -> Vec<autopilot::act::journal::JournalEntry>
     rows
 }
 
+async fn wait_rows(what: &str, db: &Path, at_least: usize) {
+    support::wait_for(what, LONG, || async {
+        let n = journal_rows(db).await.len();
+        if n >= at_least {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_latency_spike_becomes_a_scale_action_through_a_hot_reloaded_runbook() {
     let (client, ns) = support::client_and_namespace(cp(), "loop").await;
@@ -458,15 +470,7 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
     b.wait_metric("b to stand by", "autopilot_leader", |v| v == 0.0)
         .await;
     // A acts every second (dry-run rows); B, on standby, journals nothing.
-    support::wait_for("a to journal actions", LONG, || async {
-        let n = journal_rows(&db_a).await.len();
-        if n >= 3 {
-            Ok(())
-        } else {
-            Err(format!("{n} rows"))
-        }
-    })
-    .await;
+    wait_rows("a to journal actions", &db_a, 3).await;
     assert_eq!(b.metric("autopilot_leader").await, Ok(0.0));
     assert!(
         journal_rows(&db_b).await.is_empty(),
@@ -484,15 +488,7 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
     b.wait_metric("b to take over", "autopilot_leader", |v| v == 1.0)
         .await;
     assert_eq!(lease_holder(&client, &ns).await.as_deref(), Some("agent-b"));
-    support::wait_for("b to act", LONG, || async {
-        let n = journal_rows(&db_b).await.len();
-        if n >= 1 {
-            Ok(())
-        } else {
-            Err(format!("{n} rows"))
-        }
-    })
-    .await;
+    wait_rows("b to act", &db_b, 1).await;
     assert_eq!(journal_rows(&db_a).await.len(), frozen);
     let rows = journal_rows(&db_b).await;
     assert!(

@@ -17,7 +17,7 @@ use std::sync::{
 
 use autopilot::{
     act::{
-        executor::{Executor, Metrics, Proposal},
+        executor::{Executed, Executor, Metrics, Proposal},
         guard::Policy,
         journal::Journal,
     },
@@ -97,24 +97,37 @@ fn scale_to(ns: &str, replicas: i64) -> Proposal {
     }
 }
 
-#[tokio::test]
-async fn a_conflict_on_unrelated_fields_is_retried_and_both_writes_survive() {
+/// A gateway at 2 replicas, and a batch scaling it to 3 whose first write
+/// is raced by `other_writer`.
+async fn race(
+    prefix: &str,
+    other_writer: serde_json::Value,
+) -> (
+    Api<PaymentGateway>,
+    Executor<SqlJournal>,
+    Arc<AtomicUsize>,
+    Vec<Executed>,
+    tempfile::TempDir,
+) {
     let cp = support::control_plane(Default::default());
-    let (client, ns) = support::client_and_namespace(cp, "conflict-retry").await;
+    let (client, ns) = support::client_and_namespace(cp, prefix).await;
     let api = gateway(&client, &ns).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ex, tries) = raced_executor(
-        &client,
-        &dir,
-        api.clone(),
-        json!({"metadata": {"annotations": {"team": "payments-oncall"}}}),
-    )
-    .await;
-
+    let (ex, tries) = raced_executor(&client, &dir, api.clone(), other_writer).await;
     let done = ex
         .run_batch(&[scale_to(&ns, 3)], &Policy::default(), 1_800_000_000)
         .await
         .expect("batch");
+    (api, ex, tries, done, dir)
+}
+
+#[tokio::test]
+async fn a_conflict_on_unrelated_fields_is_retried_and_both_writes_survive() {
+    let (api, ex, tries, done, _dir) = race(
+        "conflict-retry",
+        json!({"metadata": {"annotations": {"team": "payments-oncall"}}}),
+    )
+    .await;
     assert_eq!(done[0].outcome, "applied", "{done:?}");
     // The first patch got the 409; the second, on a fresh read, went through.
     assert_eq!(tries.load(Ordering::SeqCst), 2);
@@ -140,18 +153,9 @@ async fn a_conflict_on_unrelated_fields_is_retried_and_both_writes_survive() {
 
 #[tokio::test]
 async fn a_conflict_on_the_decided_field_is_not_overwritten() {
-    let cp = support::control_plane(Default::default());
-    let (client, ns) = support::client_and_namespace(cp, "conflict-stale").await;
-    let api = gateway(&client, &ns).await;
-    let dir = tempfile::tempdir().expect("tempdir");
     // Someone scales by hand to 6 while the executor is about to write 3.
-    let (ex, tries) =
-        raced_executor(&client, &dir, api.clone(), json!({"spec": {"replicas": 6}})).await;
-
-    let done = ex
-        .run_batch(&[scale_to(&ns, 3)], &Policy::default(), 1_800_000_000)
-        .await
-        .expect("batch");
+    let (api, ex, tries, done, _dir) =
+        race("conflict-stale", json!({"spec": {"replicas": 6}})).await;
     assert_eq!(done[0].outcome, "failed", "{done:?}");
     assert!(
         done[0].detail.contains("conflict"),

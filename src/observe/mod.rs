@@ -13,10 +13,7 @@ pub mod facts;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use kube::{
-    Api, Client,
-    api::{ApiResource, DynamicObject, ListParams},
-};
+use kube::{Client, api::ApiResource};
 use prometheus_http_query::response::Data;
 
 use crate::detect::{ComponentId, SeriesSamples, spec::ValidatedSpec};
@@ -252,26 +249,9 @@ pub async fn fetch_components(
 ) -> Result<Vec<ComponentId>, Error> {
     let gvk = kube::api::GroupVersionKind::gvk(&spec.group, &spec.version, &spec.kind);
     let resource = ApiResource::from_gvk_with_plural(&gvk, &spec.plural);
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::ListComponents {
-            kind: spec.kind.clone(),
-            source,
-        })?;
-    let mut out: Vec<ComponentId> = list
-        .items
-        .into_iter()
-        .map(|o| ComponentId {
-            kind: spec.kind.clone(),
-            namespace: if spec.namespaced {
-                o.metadata.namespace.unwrap_or_default()
-            } else {
-                String::new()
-            },
-            name: o.metadata.name.unwrap_or_default(),
-        })
+    let mut out: Vec<ComponentId> = facts::fetch_resources(client, &resource, None)
+        .await?
+        .into_keys()
         .collect();
     out.sort();
     Ok(out)
