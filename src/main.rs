@@ -29,7 +29,24 @@ async fn main() -> anyhow::Result<()> {
             examples,
             namespace,
             once,
-        } => autopilot::cli::sandbox::run(&examples, &namespace, once).await?,
+            incident_after_seconds,
+            listen,
+            rules,
+            models,
+            operator_crds,
+        } => {
+            autopilot::cli::sandbox::run(autopilot::cli::sandbox::Settings {
+                examples,
+                namespace,
+                once,
+                incident_after_seconds,
+                listen,
+                rules,
+                models,
+                operator_crds,
+            })
+            .await?
+        }
         Command::Detect(cmd) => autopilot::cli::detect::run(cmd)?,
         Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
         Command::Runbook(cmd) => {

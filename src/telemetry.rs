@@ -17,3 +17,38 @@ pub fn init(json: bool) {
             .init();
     }
 }
+
+/// An error with its chain of causes, `outer: cause: root cause`, for logs:
+/// `%error` alone prints only the outermost message, which at 3 a.m. is
+/// rarely the part that says what to fix.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        source = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("listing Cluster objects")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_names_every_cause() {
+        let e = Outer(std::io::Error::other(
+            "404 Not Found: the server could not find the requested resource",
+        ));
+        assert_eq!(
+            super::chain(&e),
+            "listing Cluster objects: 404 Not Found: the server could not find the requested resource"
+        );
+    }
+}

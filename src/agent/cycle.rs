@@ -95,6 +95,8 @@ pub struct Autopilot {
     loaded: Option<Sources>,
     /// Kinds whose listing failed, so the warning is logged once.
     unlisted: BTreeSet<String>,
+    /// Kinds whose resources could not be read, likewise.
+    unread: BTreeSet<String>,
     samples: BTreeMap<(ComponentId, String), VecDeque<f64>>,
     last: Option<i64>,
 }
@@ -132,6 +134,7 @@ impl Autopilot {
             rules_rx: p.rules_rx,
             loaded: None,
             unlisted: BTreeSet::new(),
+            unread: BTreeSet::new(),
             samples: BTreeMap::new(),
             last: None,
         }
@@ -222,7 +225,7 @@ impl Autopilot {
                         .read_errors
                         .with_label_values(&["rules", "read_dir"])
                         .inc();
-                    tracing::warn!(dir = %dir.display(), %error, "reading the runbooks failed; keeping the loaded ones");
+                    tracing::warn!(dir = %dir.display(), error = %crate::telemetry::chain(&error), "reading the runbooks failed; keeping the loaded ones");
                 }
             },
             RulesSource::ConfigMap { .. } => {
@@ -252,7 +255,7 @@ impl Autopilot {
                 Ok(None) => tracing::warn!(%namespace, %name,
                     "the rules ConfigMap does not exist: no runbook runs until it is created (kubectl create configmap {name} --from-file=rules/)"),
                 Err(error) => {
-                    tracing::warn!(%namespace, %name, %error, "reading the rules ConfigMap failed; watching it anyway")
+                    tracing::warn!(%namespace, %name, error = %crate::telemetry::chain(&error), "reading the rules ConfigMap failed; watching it anyway")
                 }
             }
         }
@@ -270,7 +273,7 @@ impl Autopilot {
                             let _ = self.estate.score_history(&history);
                         }
                         Err(error) => {
-                            tracing::warn!(kind = %spec.kind, %error, "reading warm-up history failed; the detectors of this kind start cold")
+                            tracing::warn!(kind = %spec.kind, error = %crate::telemetry::chain(&error), "reading warm-up history failed; the detectors of this kind start cold")
                         }
                     }
                 }
@@ -287,7 +290,7 @@ impl Autopilot {
             }
             Ok(_) => {}
             Err(error) => {
-                tracing::error!(%error, "resolving in-flight intents failed; they will be retried next start")
+                tracing::error!(error = %crate::telemetry::chain(&error), "resolving in-flight intents failed; they will be retried next start")
             }
         }
         self.last = Some(now);
@@ -344,7 +347,7 @@ impl Autopilot {
                         .read_errors
                         .with_label_values(&["prometheus", error.kind()])
                         .inc();
-                    tracing::warn!(kind = %spec.kind, %error, "querying Prometheus failed; this kind is not scored this cycle");
+                    tracing::warn!(kind = %spec.kind, error = %crate::telemetry::chain(&error), "querying Prometheus failed; this kind is not scored this cycle");
                     last_error = Some(error.to_string());
                 }
             }
@@ -355,7 +358,7 @@ impl Autopilot {
                 }
                 Err(error) => {
                     if self.unlisted.insert(spec.kind.clone()) {
-                        tracing::warn!(kind = %spec.kind, %error, "listing components failed (is the operator's CRD installed?); scoring only the series of this kind");
+                        tracing::warn!(kind = %spec.kind, error = %crate::telemetry::chain(&error), "listing components failed (is the operator's CRD installed?); scoring only the series of this kind");
                     }
                 }
             }
@@ -458,6 +461,7 @@ impl Autopilot {
             .await
             {
                 Ok(objects) => {
+                    self.unread.remove(&kind);
                     for (c, v) in objects {
                         let facts = resource_facts(&kind, &v);
                         if !facts.is_empty() {
@@ -471,7 +475,9 @@ impl Autopilot {
                         .read_errors
                         .with_label_values(&["resources", error.kind()])
                         .inc();
-                    tracing::warn!(%kind, %error, "reading resources failed; runbooks on them report missing data");
+                    if self.unread.insert(kind.clone()) {
+                        tracing::warn!(%kind, error = %crate::telemetry::chain(&error), "reading resources failed (is the operator's CRD installed?); runbooks on them report missing data until it works");
+                    }
                 }
             }
             if kind == "Cluster"
@@ -496,7 +502,7 @@ impl Autopilot {
                     .read_errors
                     .with_label_values(&["prometheus", error.kind()])
                     .inc();
-                tracing::warn!(%error, "reading replica lags failed; switchover runbooks report missing data");
+                tracing::warn!(error = %crate::telemetry::chain(&error), "reading replica lags failed; switchover runbooks report missing data");
             }
             None => {}
         }
@@ -534,7 +540,7 @@ impl Autopilot {
                         .inc();
                     if error.kind() == "missing_data" {
                         tracing::warn!(runbook = %d.runbook, kind = %d.component.kind, namespace = %d.component.namespace,
-                            name = %d.component.name, %error, "runbook not evaluated: missing data");
+                            name = %d.component.name, error = %crate::telemetry::chain(&error), "runbook not evaluated: missing data");
                     }
                 }
             }
@@ -548,7 +554,7 @@ impl Autopilot {
                     .read_errors
                     .with_label_values(&["policy", error.kind()])
                     .inc();
-                tracing::error!(%error, proposals = proposals.len(), "reading the guard policy failed; nothing is sent this cycle");
+                tracing::error!(error = %crate::telemetry::chain(&error), proposals = proposals.len(), "reading the guard policy failed; nothing is sent this cycle");
                 summary.not_acted = Some(error.to_string());
             }
             Ok(policy) => {
@@ -562,13 +568,13 @@ impl Autopilot {
                                 done.into_iter().map(|e| (e.id, e.outcome)).collect();
                         }
                         Err(error) => {
-                            tracing::error!(%error, "running the cycle's actions failed");
+                            tracing::error!(error = %crate::telemetry::chain(&error), "running the cycle's actions failed");
                             summary.not_acted = Some(error.to_string());
                         }
                     }
                 }
                 if let Err(error) = self.executor.apply_annotated_approvals(&policy, now).await {
-                    tracing::warn!(%error, "applying annotated approvals failed");
+                    tracing::warn!(error = %crate::telemetry::chain(&error), "applying annotated approvals failed");
                 }
             }
         }
@@ -602,7 +608,9 @@ impl Autopilot {
                     tracing::info!(id, verdict = ?verdict, "verification");
                 }
             }
-            Err(error) => tracing::warn!(%error, "verifying applied actions failed"),
+            Err(error) => {
+                tracing::warn!(error = %crate::telemetry::chain(&error), "verifying applied actions failed")
+            }
         }
 
         let result = if summary.prometheus_unavailable.is_some() {

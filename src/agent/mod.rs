@@ -198,9 +198,15 @@ async fn until_lost(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Runs the agent until SIGINT/SIGTERM.
+/// Runs the agent until SIGINT/SIGTERM, connected through the in-cluster
+/// service account or the kubeconfig.
 pub async fn run(opts: Options) -> Result<(), Error> {
     let client = kube::Client::try_default().await.map_err(Error::Connect)?;
+    run_with(client, opts).await
+}
+
+/// Runs the agent with `client` until SIGINT/SIGTERM.
+pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> {
     let registry = Registry::new();
     let reconcile_metrics =
         reconcile::Metrics::register(&registry).map_err(Error::RegisterMetrics)?;

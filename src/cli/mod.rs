@@ -162,8 +162,12 @@ pub enum Command {
         output: Option<PathBuf>,
     },
     /// Start a local estate to try Autopilot: a real etcd, kube-apiserver and
-    /// kube-controller-manager on loopback, with our CRDs and the example
-    /// resources installed. Runs until Ctrl-C, then stops everything.
+    /// kube-controller-manager on loopback with our CRDs and the example
+    /// resources, a fake kubelet running their pods, simulated gateway
+    /// metrics scraped by a real Prometheus, and the agent in dry-run. The
+    /// gateways saturate after --incident-after-seconds; the agent's
+    /// decisions are printed as it journals them. Runs until Ctrl-C, then
+    /// stops everything.
     ///
     /// The control plane binaries are built from the Go module proxy on first
     /// use (several minutes) and cached under ~/.cache/autopilot-testenv.
@@ -174,10 +178,26 @@ pub enum Command {
         /// Namespace for examples that do not name one.
         #[arg(long, default_value = "payments")]
         namespace: String,
-        /// Exit after showing the resources instead of waiting for Ctrl-C
-        /// (for scripts and CI).
+        /// Exit once the agent has journaled its first decision instead of
+        /// waiting for Ctrl-C (for scripts and CI).
         #[arg(long)]
         once: bool,
+        /// Seconds of steady traffic before the simulated gateways saturate.
+        #[arg(long, default_value_t = 40)]
+        incident_after_seconds: u64,
+        /// Address of the agent's /metrics.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Runbooks the agent runs.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// Model specs the agent scores.
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        /// CustomResourceDefinitions of the operators' kinds to install (minimal
+        /// copies; skipped when the folder does not exist).
+        #[arg(long, default_value = "tests/fixtures/crds")]
+        operator_crds: PathBuf,
     },
     /// Anomaly detectors: score a CSV, evaluate on NAB, measure throughput.
     #[command(subcommand)]

@@ -13,6 +13,7 @@
 //! This module never changes objects in the cluster; it only starts it.
 
 mod certs;
+pub mod kubelet;
 pub mod postgres;
 pub mod prometheus;
 
