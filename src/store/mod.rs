@@ -36,18 +36,80 @@ pub enum SqlJournal {
     Postgres(PgPool),
 }
 
-/// Runs the same statement on whichever pool backs the journal. The SQL is
-/// written once: both backends take `$n` placeholders and the same types.
+/// Runs a query macro on whichever pool backs the journal, with the name of
+/// the backend. Every query is checked at compile time against its backend's
+/// schema (offline data in `.sqlx/`, made by `scripts/sqlx-prepare`); the SQL
+/// is written once, and ends in `-- sqlite` or `-- postgres` so each backend's
+/// check has its own entry.
 macro_rules! on_pool {
-    ($self:expr, $pool:ident => $body:expr) => {
+    ($self:expr, $m:ident!($($args:tt)*)) => {
         match $self {
-            SqlJournal::Sqlite($pool) => $body,
-            SqlJournal::Postgres($pool) => $body,
+            SqlJournal::Sqlite(p) => $m!(p, "sqlite", $($args)*),
+            SqlJournal::Postgres(p) => $m!(p, "postgres", $($args)*),
         }
     };
 }
 
-#[derive(sqlx::FromRow)]
+/// Journal rows: every column, in [`Row`] order, then `$tail`.
+macro_rules! select {
+    ($pool:expr, $db:literal, $tail:literal $(, $arg:expr)*) => {
+        sqlx::query_as!(
+            Row,
+            "SELECT id AS \"id!\", at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of, dry_run, outcome, outcome_detail, outcome_at, verification, approval FROM journal "
+                + $tail
+                + " -- "
+                + $db
+            $(, $arg)*
+        )
+        .fetch_all($pool)
+        .await
+    };
+}
+
+/// An UPDATE; yields the rows it changed.
+macro_rules! update {
+    ($pool:expr, $db:literal, $sql:literal $(, $arg:expr)*) => {
+        sqlx::query!($sql + " -- " + $db $(, $arg)*)
+            .execute($pool)
+            .await
+            .map(|r| r.rows_affected())
+    };
+}
+
+/// The intent row; yields its id.
+macro_rules! insert_intent {
+    ($pool:expr, $db:literal, $e:expr) => {{
+        let e: &NewEntry = $e;
+        let (evidence, action) = (e.evidence.to_string(), e.action.to_string());
+        let (patch, inverse, verify) = (text(&e.patch), text(&e.inverse), text(&e.verify));
+        sqlx::query_scalar!(
+            "INSERT INTO journal (at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id AS \"id!\""
+                + " -- "
+                + $db,
+            e.at,
+            e.runbook,
+            e.runbook_hash,
+            e.trigger,
+            evidence,
+            action,
+            e.action_kind,
+            e.target,
+            e.namespace,
+            patch,
+            inverse,
+            e.disruptive,
+            e.mode,
+            e.verdict,
+            e.verdict_detail,
+            verify,
+            e.undo_of
+        )
+        .fetch_one($pool)
+        .await
+    }};
+}
+
+/// A journal row as stored (JSON as text, for both backends).
 struct Row {
     id: i64,
     at: i64,
@@ -119,8 +181,6 @@ fn query_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> journal::
     }
 }
 
-const SELECT: &str = "SELECT id, at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of, dry_run, outcome, outcome_detail, outcome_at, verification, approval FROM journal";
-
 impl SqlJournal {
     /// Opens (creating a SQLite file if needed) and migrates the journal.
     /// `postgres://` / `postgresql://` URLs select PostgreSQL; anything else
@@ -162,18 +222,10 @@ impl SqlJournal {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, p => p.close().await)
-    }
-
-    async fn select(
-        &self,
-        operation: &'static str,
-        sql: &str,
-        arg: i64,
-    ) -> Result<Vec<JournalEntry>, journal::Error> {
-        let rows: Vec<Row> = on_pool!(self, p => sqlx::query_as(sql).bind(arg).fetch_all(p).await)
-            .map_err(query_error(operation))?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        match self {
+            SqlJournal::Sqlite(p) => p.close().await,
+            SqlJournal::Postgres(p) => p.close().await,
+        }
     }
 }
 
@@ -195,34 +247,16 @@ fn text(v: &Option<serde_json::Value>) -> Option<String> {
 
 impl Journal for SqlJournal {
     async fn record_intent(&self, e: &NewEntry) -> Result<i64, journal::Error> {
-        let sql = "INSERT INTO journal (at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id";
-        on_pool!(self, p => sqlx::query_scalar(sql)
-            .bind(e.at)
-            .bind(&e.runbook)
-            .bind(&e.runbook_hash)
-            .bind(&e.trigger)
-            .bind(e.evidence.to_string())
-            .bind(e.action.to_string())
-            .bind(&e.action_kind)
-            .bind(&e.target)
-            .bind(&e.namespace)
-            .bind(text(&e.patch))
-            .bind(text(&e.inverse))
-            .bind(e.disruptive)
-            .bind(&e.mode)
-            .bind(&e.verdict)
-            .bind(&e.verdict_detail)
-            .bind(text(&e.verify))
-            .bind(e.undo_of)
-            .fetch_one(p)
-            .await)
-        .map_err(query_error("record_intent"))
+        on_pool!(self, insert_intent!(e)).map_err(query_error("record_intent"))
     }
 
     async fn record_dry_run(&self, id: i64, result: &str) -> Result<(), journal::Error> {
-        on_pool!(self, p => sqlx::query("UPDATE journal SET dry_run = $1 WHERE id = $2").bind(result).bind(id).execute(p).await.map(|r| r.rows_affected()))
-            .map(drop)
-            .map_err(query_error("record_dry_run"))
+        on_pool!(
+            self,
+            update!("UPDATE journal SET dry_run = $1 WHERE id = $2", result, id)
+        )
+        .map(drop)
+        .map_err(query_error("record_dry_run"))
     }
 
     async fn record_outcome(
@@ -232,55 +266,84 @@ impl Journal for SqlJournal {
         detail: &str,
         at: i64,
     ) -> Result<(), journal::Error> {
-        on_pool!(self, p => sqlx::query("UPDATE journal SET outcome = $1, outcome_detail = $2, outcome_at = $3 WHERE id = $4")
-            .bind(outcome).bind(detail).bind(at).bind(id).execute(p).await.map(|r| r.rows_affected()))
-            .map(drop)
-            .map_err(query_error("record_outcome"))
+        on_pool!(
+            self,
+            update!(
+                "UPDATE journal SET outcome = $1, outcome_detail = $2, outcome_at = $3 WHERE id = $4",
+                outcome,
+                detail,
+                at,
+                id
+            )
+        )
+        .map(drop)
+        .map_err(query_error("record_outcome"))
     }
 
     async fn record_verification(&self, id: i64, result: &str) -> Result<(), journal::Error> {
-        on_pool!(self, p => sqlx::query("UPDATE journal SET verification = $1 WHERE id = $2").bind(result).bind(id).execute(p).await.map(|r| r.rows_affected()))
-            .map(drop)
-            .map_err(query_error("record_verification"))
+        on_pool!(
+            self,
+            update!(
+                "UPDATE journal SET verification = $1 WHERE id = $2",
+                result,
+                id
+            )
+        )
+        .map(drop)
+        .map_err(query_error("record_verification"))
     }
 
     async fn record_approval(&self, id: i64, approval: &str) -> Result<bool, journal::Error> {
-        on_pool!(self, p => sqlx::query("UPDATE journal SET approval = $1 WHERE id = $2 AND approval IS NULL").bind(approval).bind(id).execute(p).await.map(|r| r.rows_affected()))
-            .map(|n| n == 1)
-            .map_err(query_error("record_approval"))
+        on_pool!(
+            self,
+            update!(
+                "UPDATE journal SET approval = $1 WHERE id = $2 AND approval IS NULL",
+                approval,
+                id
+            )
+        )
+        .map(|n| n == 1)
+        .map_err(query_error("record_approval"))
     }
 
     async fn get(&self, id: i64) -> Result<Option<JournalEntry>, journal::Error> {
-        Ok(self
-            .select("get", &format!("{SELECT} WHERE id = $1"), id)
-            .await?
-            .into_iter()
-            .next())
+        let rows = on_pool!(self, select!("WHERE id = $1", id)).map_err(query_error("get"))?;
+        Ok(rows.into_iter().next().map(Into::into))
     }
 
     async fn list(&self, limit: i64, pending: bool) -> Result<Vec<JournalEntry>, journal::Error> {
-        let sql = if pending {
-            format!(
-                "{SELECT} WHERE outcome = '{}' AND approval IS NULL ORDER BY id DESC LIMIT $1",
-                outcome::RECOMMENDED
+        let rows = if pending {
+            on_pool!(
+                self,
+                select!(
+                    "WHERE outcome = $1 AND approval IS NULL ORDER BY id DESC LIMIT $2",
+                    outcome::RECOMMENDED,
+                    limit
+                )
             )
         } else {
-            format!("{SELECT} ORDER BY id DESC LIMIT $1")
-        };
-        self.select("list", &sql, limit).await
+            on_pool!(self, select!("ORDER BY id DESC LIMIT $1", limit))
+        }
+        .map_err(query_error("list"))?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn since(&self, at: i64) -> Result<Vec<JournalEntry>, journal::Error> {
-        self.select("since", &format!("{SELECT} WHERE at >= $1 ORDER BY id"), at)
-            .await
+        let rows = on_pool!(self, select!("WHERE at >= $1 ORDER BY id", at))
+            .map_err(query_error("since"))?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn unresolved(&self) -> Result<Vec<JournalEntry>, journal::Error> {
-        let sql = format!(
-            "{SELECT} WHERE (outcome IS NULL OR (outcome = '{}' AND approval LIKE 'approved%')) AND id > $1 ORDER BY id",
-            outcome::RECOMMENDED
-        );
-        self.select("unresolved", &sql, 0).await
+        let rows = on_pool!(
+            self,
+            select!(
+                "WHERE outcome IS NULL OR (outcome = $1 AND approval LIKE 'approved%') ORDER BY id",
+                outcome::RECOMMENDED
+            )
+        )
+        .map_err(query_error("unresolved"))?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 }
 
