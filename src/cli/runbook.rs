@@ -94,7 +94,7 @@ pub fn check(files: &[PathBuf], rules: &Path, models: &Path) -> anyhow::Result<b
                     .map(|s| check_against_models(&rb, s))
                     .unwrap_or_default();
                 if errors.is_empty() {
-                    println!("ok   {} ({:?})", path.display(), rb.meta.trigger);
+                    println!("ok   {} ({})", path.display(), rb.meta.trigger);
                 }
                 for w in lint(&path, &rb.meta.trigger) {
                     println!("warn {}: {w}", path.display());

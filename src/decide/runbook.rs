@@ -68,6 +68,56 @@ pub struct FindingTrigger {
     /// For forecasts: fire only when the threshold is crossed within this many seconds.
     #[serde(default)]
     pub horizon_seconds: Option<f64>,
+    /// Fire only on values above (or below) the detector's baseline: most
+    /// detectors are two-sided, and a latency or error rate that *drops* is
+    /// no reason to scale out or roll back. Forecasts carry their own
+    /// direction (towards their threshold) and always pass.
+    #[serde(default)]
+    pub direction: Option<Direction>,
+}
+
+impl std::fmt::Display for Trigger {
+    /// One line for `autopilot runbook check`, e.g. `findings on
+    /// PaymentGateway [error_rate] score >= 0.8, above baseline`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::Findings(t) => {
+                write!(f, "findings on {}", t.kind)?;
+                if !t.signals.is_empty() {
+                    write!(f, " [{}]", t.signals.join(", "))?;
+                }
+                if !t.detectors.is_empty() {
+                    write!(f, " by {}", t.detectors.join(", "))?;
+                }
+                write!(f, " score >= {}", t.min_score)?;
+                if let Some(h) = t.horizon_seconds {
+                    write!(f, ", crossing within {h}s")?;
+                }
+                match t.direction {
+                    Some(Direction::Above) => write!(f, ", above baseline"),
+                    Some(Direction::Below) => write!(f, ", below baseline"),
+                    None => Ok(()),
+                }
+            }
+            Trigger::Cron { schedule, kind } => match kind {
+                Some(k) => write!(f, "cron {schedule:?} for every {k}"),
+                None => write!(f, "cron {schedule:?}"),
+            },
+            Trigger::Condition {
+                kind,
+                condition,
+                status,
+            } => write!(f, "{kind} condition {condition}={status}"),
+        }
+    }
+}
+
+/// Which side of the baseline a finding must be on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Above,
+    Below,
 }
 
 impl FindingTrigger {
@@ -79,6 +129,11 @@ impl FindingTrigger {
             && match self.horizon_seconds {
                 None => true,
                 Some(h) => f.time_to_threshold_seconds.is_some_and(|t| t <= h),
+            }
+            && match (self.direction, f.time_to_threshold_seconds) {
+                (None, _) | (_, Some(_)) => true,
+                (Some(Direction::Above), None) => f.value > f.baseline,
+                (Some(Direction::Below), None) => f.value < f.baseline,
             }
     }
 }

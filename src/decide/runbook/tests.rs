@@ -246,6 +246,7 @@ fn forecast_horizon_filters_findings() {
         detectors: vec!["forecast".into()],
         min_score: 0.0,
         horizon_seconds: Some(86_400.0),
+        direction: None,
     };
     let mut f = Finding {
         component: gw(),
@@ -271,4 +272,32 @@ fn removed_sources_unload() {
     let mut set = set_with("autoscale", GOOD);
     assert!(set.load(&[]).is_empty());
     assert!(set.get("autoscale").is_none());
+}
+
+#[test]
+fn direction_filters_two_sided_findings_but_not_forecasts() {
+    let src = "fn runbook() { #{ trigger: #{ findings: #{ kind: \"PaymentGateway\", signals: [\"latency_p99\", \"saturation\"], direction: \"above\" } } } }\nfn decide(ctx) { [] }";
+    let set = set_with("up-only", src);
+    let finding = |signal: &str, value: f64, ttt: Option<f64>| Finding {
+        component: gw(),
+        signal: signal.into(),
+        detector: if ttt.is_some() { "forecast" } else { "ewma" }.into(),
+        score: 0.9,
+        at: 0,
+        value,
+        baseline: 0.5,
+        time_to_threshold_seconds: ttt,
+        explanation: String::new(),
+    };
+    let fired = |f: Finding| !set.triggered_by_findings(&[f]).is_empty();
+    assert!(fired(finding("latency_p99", 2.0, None)), "a rise fires");
+    assert!(!fired(finding("latency_p99", 0.1, None)), "a drop does not");
+    assert!(
+        fired(finding("saturation", 0.7, Some(600.0))),
+        "a forecast passes on its own direction"
+    );
+    let bad = "fn runbook() { #{ trigger: #{ findings: #{ kind: \"PaymentGateway\", direction: \"up\" } } } }\nfn decide(ctx) { [] }";
+    let mut set = RunbookSet::new(Limits::default());
+    let errors = set.load(&[("typo".into(), bad.into())]);
+    assert_eq!(errors.len(), 1, "an unknown direction is a compile error");
 }
