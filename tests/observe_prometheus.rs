@@ -93,6 +93,14 @@ async fn every_default_spec_is_accepted_by_prometheus_and_maps_labels_to_compone
     let exporter = Exporter::start().expect("exporter");
     exporter.set(
         "cnpg_pg_replication_lag{namespace=\"payments\",pod=\"ledger-2\"} 0.25\n\
+         cnpg_pg_replication_in_recovery{namespace=\"payments\",pod=\"ledger-1\"} 0\n\
+         cnpg_pg_replication_in_recovery{namespace=\"payments\",pod=\"ledger-2\"} 1\n\
+         kubelet_volume_stats_used_bytes{namespace=\"payments\",persistentvolumeclaim=\"ledger-1\"} 30\n\
+         kubelet_volume_stats_capacity_bytes{namespace=\"payments\",persistentvolumeclaim=\"ledger-1\"} 100\n\
+         kubelet_volume_stats_used_bytes{namespace=\"payments\",persistentvolumeclaim=\"ledger-1-wal\"} 40\n\
+         kubelet_volume_stats_capacity_bytes{namespace=\"payments\",persistentvolumeclaim=\"ledger-1-wal\"} 100\n\
+         kubelet_volume_stats_used_bytes{namespace=\"payments\",persistentvolumeclaim=\"ledger-2\"} 95\n\
+         kubelet_volume_stats_capacity_bytes{namespace=\"payments\",persistentvolumeclaim=\"ledger-2\"} 100\n\
          argocd_app_info{namespace=\"argocd\",name=\"payments-api\",health_status=\"Degraded\",sync_status=\"Synced\"} 1\n\
          certmanager_certificate_ready_status{namespace=\"payments\",name=\"api-tls\",condition=\"True\"} 1\n\
          kube_deployment_status_replicas_available{namespace=\"payments\",deployment=\"api\"} 1\n\
@@ -116,6 +124,22 @@ async fn every_default_spec_is_accepted_by_prometheus_and_maps_labels_to_compone
     let lag = of(&got, &cluster("ledger"), "replication_lag")
         .expect("pod ledger-2 maps to Cluster payments/ledger");
     assert_eq!(lag.samples[0].1, 0.25);
+    // The replica's nearly full volume counts for the cluster, not for the primary.
+    assert_eq!(
+        of(&got, &cluster("ledger"), "volume_fill")
+            .expect("volume_fill")
+            .samples[0]
+            .1,
+        0.95
+    );
+    assert_eq!(
+        of(&got, &cluster("ledger"), "primary_volume_fill")
+            .expect("primary_volume_fill")
+            .samples[0]
+            .1,
+        0.4,
+        "only the primary's (ledger-1, not in recovery) data and WAL volumes"
+    );
 
     // Every spec's single query parses and runs; the ones fed above map.
     for s in specs() {
