@@ -45,6 +45,9 @@ use crate::{
     store::SqlJournal,
 };
 
+/// A series not seen for this long (a deleted component) is forgotten.
+const SAMPLES_FORGOTTEN_AFTER_SECONDS: i64 = 3600;
+
 /// Recent samples kept per (component, signal) for `ctx.samples`.
 const SAMPLES_KEPT: usize = 30;
 
@@ -97,7 +100,8 @@ pub struct Autopilot {
     unlisted: BTreeSet<String>,
     /// Kinds whose resources could not be read, likewise.
     unread: BTreeSet<String>,
-    samples: BTreeMap<(ComponentId, String), VecDeque<f64>>,
+    /// Per (component, signal): when last seen, and the recent values.
+    samples: BTreeMap<(ComponentId, String), (i64, VecDeque<f64>)>,
     last: Option<i64>,
 }
 
@@ -416,10 +420,11 @@ impl Autopilot {
         let (findings, series) = self.observe(now, &mut summary).await;
         summary.findings = findings.len();
         for s in &series {
-            let window = self
+            let (seen, window) = self
                 .samples
                 .entry((s.component.clone(), s.signal.clone()))
                 .or_default();
+            *seen = now;
             for &(_, v) in &s.samples {
                 window.push_back(v);
                 if window.len() > SAMPLES_KEPT {
@@ -427,11 +432,13 @@ impl Autopilot {
                 }
             }
         }
+        self.samples
+            .retain(|_, (seen, _)| now - *seen <= SAMPLES_FORGOTTEN_AFTER_SECONDS);
         let mut observed = Observed {
             findings,
             ..Default::default()
         };
-        for ((c, signal), values) in &self.samples {
+        for ((c, signal), (_, values)) in &self.samples {
             observed
                 .samples
                 .entry(c.clone())

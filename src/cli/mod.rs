@@ -55,7 +55,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "AUTOPILOT_DATABASE_URL",
-        default_value = "autopilot-journal.db"
+        default_value = "sqlite:autopilot-journal.db"
     )]
     pub database_url: String,
     /// Folder of runbooks (*.rhai), read again every cycle.
