@@ -25,28 +25,7 @@ async fn main() -> anyhow::Result<()> {
                 None => print!("{yaml}"),
             }
         }
-        Command::Sandbox {
-            examples,
-            namespace,
-            once,
-            incident_after_seconds,
-            listen,
-            rules,
-            models,
-            operator_crds,
-        } => {
-            autopilot::cli::sandbox::run(autopilot::cli::sandbox::Settings {
-                examples,
-                namespace,
-                once,
-                incident_after_seconds,
-                listen,
-                rules,
-                models,
-                operator_crds,
-            })
-            .await?
-        }
+        Command::Sandbox(settings) => autopilot::cli::sandbox::run(settings).await?,
         Command::Detect(cmd) => autopilot::cli::detect::run(cmd)?,
         Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
         Command::Runbook(cmd) => {

@@ -171,34 +171,7 @@ pub enum Command {
     ///
     /// The control plane binaries are built from the Go module proxy on first
     /// use (several minutes) and cached under ~/.cache/autopilot-testenv.
-    Sandbox {
-        /// Directory of example resources to apply.
-        #[arg(long, default_value = "deploy/examples")]
-        examples: PathBuf,
-        /// Namespace for examples that do not name one.
-        #[arg(long, default_value = "payments")]
-        namespace: String,
-        /// Exit once the agent has journaled its first decision instead of
-        /// waiting for Ctrl-C (for scripts and CI).
-        #[arg(long)]
-        once: bool,
-        /// Seconds of steady traffic before the simulated gateways saturate.
-        #[arg(long, default_value_t = 40)]
-        incident_after_seconds: u64,
-        /// Address of the agent's /metrics.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// Runbooks the agent runs.
-        #[arg(long, default_value = "rules")]
-        rules: PathBuf,
-        /// Model specs the agent scores.
-        #[arg(long, default_value = "models")]
-        models: PathBuf,
-        /// CustomResourceDefinitions of the operators' kinds to install (minimal
-        /// copies; skipped when the folder does not exist).
-        #[arg(long, default_value = "tests/fixtures/crds")]
-        operator_crds: PathBuf,
-    },
+    Sandbox(sandbox::Settings),
     /// Anomaly detectors: score a CSV, evaluate on NAB, measure throughput.
     #[command(subcommand)]
     Detect(detect::DetectCommand),

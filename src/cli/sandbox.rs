@@ -26,19 +26,34 @@ use crate::{
     },
 };
 
-/// How the sandbox runs.
-#[derive(Clone, Debug)]
+/// How the sandbox runs (the flags of `autopilot sandbox`).
+#[derive(clap::Args, Clone, Debug)]
 pub struct Settings {
+    /// Directory of example resources to apply.
+    #[arg(long, default_value = "deploy/examples")]
     pub examples: std::path::PathBuf,
+    /// Namespace for examples that do not name one.
+    #[arg(long, default_value = "payments")]
     pub namespace: String,
-    /// Stop once the agent has journaled its first decision (for scripts and CI).
+    /// Exit once the agent has journaled its first decision instead of
+    /// waiting for Ctrl-C (for scripts and CI).
+    #[arg(long)]
     pub once: bool,
-    /// Seconds of steady traffic before the simulated gateway saturates.
+    /// Seconds of steady traffic before the simulated gateways saturate.
+    #[arg(long, default_value_t = 40)]
     pub incident_after_seconds: u64,
+    /// Address of the agent's /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
+    /// Runbooks the agent runs.
+    #[arg(long, default_value = "rules")]
     pub rules: std::path::PathBuf,
+    /// Model specs the agent scores.
+    #[arg(long, default_value = "models")]
     pub models: std::path::PathBuf,
-    /// Third-party CRDs to install so their kinds exist (skipped if absent).
+    /// CustomResourceDefinitions of the operators' kinds to install (minimal
+    /// copies; skipped when the folder does not exist).
+    #[arg(long, default_value = "tests/fixtures/crds")]
     pub operator_crds: std::path::PathBuf,
 }
 
