@@ -360,6 +360,16 @@ async fn a_latency_spike_becomes_a_scale_action_through_a_hot_reloaded_runbook()
         }
     })
     .await;
+    // The executor records the outcome after the API server answers, so
+    // the patch can be visible a moment before the journal says so.
+    support::wait_for("the journal to record the outcome", LONG, || async {
+        let rows = journal_rows(&db).await;
+        match rows.iter().all(|r| r.outcome.is_some()) && !rows.is_empty() {
+            true => Ok(()),
+            false => Err(format!("{} rows, some without an outcome", rows.len())),
+        }
+    })
+    .await;
     let rows = journal_rows(&db).await;
     let applied: Vec<_> = rows
         .iter()
