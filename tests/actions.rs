@@ -831,6 +831,28 @@ async fn guards_refuse_and_the_journal_names_the_guard() {
         row.entry.patch.is_some(),
         "the refused patch is kept for review"
     );
+    // The runbook keeps proposing the same thing through the cooldown: it
+    // is refused and counted each time, but journaled (and announced) once.
+    let rows_before = ex.journal().list(100, false).await.expect("list").len();
+    let again = run_one(
+        &ex,
+        Action::ScaleReplicas {
+            target: gw.clone(),
+            replicas: 7,
+        },
+        Mode::Auto,
+        &policy,
+        NOW + 90,
+    )
+    .await;
+    assert_eq!(again.outcome, outcome::REFUSED);
+    assert_eq!(again.id, cooled.id, "{}", again.detail);
+    assert_eq!(
+        ex.journal().list(100, false).await.expect("list").len(),
+        rows_before,
+        "a repeated refusal adds no row"
+    );
+    assert_eq!(events_for(&client, &ns, cooled.id).await.len(), 1);
 
     let capped = run_one(
         &ex,
@@ -877,7 +899,7 @@ async fn guards_refuse_and_the_journal_names_the_guard() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason.as_deref(), Some("ActionRefused"));
     assert_eq!(events[0].type_.as_deref(), Some("Warning"));
-    assert_eq!(counter(&registry, "scale_replicas", outcome::REFUSED), 3);
+    assert_eq!(counter(&registry, "scale_replicas", outcome::REFUSED), 4);
     assert_eq!(counter(&registry, "scale_replicas", outcome::APPLIED), 1);
 
     // Never act on missing data: a target that does not exist is a failed

@@ -479,8 +479,15 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
     );
     b.wait_metric("b to stand by", "autopilot_leader", |v| v == 0.0)
         .await;
-    // A acts every second (dry-run rows); B, on standby, journals nothing.
-    wait_rows("a to journal actions", &db_a, 3).await;
+    // A decides every second (the same refusal, journaled once and counted
+    // each time); B, on standby, journals nothing.
+    wait_rows("a to journal its decision", &db_a, 1).await;
+    a.wait_metric(
+        "a to keep deciding",
+        "autopilot_act_actions_total{action=\"scale_replicas\",outcome=\"refused\"}",
+        |v| v >= 3.0,
+    )
+    .await;
     assert_eq!(b.metric("autopilot_leader").await, Ok(0.0));
     assert!(
         journal_rows(&db_b).await.is_empty(),

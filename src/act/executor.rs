@@ -196,6 +196,8 @@ pub struct Executed {
     pub id: i64,
     pub outcome: String,
     pub detail: String,
+    /// A refusal that repeats journal entry `id` and was not journaled again.
+    pub repeat: bool,
 }
 
 /// Called between reading a target and writing it, with the attempt number:
@@ -209,6 +211,11 @@ pub struct Executor<J> {
     metrics: Metrics,
     /// Intents found unsent after a restart are sent only if younger than this.
     pub stale_after_seconds: i64,
+    /// A proposal refused by the same guard, with the same patch, as the
+    /// latest journal entry of its runbook, action and target is not
+    /// journaled again for this long: a runbook that keeps firing through a
+    /// cooldown would otherwise add a row every cycle.
+    pub repeat_refusal_seconds: i64,
     before_write: Option<BeforeWrite>,
 }
 
@@ -226,6 +233,28 @@ fn key(c: &ComponentId) -> String {
     format!("{}/{}/{}", c.kind, c.namespace, c.name)
 }
 
+/// The id of the entry `entry` repeats: the latest journaled decision for
+/// the same runbook, action kind and target, when it was refused by the same
+/// guard with the same patch less than `window` seconds before. Any other
+/// decision in between (an action sent, another guard) makes the next
+/// refusal news again.
+fn repeated_refusal(recent: &[JournalEntry], entry: &NewEntry, window: i64) -> Option<i64> {
+    let latest = recent
+        .iter()
+        .filter(|e| {
+            e.entry.runbook == entry.runbook
+                && e.entry.action_kind == entry.action_kind
+                && e.entry.target == entry.target
+        })
+        .max_by_key(|e| (e.entry.at, e.id))?;
+    (latest.outcome.as_deref() == Some(outcome::REFUSED)
+        && latest.entry.verdict == entry.verdict
+        && latest.entry.patch == entry.patch
+        && latest.entry.mode == entry.mode
+        && latest.entry.at > entry.at - window)
+        .then_some(latest.id)
+}
+
 /// The object an action is planned against: its target (for a Backup, the Cluster).
 fn plan_target(action: &Action) -> &ComponentId {
     action.target()
@@ -238,6 +267,7 @@ impl<J: Journal> Executor<J> {
             journal,
             metrics,
             stale_after_seconds: 600,
+            repeat_refusal_seconds: 3600,
             before_write: None,
         }
     }
@@ -281,12 +311,9 @@ impl<J: Journal> Executor<J> {
 
     /// The guard history: entries of the last day that count against limits
     /// (allowed, in any mode, and not failed, rejected or abandoned).
-    async fn history(&self, now: i64) -> Result<Vec<Recent>, Error> {
-        Ok(self
-            .journal
-            .since(now - 86_400)
-            .await?
-            .into_iter()
+    fn history(recent: &[JournalEntry]) -> Vec<Recent> {
+        recent
+            .iter()
             .filter(|e| e.entry.verdict == "allowed")
             .filter(|e| {
                 !matches!(
@@ -296,12 +323,12 @@ impl<J: Journal> Executor<J> {
             })
             .map(|e| Recent {
                 at: e.entry.at,
-                runbook: e.entry.runbook,
-                target: e.entry.target,
-                namespace: e.entry.namespace,
+                runbook: e.entry.runbook.clone(),
+                target: e.entry.target.clone(),
+                namespace: e.entry.namespace.clone(),
                 disruptive: e.entry.disruptive,
             })
-            .collect())
+            .collect()
     }
 
     /// Runs one cycle's proposals: plan, guard, journal, then act by mode.
@@ -353,7 +380,8 @@ impl<J: Journal> Executor<J> {
                 planned: c.planned,
             })
             .collect();
-        let verdicts = evaluate_guards(policy, &self.history(now).await?, &candidates, now);
+        let recent = self.journal.since(now - 86_400).await?;
+        let verdicts = evaluate_guards(policy, &Self::history(&recent), &candidates, now);
         let mut verdict_of: BTreeMap<usize, Verdict> =
             ok.iter().map(|(i, _)| *i).zip(verdicts).collect();
 
@@ -372,6 +400,12 @@ impl<J: Journal> Executor<J> {
                     match verdict {
                         Verdict::Refused { guard, detail } => {
                             let entry = self.new_entry(p, Some(pl), &guard, &detail, now);
+                            if let Some(earlier) =
+                                repeated_refusal(&recent, &entry, self.repeat_refusal_seconds)
+                            {
+                                out.push(self.repeat(earlier, &entry, &detail));
+                                continue;
+                            }
                             let id = self.journal.record_intent(&entry).await?;
                             self.finish(
                                 id,
@@ -395,6 +429,28 @@ impl<J: Journal> Executor<J> {
             out.push(executed);
         }
         Ok(out)
+    }
+
+    /// A refusal already journaled: counted and logged, not journaled again.
+    fn repeat(&self, earlier: i64, entry: &NewEntry, detail: &str) -> Executed {
+        tracing::debug!(
+            earlier,
+            runbook = %entry.runbook,
+            target = %entry.target,
+            guard = %entry.verdict,
+            detail,
+            "refused again; not journaled (same refusal as the earlier entry)"
+        );
+        self.metrics
+            .actions
+            .with_label_values(&[entry.action_kind.as_str(), outcome::REFUSED])
+            .inc();
+        Executed {
+            id: earlier,
+            outcome: outcome::REFUSED.to_string(),
+            detail: format!("{}: {detail} (as journal entry {earlier})", entry.verdict),
+            repeat: true,
+        }
     }
 
     fn new_entry(
@@ -673,6 +729,7 @@ impl<J: Journal> Executor<J> {
             id,
             outcome: out.to_string(),
             detail: detail.to_string(),
+            repeat: false,
         })
     }
 
@@ -743,3 +800,75 @@ impl<J: Journal> Executor<J> {
 }
 
 mod review;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(id: i64, at: i64, guard: &str, replicas: i64, mode: &str) -> JournalEntry {
+        JournalEntry {
+            id,
+            entry: NewEntry {
+                at,
+                runbook: "autoscale-gateway".into(),
+                runbook_hash: "h".into(),
+                trigger: "finding".into(),
+                evidence: json!([]),
+                action: json!({}),
+                action_kind: "scale_replicas".into(),
+                target: "PaymentGateway/pay/gw".into(),
+                namespace: "pay".into(),
+                patch: Some(json!({"spec": {"replicas": replicas}})),
+                inverse: None,
+                disruptive: false,
+                mode: mode.into(),
+                verdict: guard.into(),
+                verdict_detail: String::new(),
+                verify: None,
+                undo_of: None,
+            },
+            dry_run: None,
+            outcome: Some(outcome::REFUSED.into()),
+            outcome_detail: None,
+            outcome_at: Some(at),
+            verification: None,
+            approval: None,
+        }
+    }
+
+    #[test]
+    fn only_the_same_refusal_within_the_window_is_a_repeat() {
+        let now = 10_000;
+        let new = refused(0, now, "cooldown", 5, "auto").entry;
+        let earlier = refused(7, now - 60, "cooldown", 5, "auto");
+        assert_eq!(
+            repeated_refusal(std::slice::from_ref(&earlier), &new, 3600),
+            Some(7)
+        );
+        // Older than the window: journaled again, so the journal shows it persists.
+        assert_eq!(
+            repeated_refusal(std::slice::from_ref(&earlier), &new, 30),
+            None
+        );
+        // Another guard, another patch or another mode is news.
+        for other in [
+            refused(7, now - 60, "rate_limit", 5, "auto"),
+            refused(7, now - 60, "cooldown", 6, "auto"),
+            refused(7, now - 60, "cooldown", 5, "dry-run"),
+        ] {
+            assert_eq!(repeated_refusal(&[other], &new, 3600), None);
+        }
+        // Only the latest decision counts: an action sent in between makes
+        // the next refusal worth a row.
+        let mut sent = refused(8, now - 30, "allowed", 5, "auto");
+        sent.outcome = Some(outcome::APPLIED.into());
+        assert_eq!(repeated_refusal(&[earlier.clone(), sent], &new, 3600), None);
+        // Another target or runbook is not a repeat.
+        let mut elsewhere = earlier.clone();
+        elsewhere.entry.target = "PaymentGateway/pay/other".into();
+        assert_eq!(repeated_refusal(&[elsewhere], &new, 3600), None);
+        let mut by_other = earlier;
+        by_other.entry.runbook = "rollback-on-error-rate".into();
+        assert_eq!(repeated_refusal(&[by_other], &new, 3600), None);
+    }
+}

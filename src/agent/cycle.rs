@@ -569,7 +569,11 @@ impl Autopilot {
                     match self.executor.run_batch(&proposals, &policy, now).await {
                         Ok(done) => {
                             for e in &done {
-                                tracing::info!(id = e.id, outcome = %e.outcome, detail = %e.detail, "action");
+                                if e.repeat {
+                                    tracing::debug!(id = e.id, outcome = %e.outcome, detail = %e.detail, "action refused again");
+                                } else {
+                                    tracing::info!(id = e.id, outcome = %e.outcome, detail = %e.detail, "action");
+                                }
                             }
                             summary.executed =
                                 done.into_iter().map(|e| (e.id, e.outcome)).collect();
