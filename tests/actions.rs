@@ -159,6 +159,13 @@ fn proposal(action: Action, mode: Mode) -> Proposal {
     }
 }
 
+fn scale(target: &ComponentId, replicas: i64) -> Action {
+    Action::ScaleReplicas {
+        target: target.clone(),
+        replicas,
+    }
+}
+
 async fn run_one(
     ex: &Executor<SqlJournal>,
     action: Action,
@@ -274,17 +281,7 @@ async fn reversible_actions_patch_their_target_and_the_inverse_restores_it() {
         Some(json!({"lastGoodVersion": "2.4.0"})),
     )
     .await;
-    apply_and_undo(
-        &client,
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 5,
-        },
-        &["spec", "replicas"],
-        json!(5),
-    )
-    .await;
+    apply_and_undo(&client, &ex, scale(&gw, 5), &["spec", "replicas"], json!(5)).await;
     apply_and_undo(
         &client,
         &ex,
@@ -334,10 +331,7 @@ async fn reversible_actions_patch_their_target_and_the_inverse_restores_it() {
     apply_and_undo(
         &client,
         &ex,
-        Action::ScaleReplicas {
-            target: pool,
-            replicas: 4,
-        },
+        scale(&pool, 4),
         &["spec", "replicas"],
         json!(4),
     )
@@ -638,17 +632,7 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
     .await;
     let rv_before = get(&client, &gw).await["metadata"]["resourceVersion"].clone();
 
-    let rec = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 5,
-        },
-        Mode::Recommend,
-        &p,
-        NOW,
-    )
-    .await;
+    let rec = run_one(&ex, scale(&gw, 5), Mode::Recommend, &p, NOW).await;
     assert_eq!(rec.outcome, outcome::RECOMMENDED, "{}", rec.detail);
     let row = ex.journal().get(rec.id).await.expect("get").expect("row");
     assert_eq!(row.dry_run.as_deref(), Some("ok"));
@@ -660,17 +644,7 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
     assert_eq!(now_obj["metadata"]["resourceVersion"], rv_before);
 
     // The API server's validation is what judges the patch: 500 > max 200.
-    let invalid = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 500,
-        },
-        Mode::Recommend,
-        &p,
-        NOW,
-    )
-    .await;
+    let invalid = run_one(&ex, scale(&gw, 500), Mode::Recommend, &p, NOW).await;
     assert_eq!(invalid.outcome, outcome::FAILED);
     let row = ex
         .journal()
@@ -687,17 +661,7 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
     );
 
     // Dry-run mode: decided and journaled, nothing sent, not even a dry run.
-    let dry = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 4,
-        },
-        Mode::DryRun,
-        &p,
-        NOW,
-    )
-    .await;
+    let dry = run_one(&ex, scale(&gw, 4), Mode::DryRun, &p, NOW).await;
     assert_eq!(dry.outcome, outcome::DRY_RUN);
     assert_eq!(
         ex.journal()
@@ -724,17 +688,7 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
     );
 
     // A recommendation whose target changed meanwhile is not applied.
-    let stale = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 7,
-        },
-        Mode::Recommend,
-        &p,
-        NOW + 100,
-    )
-    .await;
+    let stale = run_one(&ex, scale(&gw, 7), Mode::Recommend, &p, NOW + 100).await;
     api(&client, &ns, "PaymentGateway")
         .patch(
             "gw",
@@ -755,17 +709,7 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
     );
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 6);
 
-    let rejected = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 8,
-        },
-        Mode::Recommend,
-        &p,
-        NOW + 200,
-    )
-    .await;
+    let rejected = run_one(&ex, scale(&gw, 8), Mode::Recommend, &p, NOW + 200).await;
     let r = ex
         .reject(rejected.id, "carol", NOW + 210)
         .await
@@ -796,29 +740,9 @@ async fn guards_refuse_and_the_journal_names_the_guard() {
         ..Policy::default()
     };
 
-    let first = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 6,
-        },
-        Mode::Auto,
-        &policy,
-        NOW,
-    )
-    .await;
+    let first = run_one(&ex, scale(&gw, 6), Mode::Auto, &policy, NOW).await;
     assert_eq!(first.outcome, outcome::APPLIED, "{}", first.detail);
-    let cooled = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 7,
-        },
-        Mode::Auto,
-        &policy,
-        NOW + 60,
-    )
-    .await;
+    let cooled = run_one(&ex, scale(&gw, 7), Mode::Auto, &policy, NOW + 60).await;
     assert_eq!(cooled.outcome, outcome::REFUSED);
     let row = ex
         .journal()
@@ -834,17 +758,7 @@ async fn guards_refuse_and_the_journal_names_the_guard() {
     // The runbook keeps proposing the same thing through the cooldown: it
     // is refused and counted each time, but journaled (and announced) once.
     let rows_before = ex.journal().list(100, false).await.expect("list").len();
-    let again = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 7,
-        },
-        Mode::Auto,
-        &policy,
-        NOW + 90,
-    )
-    .await;
+    let again = run_one(&ex, scale(&gw, 7), Mode::Auto, &policy, NOW + 90).await;
     assert_eq!(again.outcome, outcome::REFUSED);
     assert_eq!(again.id, cooled.id, "{}", again.detail);
     assert_eq!(
@@ -854,17 +768,7 @@ async fn guards_refuse_and_the_journal_names_the_guard() {
     );
     assert_eq!(events_for(&client, &ns, cooled.id).await.len(), 1);
 
-    let capped = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 20,
-        },
-        Mode::Auto,
-        &policy,
-        NOW + 700,
-    )
-    .await;
+    let capped = run_one(&ex, scale(&gw, 20), Mode::Auto, &policy, NOW + 700).await;
     assert_eq!(capped.outcome, outcome::REFUSED);
     assert_eq!(
         ex.journal()
@@ -881,17 +785,7 @@ async fn guards_refuse_and_the_journal_names_the_guard() {
         kill_switch: true,
         ..policy.clone()
     };
-    let k = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 7,
-        },
-        Mode::DryRun,
-        &killed,
-        NOW + 800,
-    )
-    .await;
+    let k = run_one(&ex, scale(&gw, 7), Mode::DryRun, &killed, NOW + 800).await;
     assert_eq!(k.outcome, outcome::REFUSED, "guards apply in dry-run too");
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 6);
 
@@ -909,17 +803,7 @@ async fn guards_refuse_and_the_journal_names_the_guard() {
         namespace: ns.clone(),
         name: "ghost".into(),
     };
-    let g = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: ghost,
-            replicas: 2,
-        },
-        Mode::Auto,
-        &policy,
-        NOW + 900,
-    )
-    .await;
+    let g = run_one(&ex, scale(&ghost, 2), Mode::Auto, &policy, NOW + 900).await;
     assert_eq!(g.outcome, outcome::FAILED);
     assert_eq!(
         ex.journal()
@@ -965,27 +849,9 @@ async fn a_restart_resolves_in_flight_intents_without_losing_or_repeating_one() 
     .await;
 
     // Crash after the intent was written, before the patch: sent on restart.
-    let intent_only = journal_intent(
-        &ex,
-        &client,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 5,
-        },
-        NOW,
-    )
-    .await;
+    let intent_only = journal_intent(&ex, &client, scale(&gw, 5), NOW).await;
     // Crash after the patch, before the outcome: found applied, not re-sent.
-    let sent = journal_intent(
-        &ex,
-        &client,
-        Action::ScaleReplicas {
-            target: ca.clone(),
-            replicas: 4,
-        },
-        NOW,
-    )
-    .await;
+    let sent = journal_intent(&ex, &client, scale(&ca, 4), NOW).await;
     api(&client, &ns, "PaymentGateway")
         .patch("gw2", &PatchParams::apply("autopilot"), &Patch::Merge(json!({
             "metadata": {"annotations": {ACTION_ID_ANNOTATION: sent.to_string()}}, "spec": {"replicas": 4}})))
@@ -993,16 +859,7 @@ async fn a_restart_resolves_in_flight_intents_without_losing_or_repeating_one() 
         .expect("the patch that made it before the crash");
     let rv_sent = get(&client, &ca).await["metadata"]["resourceVersion"].clone();
     // Crash long ago: too late to act on that decision.
-    let stale = journal_intent(
-        &ex,
-        &client,
-        Action::ScaleReplicas {
-            target: old.clone(),
-            replicas: 4,
-        },
-        NOW - 3600,
-    )
-    .await;
+    let stale = journal_intent(&ex, &client, scale(&old, 4), NOW - 3600).await;
 
     // Crashes in the other modes: nothing is sent for real, the row is finished.
     let gw3 = create(
@@ -1014,42 +871,9 @@ async fn a_restart_resolves_in_flight_intents_without_losing_or_repeating_one() 
         None,
     )
     .await;
-    let rec = journal_entry(
-        &ex,
-        &client,
-        Action::ScaleReplicas {
-            target: gw3.clone(),
-            replicas: 4,
-        },
-        NOW,
-        "recommend",
-        "allowed",
-    )
-    .await;
-    let dry = journal_entry(
-        &ex,
-        &client,
-        Action::ScaleReplicas {
-            target: gw3.clone(),
-            replicas: 5,
-        },
-        NOW,
-        "dry-run",
-        "allowed",
-    )
-    .await;
-    let refused = journal_entry(
-        &ex,
-        &client,
-        Action::ScaleReplicas {
-            target: gw3.clone(),
-            replicas: 6,
-        },
-        NOW,
-        "auto",
-        "cooldown",
-    )
-    .await;
+    let rec = journal_entry(&ex, &client, scale(&gw3, 4), NOW, "recommend", "allowed").await;
+    let dry = journal_entry(&ex, &client, scale(&gw3, 5), NOW, "dry-run", "allowed").await;
+    let refused = journal_entry(&ex, &client, scale(&gw3, 6), NOW, "auto", "cooldown").await;
 
     let resolved = ex.resolve_unresolved(NOW + 30).await.expect("resolve");
     let by_id: BTreeMap<i64, String> = resolved.iter().map(|r| (r.id, r.outcome.clone())).collect();
@@ -1168,21 +992,9 @@ async fn a_failed_verification_undoes_the_action() {
         threshold: 0.3,
         within_seconds: 600,
     };
-    let mut bad = proposal(
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 5,
-        },
-        Mode::Auto,
-    );
+    let mut bad = proposal(scale(&gw, 5), Mode::Auto);
     bad.intent.verify = Some(verify.clone());
-    let mut good = proposal(
-        Action::ScaleReplicas {
-            target: other.clone(),
-            replicas: 5,
-        },
-        Mode::Auto,
-    );
+    let mut good = proposal(scale(&other, 5), Mode::Auto);
     good.intent.verify = Some(verify);
     let out = ex
         .run_batch(&[bad, good], &permissive(), NOW)
@@ -1255,17 +1067,7 @@ async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch()
         None,
     )
     .await;
-    let rec = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: gw.clone(),
-            replicas: 4,
-        },
-        Mode::Recommend,
-        &permissive(),
-        NOW,
-    )
-    .await;
+    let rec = run_one(&ex, scale(&gw, 4), Mode::Recommend, &permissive(), NOW).await;
     let id = rec.id.to_string();
 
     let (ok, list) = cli(cp, &db, &["list", "--pending"]);
@@ -1339,28 +1141,8 @@ async fn recommendations_can_be_approved_or_rejected_by_annotation() {
         None,
     )
     .await;
-    let ra = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: a.clone(),
-            replicas: 4,
-        },
-        Mode::Recommend,
-        &p,
-        NOW,
-    )
-    .await;
-    let rb = run_one(
-        &ex,
-        Action::ScaleReplicas {
-            target: b.clone(),
-            replicas: 4,
-        },
-        Mode::Recommend,
-        &p,
-        NOW,
-    )
-    .await;
+    let ra = run_one(&ex, scale(&a, 4), Mode::Recommend, &p, NOW).await;
+    let rb = run_one(&ex, scale(&b, 4), Mode::Recommend, &p, NOW).await;
     // Nothing annotated yet: nothing happens.
     assert!(
         ex.apply_annotated_approvals(&p, NOW + 10)
