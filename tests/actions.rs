@@ -674,8 +674,31 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
     );
 
     assert_eq!(ex.journal().list(10, true).await.expect("pending").len(), 1);
+    // The guards judge again at approval: under a policy tightened since,
+    // 3 → 5 moves too far, and the recommendation stays pending.
+    let tightened = Policy {
+        max_relative_change: 0.5,
+        ..p.clone()
+    };
+    let err = ex
+        .approve(rec.id, "alice", &tightened, NOW + 30)
+        .await
+        .expect_err("refused by the tightened policy")
+        .to_string();
+    assert!(
+        err.contains("max_change") && err.contains("stays pending"),
+        "{err}"
+    );
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
+    assert_eq!(ex.journal().list(10, true).await.expect("pending").len(), 1);
+    // With two actions an hour allowed it is approved: the dry-run decision
+    // counts, the recommendation itself does not count against itself.
+    let two_an_hour = Policy {
+        runbook_per_hour: 2,
+        ..p.clone()
+    };
     let applied = ex
-        .approve(rec.id, "alice", &p, NOW + 60)
+        .approve(rec.id, "alice", &two_an_hour, NOW + 60)
         .await
         .expect("approve");
     assert_eq!(applied.outcome, outcome::APPLIED, "{}", applied.detail);
@@ -1164,13 +1187,28 @@ async fn recommendations_can_be_approved_or_rejected_by_annotation() {
     };
     annotate("a", "autopilot.payments.io/approve", ra.id).await;
     annotate("b", "autopilot.payments.io/reject", rb.id).await;
+    // Under the kill switch the approval waits (still pending, nothing
+    // sent) and the scan goes on to the rejection.
+    let killed = Policy {
+        kill_switch: true,
+        ..p.clone()
+    };
+    let done = ex
+        .apply_annotated_approvals(&killed, NOW + 15)
+        .await
+        .expect("scan");
+    let outcomes: BTreeMap<i64, String> = done.into_iter().map(|e| (e.id, e.outcome)).collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[&rb.id], outcome::REJECTED);
+    assert_eq!(get(&client, &a).await["spec"]["replicas"], 3);
+    // Switched off: the waiting approval goes through.
     let done = ex
         .apply_annotated_approvals(&p, NOW + 20)
         .await
         .expect("scan");
     let outcomes: BTreeMap<i64, String> = done.into_iter().map(|e| (e.id, e.outcome)).collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
     assert_eq!(outcomes[&ra.id], outcome::APPLIED);
-    assert_eq!(outcomes[&rb.id], outcome::REJECTED);
     assert_eq!(get(&client, &a).await["spec"]["replicas"], 4);
     assert_eq!(get(&client, &b).await["spec"]["replicas"], 3);
     assert!(

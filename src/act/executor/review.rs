@@ -268,6 +268,7 @@ impl<J: Journal> Executor<J> {
                 reason: "the kill switch is on".into(),
             });
         }
+        self.guards_allow_approval(&e, &intent, policy, now).await?;
         if !self
             .journal
             .record_approval(id, &format!("approved by {by}"))
@@ -314,6 +315,41 @@ impl<J: Journal> Executor<J> {
         }
     }
 
+    /// The guards, judged again at approval time: hours may have passed
+    /// since the recommendation, and other actions since then count against
+    /// the cooldown, the rate limits and the disruption budget. The
+    /// recommendation itself is left out of the history it is judged
+    /// against. A refusal leaves it pending, to approve later or reject.
+    async fn guards_allow_approval(
+        &self,
+        e: &JournalEntry,
+        intent: &Intent,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<(), Error> {
+        let refuse = |reason: String| Error::ApproveEntry { id: e.id, reason };
+        let target = plan_target(&intent.action);
+        let obj = self
+            .fetch_target(target)
+            .await
+            .map_err(|err| refuse(err.to_string()))?
+            .ok_or_else(|| refuse(format!("{} no longer exists", key(target))))?;
+        let planned = plan_action(&intent.action, &obj, now)
+            .map_err(|err| refuse(format!("it no longer plans: {err}")))?;
+        let mut recent = self.journal.since(now - 86_400).await?;
+        recent.retain(|r| r.id != e.id);
+        let candidate = Candidate {
+            intent,
+            planned: &planned,
+        };
+        match evaluate_guards(policy, &Self::history(&recent), &[candidate], now).pop() {
+            Some(Verdict::Refused { guard, detail }) => Err(refuse(format!(
+                "the {guard} guard refuses it now ({detail}); it stays pending"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Approvals and rejections given as annotations on the targets:
     /// `autopilot.payments.io/approve: "12,15"` or
     /// `autopilot.payments.io/reject: "13"` (journal ids), for SREs who
@@ -338,7 +374,15 @@ impl<J: Journal> Executor<J> {
             if listed(REJECT_ANNOTATION) {
                 out.push(self.reject(e.id, "annotation", now).await?);
             } else if listed(APPROVE_ANNOTATION) {
-                out.push(self.approve(e.id, "annotation", policy, now).await?);
+                match self.approve(e.id, "annotation", policy, now).await {
+                    Ok(done) => out.push(done),
+                    // Refused for now (a guard, the kill switch): it stays
+                    // pending and is tried again next cycle; the others go on.
+                    Err(error @ Error::ApproveEntry { .. }) => {
+                        tracing::info!(id = e.id, %error, "approval by annotation waits");
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         }
         Ok(out)
