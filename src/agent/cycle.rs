@@ -31,6 +31,7 @@ use crate::{
         self,
         action::kind_info,
         executor::{Executor, Proposal, fetch_policy},
+        verify::Verification,
     },
     decide::{
         Mode, RunbookSet, Trigger,
@@ -616,7 +617,19 @@ impl Autopilot {
         {
             Ok(v) => {
                 for (id, verdict) in v {
-                    tracing::info!(id, verdict = ?verdict, "verification");
+                    match verdict {
+                        // Asked every cycle until the deadline: not news.
+                        Verification::Pending => tracing::debug!(id, "verification pending"),
+                        Verification::Passed(detail) => {
+                            tracing::info!(id, %detail, "verification passed")
+                        }
+                        Verification::Failed(detail) => {
+                            tracing::warn!(id, %detail, "verification failed; undone by its inverse where it has one")
+                        }
+                        Verification::NoData(detail) => {
+                            tracing::warn!(id, %detail, "verification had no data; left as is")
+                        }
+                    }
                 }
             }
             Err(error) => {
