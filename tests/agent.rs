@@ -556,12 +556,42 @@ fn the_charts_rbac_covers_the_models_the_runbook_actions_and_the_lease() {
         set.contains(&(g.to_string(), r.to_string(), v.to_string()))
     };
     let mut missing = Vec::new();
+    // The loop watches (observe::cache) every kind a model scores and every
+    // kind a default runbook triggers on.
+    let mut watched: Vec<(String, String, String)> = Vec::new();
     for spec in autopilot::observe::load_model_specs(&repo("models")).expect("models") {
-        if !has(&cluster, &spec.group, &spec.plural, "list") {
-            missing.push(format!(
-                "list {}/{} ({})",
-                spec.group, spec.plural, spec.file
-            ));
+        watched.push((spec.group, spec.plural, spec.file));
+    }
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(repo("rules")).expect("rules") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "rhai") {
+            let name = path
+                .file_stem()
+                .expect("stem")
+                .to_string_lossy()
+                .to_string();
+            sources.push((name, std::fs::read_to_string(&path).expect("runbook")));
+        }
+    }
+    let mut set = autopilot::decide::RunbookSet::new(Default::default());
+    assert!(set.load(&sources).is_empty(), "default runbooks compile");
+    for rb in set.runbooks() {
+        use autopilot::decide::Trigger;
+        let kind = match &rb.meta.trigger {
+            Trigger::Findings(t) => Some(t.kind.clone()),
+            Trigger::Cron { kind, .. } => kind.clone(),
+            Trigger::Condition { kind, .. } => Some(kind.clone()),
+        };
+        if let Some(info) = kind.and_then(|k| autopilot::act::action::kind_info(&k)) {
+            watched.push((info.group, info.plural, format!("runbook {}", rb.name)));
+        }
+    }
+    for (group, plural, why) in watched {
+        for verb in ["list", "watch"] {
+            if !has(&cluster, &group, &plural, verb) {
+                missing.push(format!("{verb} {group}/{plural} ({why})"));
+            }
         }
     }
     let mut actions = 0;

@@ -113,3 +113,111 @@ async fn every_spec_kind_is_discoverable_and_silent_components_are_unobserved() 
         "{report:?}"
     );
 }
+
+/// The agent reads components and resources from watched copies
+/// (`observe::cache`), one reflector per kind: a kind whose CRD is missing
+/// reads as an error (never as "no objects"), is listed afresh once the CRD
+/// exists, and then follows creations and deletions without a LIST per read.
+#[tokio::test]
+async fn watched_copies_follow_the_cluster_and_a_missing_kind_is_an_error() {
+    use autopilot::observe::cache::{Error, ResourceCache};
+    let cp = support::control_plane(Default::default());
+    let (client, ns) = support::client_and_namespace(cp, "cache").await;
+    let (_, other) = support::client_and_namespace(cp, "cache-other").await;
+    let gvk = ("cachetest.autopilot.io", "v1", "Widget", "widgets");
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(gvk.0, gvk.1, gvk.2), gvk.3);
+    let mut cache = ResourceCache::new(client.clone());
+
+    match cache.snapshot(&ar, None).await {
+        Err(Error::Watch { kind, reason }) => {
+            assert_eq!(kind, "Widget");
+            assert!(
+                reason.contains("404") || reason.contains("not found"),
+                "{reason}"
+            );
+        }
+        other => panic!("a kind without its CRD must be an error, got {other:?}"),
+    }
+
+    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "widgets.cachetest.autopilot.io"},
+        "spec": {
+            "group": gvk.0,
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))
+    .expect("CRD");
+    autopilot::act::apply_crds(&client, &[crd])
+        .await
+        .expect("CRD installs");
+    create(
+        &client,
+        &ns,
+        gvk,
+        serde_json::json!({"metadata": {"name": "a"}}),
+    )
+    .await;
+    create(
+        &client,
+        &other,
+        gvk,
+        serde_json::json!({"metadata": {"name": "b"}}),
+    )
+    .await;
+    let id = |ns: &str, name: &str| ComponentId {
+        kind: "Widget".into(),
+        namespace: ns.into(),
+        name: name.into(),
+    };
+
+    // The failed watch is replaced by a fresh one that lists what exists.
+    let names = |m: &std::collections::BTreeMap<ComponentId, serde_json::Value>| {
+        m.keys()
+            .filter(|c| c.namespace == ns || c.namespace == other)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let all = loop {
+        let seen = cache.snapshot(&ar, None).await;
+        match &seen {
+            Ok(m) if names(m).len() == 2 => break seen.expect("read"),
+            _ if std::time::Instant::now() > deadline => panic!("both widgets: {seen:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    };
+    let a = &all[&id(&ns, "a")];
+    assert_eq!(
+        a["kind"], "Widget",
+        "objects carry their kind for runbooks and Events"
+    );
+    assert_eq!(a["apiVersion"], "cachetest.autopilot.io/v1");
+    let one_ns = cache.snapshot(&ar, Some(&ns)).await.expect("one namespace");
+    assert_eq!(names(&one_ns), vec![id(&ns, "a")], "the namespace filter");
+
+    // Changes arrive through the watch; the same reflector serves every read.
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
+    api.delete("a", &Default::default())
+        .await
+        .expect("delete a");
+    create(
+        &client,
+        &ns,
+        gvk,
+        serde_json::json!({"metadata": {"name": "c"}}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seen = cache.snapshot(&ar, Some(&ns)).await.map(|m| names(&m));
+        match &seen {
+            Ok(n) if n == &vec![id(&ns, "c")] => break,
+            _ if std::time::Instant::now() > deadline => panic!("the copy to follow: {seen:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(cache.watched(), 1, "one reflector for the kind");
+}

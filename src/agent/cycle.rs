@@ -38,11 +38,7 @@ use crate::{
         cycle::{Observed, evaluate_cycle},
     },
     detect::{ComponentId, CycleInput, Estate, Finding, SeriesSamples},
-    observe::{
-        Prometheus,
-        facts::{fetch_resources, resource_facts},
-        fetch_components,
-    },
+    observe::{Prometheus, cache::ResourceCache, facts::resource_facts, spec_resource},
     store::SqlJournal,
 };
 
@@ -97,6 +93,8 @@ pub struct Autopilot {
     rules_rx: Option<watch::Receiver<Option<Snapshot>>>,
     /// The sources loaded last (to reload a folder only when it changed).
     loaded: Option<Sources>,
+    /// Watched copies of the components and the resources decided on.
+    cache: ResourceCache,
     /// Kinds whose listing failed, so the warning is logged once.
     unlisted: BTreeSet<String>,
     /// Kinds whose resources could not be read, likewise.
@@ -127,6 +125,7 @@ fn unix_now() -> i64 {
 impl Autopilot {
     pub fn new(p: Parts) -> Self {
         Autopilot {
+            cache: ResourceCache::new(p.client.clone()),
             client: p.client,
             prometheus: p.prometheus,
             estate: p.estate,
@@ -356,10 +355,10 @@ impl Autopilot {
                     last_error = Some(error.to_string());
                 }
             }
-            match fetch_components(&self.client, spec).await {
+            match self.cache.snapshot(&spec_resource(spec), None).await {
                 Ok(c) => {
                     self.unlisted.remove(&spec.kind);
-                    components.extend(c);
+                    components.extend(c.into_keys());
                 }
                 Err(error) => {
                     if self.unlisted.insert(spec.kind.clone()) {
@@ -461,12 +460,10 @@ impl Autopilot {
                 kind: info.kind.clone(),
                 plural: info.plural.clone(),
             };
-            match fetch_resources(
-                &self.client,
-                &resource,
-                self.settings.watch_namespace.as_deref(),
-            )
-            .await
+            match self
+                .cache
+                .snapshot(&resource, self.settings.watch_namespace.as_deref())
+                .await
             {
                 Ok(objects) => {
                     self.unread.remove(&kind);

@@ -9,6 +9,7 @@
 //! a query that fails is an error the cycle reports as "no data", never an
 //! empty, healthy-looking result.
 
+pub mod cache;
 pub mod facts;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
@@ -243,13 +244,17 @@ fn series(
 
 /// The components of `spec`'s kind that exist in the cluster (all
 /// namespaces), from the Kubernetes API.
+/// The API resource of the kind a model spec scores.
+pub fn spec_resource(spec: &ValidatedSpec) -> ApiResource {
+    let gvk = kube::api::GroupVersionKind::gvk(&spec.group, &spec.version, &spec.kind);
+    ApiResource::from_gvk_with_plural(&gvk, &spec.plural)
+}
+
 pub async fn fetch_components(
     client: &Client,
     spec: &ValidatedSpec,
 ) -> Result<Vec<ComponentId>, Error> {
-    let gvk = kube::api::GroupVersionKind::gvk(&spec.group, &spec.version, &spec.kind);
-    let resource = ApiResource::from_gvk_with_plural(&gvk, &spec.plural);
-    let mut out: Vec<ComponentId> = facts::fetch_resources(client, &resource, None)
+    let mut out: Vec<ComponentId> = facts::fetch_resources(client, &spec_resource(spec), None)
         .await?
         .into_keys()
         .collect();

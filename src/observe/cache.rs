@@ -1,0 +1,193 @@
+//! Watched copies of the resources the agent reads every cycle.
+//!
+//! The loop needs, each cycle, the components of every kind a model scores
+//! and the resources its runbooks decide on. Listing them again every cycle
+//! costs the API server a LIST per kind per cycle; instead each kind gets one
+//! cluster-wide reflector (`kube::runtime::reflector`) on first use, and a
+//! cycle reads its store.
+//!
+//! A store is only as good as its watch. A kind is readable once its initial
+//! list has completed and while its watch has not failed. A watch that
+//! failed is dropped and started afresh (a new list) on the next read, so a
+//! kind reads either as a complete, current copy or as an error that gives
+//! the runbooks missing data, never as a stale copy presented as current.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject},
+    runtime::{
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde_json::{Value, json};
+
+use crate::detect::ComponentId;
+
+/// How long the first read of a kind waits for its initial list.
+const FIRST_SYNC: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("watching {kind} objects: {reason}")]
+    Watch { kind: String, reason: String },
+    #[error("watching {kind} objects: the initial list has not completed")]
+    NotSynced { kind: String },
+}
+
+impl Error {
+    /// Fixed category for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Watch { .. } => "watch",
+            Error::NotSynced { .. } => "not_synced",
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// The initial list has completed at least once.
+    synced: bool,
+    /// The watch failed with this error; the copy is not trusted after it.
+    error: Option<String>,
+}
+
+struct Watched {
+    store: Store<DynamicObject>,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watched {
+    fn synced(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.synced)
+    }
+
+    fn error(&self) -> Option<String> {
+        match self.state.lock() {
+            Ok(s) => s.error.clone(),
+            Err(_) => Some("the watch task panicked".into()),
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.error().is_some()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One reflector per kind, started on first use and kept while the cache lives.
+pub struct ResourceCache {
+    client: Client,
+    watched: HashMap<(String, String), Watched>,
+}
+
+impl ResourceCache {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            watched: HashMap::new(),
+        }
+    }
+
+    /// Kinds watched so far.
+    pub fn watched(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// The objects of `resource` (of one namespace, or all), keyed by
+    /// component, as JSON with `apiVersion` and `kind` set. An error when
+    /// the kind cannot be read: its watch is failing (a CRD not installed,
+    /// RBAC, the API server down) or it has never finished listing.
+    pub async fn snapshot(
+        &mut self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+    ) -> Result<BTreeMap<ComponentId, Value>, Error> {
+        let key = (resource.api_version.clone(), resource.kind.clone());
+        if self.watched.get(&key).is_some_and(Watched::failed) {
+            // Start over: a fresh list rather than a copy that missed events.
+            self.watched.remove(&key);
+        }
+        if !self.watched.contains_key(&key) {
+            let w = self.start(resource);
+            // A new watch is waited for (bounded): its initial list or its error.
+            let _ = tokio::time::timeout(FIRST_SYNC, async {
+                while !w.synced() && !w.failed() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            self.watched.insert(key.clone(), w);
+        }
+        let w = &self.watched[&key];
+        if let Some(reason) = w.error() {
+            return Err(Error::Watch {
+                kind: resource.kind.clone(),
+                reason,
+            });
+        }
+        if !w.synced() {
+            return Err(Error::NotSynced {
+                kind: resource.kind.clone(),
+            });
+        }
+        Ok(w.store
+            .state()
+            .iter()
+            .filter(|o| namespace.is_none_or(|ns| o.metadata.namespace.as_deref() == Some(ns)))
+            .map(|o| {
+                let id = ComponentId {
+                    kind: resource.kind.clone(),
+                    namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                    name: o.metadata.name.clone().unwrap_or_default(),
+                };
+                let mut value = serde_json::to_value(o.as_ref()).unwrap_or(Value::Null);
+                value["apiVersion"] = json!(resource.api_version);
+                value["kind"] = json!(resource.kind);
+                (id, value)
+            })
+            .collect())
+    }
+
+    fn start(&self, resource: &ApiResource) -> Watched {
+        let writer = reflector::store::Writer::new(resource.clone());
+        let store = writer.as_reader();
+        let state = Arc::new(Mutex::new(State::default()));
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()));
+        let kind = resource.kind.clone();
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                let Ok(mut s) = shared.lock() else { return };
+                match item {
+                    Ok(watcher::Event::InitDone) => s.synced = true,
+                    Ok(_) => {}
+                    Err(error) => {
+                        let reason = crate::telemetry::chain(&error);
+                        tracing::warn!(%kind, error = %reason, "watch failed; it is listed afresh on the next cycle");
+                        s.error = Some(reason);
+                        // This copy is no longer trusted; the next read starts a new one.
+                        return;
+                    }
+                }
+            }
+        });
+        Watched { store, state, task }
+    }
+}
