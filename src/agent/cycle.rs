@@ -97,6 +97,8 @@ pub struct Autopilot {
     cache: ResourceCache,
     /// Kinds whose listing failed, so the warning is logged once.
     unlisted: BTreeSet<String>,
+    /// Kinds Prometheus failed to answer for, likewise.
+    unqueried: BTreeSet<String>,
     /// Kinds whose resources could not be read, likewise.
     unread: BTreeSet<String>,
     /// Per (component, signal): when last seen, and the recent values.
@@ -138,6 +140,7 @@ impl Autopilot {
             rules_rx: p.rules_rx,
             loaded: None,
             unlisted: BTreeSet::new(),
+            unqueried: BTreeSet::new(),
             unread: BTreeSet::new(),
             samples: BTreeMap::new(),
             last: None,
@@ -345,13 +348,22 @@ impl Autopilot {
                 Ok(s) => {
                     answered += 1;
                     series.extend(s);
+                    if self.unqueried.remove(&spec.kind) {
+                        tracing::info!(kind = %spec.kind, "Prometheus answers for this kind again");
+                    }
                 }
                 Err(error) => {
                     self.metrics
                         .read_errors
                         .with_label_values(&["prometheus", error.kind()])
                         .inc();
-                    tracing::warn!(kind = %spec.kind, error = %crate::telemetry::chain(&error), "querying Prometheus failed; this kind is not scored this cycle");
+                    // Once per outage, not once a cycle; the counter above
+                    // and autopilot_prometheus_up carry it meanwhile.
+                    if self.unqueried.insert(spec.kind.clone()) {
+                        tracing::warn!(kind = %spec.kind, error = %crate::telemetry::chain(&error), "querying Prometheus failed; this kind is not scored until it answers");
+                    } else {
+                        tracing::debug!(kind = %spec.kind, error = %crate::telemetry::chain(&error), "querying Prometheus failed again");
+                    }
                     last_error = Some(error.to_string());
                 }
             }
