@@ -220,4 +220,33 @@ async fn watched_copies_follow_the_cluster_and_a_missing_kind_is_an_error() {
         }
     }
     assert_eq!(cache.watched(), 1, "one reflector for the kind");
+
+    // Reads come from the copy: no LIST reaches the API server for them.
+    let lists_before = widget_lists(&client).await;
+    for _ in 0..5 {
+        cache.snapshot(&ar, None).await.expect("read");
+    }
+    assert_eq!(widget_lists(&client).await, lists_before);
+    assert!(lists_before >= 1.0, "the initial list was counted");
+}
+
+/// LIST requests for widgets the API server has answered, from its own
+/// `apiserver_request_total`.
+async fn widget_lists(client: &kube::Client) -> f64 {
+    let text = client
+        .request_text(
+            http::Request::get("/metrics")
+                .body(Vec::new())
+                .expect("request"),
+        )
+        .await
+        .expect("API server metrics");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                && l.contains(r#"resource="widgets""#)
+                && l.contains(r#"verb="LIST""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
