@@ -35,6 +35,29 @@ impl<J: Journal> Executor<J> {
         Ok((intent, patch, inverse))
     }
 
+    /// Journal entry `id`, parsed, if its outcome is `expected` (a pending
+    /// recommendation, an applied action); otherwise `wrong` says why not.
+    async fn entry_in(
+        &self,
+        id: i64,
+        expected: &str,
+        wrong: impl Fn(String) -> Error,
+    ) -> Result<(JournalEntry, Intent, Option<Change>, Option<Change>), Error> {
+        let e = self.journal.get(id).await?.ok_or(Error::FindEntry { id })?;
+        if e.outcome.as_deref() != Some(expected) {
+            let was = e.outcome.as_deref().unwrap_or("none yet");
+            return Err(wrong(match expected {
+                outcome::RECOMMENDED => {
+                    format!("it is not a pending recommendation (outcome {was})")
+                }
+                outcome::APPLIED => format!("only applied actions can be undone (outcome {was})"),
+                _ => format!("its outcome is {was}, not {expected}"),
+            }));
+        }
+        let (intent, change, inverse) = Self::parse_entry(&e)?;
+        Ok((e, intent, change, inverse))
+    }
+
     /// After a restart: every intent that was to be sent but has no outcome
     /// is checked against the cluster. Found applied (our action-id
     /// annotation, the status already patched, the object created) → recorded
@@ -247,17 +270,10 @@ impl<J: Journal> Executor<J> {
         policy: &Policy,
         now: i64,
     ) -> Result<Executed, Error> {
-        let e = self.journal.get(id).await?.ok_or(Error::FindEntry { id })?;
-        if e.outcome.as_deref() != Some(outcome::RECOMMENDED) {
-            return Err(Error::ApproveEntry {
-                id,
-                reason: format!(
-                    "it is not a pending recommendation (outcome {:?})",
-                    e.outcome
-                ),
-            });
-        }
-        let (intent, change, inverse) = Self::parse_entry(&e)?;
+        let not_approvable = |reason| Error::ApproveEntry { id, reason };
+        let (e, intent, change, inverse) = self
+            .entry_in(id, outcome::RECOMMENDED, not_approvable)
+            .await?;
         let change = change.ok_or_else(|| Error::ApproveEntry {
             id,
             reason: "no patch journaled".into(),
@@ -390,19 +406,17 @@ impl<J: Journal> Executor<J> {
 
     /// Rejects a recommendation: it is never applied.
     pub async fn reject(&self, id: i64, by: &str, now: i64) -> Result<Executed, Error> {
-        let e = self.journal.get(id).await?.ok_or(Error::FindEntry { id })?;
-        if e.outcome.as_deref() != Some(outcome::RECOMMENDED)
-            || !self
-                .journal
-                .record_approval(id, &format!("rejected by {by}"))
-                .await?
+        let not_rejectable = |reason| Error::ApproveEntry { id, reason };
+        let (e, intent, _, _) = self
+            .entry_in(id, outcome::RECOMMENDED, not_rejectable)
+            .await?;
+        if !self
+            .journal
+            .record_approval(id, &format!("rejected by {by}"))
+            .await?
         {
-            return Err(Error::ApproveEntry {
-                id,
-                reason: "it is not a pending recommendation".into(),
-            });
+            return Err(not_rejectable("already approved or rejected".into()));
         }
-        let (intent, _, _) = Self::parse_entry(&e)?;
         self.finish_target(
             id,
             &e.entry,
@@ -418,17 +432,9 @@ impl<J: Journal> Executor<J> {
     /// entry (`undo_of`). Refused if the target changed since, so an undo
     /// never overwrites someone else's later change.
     pub async fn undo(&self, id: i64, by: &str, now: i64) -> Result<Executed, Error> {
-        let e = self.journal.get(id).await?.ok_or(Error::FindEntry { id })?;
-        if e.outcome.as_deref() != Some(outcome::APPLIED) {
-            return Err(Error::UndoEntry {
-                id,
-                reason: format!(
-                    "only applied actions can be undone (outcome {:?})",
-                    e.outcome
-                ),
-            });
-        }
-        let (intent, change, inverse) = Self::parse_entry(&e)?;
+        let not_undoable = |reason| Error::UndoEntry { id, reason };
+        let (e, intent, change, inverse) =
+            self.entry_in(id, outcome::APPLIED, not_undoable).await?;
         let inverse = inverse.ok_or_else(|| Error::UndoEntry {
             id,
             reason: format!("{} has no inverse", e.entry.action_kind),
