@@ -19,7 +19,6 @@ use autopilot::{
     detect::ComponentId,
     store::SqlJournal,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client,
     api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
@@ -46,17 +45,7 @@ async fn setup(
     FIXTURES
         .get_or_init(|| async {
             let admin = cp.client().await.expect("client");
-            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/crds");
-            let mut crds = Vec::new();
-            for entry in std::fs::read_dir(dir).expect("fixture dir") {
-                let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
-                for doc in support::yaml_documents(&text) {
-                    crds.push(
-                        serde_json::from_value::<CustomResourceDefinition>(doc).expect("a CRD"),
-                    );
-                }
-            }
-            autopilot::act::apply_crds(&admin, &crds)
+            autopilot::act::apply_crds(&admin, &support::fixture_crds())
                 .await
                 .expect("fixture CRDs");
         })

@@ -333,14 +333,7 @@ async fn invalid_resources_are_rejected_with_their_reason() {
 #[tokio::test]
 async fn third_party_fixture_crds_install() {
     let client = cp().client().await.expect("client");
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/crds");
-    let mut crds = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("fixture dir") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
-        for doc in support::yaml_documents(&text) {
-            crds.push(serde_json::from_value::<CustomResourceDefinition>(doc).expect("a CRD"));
-        }
-    }
+    let crds = support::fixture_crds();
     assert!(
         crds.len() >= 21,
         "fixtures cover the estate: {}",

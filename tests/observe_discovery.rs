@@ -19,18 +19,6 @@ use kube::{
     discovery::ApiResource,
 };
 
-fn fixture_crds() -> Vec<CustomResourceDefinition> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crds");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("fixture CRDs") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
-        for doc in support::yaml_documents(&text) {
-            out.push(serde_json::from_value(doc).expect("a CRD"));
-        }
-    }
-    out
-}
-
 async fn create(
     client: &kube::Client,
     ns: &str,
@@ -55,7 +43,7 @@ async fn create(
 async fn every_spec_kind_is_discoverable_and_silent_components_are_unobserved() {
     let cp = support::control_plane(Default::default());
     let (client, ns) = support::client_and_namespace(cp, "observe").await;
-    autopilot::act::apply_crds(&client, &fixture_crds())
+    autopilot::act::apply_crds(&client, &support::fixture_crds())
         .await
         .expect("fixture CRDs install");
 

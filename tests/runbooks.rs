@@ -22,7 +22,6 @@ use autopilot::{
     },
     store::SqlJournal,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api,
     api::{DynamicObject, Patch, PatchParams, PostParams},
@@ -265,15 +264,7 @@ fn the_runbook_subcommands_exit_non_zero_on_failure() {
 async fn every_default_runbook_proposes_patches_the_api_server_accepts() {
     let cp = support::control_plane(Default::default());
     let admin = cp.client().await.expect("client");
-    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/crds");
-    let mut crds = Vec::new();
-    for entry in std::fs::read_dir(fixtures).expect("fixtures") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
-        for doc in support::yaml_documents(&text) {
-            crds.push(serde_json::from_value::<CustomResourceDefinition>(doc).expect("a CRD"));
-        }
-    }
-    autopilot::act::apply_crds(&admin, &crds)
+    autopilot::act::apply_crds(&admin, &support::fixture_crds())
         .await
         .expect("fixture CRDs");
     let (client, ns) = support::client_and_namespace(cp, "runbooks").await;

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use autopilot::{
     act::{
         action::kind_info,
@@ -19,7 +17,6 @@ use autopilot::{
     detect::ComponentId,
     store::SqlJournal,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api,
     api::{DynamicObject, Patch, PatchParams, PostParams},
@@ -27,16 +24,9 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-fn upstream_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("AUTOPILOT_UPSTREAM_CRDS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/crds")));
-    dir.is_dir().then_some(dir)
-}
-
 #[tokio::test]
 async fn every_third_party_patch_passes_a_server_side_dry_run_against_the_upstream_crds() {
-    let Some(dir) = upstream_dir() else {
+    let Some(dir) = support::upstream_crds_dir() else {
         eprintln!(
             "SKIPPED upstream_actions: no ../shared/crds (set AUTOPILOT_UPSTREAM_CRDS); tests/actions.rs covers these actions on the fixture CRDs"
         );
@@ -44,19 +34,7 @@ async fn every_third_party_patch_passes_a_server_side_dry_run_against_the_upstre
     };
     let cp = support::control_plane(Default::default());
     let admin = cp.client().await.expect("client");
-    let mut crds = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("read upstream dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("read");
-        for doc in support::yaml_documents(&text) {
-            if doc["kind"] == "CustomResourceDefinition" {
-                crds.push(serde_json::from_value::<CustomResourceDefinition>(doc).expect("a CRD"));
-            }
-        }
-    }
+    let crds = support::crds_in(&dir);
     autopilot::act::apply_crds(&admin, &crds)
         .await
         .expect("upstream CRDs Established");

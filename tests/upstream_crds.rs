@@ -9,9 +9,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api,
     api::{DynamicObject, PostParams},
@@ -20,16 +17,9 @@ use kube::{
 };
 use serde_json::json;
 
-fn upstream_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("AUTOPILOT_UPSTREAM_CRDS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/crds")));
-    dir.is_dir().then_some(dir)
-}
-
 #[tokio::test]
 async fn upstream_crds_install_and_accept_the_objects_we_patch() {
-    let Some(dir) = upstream_dir() else {
+    let Some(dir) = support::upstream_crds_dir() else {
         eprintln!(
             "SKIPPED upstream_crds: no ../shared/crds (set AUTOPILOT_UPSTREAM_CRDS to a folder of upstream CRD manifests); the fixture CRDs in tests/fixtures/crds cover these kinds in tests/crds.rs"
         );
@@ -38,24 +28,7 @@ async fn upstream_crds_install_and_accept_the_objects_we_patch() {
     let cp = support::control_plane(Default::default());
     let client = cp.client().await.expect("client");
 
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("read upstream dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    let mut crds = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).expect("read");
-        for doc in support::yaml_documents(&text) {
-            if doc["kind"] != "CustomResourceDefinition" {
-                continue;
-            }
-            let crd: CustomResourceDefinition = serde_json::from_value(doc)
-                .unwrap_or_else(|e| panic!("{}: not a CRD: {e}", f.display()));
-            crds.push(crd);
-        }
-    }
+    let crds = support::crds_in(&dir);
     let kinds: Vec<String> = crds.iter().map(|c| c.spec.names.kind.clone()).collect();
     for needed in [
         "Cluster",

@@ -7,12 +7,16 @@ pub mod kubelet;
 
 use std::{
     future::Future,
+    path::{Path, PathBuf},
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
 use autopilot::testenv::{ControlPlane, Options};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{Api, Client, api::PostParams};
 
 static CONTROL_PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
@@ -127,4 +131,42 @@ pub fn start_controllers(client: Client, namespace: &str) -> Controllers {
         gate,
         registry,
     }
+}
+
+/// Every CustomResourceDefinition in the `.yaml` files of `dir`, files in
+/// name order; other documents are skipped.
+pub fn crds_in(dir: &Path) -> Vec<CustomResourceDefinition> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut crds = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        for doc in yaml_documents(&text) {
+            if doc["kind"] == "CustomResourceDefinition" {
+                crds.push(
+                    serde_json::from_value(doc)
+                        .unwrap_or_else(|e| panic!("{}: not a CRD: {e}", f.display())),
+                );
+            }
+        }
+    }
+    crds
+}
+
+/// The minimal CRDs of the third-party kinds, in `tests/fixtures/crds`.
+pub fn fixture_crds() -> Vec<CustomResourceDefinition> {
+    crds_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crds"))
+}
+
+/// The real upstream CRDs: `$AUTOPILOT_UPSTREAM_CRDS`, else `../shared/crds`;
+/// `None` when that folder is absent.
+pub fn upstream_crds_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("AUTOPILOT_UPSTREAM_CRDS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/crds")));
+    dir.is_dir().then_some(dir)
 }
