@@ -732,6 +732,33 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
             .await
             .is_err()
     );
+
+    // A newer recommendation for the same target supersedes the pending
+    // one: the SRE reviews one proposal, on the latest data.
+    let older = run_one(&ex, scale(&gw, 7), Mode::Recommend, &p, NOW + 300).await;
+    let newer = run_one(&ex, scale(&gw, 8), Mode::Recommend, &p, NOW + 400).await;
+    assert_eq!(older.outcome, outcome::RECOMMENDED);
+    assert_eq!(newer.outcome, outcome::RECOMMENDED);
+    let pending: Vec<i64> = ex
+        .journal()
+        .list(10, true)
+        .await
+        .expect("pending")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(pending, vec![newer.id]);
+    let row = ex.journal().get(older.id).await.expect("get").expect("row");
+    assert_eq!(row.outcome.as_deref(), Some(outcome::ABANDONED));
+    assert_eq!(
+        row.outcome_detail,
+        Some(format!("superseded by recommendation {}", newer.id))
+    );
+    assert!(
+        ex.approve(older.id, "alice", &p, NOW + 410).await.is_err(),
+        "a superseded recommendation cannot be approved"
+    );
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 6);
 }
 
 #[tokio::test]

@@ -431,6 +431,29 @@ impl<J: Journal> Executor<J> {
         Ok(out)
     }
 
+    /// A new recommendation replaces the pending ones of the same runbook,
+    /// action and target: an SRE reviews the latest proposal, made on the
+    /// latest data, not a pile of older ones (a persistent condition makes
+    /// one per cooldown). Each is claimed through its approval field, as an
+    /// approval would be, so one an SRE approved meanwhile is left alone;
+    /// the claimed ones are abandoned.
+    async fn supersede(&self, id: i64, entry: &NewEntry, now: i64) -> Result<(), Error> {
+        for old in self.journal.list(1000, true).await? {
+            let same = old.id != id
+                && old.entry.runbook == entry.runbook
+                && old.entry.action_kind == entry.action_kind
+                && old.entry.target == entry.target;
+            let note = format!("superseded by recommendation {id}");
+            if same && self.journal.record_approval(old.id, &note).await? {
+                self.journal
+                    .record_outcome(old.id, outcome::ABANDONED, &note, now)
+                    .await?;
+                tracing::info!(id = old.id, by = id, target = %entry.target, "recommendation superseded");
+            }
+        }
+        Ok(())
+    }
+
     /// A refusal already journaled: counted and logged, not journaled again.
     fn repeat(&self, earlier: i64, entry: &NewEntry, detail: &str) -> Executed {
         tracing::debug!(
@@ -524,15 +547,20 @@ impl<J: Journal> Executor<J> {
                     Err(e) => (format!("rejected by the API server: {e}"), outcome::FAILED),
                 };
                 self.journal.record_dry_run(id, &result).await?;
-                self.finish_target(
-                    id,
-                    entry,
-                    target,
-                    out,
-                    &format!("server-side dry run: {result}"),
-                    now,
-                )
-                .await
+                let done = self
+                    .finish_target(
+                        id,
+                        entry,
+                        target,
+                        out,
+                        &format!("server-side dry run: {result}"),
+                        now,
+                    )
+                    .await?;
+                if out == outcome::RECOMMENDED {
+                    self.supersede(id, entry, now).await?;
+                }
+                Ok(done)
             }
             Mode::Auto => match self
                 .send(
