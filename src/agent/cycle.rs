@@ -369,7 +369,9 @@ impl Autopilot {
             }
             match self.cache.snapshot(&spec_resource(spec), None).await {
                 Ok(c) => {
-                    self.unlisted.remove(&spec.kind);
+                    if self.unlisted.remove(&spec.kind) {
+                        tracing::info!(kind = %spec.kind, "listing components works again");
+                    }
                     components.extend(c.into_keys());
                 }
                 Err(error) => {
@@ -478,7 +480,9 @@ impl Autopilot {
                 .await
             {
                 Ok(objects) => {
-                    self.unread.remove(&kind);
+                    if self.unread.remove(&kind) {
+                        tracing::info!(%kind, "reading resources works again");
+                    }
                     for (c, v) in objects {
                         let facts = resource_facts(&kind, &v);
                         if !facts.is_empty() {

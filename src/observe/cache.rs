@@ -180,7 +180,8 @@ impl ResourceCache {
                     Ok(_) => {}
                     Err(error) => {
                         let reason = crate::telemetry::chain(&error);
-                        tracing::warn!(%kind, error = %reason, "watch failed; it is listed afresh on the next cycle");
+                        // The reader reports it (once per outage, in the loop).
+                        tracing::debug!(%kind, error = %reason, "watch failed; it is listed afresh on the next read");
                         s.error = Some(reason);
                         // This copy is no longer trusted; the next read starts a new one.
                         return;
