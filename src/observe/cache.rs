@@ -188,6 +188,10 @@ impl ResourceCache {
                     }
                 }
             }
+            // A watcher does not end on its own; if it does, stop trusting it.
+            if let Ok(mut s) = shared.lock() {
+                s.error = Some("the watch ended".into());
+            }
         });
         Watched { store, state, task }
     }
