@@ -1,6 +1,6 @@
-//! Component discovery against a real API server: every default spec's kind
-//! can be listed (third-party kinds through the fixture CRDs in
-//! tests/fixtures/crds), and a component that exists but exports no series
+//! Component discovery against a real API server: every default spec's
+//! kind can be read through the agent's watched copies (third-party kinds
+//! through the fixture CRDs in tests/fixtures/crds), and a component that exists but exports no series
 //! is reported as unobserved rather than silently healthy.
 
 mod support;
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use autopilot::{
     detect::{ComponentId, CycleInput, Estate},
-    observe::{fetch_components, load_model_specs},
+    observe::{cache::ResourceCache, load_model_specs, spec_resource},
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -64,10 +64,13 @@ async fn every_spec_kind_is_discoverable_and_silent_components_are_unobserved() 
 
     let specs =
         load_model_specs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("specs");
+    let mut cache = ResourceCache::new(client.clone());
     let mut found: Vec<ComponentId> = Vec::new();
     for s in &specs {
-        let list = fetch_components(&client, s)
+        let list = cache
+            .snapshot(&spec_resource(s), None)
             .await
+            .map(|m| m.into_keys().collect::<Vec<_>>())
             .unwrap_or_else(|e| panic!("{}: listing {} failed: {e:?}", s.file, s.kind));
         found.extend(list.into_iter().filter(|c| c.namespace == ns));
     }

@@ -34,6 +34,17 @@ impl KindInfo {
             format!("{}/{}", self.group, self.version)
         }
     }
+
+    /// The dynamic API resource, for `Api::*_with` and watches.
+    pub fn api_resource(&self) -> kube::api::ApiResource {
+        kube::api::ApiResource {
+            group: self.group.clone(),
+            version: self.version.clone(),
+            api_version: self.api_version(),
+            kind: self.kind.clone(),
+            plural: self.plural.clone(),
+        }
+    }
 }
 
 const KINDS: &[(&str, &str, &str, &str)] = &[

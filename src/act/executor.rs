@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use kube::{
     Api, Client,
     api::{DynamicObject, Patch, PatchParams, PostParams},
-    discovery::ApiResource,
 };
 use serde_json::{Value, json};
 
@@ -219,16 +218,6 @@ pub struct Executor<J> {
     before_write: Option<BeforeWrite>,
 }
 
-fn api_resource(kind: &KindInfo) -> ApiResource {
-    ApiResource {
-        group: kind.group.clone(),
-        version: kind.version.clone(),
-        api_version: kind.api_version(),
-        kind: kind.kind.clone(),
-        plural: kind.plural.clone(),
-    }
-}
-
 fn key(c: &ComponentId) -> String {
     format!("{}/{}/{}", c.kind, c.namespace, c.name)
 }
@@ -290,7 +279,7 @@ impl<J: Journal> Executor<J> {
     }
 
     fn api(&self, kind: &KindInfo, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind))
+        Api::namespaced_with(self.client.clone(), namespace, &kind.api_resource())
     }
 
     /// Reads a target as JSON; `None` when it does not exist.

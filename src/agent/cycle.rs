@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use kube::{Client, api::ApiResource, runtime::events::Recorder};
+use kube::{Client, runtime::events::Recorder};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -467,13 +467,7 @@ impl Autopilot {
                 tracing::warn!(%kind, "a runbook triggers on a kind the agent cannot act on");
                 continue;
             };
-            let resource = ApiResource {
-                group: info.group.clone(),
-                version: info.version.clone(),
-                api_version: info.api_version(),
-                kind: info.kind.clone(),
-                plural: info.plural.clone(),
-            };
+            let resource = info.api_resource();
             match self
                 .cache
                 .snapshot(&resource, self.settings.watch_namespace.as_deref())

@@ -6,10 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use kube::{
-    Api, Client,
-    api::{ApiResource, DynamicObject, ListParams},
-};
 use prometheus_http_query::response::Data;
 use serde_json::{Value, json};
 
@@ -102,42 +98,6 @@ impl Prometheus {
         }
         Ok(out)
     }
-}
-
-/// Every object of a kind (in `namespace`, or everywhere), as JSON keyed by
-/// component: the `ctx.resource` runbooks decide on.
-pub async fn fetch_resources(
-    client: &Client,
-    resource: &ApiResource,
-    namespace: Option<&str>,
-) -> Result<BTreeMap<ComponentId, Value>, Error> {
-    let api: Api<DynamicObject> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
-        None => Api::all_with(client.clone(), resource),
-    };
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::ListComponents {
-            kind: resource.kind.clone(),
-            source,
-        })?;
-    Ok(list
-        .items
-        .into_iter()
-        .map(|o| {
-            let id = ComponentId {
-                kind: resource.kind.clone(),
-                namespace: o.metadata.namespace.clone().unwrap_or_default(),
-                name: o.metadata.name.clone().unwrap_or_default(),
-            };
-            let mut value = serde_json::to_value(&o).unwrap_or(Value::Null);
-            // A list's items carry no apiVersion/kind; runbooks and Events want them.
-            value["apiVersion"] = json!(resource.api_version);
-            value["kind"] = json!(resource.kind);
-            (id, value)
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub mod facts;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use kube::{Client, api::ApiResource};
+use kube::api::ApiResource;
 use prometheus_http_query::response::Data;
 
 use crate::detect::{ComponentId, SeriesSamples, spec::ValidatedSpec};
@@ -42,12 +42,6 @@ pub enum Error {
     },
     #[error("querying prometheus for {kind}: unexpected {got} result")]
     ReadResult { kind: String, got: &'static str },
-    #[error("listing {kind} objects")]
-    ListComponents {
-        kind: String,
-        #[source]
-        source: kube::Error,
-    },
 }
 
 impl Error {
@@ -59,7 +53,6 @@ impl Error {
             Error::BuildClient { .. } => "build_client",
             Error::QueryPrometheus { .. } => "query_prometheus",
             Error::ReadResult { .. } => "read_result",
-            Error::ListComponents { .. } => "list_components",
         }
     }
 }
@@ -248,16 +241,4 @@ fn series(
 pub fn spec_resource(spec: &ValidatedSpec) -> ApiResource {
     let gvk = kube::api::GroupVersionKind::gvk(&spec.group, &spec.version, &spec.kind);
     ApiResource::from_gvk_with_plural(&gvk, &spec.plural)
-}
-
-pub async fn fetch_components(
-    client: &Client,
-    spec: &ValidatedSpec,
-) -> Result<Vec<ComponentId>, Error> {
-    let mut out: Vec<ComponentId> = facts::fetch_resources(client, &spec_resource(spec), None)
-        .await?
-        .into_keys()
-        .collect();
-    out.sort();
-    Ok(out)
 }
