@@ -219,7 +219,7 @@ pub struct Executor<J> {
 }
 
 fn key(c: &ComponentId) -> String {
-    format!("{}/{}/{}", c.kind, c.namespace, c.name)
+    c.to_string()
 }
 
 /// The id of the entry `entry` repeats: the latest journaled decision for

@@ -178,7 +178,7 @@ impl Verdict {
 /// `kind/namespace/name` of an action's target.
 pub fn target_key(action: &Action) -> String {
     let t = action.target();
-    format!("{}/{}/{}", t.kind, t.namespace, t.name)
+    t.to_string()
 }
 
 fn in_window(windows: &[Window], now: i64) -> bool {

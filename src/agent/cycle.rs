@@ -601,15 +601,9 @@ impl Autopilot {
             .iter()
             .filter_map(|s| {
                 let c = &s.component;
-                s.samples.last().map(|&(_, v)| {
-                    (
-                        (
-                            format!("{}/{}/{}", c.kind, c.namespace, c.name),
-                            s.signal.clone(),
-                        ),
-                        v,
-                    )
-                })
+                s.samples
+                    .last()
+                    .map(|&(_, v)| ((c.to_string(), s.signal.clone()), v))
             })
             .filter(|(_, v)| v.is_finite())
             .collect();

@@ -14,6 +14,14 @@ pub struct ComponentId {
     pub name: String,
 }
 
+/// `Kind/namespace/name`: the one spelling of a component in logs, journal
+/// rows (`target`) and guard keys.
+impl std::fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
 /// What a detector concluded about one series of one component.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Finding {
