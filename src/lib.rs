@@ -11,6 +11,7 @@ pub mod cli;
 pub mod crd;
 pub mod decide;
 pub mod detect;
+pub mod kinds;
 pub mod observe;
 pub mod reconcile;
 pub mod store;

@@ -17,91 +17,12 @@ use crate::decide::Action;
 /// entry of the last action — how a restart tells "sent" from "not sent".
 pub const ACTION_ID_ANNOTATION: &str = "autopilot.payments.io/action-id";
 
-/// A kind the agent may act on.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct KindInfo {
-    pub group: String,
-    pub version: String,
-    pub kind: String,
-    pub plural: String,
+pub use crate::kinds::{KindInfo, RbacRule, kind_info};
+
+/// Names of our own kinds, for the actions that accept any of them.
+fn payments_kinds() -> Vec<&'static str> {
+    crate::kinds::payments_kind_names().collect()
 }
-
-impl KindInfo {
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    /// The dynamic API resource, for `Api::*_with` and watches.
-    pub fn api_resource(&self) -> kube::api::ApiResource {
-        kube::api::ApiResource {
-            group: self.group.clone(),
-            version: self.version.clone(),
-            api_version: self.api_version(),
-            kind: self.kind.clone(),
-            plural: self.plural.clone(),
-        }
-    }
-}
-
-const KINDS: &[(&str, &str, &str, &str)] = &[
-    ("payments.io", "v1", "PaymentGateway", "paymentgateways"),
-    ("payments.io", "v1", "ClearingAdapter", "clearingadapters"),
-    ("payments.io", "v1", "BatchProcessor", "batchprocessors"),
-    ("payments.io", "v1", "SagaOrchestrator", "sagaorchestrators"),
-    ("postgresql.cnpg.io", "v1", "Cluster", "clusters"),
-    ("postgresql.cnpg.io", "v1", "Backup", "backups"),
-    ("kafka.strimzi.io", "v1", "KafkaNodePool", "kafkanodepools"),
-    ("cert-manager.io", "v1", "Certificate", "certificates"),
-    (
-        "external-secrets.io",
-        "v1",
-        "ExternalSecret",
-        "externalsecrets",
-    ),
-    (
-        "networking.istio.io",
-        "v1",
-        "VirtualService",
-        "virtualservices",
-    ),
-    ("argoproj.io", "v1alpha1", "Application", "applications"),
-    (
-        "app.redislabs.com",
-        "v1",
-        "RedisEnterpriseCluster",
-        "redisenterpriseclusters",
-    ),
-    (
-        "app.redislabs.com",
-        "v1alpha1",
-        "RedisEnterpriseDatabase",
-        "redisenterprisedatabases",
-    ),
-];
-
-/// The API coordinates of a kind the agent acts on.
-pub fn kind_info(kind: &str) -> Option<KindInfo> {
-    KINDS
-        .iter()
-        .find(|(_, _, k, _)| *k == kind)
-        .map(|(g, v, k, p)| KindInfo {
-            group: (*g).into(),
-            version: (*v).into(),
-            kind: (*k).into(),
-            plural: (*p).into(),
-        })
-}
-
-const PAYMENTS_KINDS: &[&str] = &[
-    "PaymentGateway",
-    "ClearingAdapter",
-    "BatchProcessor",
-    "SagaOrchestrator",
-];
 
 /// Which part of the object a change goes to.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,7 +383,7 @@ pub fn plan_action(action: &Action, object: &Value, now: i64) -> Result<Planned,
             ))
         }
         Action::SetResources { resources, .. } => {
-            if !is(PAYMENTS_KINDS) {
+            if !is(&payments_kinds()) {
                 return Err(unsupported());
             }
             if spec.is_null() {
@@ -575,7 +496,7 @@ pub fn plan_action(action: &Action, object: &Value, now: i64) -> Result<Planned,
             })
         }
         Action::Rollback { to_version, .. } => {
-            if !is(PAYMENTS_KINDS) {
+            if !is(&payments_kinds()) {
                 return Err(unsupported());
             }
             let good = status["lastGoodVersion"]
@@ -603,7 +524,7 @@ pub fn plan_action(action: &Action, object: &Value, now: i64) -> Result<Planned,
             ))
         }
         Action::RollingRestart { .. } => {
-            if !is(&["Cluster"]) && !is(PAYMENTS_KINDS) {
+            if !is(&["Cluster"]) && !is(&payments_kinds()) {
                 return Err(unsupported());
             }
             Ok(Planned {
@@ -866,14 +787,6 @@ fn redis_bytes(s: &str) -> Option<f64> {
         _ => return None,
     };
     Some(n * mult)
-}
-
-/// One RBAC rule an action needs.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RbacRule {
-    pub group: String,
-    pub resource: String,
-    pub verbs: Vec<&'static str>,
 }
 
 /// The RBAC rules `action` needs (for the chart's ClusterRole and for

@@ -12,12 +12,14 @@ pub mod saga_orchestrator;
 
 pub use batch_processor::{BatchProcessor, BatchProcessorSpec, BatchProcessorStatus};
 pub use clearing_adapter::{ClearingAdapter, ClearingAdapterSpec, ClearingAdapterStatus};
-pub use common::{Phase, WorkloadStatus, condition};
+pub use common::{Phase, WorkloadStatus, condition, reason};
 pub use payment_gateway::{PaymentGateway, PaymentGatewaySpec};
 pub use saga_orchestrator::{SagaOrchestrator, SagaOrchestratorSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
+
+use crate::kinds::PaymentsKind;
 
 /// API group of our kinds.
 pub const GROUP: &str = "payments.io";
@@ -28,14 +30,21 @@ pub const FIELD_MANAGER: &str = "autopilot";
 /// The one finalizer Autopilot puts on resources it must clean up after.
 pub const FINALIZER: &str = "payments.io/autopilot";
 
-/// Every CRD we define, in a stable order.
+/// The CRD of one of our kinds, generated from its Rust type.
+pub fn crd_of(id: PaymentsKind) -> CustomResourceDefinition {
+    match id {
+        PaymentsKind::PaymentGateway => PaymentGateway::crd(),
+        PaymentsKind::ClearingAdapter => ClearingAdapter::crd(),
+        PaymentsKind::BatchProcessor => BatchProcessor::crd(),
+        PaymentsKind::SagaOrchestrator => SagaOrchestrator::crd(),
+    }
+}
+
+/// Every CRD we define, in the registry's order (`crate::kinds`).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        PaymentGateway::crd(),
-        ClearingAdapter::crd(),
-        BatchProcessor::crd(),
-        SagaOrchestrator::crd(),
-    ]
+    crate::kinds::payments()
+        .map(|(_, p)| crd_of(p.id))
+        .collect()
 }
 
 /// All CRDs as one multi-document YAML stream, as `autopilot crds` prints it
@@ -99,6 +108,18 @@ mod tests {
                 .map(|c| c.name.as_str())
                 .collect();
             assert!(cols.contains(&"Phase") && cols.contains(&"Age"), "{cols:?}");
+        }
+    }
+
+    /// The registry's coordinates are the ones the Rust types generate.
+    #[test]
+    fn the_registry_matches_the_generated_crds() {
+        for (k, p) in crate::kinds::payments() {
+            let crd = crd_of(p.id);
+            assert_eq!(crd.spec.names.kind, k.kind);
+            assert_eq!(crd.spec.names.plural, k.plural);
+            assert_eq!(crd.spec.group, k.group);
+            assert_eq!(crd.spec.versions[0].name, k.version);
         }
     }
 

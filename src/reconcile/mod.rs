@@ -22,6 +22,7 @@ pub use workload::{NoGate, SharedVerdicts, UpgradeGate, WorkloadKind};
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use futures::{FutureExt, future::BoxFuture};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
@@ -40,7 +41,10 @@ use kube::{
 };
 use tokio::sync::RwLock;
 
-use crate::crd::{BatchProcessor, ClearingAdapter, PaymentGateway, SagaOrchestrator};
+use crate::{
+    crd::{ClearingAdapter, PaymentGateway, SagaOrchestrator},
+    kinds::{Owned, Payments, PaymentsKind},
+};
 
 /// What the reconcilers know about the cluster beyond the resource itself.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -197,64 +201,110 @@ where
     }
 }
 
-/// Runs the four controllers until `shutdown` resolves.
+/// Runs one controller per payments kind of the registry (`crate::kinds`)
+/// until the process is told to stop.
 pub async fn run(ctx: Arc<Context>) {
+    let controllers = crate::kinds::payments().map(|(_, p)| controller(p, ctx.clone()));
+    futures::future::join_all(controllers).await;
+}
+
+/// The controller of one payments kind: its reconcile function, and a watch
+/// on every object kind the registry says it owns. The match is exhaustive,
+/// so a new kind does not compile until it has a controller.
+fn controller(p: Payments, ctx: Arc<Context>) -> BoxFuture<'static, ()> {
+    match p.id {
+        PaymentsKind::PaymentGateway => run_controller(
+            p.owns,
+            ctx,
+            workload::reconcile::<PaymentGateway>,
+            workload::error_policy::<PaymentGateway>,
+        ),
+        PaymentsKind::ClearingAdapter => run_controller(
+            p.owns,
+            ctx,
+            workload::reconcile::<ClearingAdapter>,
+            workload::error_policy::<ClearingAdapter>,
+        ),
+        PaymentsKind::SagaOrchestrator => run_controller(
+            p.owns,
+            ctx,
+            workload::reconcile::<SagaOrchestrator>,
+            workload::error_policy::<SagaOrchestrator>,
+        ),
+        PaymentsKind::BatchProcessor => run_controller(
+            p.owns,
+            ctx,
+            batch_processor::reconcile,
+            batch_processor::error_policy,
+        ),
+    }
+}
+
+fn run_controller<K, Fut>(
+    owns: &[Owned],
+    ctx: Arc<Context>,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+    error_policy: fn(Arc<K>, &Error, Arc<Context>) -> Action,
+) -> BoxFuture<'static, ()>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
     let client = ctx.client.clone();
     let ns = ctx.settings.namespace.clone();
     let cfg = watcher::Config::default();
-    let ctl_cfg =
-        kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let mut controller = Controller::new(scoped::<K>(&client, &ns), cfg.clone()).with_config(
+        kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
+    );
+    for owned in owns {
+        controller = watch_owned(controller, *owned, &client, &ns, &cfg);
+    }
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .boxed()
+}
 
-    let gateways = Controller::new(scoped::<PaymentGateway>(&client, &ns), cfg.clone())
-        .with_config(ctl_cfg.clone())
-        .owns(scoped::<Deployment>(&client, &ns), cfg.clone())
-        .owns(scoped::<Service>(&client, &ns), cfg.clone())
-        .owns(scoped::<ConfigMap>(&client, &ns), cfg.clone())
-        .owns(scoped::<HorizontalPodAutoscaler>(&client, &ns), cfg.clone())
-        .shutdown_on_signal()
-        .run(
-            workload::reconcile::<PaymentGateway>,
-            workload::error_policy::<PaymentGateway>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let adapters = Controller::new(scoped::<ClearingAdapter>(&client, &ns), cfg.clone())
-        .with_config(ctl_cfg.clone())
-        .owns(scoped::<Deployment>(&client, &ns), cfg.clone())
-        .owns(scoped::<Service>(&client, &ns), cfg.clone())
-        .owns(scoped::<ConfigMap>(&client, &ns), cfg.clone())
-        .owns(scoped::<NetworkPolicy>(&client, &ns), cfg.clone())
-        .shutdown_on_signal()
-        .run(
-            workload::reconcile::<ClearingAdapter>,
-            workload::error_policy::<ClearingAdapter>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let sagas = Controller::new(scoped::<SagaOrchestrator>(&client, &ns), cfg.clone())
-        .with_config(ctl_cfg.clone())
-        .owns(scoped::<Deployment>(&client, &ns), cfg.clone())
-        .owns(scoped::<Service>(&client, &ns), cfg.clone())
-        .owns(scoped::<ConfigMap>(&client, &ns), cfg.clone())
-        .shutdown_on_signal()
-        .run(
-            workload::reconcile::<SagaOrchestrator>,
-            workload::error_policy::<SagaOrchestrator>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let batches = Controller::new(scoped::<BatchProcessor>(&client, &ns), cfg.clone())
-        .with_config(ctl_cfg)
-        .owns(scoped::<CronJob>(&client, &ns), cfg.clone())
-        .owns(scoped::<Job>(&client, &ns), cfg.clone())
-        .shutdown_on_signal()
-        .run(
-            batch_processor::reconcile,
-            batch_processor::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    tokio::join!(gateways, adapters, sagas, batches);
+/// Adds the watch of one owned object kind to a controller.
+fn watch_owned<K>(
+    controller: Controller<K>,
+    owned: Owned,
+    client: &Client,
+    ns: &Option<String>,
+    cfg: &watcher::Config,
+) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let cfg = cfg.clone();
+    match owned {
+        Owned::Deployment => controller.owns(scoped::<Deployment>(client, ns), cfg),
+        Owned::Service => controller.owns(scoped::<Service>(client, ns), cfg),
+        Owned::ConfigMap => controller.owns(scoped::<ConfigMap>(client, ns), cfg),
+        Owned::HorizontalPodAutoscaler => {
+            controller.owns(scoped::<HorizontalPodAutoscaler>(client, ns), cfg)
+        }
+        Owned::NetworkPolicy => controller.owns(scoped::<NetworkPolicy>(client, ns), cfg),
+        Owned::CronJob => controller.owns(scoped::<CronJob>(client, ns), cfg),
+        Owned::Job => controller.owns(scoped::<Job>(client, ns), cfg),
+        // Served only where the Prometheus Operator is installed: a watch
+        // would fail without its CRD, and drift of a ServiceMonitor is
+        // repaired by the periodic resync.
+        Owned::ServiceMonitor => controller,
+    }
 }
 
 fn requeue(ctx: &Context, busy: bool) -> Action {
