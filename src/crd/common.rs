@@ -50,6 +50,51 @@ pub mod condition {
     pub const MONITORING: &str = "Monitoring";
 }
 
+/// Reasons of the conditions above and of the Events the controllers
+/// publish: CamelCase, one constant each, so a reason is spelled once.
+pub mod reason {
+    /// Ready: the desired version runs with enough available replicas.
+    pub const AVAILABLE: &str = "Available";
+    /// Degraded is False: nothing is wrong.
+    pub const HEALTHY: &str = "Healthy";
+    /// The upgrade gate (the detectors) judged the new version unhealthy.
+    pub const UNHEALTHY_UPGRADE: &str = "UnhealthyUpgrade";
+    /// The Deployment missed its progress deadline.
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// Fewer available replicas than the minimum, past the tolerance.
+    pub const INSUFFICIENT_REPLICAS: &str = "InsufficientReplicas";
+    /// The rollout of the desired version failed.
+    pub const ROLLOUT_FAILED: &str = "RolloutFailed";
+    /// Ready is False while the new version rolls out.
+    pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
+    /// Progressing is False: the rollout finished.
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    /// Progressing while the last good version is re-applied.
+    pub const ROLLING_BACK: &str = "RollingBack";
+    /// Progressing while a new version rolls out.
+    pub const NEW_VERSION: &str = "NewVersion";
+    /// Progressing while the replica count changes.
+    pub const SCALING: &str = "Scaling";
+    /// The last good version was re-applied after a failed rollout (condition and Event).
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// The spec cannot be realised; nothing was applied (condition and Event).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Monitoring: the ServiceMonitor is applied.
+    pub const SERVICE_MONITOR_APPLIED: &str = "ServiceMonitorApplied";
+    /// Monitoring: the cluster does not serve monitoring.coreos.com/v1 ServiceMonitor.
+    pub const SERVICE_MONITOR_CRD_MISSING: &str = "ServiceMonitorCRDMissing";
+    /// Event: spec.version changed.
+    pub const NEW_VERSION_SPECIFIED: &str = "NewVersionSpecified";
+    /// Event: the phase changed.
+    pub const PHASE_CHANGED: &str = "PhaseChanged";
+    /// Event: the new version is running and available.
+    pub const UPGRADE_SUCCEEDED: &str = "UpgradeSucceeded";
+    /// Event: a BatchProcessor run failed.
+    pub const RUN_FAILED: &str = "RunFailed";
+    /// Event: a BatchProcessor run-now Job was created.
+    pub const RUN_TRIGGERED: &str = "RunTriggered";
+}
+
 /// Where a payments resource is in its life. `Ready` and `Degraded` mirror the
 /// conditions of the same name; the phase is the one-word summary printed by
 /// `kubectl get`.

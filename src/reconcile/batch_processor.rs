@@ -23,14 +23,14 @@ use crate::{
     act::{self, Desired, OwnedObjects},
     crd::{
         BatchProcessor, BatchProcessorSpec, BatchProcessorStatus, Phase,
-        batch_processor::RUN_NOW_ANNOTATION, condition,
+        batch_processor::RUN_NOW_ANNOTATION, condition, reason,
     },
 };
 
 pub const COMPONENT: &str = "batch-processor";
 
 #[derive(Debug)]
-pub struct Validated<'a>(pub &'a BatchProcessorSpec);
+pub struct Validated<'a>(&'a BatchProcessorSpec);
 
 pub fn validate(spec: &BatchProcessorSpec) -> Result<Validated<'_>, Invalid> {
     schedule::parse(&spec.schedule).map_err(|m| Invalid::new("spec.schedule", m))?;
@@ -242,7 +242,11 @@ pub fn compute_status(
         Cond {
             type_: condition::DEGRADED,
             status: degraded,
-            reason: if degraded { "RunFailed" } else { "Healthy" },
+            reason: if degraded {
+                reason::RUN_FAILED
+            } else {
+                reason::HEALTHY
+            },
             message: if degraded {
                 format!("{} consecutive failed run(s)", s.consecutive_failures)
             } else {
@@ -262,14 +266,14 @@ pub fn compute_status(
     if s.phase != previous.phase {
         events.push(EventIntent {
             warning: degraded,
-            reason: "PhaseChanged",
+            reason: reason::PHASE_CHANGED,
             note: format!("{:?} -> {:?}", previous.phase, s.phase),
         });
     }
     if s.last_failure_time != previous.last_failure_time && s.last_failure_time.is_some() {
         events.push(EventIntent {
             warning: true,
-            reason: "RunFailed",
+            reason: reason::RUN_FAILED,
             note: format!(
                 "a run failed; {} consecutive failure(s)",
                 s.consecutive_failures
@@ -279,7 +283,7 @@ pub fn compute_status(
     if let Some(v) = run_now {
         events.push(EventIntent {
             warning: false,
-            reason: "RunTriggered",
+            reason: reason::RUN_TRIGGERED,
             note: format!("one-off run started for {RUN_NOW_ANNOTATION}={v}"),
         });
     }
@@ -309,35 +313,27 @@ async fn reconcile_inner(obj: &BatchProcessor, ctx: &Context) -> Result<Action, 
     let previous = obj.status.clone().unwrap_or_default();
     let generation = obj.meta().generation;
 
-    if let Err(invalid) = validate(&obj.spec) {
-        let mut s = previous.clone();
-        s.phase = Phase::Failed;
-        s.observed_generation = generation;
-        let message = format!("invalid spec, nothing applied: {invalid}");
-        for (type_, status) in [
-            (condition::READY, false),
-            (condition::PROGRESSING, false),
-            (condition::DEGRADED, true),
-        ] {
-            conditions::set(
-                &mut s.conditions,
-                Cond {
-                    type_,
-                    status,
-                    reason: "InvalidSpec",
-                    message: message.clone(),
-                },
-                generation,
-                now,
-            );
+    let v = match validate(&obj.spec) {
+        Ok(v) => v,
+        Err(invalid) => {
+            let mut s = previous.clone();
+            s.phase = Phase::Failed;
+            s.observed_generation = generation;
+            conditions::set_invalid(&mut s.conditions, &invalid, generation, now);
+            if !super::workload::same_status(&json!(previous), &json!(s)) {
+                act::apply_status(&ctx.client, obj, json!(s)).await?;
+                act::publish_event(
+                    &ctx.recorder,
+                    obj,
+                    true,
+                    reason::INVALID_SPEC,
+                    invalid.to_string(),
+                )
+                .await;
+            }
+            return Ok(Action::await_change());
         }
-        if !super::workload::same_status(&json!(previous), &json!(s)) {
-            act::apply_status(&ctx.client, obj, json!(s)).await?;
-            act::publish_event(&ctx.recorder, obj, true, "InvalidSpec", invalid.to_string()).await;
-        }
-        return Ok(Action::await_change());
-    }
-    let v = Validated(&obj.spec);
+    };
     let id = Identity {
         component: COMPONENT,
         name: name.clone(),

@@ -8,13 +8,16 @@ use k8s_openapi::{api::networking::v1::NetworkPolicy, jiff::Timestamp};
 use serde_json::json;
 
 use super::{
-    Invalid,
+    Facts, Invalid, WorkloadKind,
     objects::{self, Identity, Workload},
     schedule,
 };
 use crate::{
     act::{Desired, OwnedObjects},
-    crd::ClearingAdapterSpec,
+    crd::{
+        ClearingAdapter, ClearingAdapterSpec, ClearingAdapterStatus, WorkloadStatus,
+        common::UpgradePolicy,
+    },
 };
 
 pub const COMPONENT: &str = "clearing-adapter";
@@ -24,9 +27,16 @@ pub const CREDENTIALS_PATH: &str = "/var/run/secrets/clearing";
 /// A spec whose endpoint, address ranges, schedule and time zone all parse.
 #[derive(Debug)]
 pub struct Validated<'a> {
-    pub spec: &'a ClearingAdapterSpec,
-    pub host: String,
-    pub port: u16,
+    spec: &'a ClearingAdapterSpec,
+    host: String,
+    port: u16,
+}
+
+impl Validated<'_> {
+    /// The clearing endpoint's host and port, as parsed from its URL.
+    pub fn endpoint(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
 }
 
 pub fn validate(spec: &ClearingAdapterSpec) -> Result<Validated<'_>, Invalid> {
@@ -165,6 +175,40 @@ pub fn plan(
         job: Desired::Unmanaged,
         service_monitor: Desired::Unmanaged,
     })
+}
+
+impl WorkloadKind for ClearingAdapter {
+    type Validated<'a> = Validated<'a>;
+    const COMPONENT: &'static str = COMPONENT;
+
+    fn spec_version(&self) -> &str {
+        &self.spec.version
+    }
+    fn upgrade_policy(&self) -> &UpgradePolicy {
+        &self.spec.upgrade
+    }
+    fn workload_status(&self) -> WorkloadStatus {
+        self.status.clone().map(|s| s.workload).unwrap_or_default()
+    }
+    fn validate(&self) -> Result<Validated<'_>, Invalid> {
+        validate(&self.spec)
+    }
+    fn plan(
+        v: &Validated<'_>,
+        id: &Identity,
+        _facts: &Facts,
+        target: &str,
+    ) -> Result<OwnedObjects, objects::Error> {
+        plan(id, v, target)
+    }
+    fn status_json(&self, status: &WorkloadStatus, now: Timestamp) -> serde_json::Value {
+        let full = ClearingAdapterStatus {
+            workload: status.clone(),
+            next_cutoff_time: next_cutoff(&self.spec, now)
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+        };
+        serde_json::to_value(full).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

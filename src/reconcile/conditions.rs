@@ -82,6 +82,36 @@ pub fn same_ignoring_timestamps(a: &[Condition], b: &[Condition]) -> bool {
     a == b
 }
 
+/// The conditions of a resource whose spec cannot be realised: not ready,
+/// not progressing, degraded, each with reason `InvalidSpec` and the message
+/// naming the field. Shared by every kind, so they all report it alike.
+pub fn set_invalid(
+    conditions: &mut Vec<Condition>,
+    invalid: &super::Invalid,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    use crate::crd::{condition, reason};
+    let message = format!("invalid spec, nothing applied: {invalid}");
+    for (type_, status) in [
+        (condition::READY, false),
+        (condition::PROGRESSING, false),
+        (condition::DEGRADED, true),
+    ] {
+        set(
+            conditions,
+            Desired {
+                type_,
+                status,
+                reason: reason::INVALID_SPEC,
+                message: message.clone(),
+            },
+            generation,
+            now,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

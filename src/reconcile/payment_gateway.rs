@@ -7,12 +7,16 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use serde_json::json;
 
 use super::{
-    Facts, Invalid,
+    Facts, Invalid, WorkloadKind,
+    conditions::Desired as DesiredCondition,
     objects::{self, Identity, Workload},
 };
 use crate::{
     act::{Desired, OwnedObjects},
-    crd::{PaymentGatewaySpec, condition},
+    crd::{
+        PaymentGateway, PaymentGatewaySpec, WorkloadStatus, common::UpgradePolicy, condition,
+        reason,
+    },
 };
 
 pub const COMPONENT: &str = "payment-gateway";
@@ -20,7 +24,7 @@ pub const COMPONENT: &str = "payment-gateway";
 /// A spec that passed the checks the schema cannot express (or that an older
 /// CRD did not enforce).
 #[derive(Debug)]
-pub struct Validated<'a>(pub &'a PaymentGatewaySpec);
+pub struct Validated<'a>(&'a PaymentGatewaySpec);
 
 pub fn validate(spec: &PaymentGatewaySpec) -> Result<Validated<'_>, Invalid> {
     if let Some(a) = spec.autoscaling.as_ref().filter(|a| a.enabled)
@@ -189,18 +193,50 @@ pub fn monitoring_condition(
             super::conditions::Desired {
                 type_: condition::MONITORING,
                 status: true,
-                reason: "ServiceMonitorApplied",
+                reason: reason::SERVICE_MONITOR_APPLIED,
                 message: "ServiceMonitor applied".into(),
             }
         } else {
             super::conditions::Desired {
                 type_: condition::MONITORING,
                 status: false,
-                reason: "ServiceMonitorCRDMissing",
+                reason: reason::SERVICE_MONITOR_CRD_MISSING,
                 message: "monitoring.coreos.com/v1 ServiceMonitor is not served by this cluster; install the Prometheus Operator CRDs to scrape this gateway".into(),
             }
         }
     })
+}
+
+impl WorkloadKind for PaymentGateway {
+    type Validated<'a> = Validated<'a>;
+    const COMPONENT: &'static str = COMPONENT;
+    const MAY_OWN_SERVICE_MONITOR: bool = true;
+
+    fn spec_version(&self) -> &str {
+        &self.spec.version
+    }
+    fn upgrade_policy(&self) -> &UpgradePolicy {
+        &self.spec.upgrade
+    }
+    fn workload_status(&self) -> WorkloadStatus {
+        self.status.clone().unwrap_or_default()
+    }
+    fn validate(&self) -> Result<Validated<'_>, Invalid> {
+        validate(&self.spec)
+    }
+    fn plan(
+        v: &Validated<'_>,
+        id: &Identity,
+        facts: &Facts,
+        target: &str,
+    ) -> Result<OwnedObjects, objects::Error> {
+        plan(id, v, facts, target)
+    }
+    fn extra_conditions(&self, facts: &Facts) -> Vec<DesiredCondition<'static>> {
+        monitoring_condition(&self.spec, facts)
+            .into_iter()
+            .collect()
+    }
 }
 
 #[cfg(test)]

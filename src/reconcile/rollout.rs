@@ -12,7 +12,7 @@ use k8s_openapi::{
 };
 
 use super::conditions::{self, Desired};
-use crate::crd::{Phase, WorkloadStatus, common::UpgradePolicy, condition};
+use crate::crd::{Phase, WorkloadStatus, common::UpgradePolicy, condition, reason};
 
 /// Label on the pod template naming the version it runs.
 pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
@@ -51,9 +51,9 @@ impl Observed {
             .and_then(|l| l.get(VERSION_LABEL))
             .cloned();
         let progress_deadline_exceeded = status.conditions.iter().flatten().any(|c| {
-            c.type_ == "Progressing"
+            c.type_ == condition::PROGRESSING
                 && c.status == "False"
-                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+                && c.reason.as_deref() == Some(reason::PROGRESS_DEADLINE_EXCEEDED)
         });
         Observed {
             template_version,
@@ -132,13 +132,13 @@ pub fn judge(input: &Input<'_>) -> Judgement {
     }
     if let Some(reason) = input.gate {
         return Judgement::Failed {
-            reason: "UnhealthyUpgrade",
+            reason: reason::UNHEALTHY_UPGRADE,
             message: format!("version {} was declared unhealthy: {reason}", input.target),
         };
     }
     if o.progress_deadline_exceeded {
         return Judgement::Failed {
-            reason: "ProgressDeadlineExceeded",
+            reason: reason::PROGRESS_DEADLINE_EXCEEDED,
             message: format!(
                 "version {} made no progress for {}s ({} of {} replicas updated, {} available)",
                 input.target,
@@ -154,7 +154,7 @@ pub fn judge(input: &Input<'_>) -> Judgement {
             SignedDuration::from_secs(i64::from(input.policy.unavailable_tolerance_seconds));
         if input.now.duration_since(since) > tolerance {
             return Judgement::Failed {
-                reason: "InsufficientReplicas",
+                reason: reason::INSUFFICIENT_REPLICAS,
                 message: format!(
                     "only {} of {} replicas available for more than {}s during the rollout of {}",
                     o.available,
@@ -239,22 +239,22 @@ pub fn compute_status(
 
     let (ready_reason, ready_message) = if ready {
         (
-            "Available",
+            reason::AVAILABLE,
             format!(
                 "{} of {} replicas available at version {}",
                 o.available, o.desired, input.target
             ),
         )
     } else if running_differs {
-        ("RolledBack", rollback_note.clone())
+        (reason::ROLLED_BACK, rollback_note.clone())
     } else if failure.is_some() {
         (
-            "RolloutFailed",
+            reason::ROLLOUT_FAILED,
             failure.map(|f| f.1.to_string()).unwrap_or_default(),
         )
     } else {
         (
-            "RolloutInProgress",
+            reason::ROLLOUT_IN_PROGRESS,
             format!(
                 "{} of {} replicas available, {} at version {}",
                 o.available, o.desired, o.updated, input.target
@@ -262,17 +262,17 @@ pub fn compute_status(
         )
     };
     let progressing_reason = match (progressing, failure.is_some()) {
-        (true, _) if running_differs => "RollingBack",
-        (true, _) if input.upgrading() => "NewVersion",
-        (true, _) => "Scaling",
-        (false, true) => "RolloutFailed",
-        (false, false) => "RolloutComplete",
+        (true, _) if running_differs => reason::ROLLING_BACK,
+        (true, _) if input.upgrading() => reason::NEW_VERSION,
+        (true, _) => reason::SCALING,
+        (false, true) => reason::ROLLOUT_FAILED,
+        (false, false) => reason::ROLLOUT_COMPLETE,
     };
     let (degraded_reason, degraded_message) = match failure {
         Some((reason, message)) => (Some(reason), message.to_string()),
-        None if running_differs => (Some("RolledBack"), rollback_note.clone()),
+        None if running_differs => (Some(reason::ROLLED_BACK), rollback_note.clone()),
         None if insufficient => (
-            Some("InsufficientReplicas"),
+            Some(reason::INSUFFICIENT_REPLICAS),
             format!("only {} of {} replicas available", o.available, o.desired),
         ),
         None => (None, String::new()),
@@ -307,7 +307,7 @@ pub fn compute_status(
         Desired {
             type_: condition::DEGRADED,
             status: degraded_reason.is_some(),
-            reason: degraded_reason.unwrap_or("Healthy"),
+            reason: degraded_reason.unwrap_or(reason::HEALTHY),
             message: degraded_message,
         },
         generation,
@@ -336,7 +336,7 @@ pub fn compute_status(
             Desired {
                 type_: condition::ROLLED_BACK,
                 status: false,
-                reason: "NewVersionSpecified",
+                reason: reason::NEW_VERSION_SPECIFIED,
                 message,
             },
             generation,
@@ -360,7 +360,7 @@ fn events_between(prev: &WorkloadStatus, s: &WorkloadStatus, target: &str) -> Ve
     if s.phase != prev.phase {
         events.push(EventIntent {
             warning: matches!(s.phase, Phase::Degraded | Phase::Failed),
-            reason: "PhaseChanged",
+            reason: reason::PHASE_CHANGED,
             note: format!(
                 "{:?} -> {:?} (target version {target})",
                 prev.phase, s.phase
@@ -372,7 +372,7 @@ fn events_between(prev: &WorkloadStatus, s: &WorkloadStatus, target: &str) -> Ve
     {
         events.push(EventIntent {
             warning: false,
-            reason: "UpgradeSucceeded",
+            reason: reason::UPGRADE_SUCCEEDED,
             note: format!("version {v} rolled out and is healthy"),
         });
     }
@@ -385,7 +385,7 @@ fn events_between(prev: &WorkloadStatus, s: &WorkloadStatus, target: &str) -> Ve
             .unwrap_or_default();
         events.push(EventIntent {
             warning: true,
-            reason: "RolledBack",
+            reason: reason::ROLLED_BACK,
             note,
         });
     }

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::json;
 
 use super::{
-    Invalid,
+    Facts, Invalid, WorkloadKind,
     objects::{self, Identity, Workload},
 };
 use crate::{
     act::{Desired, OwnedObjects},
-    crd::SagaOrchestratorSpec,
+    crd::{SagaOrchestrator, SagaOrchestratorSpec, WorkloadStatus, common::UpgradePolicy},
 };
 
 pub const COMPONENT: &str = "saga-orchestrator";
@@ -19,7 +19,7 @@ pub const COMPONENT: &str = "saga-orchestrator";
 pub const SAGAS_KEY: &str = "sagas.json";
 
 #[derive(Debug)]
-pub struct Validated<'a>(pub &'a SagaOrchestratorSpec);
+pub struct Validated<'a>(&'a SagaOrchestratorSpec);
 
 /// Names unique, every step compensable or final, and nothing compensable
 /// after a final step (its failure could not be undone past the final one).
@@ -140,6 +140,32 @@ pub fn plan(
         job: Desired::Unmanaged,
         service_monitor: Desired::Unmanaged,
     })
+}
+
+impl WorkloadKind for SagaOrchestrator {
+    type Validated<'a> = Validated<'a>;
+    const COMPONENT: &'static str = COMPONENT;
+
+    fn spec_version(&self) -> &str {
+        &self.spec.version
+    }
+    fn upgrade_policy(&self) -> &UpgradePolicy {
+        &self.spec.upgrade
+    }
+    fn workload_status(&self) -> WorkloadStatus {
+        self.status.clone().unwrap_or_default()
+    }
+    fn validate(&self) -> Result<Validated<'_>, Invalid> {
+        validate(&self.spec)
+    }
+    fn plan(
+        v: &Validated<'_>,
+        id: &Identity,
+        _facts: &Facts,
+        target: &str,
+    ) -> Result<OwnedObjects, objects::Error> {
+        plan(id, v, target)
+    }
 }
 
 #[cfg(test)]

@@ -18,10 +18,7 @@ use super::{
 };
 use crate::{
     act::{self, OwnedObjects},
-    crd::{
-        ClearingAdapter, PaymentGateway, Phase, SagaOrchestrator, WorkloadStatus,
-        common::UpgradePolicy, condition,
-    },
+    crd::{Phase, WorkloadStatus, common::UpgradePolicy, condition, reason},
 };
 
 /// Lets the anomaly detectors declare a running upgrade unhealthy, which
@@ -88,14 +85,20 @@ pub trait WorkloadKind:
     /// Whether the plan may include a ServiceMonitor (so the served check is needed).
     const MAY_OWN_SERVICE_MONITOR: bool = false;
 
+    /// The spec once checked: only `validate` builds it, and `plan` takes
+    /// nothing else, so nothing is planned from an unchecked spec.
+    type Validated<'a>
+    where
+        Self: 'a;
+
     fn spec_version(&self) -> &str;
     fn upgrade_policy(&self) -> &UpgradePolicy;
     fn workload_status(&self) -> WorkloadStatus;
     /// Checks the schema cannot express.
-    fn validate(&self) -> Result<(), Invalid>;
-    /// The owned objects running `target` (a validated spec is assumed).
+    fn validate(&self) -> Result<Self::Validated<'_>, Invalid>;
+    /// The owned objects running `target`.
     fn plan(
-        &self,
+        v: &Self::Validated<'_>,
         id: &Identity,
         facts: &Facts,
         target: &str,
@@ -138,17 +141,20 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
     let generation = obj.meta().generation;
 
     // validate
-    if let Err(invalid) = obj.validate() {
-        let status = compute_invalid_status(&previous, &invalid, generation, now);
-        let events = vec![EventIntent {
-            warning: true,
-            reason: "InvalidSpec",
-            note: invalid.to_string(),
-        }];
-        write_status(ctx, obj, &previous, &status, &events, now).await?;
-        tracing::warn!(%invalid, "spec rejected; waiting for a change");
-        return Ok(Action::await_change());
-    }
+    let validated = match obj.validate() {
+        Ok(v) => v,
+        Err(invalid) => {
+            let status = compute_invalid_status(&previous, &invalid, generation, now);
+            let events = vec![EventIntent {
+                warning: true,
+                reason: reason::INVALID_SPEC,
+                note: invalid.to_string(),
+            }];
+            write_status(ctx, obj, &previous, &status, &events, now).await?;
+            tracing::warn!(%invalid, "spec rejected; waiting for a change");
+            return Ok(Action::await_change());
+        }
+    };
 
     // fetch
     let live: Option<Deployment> = ctx
@@ -179,7 +185,7 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
         &ctx.client,
         &namespace,
         &name,
-        obj.plan(&id, &facts, &target)?,
+        K::plan(&validated, &id, &facts, &target)?,
     )
     .await?;
     ctx.metrics
@@ -218,9 +224,13 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
                 .rollbacks
                 .with_label_values(&[K::kind(&()).as_ref(), reason])
                 .inc();
-            let applied =
-                act::apply_owned(&ctx.client, &namespace, &name, obj.plan(&id, &facts, good)?)
-                    .await?;
+            let applied = act::apply_owned(
+                &ctx.client,
+                &namespace,
+                &name,
+                K::plan(&validated, &id, &facts, good)?,
+            )
+            .await?;
             let observed = applied
                 .deployment
                 .as_ref()
@@ -271,24 +281,7 @@ pub fn compute_invalid_status(
     let mut s = previous.clone();
     s.phase = Phase::Failed;
     s.observed_generation = generation;
-    let message = format!("invalid spec, nothing applied: {invalid}");
-    for (type_, status) in [
-        (condition::READY, false),
-        (condition::PROGRESSING, false),
-        (condition::DEGRADED, true),
-    ] {
-        conditions::set(
-            &mut s.conditions,
-            Desired {
-                type_,
-                status,
-                reason: "InvalidSpec",
-                message: message.clone(),
-            },
-            generation,
-            now,
-        );
-    }
+    conditions::set_invalid(&mut s.conditions, invalid, generation, now);
     s
 }
 
@@ -314,7 +307,7 @@ async fn write_status<K: WorkloadKind>(
     let changed = previous.phase != status.phase
         || previous.observed_generation != status.observed_generation;
     for e in events {
-        if e.reason != "InvalidSpec" || changed {
+        if e.reason != reason::INVALID_SPEC || changed {
             act::publish_event(&ctx.recorder, obj, e.warning, e.reason, e.note.clone()).await;
         }
     }
@@ -348,100 +341,4 @@ pub fn error_policy<K: WorkloadKind>(obj: Arc<K>, error: &Error, ctx: Arc<Contex
         error = %error, source = ?std::error::Error::source(error), "reconcile failed; retrying"
     );
     Action::requeue(std::time::Duration::from_secs(5))
-}
-
-impl WorkloadKind for PaymentGateway {
-    const COMPONENT: &'static str = super::payment_gateway::COMPONENT;
-    const MAY_OWN_SERVICE_MONITOR: bool = true;
-
-    fn spec_version(&self) -> &str {
-        &self.spec.version
-    }
-    fn upgrade_policy(&self) -> &UpgradePolicy {
-        &self.spec.upgrade
-    }
-    fn workload_status(&self) -> WorkloadStatus {
-        self.status.clone().unwrap_or_default()
-    }
-    fn validate(&self) -> Result<(), Invalid> {
-        super::payment_gateway::validate(&self.spec).map(|_| ())
-    }
-    fn plan(
-        &self,
-        id: &Identity,
-        facts: &Facts,
-        target: &str,
-    ) -> Result<OwnedObjects, objects::Error> {
-        // Only called after `validate` succeeded.
-        let v = super::payment_gateway::Validated(&self.spec);
-        super::payment_gateway::plan(id, &v, facts, target)
-    }
-    fn extra_conditions(&self, facts: &Facts) -> Vec<Desired<'static>> {
-        super::payment_gateway::monitoring_condition(&self.spec, facts)
-            .into_iter()
-            .collect()
-    }
-}
-
-impl WorkloadKind for SagaOrchestrator {
-    const COMPONENT: &'static str = super::saga_orchestrator::COMPONENT;
-
-    fn spec_version(&self) -> &str {
-        &self.spec.version
-    }
-    fn upgrade_policy(&self) -> &UpgradePolicy {
-        &self.spec.upgrade
-    }
-    fn workload_status(&self) -> WorkloadStatus {
-        self.status.clone().unwrap_or_default()
-    }
-    fn validate(&self) -> Result<(), Invalid> {
-        super::saga_orchestrator::validate(&self.spec).map(|_| ())
-    }
-    fn plan(
-        &self,
-        id: &Identity,
-        _facts: &Facts,
-        target: &str,
-    ) -> Result<OwnedObjects, objects::Error> {
-        let v = super::saga_orchestrator::Validated(&self.spec);
-        super::saga_orchestrator::plan(id, &v, target)
-    }
-}
-
-impl WorkloadKind for ClearingAdapter {
-    const COMPONENT: &'static str = super::clearing_adapter::COMPONENT;
-
-    fn spec_version(&self) -> &str {
-        &self.spec.version
-    }
-    fn upgrade_policy(&self) -> &UpgradePolicy {
-        &self.spec.upgrade
-    }
-    fn workload_status(&self) -> WorkloadStatus {
-        self.status.clone().map(|s| s.workload).unwrap_or_default()
-    }
-    fn validate(&self) -> Result<(), Invalid> {
-        super::clearing_adapter::validate(&self.spec).map(|_| ())
-    }
-    fn plan(
-        &self,
-        id: &Identity,
-        _facts: &Facts,
-        target: &str,
-    ) -> Result<OwnedObjects, objects::Error> {
-        match super::clearing_adapter::validate(&self.spec) {
-            Ok(v) => super::clearing_adapter::plan(id, &v, target),
-            // Unreachable after validate; never apply a half-understood spec.
-            Err(_) => Ok(OwnedObjects::default()),
-        }
-    }
-    fn status_json(&self, status: &WorkloadStatus, now: Timestamp) -> Value {
-        let full = crate::crd::ClearingAdapterStatus {
-            workload: status.clone(),
-            next_cutoff_time: super::clearing_adapter::next_cutoff(&self.spec, now)
-                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
-        };
-        serde_json::to_value(full).unwrap_or_default()
-    }
 }
