@@ -525,36 +525,8 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
 /// model scores, whatever the default runbooks' actions need, and the Lease.
 #[test]
 fn the_charts_rbac_covers_the_models_the_runbook_actions_and_the_lease() {
-    use std::collections::BTreeSet;
-    let text = std::fs::read_to_string(repo("deploy/templates/rbac.yaml"))
-        .expect("chart rbac")
-        .replace("{{ .Release.Name }}", "autopilot")
-        .replace("{{ .Release.Namespace }}", "autopilot");
-    let mut cluster: BTreeSet<(String, String, String)> = BTreeSet::new();
-    let mut namespaced: BTreeSet<(String, String, String)> = BTreeSet::new();
-    for doc in support::yaml_documents(&text) {
-        let into = match doc["kind"].as_str() {
-            Some("ClusterRole") => &mut cluster,
-            Some("Role") => &mut namespaced,
-            _ => continue,
-        };
-        for rule in doc["rules"].as_array().expect("rules") {
-            for g in rule["apiGroups"].as_array().expect("groups") {
-                for r in rule["resources"].as_array().expect("resources") {
-                    for v in rule["verbs"].as_array().expect("verbs") {
-                        into.insert((
-                            g.as_str().expect("group").to_string(),
-                            r.as_str().expect("resource").to_string(),
-                            v.as_str().expect("verb").to_string(),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    let has = |set: &BTreeSet<(String, String, String)>, g: &str, r: &str, v: &str| {
-        set.contains(&(g.to_string(), r.to_string(), v.to_string()))
-    };
+    let chart = support::chart::ChartRbac::load();
+    let has = |g: &str, r: &str, v: &str| chart.cluster_grants(g, r, v);
     let mut missing = Vec::new();
     // The loop watches (observe::cache) every kind a model scores and every
     // kind a default runbook triggers on.
@@ -589,7 +561,7 @@ fn the_charts_rbac_covers_the_models_the_runbook_actions_and_the_lease() {
     }
     for (group, plural, why) in watched {
         for verb in ["list", "watch"] {
-            if !has(&cluster, &group, &plural, verb) {
+            if !has(&group, &plural, verb) {
                 missing.push(format!("{verb} {group}/{plural} ({why})"));
             }
         }
@@ -611,7 +583,7 @@ fn the_charts_rbac_covers_the_models_the_runbook_actions_and_the_lease() {
                 actions += 1;
                 for rule in autopilot::act::action::rbac(&action) {
                     for verb in &rule.verbs {
-                        if !has(&cluster, &rule.group, &rule.resource, verb) {
+                        if !has(&rule.group, &rule.resource, verb) {
                             missing.push(format!(
                                 "{verb} {}/{} for {}",
                                 rule.group,
@@ -629,7 +601,7 @@ fn the_charts_rbac_covers_the_models_the_runbook_actions_and_the_lease() {
         "the cases expect actions of every runbook ({actions})"
     );
     for verb in ["get", "create", "patch", "update"] {
-        if !has(&namespaced, "coordination.k8s.io", "leases", verb) {
+        if !chart.role_grants("coordination.k8s.io", "leases", verb) {
             missing.push(format!("{verb} leases (leader election)"));
         }
     }
