@@ -134,8 +134,6 @@ pub async fn reconcile<K: WorkloadKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
 
 #[tracing::instrument(skip_all, fields(kind = %K::kind(&()), namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
 async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
     let now = Timestamp::now();
     let previous = obj.workload_status();
     let generation = obj.meta().generation;
@@ -157,22 +155,11 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
     };
 
     // fetch
-    let live: Option<Deployment> = ctx
-        .api::<Deployment>(&namespace)
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::Fetch {
-            what: "the live Deployment",
-            source,
-        })?;
-    let facts = Facts {
-        service_monitor_served: K::MAY_OWN_SERVICE_MONITOR && ctx.service_monitor_served().await?,
-        live_replicas: live.and_then(|d| d.spec).and_then(|s| s.replicas),
-    };
+    let facts = fetch_facts(obj, ctx).await?;
     let id = Identity {
         component: K::COMPONENT,
-        name: name.clone(),
-        namespace: namespace.clone(),
+        name: obj.name_any(),
+        namespace: obj.namespace().unwrap_or_default(),
         owner: obj
             .controller_owner_ref(&())
             .ok_or(objects::Error::MissingOwnerUid)?,
@@ -181,35 +168,20 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
     // plan → apply
     let spec_version = obj.spec_version();
     let target = rollout::target_version(spec_version, &previous).to_string();
-    let applied = act::apply_owned(
-        &ctx.client,
-        &namespace,
-        &name,
-        K::plan(&validated, &id, &facts, &target)?,
-    )
-    .await?;
-    ctx.metrics
-        .writes
-        .with_label_values(&[K::kind(&()).as_ref()])
-        .inc_by(applied.writes as u64);
-    let observed = applied
-        .deployment
-        .as_ref()
-        .map(Observed::from_deployment)
-        .unwrap_or_default();
+    let observed = apply_version::<K>(ctx, &validated, &id, &facts, &target).await?;
 
     // judge the rollout; roll back when it failed
     let upgrading = previous.current_version.as_deref() != Some(target.as_str());
     let gate = if upgrading && target == spec_version {
-        ctx.gate.verdict(&K::kind(&()), &namespace, &name, &target)
+        ctx.gate
+            .verdict(&K::kind(&()), &id.namespace, &id.name, &target)
     } else {
         None
     };
-    let policy = obj.upgrade_policy();
     let input = Input {
         spec_version,
         target: &target,
-        policy,
+        policy: obj.upgrade_policy(),
         previous: &previous,
         generation,
         observed: &observed,
@@ -224,18 +196,7 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
                 .rollbacks
                 .with_label_values(&[K::kind(&()).as_ref(), reason])
                 .inc();
-            let applied = act::apply_owned(
-                &ctx.client,
-                &namespace,
-                &name,
-                K::plan(&validated, &id, &facts, good)?,
-            )
-            .await?;
-            let observed = applied
-                .deployment
-                .as_ref()
-                .map(Observed::from_deployment)
-                .unwrap_or_default();
+            let observed = apply_version::<K>(ctx, &validated, &id, &facts, good).await?;
             let back = Input {
                 target: good,
                 observed: &observed,
@@ -250,13 +211,66 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
         conditions::set(&mut status.conditions, c, generation, now);
     }
     write_status(ctx, obj, &previous, &status, &events, now).await?;
-    // Deployment status changes (progress, readiness, the progress deadline)
-    // wake this reconciler through the owned-object watch; the timers below
-    // only cover what no watch reports: the unavailability tolerance running
-    // out, and a fallback poll while a rollout is in progress.
-    // Only an upgrade from a known good version can be failed by the gate and
-    // rolled back, so only that is polled; first rollouts and scaling rely on
-    // the watches alone (polling them all starves new resources at scale).
+    Ok(next_reconcile(ctx, &status, obj.upgrade_policy(), now))
+}
+
+/// What the plan needs to know of the cluster: the live replica count (kept
+/// while an HPA scales) and whether ServiceMonitor is served.
+async fn fetch_facts<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Facts, Error> {
+    let live: Option<Deployment> = ctx
+        .api::<Deployment>(&obj.namespace().unwrap_or_default())
+        .get_opt(&obj.name_any())
+        .await
+        .map_err(|source| Error::Fetch {
+            what: "the live Deployment",
+            source,
+        })?;
+    Ok(Facts {
+        service_monitor_served: K::MAY_OWN_SERVICE_MONITOR && ctx.service_monitor_served().await?,
+        live_replicas: live.and_then(|d| d.spec).and_then(|s| s.replicas),
+    })
+}
+
+/// Applies the owned objects running `version` and reads the rollout from
+/// the Deployment the API server returned.
+async fn apply_version<K: WorkloadKind>(
+    ctx: &Context,
+    validated: &K::Validated<'_>,
+    id: &Identity,
+    facts: &Facts,
+    version: &str,
+) -> Result<Observed, Error> {
+    let applied = act::apply_owned(
+        &ctx.client,
+        &id.namespace,
+        &id.name,
+        K::plan(validated, id, facts, version)?,
+    )
+    .await?;
+    ctx.metrics
+        .writes
+        .with_label_values(&[K::kind(&()).as_ref()])
+        .inc_by(applied.writes as u64);
+    Ok(applied
+        .deployment
+        .as_ref()
+        .map(Observed::from_deployment)
+        .unwrap_or_default())
+}
+
+/// When to look again. Deployment status changes (progress, readiness, the
+/// progress deadline) wake this reconciler through the owned-object watch;
+/// the timers only cover what no watch reports: the unavailability
+/// tolerance running out, and a fallback poll while a rollout is in
+/// progress. Only an upgrade from a known good version can be failed by the
+/// gate and rolled back, so only that is polled; first rollouts and scaling
+/// rely on the watches alone (polling them all starves new resources at scale).
+fn next_reconcile(
+    ctx: &Context,
+    status: &WorkloadStatus,
+    policy: &UpgradePolicy,
+    now: Timestamp,
+) -> Action {
     let busy = conditions::is_true(&status.conditions, condition::PROGRESSING)
         && status.last_good_version.is_some();
     let mut action = requeue(ctx, busy);
@@ -268,7 +282,7 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
             action = Action::requeue(at_expiry.min(ctx.settings.resync_interval));
         }
     }
-    Ok(action)
+    action
 }
 
 /// Status of a resource whose spec cannot be realised: nothing is applied.
