@@ -199,7 +199,6 @@ pub fn evaluate_guards(
     batch: &[Candidate<'_>],
     now: i64,
 ) -> Vec<Verdict> {
-    let hour_ago = now - 3600;
     let mut recent: Vec<Recent> = history
         .iter()
         .filter(|r| r.at > now - 86_400)
@@ -208,112 +207,23 @@ pub fn evaluate_guards(
     let mut targets_this_cycle: Vec<String> = Vec::new();
     let mut out = Vec::with_capacity(batch.len());
     for c in batch {
-        let action = &c.intent.action;
-        let key = target_key(action);
-        let namespace = action.target().namespace.clone();
-        let disruptive = c.planned.disruptive;
-        let refuse = |guard: &str, detail: String| Verdict::Refused {
-            guard: guard.to_string(),
-            detail,
+        let check = Check {
+            policy,
+            recent: &recent,
+            targets_this_cycle: &targets_this_cycle,
+            candidate: c,
+            key: target_key(&c.intent.action),
+            namespace: c.intent.action.target().namespace.clone(),
+            now,
         };
-        let last_hour = |f: &dyn Fn(&Recent) -> bool| {
-            recent.iter().filter(|r| r.at > hour_ago && f(r)).count() as u32
-        };
-        let verdict = if policy.kill_switch {
-            refuse(
-                "kill_switch",
-                format!("killSwitch is on in ConfigMap {POLICY_CONFIGMAP}"),
-            )
-        } else if targets_this_cycle.contains(&key) {
-            refuse("conflict", format!("another action on {key} in this cycle"))
-        } else if let Some(last) = recent
-            .iter()
-            .filter(|r| r.target == key && r.at > now - policy.cooldown_seconds)
-            .map(|r| r.at)
-            .max()
-        {
-            refuse(
-                "cooldown",
-                format!(
-                    "last action on {key} {}s ago (cooldown {}s)",
-                    now - last,
-                    policy.cooldown_seconds
-                ),
-            )
-        } else if let Some(m) = c.planned.moves.iter().find(|m| {
-            let base = m
-                .from
-                .abs()
-                .max(if m.from == 0.0 { m.to.abs() } else { 0.0 });
-            base > 0.0 && (m.to - m.from).abs() / base > policy.max_relative_change
-        }) {
-            refuse(
-                "max_change",
-                format!(
-                    "{} from {} to {} moves more than {:.0}%",
-                    m.field,
-                    m.from,
-                    m.to,
-                    policy.max_relative_change * 100.0
-                ),
-            )
-        } else if let Action::Switchover {
-            lag_seconds,
-            instance,
-            ..
-        } = action
-            && (lag_seconds.is_nan() || *lag_seconds > policy.max_switchover_lag_seconds)
-        {
-            refuse(
-                "replica_lag",
-                format!(
-                    "{instance} lags {lag_seconds}s (limit {}s)",
-                    policy.max_switchover_lag_seconds
-                ),
-            )
-        } else if last_hour(&|r| r.runbook == c.intent.runbook) >= policy.runbook_per_hour {
-            refuse(
-                "runbook_rate",
-                format!(
-                    "{} actions/hour from {}",
-                    policy.runbook_per_hour, c.intent.runbook
-                ),
-            )
-        } else if last_hour(&|_| true) >= policy.global_per_hour {
-            refuse(
-                "global_rate",
-                format!("{} actions/hour in total", policy.global_per_hour),
-            )
-        } else if disruptive
-            && last_hour(&|r| r.disruptive && r.namespace == namespace)
-                >= policy.disruptive_per_namespace_per_hour
-        {
-            refuse(
-                "disruption_budget_namespace",
-                format!(
-                    "{} disruptive actions/hour in {namespace}",
-                    policy.disruptive_per_namespace_per_hour
-                ),
-            )
-        } else if disruptive && last_hour(&|r| r.disruptive) >= policy.disruptive_per_hour {
-            refuse(
-                "disruption_budget",
-                format!(
-                    "{} disruptive actions/hour cluster-wide",
-                    policy.disruptive_per_hour
-                ),
-            )
-        } else if disruptive
-            && !policy.maintenance_windows.is_empty()
-            && !in_window(&policy.maintenance_windows, now)
-        {
-            refuse(
-                "maintenance_window",
-                "disruptive actions wait for a maintenance window".into(),
-            )
-        } else {
-            Verdict::Allowed
-        };
+        let verdict = GUARDS.iter().find_map(|guard| guard(&check)).map_or(
+            Verdict::Allowed,
+            |(guard, detail)| Verdict::Refused {
+                guard: guard.to_string(),
+                detail,
+            },
+        );
+        let Check { key, namespace, .. } = check;
         // Any proposal on a target claims it for this cycle, allowed or not:
         // a refused failover still means "do not also scale it".
         targets_this_cycle.push(key.clone());
@@ -323,12 +233,183 @@ pub fn evaluate_guards(
                 runbook: c.intent.runbook.clone(),
                 target: key,
                 namespace,
-                disruptive,
+                disruptive: c.planned.disruptive,
             });
         }
         out.push(verdict);
     }
     out
+}
+
+/// What a guard sees of one candidate: the policy, the history including
+/// this cycle's allowed actions, and the targets already claimed.
+struct Check<'a> {
+    policy: &'a Policy,
+    recent: &'a [Recent],
+    targets_this_cycle: &'a [String],
+    candidate: &'a Candidate<'a>,
+    key: String,
+    namespace: String,
+    now: i64,
+}
+
+impl Check<'_> {
+    /// Actions of the last hour that match `f`.
+    fn last_hour(&self, f: impl Fn(&Recent) -> bool) -> u32 {
+        let hour_ago = self.now - 3600;
+        self.recent
+            .iter()
+            .filter(|r| r.at > hour_ago && f(r))
+            .count() as u32
+    }
+
+    fn disruptive(&self) -> bool {
+        self.candidate.planned.disruptive
+    }
+}
+
+/// A guard: `Some((name, detail))` refuses.
+type Guard = fn(&Check<'_>) -> Option<(&'static str, String)>;
+
+/// The guards in the order they are checked; the first refusal is the
+/// verdict. A new guard is a function and a line here.
+const GUARDS: &[Guard] = &[
+    kill_switch,
+    conflict,
+    cooldown,
+    max_change,
+    replica_lag,
+    runbook_rate,
+    global_rate,
+    disruption_budget_namespace,
+    disruption_budget,
+    maintenance_window,
+];
+
+fn kill_switch(c: &Check<'_>) -> Option<(&'static str, String)> {
+    c.policy.kill_switch.then(|| {
+        (
+            "kill_switch",
+            format!("killSwitch is on in ConfigMap {POLICY_CONFIGMAP}"),
+        )
+    })
+}
+
+fn conflict(c: &Check<'_>) -> Option<(&'static str, String)> {
+    c.targets_this_cycle.contains(&c.key).then(|| {
+        (
+            "conflict",
+            format!("another action on {} in this cycle", c.key),
+        )
+    })
+}
+
+fn cooldown(c: &Check<'_>) -> Option<(&'static str, String)> {
+    let last = c
+        .recent
+        .iter()
+        .filter(|r| r.target == c.key && r.at > c.now - c.policy.cooldown_seconds)
+        .map(|r| r.at)
+        .max()?;
+    Some((
+        "cooldown",
+        format!(
+            "last action on {} {}s ago (cooldown {}s)",
+            c.key,
+            c.now - last,
+            c.policy.cooldown_seconds
+        ),
+    ))
+}
+
+fn max_change(c: &Check<'_>) -> Option<(&'static str, String)> {
+    let limit = c.policy.max_relative_change;
+    let m = c.candidate.planned.moves.iter().find(|m| {
+        let base = m
+            .from
+            .abs()
+            .max(if m.from == 0.0 { m.to.abs() } else { 0.0 });
+        base > 0.0 && (m.to - m.from).abs() / base > limit
+    })?;
+    Some((
+        "max_change",
+        format!(
+            "{} from {} to {} moves more than {:.0}%",
+            m.field,
+            m.from,
+            m.to,
+            limit * 100.0
+        ),
+    ))
+}
+
+fn replica_lag(c: &Check<'_>) -> Option<(&'static str, String)> {
+    let Action::Switchover {
+        lag_seconds,
+        instance,
+        ..
+    } = &c.candidate.intent.action
+    else {
+        return None;
+    };
+    let limit = c.policy.max_switchover_lag_seconds;
+    (lag_seconds.is_nan() || *lag_seconds > limit).then(|| {
+        (
+            "replica_lag",
+            format!("{instance} lags {lag_seconds}s (limit {limit}s)"),
+        )
+    })
+}
+
+fn runbook_rate(c: &Check<'_>) -> Option<(&'static str, String)> {
+    let runbook = &c.candidate.intent.runbook;
+    (c.last_hour(|r| &r.runbook == runbook) >= c.policy.runbook_per_hour).then(|| {
+        (
+            "runbook_rate",
+            format!("{} actions/hour from {runbook}", c.policy.runbook_per_hour),
+        )
+    })
+}
+
+fn global_rate(c: &Check<'_>) -> Option<(&'static str, String)> {
+    (c.last_hour(|_| true) >= c.policy.global_per_hour).then(|| {
+        (
+            "global_rate",
+            format!("{} actions/hour in total", c.policy.global_per_hour),
+        )
+    })
+}
+
+fn disruption_budget_namespace(c: &Check<'_>) -> Option<(&'static str, String)> {
+    let limit = c.policy.disruptive_per_namespace_per_hour;
+    (c.disruptive() && c.last_hour(|r| r.disruptive && r.namespace == c.namespace) >= limit).then(
+        || {
+            (
+                "disruption_budget_namespace",
+                format!("{limit} disruptive actions/hour in {}", c.namespace),
+            )
+        },
+    )
+}
+
+fn disruption_budget(c: &Check<'_>) -> Option<(&'static str, String)> {
+    let limit = c.policy.disruptive_per_hour;
+    (c.disruptive() && c.last_hour(|r| r.disruptive) >= limit).then(|| {
+        (
+            "disruption_budget",
+            format!("{limit} disruptive actions/hour cluster-wide"),
+        )
+    })
+}
+
+fn maintenance_window(c: &Check<'_>) -> Option<(&'static str, String)> {
+    let windows = &c.policy.maintenance_windows;
+    (c.disruptive() && !windows.is_empty() && !in_window(windows, c.now)).then(|| {
+        (
+            "maintenance_window",
+            "disruptive actions wait for a maintenance window".to_string(),
+        )
+    })
 }
 
 #[cfg(test)]
