@@ -93,6 +93,14 @@ pub mod reason {
     pub const RUN_FAILED: &str = "RunFailed";
     /// Event: a BatchProcessor run-now Job was created.
     pub const RUN_TRIGGERED: &str = "RunTriggered";
+    /// BatchProcessor Ready: the schedule is suspended.
+    pub const SUSPENDED: &str = "Suspended";
+    /// BatchProcessor Ready: runs start on the schedule.
+    pub const SCHEDULED: &str = "Scheduled";
+    /// BatchProcessor Progressing: a run is in progress.
+    pub const JOB_RUNNING: &str = "JobRunning";
+    /// BatchProcessor Progressing is False: no run in progress.
+    pub const IDLE: &str = "Idle";
 }
 
 /// Where a payments resource is in its life. `Ready` and `Degraded` mirror the

@@ -202,43 +202,47 @@ pub fn compute_status(
     }
 
     let degraded = s.consecutive_failures > 0;
-    let c = &mut s.conditions;
+    for desired in run_conditions(spec, &s) {
+        conditions::set(&mut s.conditions, desired, generation, now);
+    }
+    s.phase = if degraded {
+        Phase::Degraded
+    } else {
+        Phase::Ready
+    };
+    let events = run_events(previous, &s, run_now);
+    (s, events)
+}
+
+/// Ready (scheduled or suspended), Progressing (a run active), Degraded
+/// (consecutive failed runs).
+fn run_conditions(spec: &BatchProcessorSpec, s: &BatchProcessorStatus) -> [Cond<'static>; 3] {
+    let degraded = s.consecutive_failures > 0;
     let (ready_reason, ready_msg) = if spec.suspend {
         (
-            "Suspended",
+            reason::SUSPENDED,
             "schedule suspended; no new runs start".to_string(),
         )
     } else {
-        ("Scheduled", format!("runs on {:?}", spec.schedule))
+        (reason::SCHEDULED, format!("runs on {:?}", spec.schedule))
     };
-    conditions::set(
-        c,
+    [
         Cond {
             type_: condition::READY,
             status: !degraded,
             reason: ready_reason,
             message: ready_msg,
         },
-        generation,
-        now,
-    );
-    conditions::set(
-        c,
         Cond {
             type_: condition::PROGRESSING,
             status: s.active_jobs > 0,
             reason: if s.active_jobs > 0 {
-                "JobRunning"
+                reason::JOB_RUNNING
             } else {
-                "Idle"
+                reason::IDLE
             },
             message: format!("{} run(s) in progress", s.active_jobs),
         },
-        generation,
-        now,
-    );
-    conditions::set(
-        c,
         Cond {
             type_: condition::DEGRADED,
             status: degraded,
@@ -253,19 +257,19 @@ pub fn compute_status(
                 String::new()
             },
         },
-        generation,
-        now,
-    );
-    s.phase = if degraded {
-        Phase::Degraded
-    } else {
-        Phase::Ready
-    };
+    ]
+}
 
+/// The Events of a status change: phase, a new failure, a run-now.
+fn run_events(
+    previous: &BatchProcessorStatus,
+    s: &BatchProcessorStatus,
+    run_now: Option<&str>,
+) -> Vec<EventIntent> {
     let mut events = Vec::new();
     if s.phase != previous.phase {
         events.push(EventIntent {
-            warning: degraded,
+            warning: s.phase == Phase::Degraded,
             reason: reason::PHASE_CHANGED,
             note: format!("{:?} -> {:?}", previous.phase, s.phase),
         });
@@ -287,7 +291,7 @@ pub fn compute_status(
             note: format!("one-off run started for {RUN_NOW_ANNOTATION}={v}"),
         });
     }
-    (s, events)
+    events
 }
 
 pub async fn reconcile(obj: Arc<BatchProcessor>, ctx: Arc<Context>) -> Result<Action, Error> {
