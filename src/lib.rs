@@ -13,6 +13,7 @@ pub mod decide;
 pub mod detect;
 pub mod observe;
 pub mod reconcile;
+pub mod schedule;
 pub mod store;
 pub mod telemetry;
 pub mod testenv;
