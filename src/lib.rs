@@ -14,6 +14,7 @@ pub mod detect;
 pub mod kinds;
 pub mod observe;
 pub mod reconcile;
+pub mod schedule;
 pub mod store;
 pub mod telemetry;
 pub mod testenv;

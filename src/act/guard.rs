@@ -22,7 +22,8 @@ use crate::decide::{Action, Intent};
 pub const POLICY_CONFIGMAP: &str = "autopilot-policy";
 
 /// A maintenance window: it opens at each occurrence of `schedule` (cron,
-/// UTC) and lasts `duration_seconds`.
+/// UTC, standard weekdays: `0 2 * * 6` is Saturday 02:00; see
+/// `crate::schedule`) and lasts `duration_seconds`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Window {
@@ -123,7 +124,7 @@ impl Policy {
             reason: e.to_string(),
         })?;
         for w in &policy.maintenance_windows {
-            crate::decide::runbook::parse_cron(&w.schedule).map_err(|reason| {
+            crate::schedule::parse_with_seconds(&w.schedule).map_err(|reason| {
                 Error::ReadPolicy {
                     key: "maintenanceWindows".into(),
                     value: w.schedule.clone(),
@@ -183,11 +184,13 @@ pub fn target_key(action: &Action) -> String {
 
 fn in_window(windows: &[Window], now: i64) -> bool {
     windows.iter().any(|w| {
-        let Ok(schedule) = crate::decide::runbook::parse_cron(&w.schedule) else {
+        // Policies are checked when read, so a bad schedule here only
+        // comes from a hand-built policy: it never opens.
+        let Ok(schedule) = crate::schedule::parse_with_seconds(&w.schedule) else {
             return false;
         };
         // Opened within the last `duration` seconds?
-        crate::decide::runbook::cron_due(&schedule, now - w.duration_seconds.max(0) - 1, now)
+        crate::schedule::occurs_between(&schedule, now - w.duration_seconds.max(0) - 1, now)
     })
 }
 

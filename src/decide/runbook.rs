@@ -12,7 +12,7 @@
 //! Pure: sources come in as text, the time as `now`; nothing is read from
 //! disk or the cluster here.
 
-use std::{collections::BTreeMap, str::FromStr};
+use std::collections::BTreeMap;
 
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
 use serde::{Deserialize, Serialize};
@@ -31,8 +31,9 @@ use crate::detect::{ComponentId, Finding};
 pub enum Trigger {
     /// Findings of detectors on one component kind.
     Findings(FindingTrigger),
-    /// A cron schedule (5 fields, or 6 with seconds first), evaluated in UTC;
-    /// with `kind`, once per resource of that kind.
+    /// A cron schedule (5 fields, or 6 with seconds first), evaluated in UTC
+    /// with standard weekdays (0 or 7 = Sunday, see `crate::schedule`); with
+    /// `kind`, once per resource of that kind.
     Cron {
         schedule: String,
         #[serde(default)]
@@ -148,28 +149,6 @@ pub struct Meta {
     pub mode: Option<Mode>,
 }
 
-/// Parses a 5-field (minute-first) or 6/7-field (seconds-first) cron expression.
-pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
-    let fields = expr.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {expr}")
-    } else {
-        expr.to_string()
-    };
-    cron::Schedule::from_str(&full).map_err(|e| format!("invalid cron schedule {expr:?}: {e}"))
-}
-
-/// Whether a schedule has an occurrence in `(after, now]` (unix seconds).
-pub fn cron_due(schedule: &cron::Schedule, after: i64, now: i64) -> bool {
-    let Some(after) = chrono::DateTime::from_timestamp(after, 0) else {
-        return false;
-    };
-    schedule
-        .after(&after)
-        .next()
-        .is_some_and(|t| t.timestamp() <= now)
-}
-
 /// Whether `resource` (a Kubernetes object as JSON) has the condition.
 pub fn condition_holds(resource: &serde_json::Value, condition: &str, status: &str) -> bool {
     resource["status"]["conditions"]
@@ -216,11 +195,11 @@ pub struct Runbook {
     /// decide` uses (see `decide::lint`).
     source: String,
     ast: AST,
-    schedule: Option<cron::Schedule>,
+    schedule: Option<crate::schedule::Cron>,
 }
 
 impl Runbook {
-    pub fn schedule(&self) -> Option<&cron::Schedule> {
+    pub fn schedule(&self) -> Option<&crate::schedule::Cron> {
         self.schedule.as_ref()
     }
 
@@ -286,10 +265,15 @@ pub fn compile(engine: &Engine, name: &str, source: &str) -> Result<Runbook, Err
         )
     })?;
     let schedule = match &meta.trigger {
-        Trigger::Cron { schedule, .. } => Some(
-            parse_cron(schedule)
-                .map_err(|r| fail((1, 1), r, "use 5 fields: minute hour day month weekday"))?,
-        ),
+        Trigger::Cron { schedule, .. } => {
+            Some(crate::schedule::parse_with_seconds(schedule).map_err(|r| {
+                fail(
+                    (1, 1),
+                    r,
+                    "use 5 fields: minute hour day-of-month month day-of-week (0 or 7 = Sunday)",
+                )
+            })?)
+        }
         _ => None,
     };
     Ok(Runbook {
@@ -522,7 +506,10 @@ impl RunbookSet {
     pub fn due(&self, last: i64, now: i64) -> Vec<String> {
         self.runbooks
             .values()
-            .filter(|rb| rb.schedule().is_some_and(|s| cron_due(s, last, now)))
+            .filter(|rb| {
+                rb.schedule()
+                    .is_some_and(|s| crate::schedule::occurs_between(s, last, now))
+            })
             .map(|rb| rb.name.clone())
             .collect()
     }

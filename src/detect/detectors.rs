@@ -11,148 +11,16 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
-
 use super::stats::{Ewm, SortedWindow, erfc, score_from_excess};
 
-/// Which side of a threshold is bad, for forecasts.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Above,
-    Below,
-}
+mod forecast;
+mod params;
 
-/// Validated detector parameters (see `spec` for the YAML form and the
-/// checks). Every `limit` is the excess that scores 0.5.
-#[derive(Serialize, Clone, Debug, PartialEq)]
-#[serde(tag = "detector", rename_all = "lowercase")]
-pub enum DetectorParams {
-    /// z-score against an exponentially weighted mean and variance.
-    Ewma { alpha: f64, warmup: u32, limit: f64 },
-    /// Robust z-score against the median and MAD of the last `window` samples.
-    Mad {
-        window: u32,
-        warmup: u32,
-        limit: f64,
-    },
-    /// z-score against the EWMA mean/variance of the same slot of the period
-    /// (time of day with `period_seconds: 86400`, of week with 604800).
-    Seasonal {
-        period_seconds: i64,
-        buckets: u32,
-        alpha: f64,
-        min_cycles: u32,
-        limit: f64,
-    },
-    /// Two-sided standardized CUSUM over a slow EWMA baseline; `k` is the
-    /// allowed slack in standard deviations, `limit` the decision interval h.
-    Cusum {
-        alpha: f64,
-        k: f64,
-        warmup: u32,
-        limit: f64,
-    },
-    /// Holt linear trend; scores how soon the series is expected to cross
-    /// `threshold` (0.5 when the time left equals `horizon_seconds`).
-    Forecast {
-        alpha: f64,
-        beta: f64,
-        threshold: f64,
-        direction: Direction,
-        horizon_seconds: f64,
-        warmup: u32,
-    },
-    /// NAB's windowed Gaussian baseline: mean and standard deviation of the
-    /// last `window` samples, refreshed every `step` samples; the score is
-    /// one minus the two-sided tail probability of the sample.
-    Gaussian { window: u32, step: u32 },
-    /// Runs `inner` on the first differences of the series (jumps rather
-    /// than levels).
-    Diff { inner: Box<DetectorParams> },
-    /// Maximum of its members' scores. A member score counts fully only when
-    /// it exceeds every score of the last `refractory` samples, so one
-    /// anomaly yields one peak instead of a run of alarms.
-    Ensemble {
-        members: Vec<DetectorParams>,
-        refractory: u32,
-    },
-}
+use forecast::ForecastDetector;
+pub use forecast::human_duration;
+pub use params::{DetectorKind, DetectorParams, Direction, defaults};
 
 impl DetectorParams {
-    /// Stable name for findings, metrics and the CLI.
-    pub fn name(&self) -> &'static str {
-        match self {
-            DetectorParams::Ewma { .. } => "ewma",
-            DetectorParams::Mad { .. } => "mad",
-            DetectorParams::Seasonal { .. } => "seasonal",
-            DetectorParams::Cusum { .. } => "cusum",
-            DetectorParams::Forecast { .. } => "forecast",
-            DetectorParams::Gaussian { .. } => "gaussian",
-            DetectorParams::Diff { .. } => "diff",
-            DetectorParams::Ensemble { .. } => "ensemble",
-        }
-    }
-
-    /// Defaults used by `detect score --detector NAME` and as the base of
-    /// model specs.
-    pub fn default_for(name: &str) -> Option<DetectorParams> {
-        Some(match name {
-            "ewma" => DetectorParams::Ewma {
-                alpha: 0.02,
-                warmup: 50,
-                limit: 5.0,
-            },
-            "mad" => DetectorParams::Mad {
-                window: 288,
-                warmup: 50,
-                limit: 5.0,
-            },
-            "seasonal" => DetectorParams::Seasonal {
-                period_seconds: 86_400,
-                buckets: 24,
-                alpha: 0.1,
-                min_cycles: 3,
-                limit: 5.0,
-            },
-            "cusum" => DetectorParams::Cusum {
-                alpha: 0.01,
-                k: 0.5,
-                warmup: 50,
-                limit: 8.0,
-            },
-            "gaussian" => DetectorParams::Gaussian {
-                window: 6400,
-                step: 100,
-            },
-            // Tuned on NAB (one parameter set for every file, see
-            // BENCHMARKS.md): robust level and robust jump detectors over a
-            // long window, one alarm per episode.
-            "ensemble" => DetectorParams::Ensemble {
-                members: vec![
-                    DetectorParams::Mad {
-                        window: 2000,
-                        warmup: 100,
-                        limit: 3.0,
-                    },
-                    DetectorParams::Diff {
-                        inner: Box::new(DetectorParams::Mad {
-                            window: 2000,
-                            warmup: 100,
-                            limit: 3.0,
-                        }),
-                    },
-                ],
-                refractory: 2000,
-            },
-            _ => return None,
-        })
-    }
-
-    /// Names accepted by [`DetectorParams::default_for`].
-    pub const DEFAULT_NAMES: [&'static str; 6] =
-        ["ewma", "mad", "seasonal", "cusum", "gaussian", "ensemble"];
-
     /// A fresh detector state for one series.
     pub fn build(&self) -> Box<dyn Detector> {
         match self.clone() {
@@ -209,18 +77,14 @@ impl DetectorParams {
                 direction,
                 horizon_seconds,
                 warmup,
-            } => Box::new(ForecastDetector {
+            } => Box::new(ForecastDetector::new(
                 alpha,
                 beta,
                 threshold,
                 direction,
                 horizon_seconds,
                 warmup,
-                n: 0,
-                level: 0.0,
-                trend: 0.0,
-                last_at: 0,
-            }),
+            )),
             DetectorParams::Gaussian { window, step } => Box::new(GaussianDetector {
                 window: VecDeque::with_capacity(window as usize),
                 cap: window.max(1) as usize,
@@ -289,7 +153,7 @@ struct EwmaDetector {
 
 impl Detector for EwmaDetector {
     fn name(&self) -> &'static str {
-        "ewma"
+        DetectorKind::Ewma.name()
     }
     fn score(&mut self, _at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {
@@ -326,7 +190,7 @@ struct MadDetector {
 
 impl Detector for MadDetector {
     fn name(&self) -> &'static str {
-        "mad"
+        DetectorKind::Mad.name()
     }
     fn score(&mut self, _at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {
@@ -386,7 +250,7 @@ impl SeasonalDetector {
 
 impl Detector for SeasonalDetector {
     fn name(&self) -> &'static str {
-        "seasonal"
+        DetectorKind::Seasonal.name()
     }
     fn score(&mut self, at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {
@@ -440,7 +304,7 @@ struct CusumDetector {
 
 impl Detector for CusumDetector {
     fn name(&self) -> &'static str {
-        "cusum"
+        DetectorKind::Cusum.name()
     }
     fn score(&mut self, _at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {
@@ -487,117 +351,6 @@ impl Detector for CusumDetector {
     }
 }
 
-struct ForecastDetector {
-    alpha: f64,
-    beta: f64,
-    threshold: f64,
-    direction: Direction,
-    horizon_seconds: f64,
-    warmup: u32,
-    n: u32,
-    level: f64,
-    /// Per second.
-    trend: f64,
-    last_at: i64,
-}
-
-impl Detector for ForecastDetector {
-    fn name(&self) -> &'static str {
-        "forecast"
-    }
-    fn score(&mut self, at: i64, x: f64) -> Option<Scored> {
-        if !x.is_finite() {
-            return None;
-        }
-        if self.n == 0 {
-            self.level = x;
-            self.trend = 0.0;
-        } else {
-            let dt = (at - self.last_at).max(1) as f64;
-            let prev = self.level;
-            self.level = self.alpha * x + (1.0 - self.alpha) * (self.level + self.trend * dt);
-            let slope = (self.level - prev) / dt;
-            self.trend = self.beta * slope + (1.0 - self.beta) * self.trend;
-        }
-        self.n = self.n.saturating_add(1);
-        self.last_at = at;
-        if self.n < self.warmup.max(2) {
-            return None;
-        }
-        // Seconds until the bad side of the threshold, from the current level
-        // and trend; zero if already there, infinite if heading away.
-        let gap = match self.direction {
-            Direction::Above => self.threshold - self.level,
-            Direction::Below => self.level - self.threshold,
-        };
-        let closing = match self.direction {
-            Direction::Above => self.trend,
-            Direction::Below => -self.trend,
-        };
-        let ttt = if gap <= 0.0 {
-            0.0
-        } else if closing > 0.0 {
-            gap / closing
-        } else {
-            f64::INFINITY
-        };
-        // horizon / ttt is the excess: 1 (score 0.5) when the crossing is
-        // exactly one horizon away.
-        let score = if ttt == 0.0 {
-            1.0
-        } else {
-            score_from_excess(self.horizon_seconds / ttt, 1.0)
-        };
-        Some(Scored {
-            score,
-            baseline: self.threshold,
-            measure: ttt,
-            time_to_threshold: ttt.is_finite().then_some(ttt),
-        })
-    }
-    fn reset(&mut self) {
-        self.n = 0;
-    }
-    fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
-        let side = match self.direction {
-            Direction::Above => "above",
-            Direction::Below => "below",
-        };
-        match s.time_to_threshold {
-            Some(0.0) => {
-                format!(
-                    "{signal} {value:.4} is already {side} its threshold {}",
-                    self.threshold
-                )
-            }
-            Some(t) => format!(
-                "{signal} {value:.4} is trending to go {side} {} in {} (horizon {})",
-                self.threshold,
-                human_duration(t),
-                human_duration(self.horizon_seconds)
-            ),
-            None => format!(
-                "{signal} {value:.4} is not heading {side} its threshold {}",
-                self.threshold
-            ),
-        }
-    }
-}
-
-/// "3h12m", "2d4h", "45s".
-pub fn human_duration(seconds: f64) -> String {
-    if !seconds.is_finite() {
-        return "never".into();
-    }
-    let s = seconds.max(0.0) as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
-    }
-}
-
 struct GaussianDetector {
     window: VecDeque<f64>,
     cap: usize,
@@ -624,7 +377,7 @@ impl GaussianDetector {
 
 impl Detector for GaussianDetector {
     fn name(&self) -> &'static str {
-        "gaussian"
+        DetectorKind::Gaussian.name()
     }
     fn score(&mut self, _at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {
@@ -673,7 +426,7 @@ struct DiffDetector {
 
 impl Detector for DiffDetector {
     fn name(&self) -> &'static str {
-        "diff"
+        DetectorKind::Diff.name()
     }
     fn score(&mut self, at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {
@@ -702,7 +455,7 @@ struct EnsembleDetector {
 
 impl Detector for EnsembleDetector {
     fn name(&self) -> &'static str {
-        "ensemble"
+        DetectorKind::Ensemble.name()
     }
     fn score(&mut self, at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {

@@ -4,13 +4,15 @@
 //!
 //! Parsing rejects unknown fields; validation turns the raw spec into a
 //! [`ValidatedSpec`] and every error names the file, the field and what was
-//! expected. Pure: callers pass the file name and its text; reading the
-//! directory is `observe`'s job.
+//! expected. A parameter a spec leaves out takes its value from
+//! `detectors::defaults`; this module must not keep defaults of its own.
+//! Pure: callers pass the file name and its text; reading the directory is
+//! `observe`'s job.
 
 use serde::Deserialize;
 
 use super::Error;
-use super::detectors::{DetectorParams, Direction};
+use super::detectors::{DetectorKind, DetectorParams, Direction, defaults};
 use super::gmm::GmmParams;
 use super::series::SeriesOptions;
 
@@ -196,134 +198,14 @@ pub fn validate_spec(file: &str, text: &str) -> Result<ValidatedSpec, Error> {
     if raw.signals.is_empty() {
         return Err(c.fail("signals", "must list at least one signal"));
     }
-    let mut signals = Vec::with_capacity(raw.signals.len());
+    let mut signals: Vec<ValidatedSignal> = Vec::with_capacity(raw.signals.len());
     for (i, s) in raw.signals.into_iter().enumerate() {
-        let at = |f: &str| format!("signals[{i}].{f}");
-        if s.name.is_empty()
-            || !s
-                .name
-                .chars()
-                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
-        {
-            return Err(c.fail(
-                at("name"),
-                "must be lowercase snake_case, e.g. replication_lag",
-            ));
-        }
-        if signals.iter().any(|x: &ValidatedSignal| x.name == s.name) {
-            return Err(c.fail(at("name"), format!("must be unique; {:?} repeats", s.name)));
-        }
-        c.non_empty(&at("query"), &s.query)?;
-        let detector = validate_detector(&c, &at("detector"), &s.detector)?;
-        let d = SeriesOptions::default();
-        let options = SeriesOptions {
-            threshold: c.range(
-                &at("threshold"),
-                s.threshold,
-                d.threshold,
-                1e-9,
-                1.0,
-                "in (0, 1]",
-            )?,
-            counter: s.counter,
-            stale_after_seconds: c.range(
-                &at("stale_after_seconds"),
-                s.stale_after_seconds,
-                d.stale_after_seconds,
-                1,
-                i64::MAX,
-                "a positive number of seconds",
-            )?,
-            max_gap_seconds: c.range(
-                &at("max_gap_seconds"),
-                s.max_gap_seconds,
-                d.max_gap_seconds,
-                1,
-                i64::MAX,
-                "a positive number of seconds",
-            )?,
-        };
-        signals.push(ValidatedSignal {
-            name: s.name,
-            description: s.description,
-            query: s.query,
-            unit: s.unit,
-            detector,
-            options,
-        });
+        let signal = validate_signal(&c, i, s, &signals)?;
+        signals.push(signal);
     }
     let multivariate = match raw.multivariate {
         None => None,
-        Some(m) => {
-            let mut idx = Vec::new();
-            for (j, name) in m.signals.iter().enumerate() {
-                match signals.iter().position(|s| &s.name == name) {
-                    Some(p) if !idx.contains(&p) => idx.push(p),
-                    Some(_) => {
-                        return Err(c.fail(
-                            format!("multivariate.signals[{j}]"),
-                            format!("must not repeat {name:?}"),
-                        ));
-                    }
-                    None => {
-                        return Err(c.fail(
-                            format!("multivariate.signals[{j}]"),
-                            format!("must name a signal of this spec; {name:?} is not one"),
-                        ));
-                    }
-                }
-            }
-            if idx.len() < 2 {
-                return Err(c.fail("multivariate.signals", "must list at least two signals"));
-            }
-            let d = GmmParams::default();
-            let window = c.range(
-                "multivariate.window",
-                m.window,
-                d.window,
-                20,
-                100_000,
-                "between 20 and 100000",
-            )?;
-            Some(ValidatedMultivariate {
-                signals: idx,
-                params: GmmParams {
-                    clusters: c.range(
-                        "multivariate.clusters",
-                        m.clusters,
-                        d.clusters,
-                        1,
-                        10,
-                        "between 1 and 10",
-                    )?,
-                    window,
-                    refit_every: c.range(
-                        "multivariate.refit_every",
-                        m.refit_every,
-                        d.refit_every,
-                        1,
-                        100_000,
-                        "between 1 and 100000",
-                    )?,
-                    warmup: c.range(
-                        "multivariate.warmup",
-                        m.warmup,
-                        d.warmup.min(window),
-                        10,
-                        window,
-                        "between 10 and the window",
-                    )?,
-                    limit: c.range(
-                        "multivariate.limit",
-                        m.limit,
-                        d.limit,
-                        1e-9,
-                        1e9,
-                        "positive",
-                    )?,
-                },
-            })
-        }
+        Some(m) => Some(validate_multivariate(&c, &m, &signals)?),
     };
     Ok(ValidatedSpec {
         file: file.to_string(),
@@ -340,236 +222,351 @@ pub fn validate_spec(file: &str, text: &str) -> Result<ValidatedSpec, Error> {
     })
 }
 
-fn validate_detector(c: &Check, at: &str, d: &RawDetector) -> Result<DetectorParams, Error> {
-    let field = |f: &str| format!("{at}.{f}");
-    // Reject parameters the chosen detector does not take, so a typo'd
-    // placement is not silently ignored.
-    let given: [(&str, bool); 12] = [
-        ("alpha", d.alpha.is_some()),
-        ("beta", d.beta.is_some()),
-        ("warmup", d.warmup.is_some()),
-        ("limit", d.limit.is_some()),
-        ("window", d.window.is_some()),
-        ("period_seconds", d.period_seconds.is_some()),
-        ("buckets", d.buckets.is_some()),
-        ("min_cycles", d.min_cycles.is_some()),
-        ("k", d.k.is_some()),
-        ("threshold", d.threshold.is_some()),
-        ("direction", d.direction.is_some()),
-        ("horizon_seconds", d.horizon_seconds.is_some()),
-    ];
-    let allowed: &[&str] = match d.kind.as_str() {
-        "ewma" => &["alpha", "warmup", "limit"],
-        "mad" => &["window", "warmup", "limit"],
-        "seasonal" => &["period_seconds", "buckets", "alpha", "min_cycles", "limit"],
-        "cusum" => &["alpha", "k", "warmup", "limit"],
-        "forecast" => &[
-            "alpha",
-            "beta",
-            "threshold",
-            "direction",
-            "horizon_seconds",
-            "warmup",
-        ],
-        other => {
-            return Err(c.fail(
-                field("type"),
-                format!("must be one of ewma, mad, seasonal, cusum, forecast (got {other:?})"),
-            ));
-        }
+/// Signal `i` of a spec; `before` are the signals already validated (names
+/// must be unique).
+fn validate_signal(
+    c: &Check,
+    i: usize,
+    s: RawSignal,
+    before: &[ValidatedSignal],
+) -> Result<ValidatedSignal, Error> {
+    let at = |f: &str| format!("signals[{i}].{f}");
+    if s.name.is_empty()
+        || !s
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+    {
+        return Err(c.fail(
+            at("name"),
+            "must be lowercase snake_case, e.g. replication_lag",
+        ));
+    }
+    if before.iter().any(|x| x.name == s.name) {
+        return Err(c.fail(at("name"), format!("must be unique; {:?} repeats", s.name)));
+    }
+    c.non_empty(&at("query"), &s.query)?;
+    let detector = validate_detector(c, &at("detector"), &s.detector)?;
+    let d = SeriesOptions::default();
+    let seconds = "a positive number of seconds";
+    let options = SeriesOptions {
+        threshold: c.range(
+            &at("threshold"),
+            s.threshold,
+            d.threshold,
+            1e-9,
+            1.0,
+            "in (0, 1]",
+        )?,
+        counter: s.counter,
+        stale_after_seconds: c.range(
+            &at("stale_after_seconds"),
+            s.stale_after_seconds,
+            d.stale_after_seconds,
+            1,
+            i64::MAX,
+            seconds,
+        )?,
+        max_gap_seconds: c.range(
+            &at("max_gap_seconds"),
+            s.max_gap_seconds,
+            d.max_gap_seconds,
+            1,
+            i64::MAX,
+            seconds,
+        )?,
     };
-    for (name, set) in given {
-        if set && !allowed.contains(&name) {
-            return Err(c.fail(
-                field(name),
+    Ok(ValidatedSignal {
+        name: s.name,
+        description: s.description,
+        query: s.query,
+        unit: s.unit,
+        detector,
+        options,
+    })
+}
+
+/// The `multivariate:` block: names resolved to indexes into `signals`.
+fn validate_multivariate(
+    c: &Check,
+    m: &RawMultivariate,
+    signals: &[ValidatedSignal],
+) -> Result<ValidatedMultivariate, Error> {
+    let mut idx = Vec::new();
+    for (j, name) in m.signals.iter().enumerate() {
+        let at = format!("multivariate.signals[{j}]");
+        match signals.iter().position(|s| &s.name == name) {
+            Some(p) if !idx.contains(&p) => idx.push(p),
+            Some(_) => return Err(c.fail(at, format!("must not repeat {name:?}"))),
+            None => {
+                return Err(c.fail(
+                    at,
+                    format!("must name a signal of this spec; {name:?} is not one"),
+                ));
+            }
+        }
+    }
+    if idx.len() < 2 {
+        return Err(c.fail("multivariate.signals", "must list at least two signals"));
+    }
+    let d = GmmParams::default();
+    let window = c.range(
+        "multivariate.window",
+        m.window,
+        d.window,
+        20,
+        100_000,
+        "between 20 and 100000",
+    )?;
+    let params = GmmParams {
+        clusters: c.range(
+            "multivariate.clusters",
+            m.clusters,
+            d.clusters,
+            1,
+            10,
+            "between 1 and 10",
+        )?,
+        window,
+        refit_every: c.range(
+            "multivariate.refit_every",
+            m.refit_every,
+            d.refit_every,
+            1,
+            100_000,
+            "between 1 and 100000",
+        )?,
+        warmup: c.range(
+            "multivariate.warmup",
+            m.warmup,
+            d.warmup.min(window),
+            10,
+            window,
+            "between 10 and the window",
+        )?,
+        limit: c.range(
+            "multivariate.limit",
+            m.limit,
+            d.limit,
+            1e-9,
+            1e9,
+            "positive",
+        )?,
+    };
+    Ok(ValidatedMultivariate {
+        signals: idx,
+        params,
+    })
+}
+
+/// The detectors a model spec may name, in the order errors list them. The
+/// rest (`gaussian`, `diff`, `ensemble`) are benchmark and CLI tools.
+const SPEC_KINDS: [DetectorKind; 5] = [
+    DetectorKind::Ewma,
+    DetectorKind::Mad,
+    DetectorKind::Seasonal,
+    DetectorKind::Cusum,
+    DetectorKind::Forecast,
+];
+
+/// Checks of one `detector:` block; `at` is its place, e.g.
+/// `signals[0].detector`.
+struct DetectorCheck<'a> {
+    c: &'a Check<'a>,
+    at: &'a str,
+    d: &'a RawDetector,
+}
+
+impl DetectorCheck<'_> {
+    fn field(&self, f: &str) -> String {
+        format!("{}.{f}", self.at)
+    }
+
+    fn not_in_specs(&self) -> Error {
+        let names: Vec<_> = SPEC_KINDS.iter().map(|k| k.name()).collect();
+        self.c.fail(
+            self.field("type"),
+            format!(
+                "must be one of {} (got {:?})",
+                names.join(", "),
+                self.d.kind
+            ),
+        )
+    }
+
+    /// Rejects parameters the chosen detector does not take, so a typo'd
+    /// placement is not silently ignored.
+    fn only(&self, allowed: &[&str]) -> Result<(), Error> {
+        let d = self.d;
+        let given: [(&str, bool); 12] = [
+            ("alpha", d.alpha.is_some()),
+            ("beta", d.beta.is_some()),
+            ("warmup", d.warmup.is_some()),
+            ("limit", d.limit.is_some()),
+            ("window", d.window.is_some()),
+            ("period_seconds", d.period_seconds.is_some()),
+            ("buckets", d.buckets.is_some()),
+            ("min_cycles", d.min_cycles.is_some()),
+            ("k", d.k.is_some()),
+            ("threshold", d.threshold.is_some()),
+            ("direction", d.direction.is_some()),
+            ("horizon_seconds", d.horizon_seconds.is_some()),
+        ];
+        match given
+            .iter()
+            .find(|(name, set)| *set && !allowed.contains(name))
+        {
+            Some((name, _)) => Err(self.c.fail(
+                self.field(name),
                 format!(
                     "is not a parameter of detector {:?}; it takes {}",
                     d.kind,
                     allowed.join(", ")
                 ),
-            ));
+            )),
+            None => Ok(()),
         }
     }
-    let alpha = |default| c.range(&field("alpha"), d.alpha, default, 1e-6, 1.0, "in (0, 1]");
-    let warmup = |default| {
-        c.range(
-            &field("warmup"),
-            d.warmup,
-            default,
-            1,
-            1_000_000,
-            "between 1 and 1000000",
-        )
+
+    fn alpha(&self, default: f64) -> Result<f64, Error> {
+        let f = self.field("alpha");
+        self.c
+            .range(&f, self.d.alpha, default, 1e-6, 1.0, "in (0, 1]")
+    }
+
+    fn warmup(&self, default: u32) -> Result<u32, Error> {
+        let f = self.field("warmup");
+        let what = "between 1 and 1000000";
+        self.c.range(&f, self.d.warmup, default, 1, 1_000_000, what)
+    }
+
+    fn limit(&self, default: f64) -> Result<f64, Error> {
+        let f = self.field("limit");
+        self.c
+            .range(&f, self.d.limit, default, 1e-9, 1e9, "positive")
+    }
+}
+
+/// One `detector:` block → its parameters, each left out taking its value
+/// from [`defaults`].
+fn validate_detector(c: &Check, at: &str, d: &RawDetector) -> Result<DetectorParams, Error> {
+    let p = DetectorCheck { c, at, d };
+    let f = |name: &str| p.field(name);
+    let Some(kind) = DetectorKind::from_name(&d.kind) else {
+        return Err(p.not_in_specs());
     };
-    let limit = |default| c.range(&field("limit"), d.limit, default, 1e-9, 1e9, "positive");
-    Ok(match d.kind.as_str() {
-        "ewma" => DetectorParams::Ewma {
-            alpha: alpha(0.02)?,
-            warmup: warmup(50)?,
-            limit: limit(5.0)?,
-        },
-        "mad" => DetectorParams::Mad {
-            window: c.range(
-                &field("window"),
-                d.window,
-                288,
-                5,
-                100_000,
-                "between 5 and 100000",
-            )?,
-            warmup: warmup(50)?,
-            limit: limit(5.0)?,
-        },
-        "seasonal" => DetectorParams::Seasonal {
-            period_seconds: c.range(
-                &field("period_seconds"),
-                d.period_seconds,
-                86_400,
-                60,
-                31 * 86_400,
-                "between 60 and 2678400",
-            )?,
-            buckets: c.range(
-                &field("buckets"),
-                d.buckets,
-                24,
-                1,
-                10_080,
-                "between 1 and 10080",
-            )?,
-            alpha: alpha(0.1)?,
-            min_cycles: c.range(
-                &field("min_cycles"),
-                d.min_cycles,
-                3,
-                1,
-                1000,
-                "between 1 and 1000",
-            )?,
-            limit: limit(5.0)?,
-        },
-        "cusum" => DetectorParams::Cusum {
-            alpha: alpha(0.01)?,
-            k: c.range(&field("k"), d.k, 0.5, 0.0, 100.0, "between 0 and 100")?,
-            warmup: warmup(50)?,
-            limit: limit(8.0)?,
-        },
-        _ => {
-            let threshold = d.threshold.filter(|t| t.is_finite()).ok_or_else(|| {
-                c.fail(
-                    field("threshold"),
-                    "is required for a forecast: the value not to cross",
-                )
-            })?;
-            let direction = match d.direction.as_deref() {
-                Some("above") | None => Direction::Above,
-                Some("below") => Direction::Below,
-                Some(other) => {
-                    return Err(c.fail(
-                        field("direction"),
-                        format!("must be \"above\" or \"below\" (got {other:?})"),
-                    ));
-                }
-            };
-            DetectorParams::Forecast {
-                alpha: alpha(0.1)?,
-                beta: c.range(&field("beta"), d.beta, 0.05, 1e-6, 1.0, "in (0, 1]")?,
-                threshold,
-                direction,
-                horizon_seconds: c.range(
-                    &field("horizon_seconds"),
-                    d.horizon_seconds,
-                    86_400.0,
-                    1.0,
-                    1e9,
-                    "a positive number of seconds",
-                )?,
-                warmup: warmup(30)?,
+    Ok(match kind {
+        DetectorKind::Ewma => {
+            use defaults::ewma::*;
+            p.only(&["alpha", "warmup", "limit"])?;
+            DetectorParams::Ewma {
+                alpha: p.alpha(ALPHA)?,
+                warmup: p.warmup(WARMUP)?,
+                limit: p.limit(LIMIT)?,
             }
+        }
+        DetectorKind::Mad => {
+            use defaults::mad::*;
+            p.only(&["window", "warmup", "limit"])?;
+            let what = "between 5 and 100000";
+            DetectorParams::Mad {
+                window: c.range(&f("window"), d.window, WINDOW, 5, 100_000, what)?,
+                warmup: p.warmup(WARMUP)?,
+                limit: p.limit(LIMIT)?,
+            }
+        }
+        DetectorKind::Seasonal => {
+            use defaults::seasonal::*;
+            p.only(&["period_seconds", "buckets", "alpha", "min_cycles", "limit"])?;
+            DetectorParams::Seasonal {
+                period_seconds: c.range(
+                    &f("period_seconds"),
+                    d.period_seconds,
+                    PERIOD_SECONDS,
+                    60,
+                    31 * 86_400,
+                    "between 60 and 2678400",
+                )?,
+                buckets: c.range(
+                    &f("buckets"),
+                    d.buckets,
+                    BUCKETS,
+                    1,
+                    10_080,
+                    "between 1 and 10080",
+                )?,
+                alpha: p.alpha(ALPHA)?,
+                min_cycles: c.range(
+                    &f("min_cycles"),
+                    d.min_cycles,
+                    MIN_CYCLES,
+                    1,
+                    1000,
+                    "between 1 and 1000",
+                )?,
+                limit: p.limit(LIMIT)?,
+            }
+        }
+        DetectorKind::Cusum => {
+            use defaults::cusum::*;
+            p.only(&["alpha", "k", "warmup", "limit"])?;
+            DetectorParams::Cusum {
+                alpha: p.alpha(ALPHA)?,
+                k: c.range(&f("k"), d.k, K, 0.0, 100.0, "between 0 and 100")?,
+                warmup: p.warmup(WARMUP)?,
+                limit: p.limit(LIMIT)?,
+            }
+        }
+        DetectorKind::Forecast => validate_forecast(&p)?,
+        DetectorKind::Gaussian | DetectorKind::Diff | DetectorKind::Ensemble => {
+            return Err(p.not_in_specs());
         }
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-kind: Cluster
-group: postgresql.cnpg.io
-version: v1
-plural: clusters
-labels: {name: cluster, namespace: namespace}
-signals:
-  - name: replication_lag
-    query: max by (namespace, cluster) (cnpg_pg_replication_lag)
-    detector: {type: ewma, alpha: 0.05}
-  - name: disk_fill
-    query: max by (namespace, cluster) (kubelet_volume_stats_used_bytes / kubelet_volume_stats_capacity_bytes)
-    detector: {type: forecast, threshold: 0.9, horizon_seconds: 86400}
-multivariate: {signals: [replication_lag, disk_fill]}
-"#;
-
-    fn err(text: &str) -> String {
-        validate_spec("models/x.yaml", text)
-            .expect_err("invalid spec")
-            .to_string()
-    }
-
-    #[test]
-    fn a_good_spec_validates_with_defaults_filled_in() {
-        let s = validate_spec("models/x.yaml", GOOD).expect("valid");
-        assert_eq!(s.signals.len(), 2);
-        assert_eq!(
-            s.signals[0].detector,
-            DetectorParams::Ewma {
-                alpha: 0.05,
-                warmup: 50,
-                limit: 5.0
-            }
-        );
-        assert_eq!(s.signals[0].options.threshold, 0.5);
-        assert_eq!(s.multivariate.expect("multivariate").signals, vec![0, 1]);
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected_with_file_and_place() {
-        let e = err(&GOOD.replace("alpha: 0.05", "alpah: 0.05"));
-        assert!(
-            e.contains("models/x.yaml") && e.contains("unknown field `alpah`"),
-            "{e}"
-        );
-        let e = err(&format!("{GOOD}colour: blue\n"));
-        assert!(e.contains("unknown field `colour`"), "{e}");
-    }
-
-    #[test]
-    fn errors_name_the_field_and_the_expectation() {
-        let e = err(&GOOD.replace("alpha: 0.05", "alpha: 1.5"));
-        assert_eq!(
-            e,
-            "validating model spec models/x.yaml: field `signals[0].detector.alpha` must be in (0, 1] (got 1.5)"
-        );
-        let e = err(&GOOD.replace("type: ewma, alpha: 0.05", "type: ewma, window: 10"));
-        assert!(
-            e.contains("`signals[0].detector.window` is not a parameter of detector \"ewma\""),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("type: forecast, threshold: 0.9,", "type: forecast,"));
-        assert!(
-            e.contains("`signals[1].detector.threshold` is required"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("[replication_lag, disk_fill]", "[replication_lag, disk]"));
-        assert!(
-            e.contains("`multivariate.signals[1]` must name a signal"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace(", namespace: namespace", ""));
-        assert!(e.contains("`labels.namespace` is required"), "{e}");
-        let e = err(&GOOD.replace("name: disk_fill", "name: replication_lag"));
-        assert!(e.contains("must be unique"), "{e}");
-        let e = err(&GOOD.replace("type: ewma", "type: prophet"));
-        assert!(e.contains("must be one of ewma"), "{e}");
-    }
+fn validate_forecast(p: &DetectorCheck) -> Result<DetectorParams, Error> {
+    use defaults::forecast::*;
+    let (c, d) = (p.c, p.d);
+    p.only(&[
+        "alpha",
+        "beta",
+        "threshold",
+        "direction",
+        "horizon_seconds",
+        "warmup",
+    ])?;
+    let threshold = d.threshold.filter(|t| t.is_finite()).ok_or_else(|| {
+        c.fail(
+            p.field("threshold"),
+            "is required for a forecast: the value not to cross",
+        )
+    })?;
+    let direction = match d.direction.as_deref() {
+        Some("above") | None => Direction::Above,
+        Some("below") => Direction::Below,
+        Some(other) => {
+            return Err(c.fail(
+                p.field("direction"),
+                format!("must be \"above\" or \"below\" (got {other:?})"),
+            ));
+        }
+    };
+    Ok(DetectorParams::Forecast {
+        alpha: p.alpha(ALPHA)?,
+        beta: c.range(&p.field("beta"), d.beta, BETA, 1e-6, 1.0, "in (0, 1]")?,
+        threshold,
+        direction,
+        horizon_seconds: c.range(
+            &p.field("horizon_seconds"),
+            d.horizon_seconds,
+            HORIZON_SECONDS,
+            1.0,
+            1e9,
+            "a positive number of seconds",
+        )?,
+        warmup: p.warmup(WARMUP)?,
+    })
 }
+
+#[cfg(test)]
+mod tests;

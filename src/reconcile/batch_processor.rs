@@ -301,7 +301,13 @@ pub async fn reconcile(obj: Arc<BatchProcessor>, ctx: Arc<Context>) -> Result<Ac
         .duration
         .with_label_values(&["BatchProcessor"])
         .observe(started.elapsed().as_secs_f64());
-    let label = if result.is_ok() { "ok" } else { "error" };
+    let label = if result.is_ok() {
+        ctx.backoff.succeeded(&super::backoff::key_of(obj.as_ref()));
+        "ok"
+    } else {
+        // Counted (and the delay chosen) in `error_policy`.
+        "error"
+    };
     ctx.metrics
         .reconciles
         .with_label_values(&["BatchProcessor", label])
@@ -396,8 +402,9 @@ pub fn error_policy(obj: Arc<BatchProcessor>, error: &Error, ctx: Arc<Context>) 
         .failures
         .with_label_values(&["BatchProcessor", error.kind()])
         .inc();
-    tracing::warn!(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), error = %error, "reconcile failed; retrying");
-    Action::requeue(std::time::Duration::from_secs(5))
+    let delay = ctx.backoff.failed(&super::backoff::key_of(obj.as_ref()));
+    tracing::warn!(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), error = %error, retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 #[cfg(test)]

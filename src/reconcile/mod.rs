@@ -5,6 +5,7 @@
 //!
 //! Must not write to the cluster except through `crate::act`.
 
+pub mod backoff;
 pub mod batch_processor;
 pub mod clearing_adapter;
 pub mod conditions;
@@ -133,6 +134,9 @@ pub struct Context {
     pub settings: Settings,
     pub gate: Arc<dyn UpgradeGate>,
     pub metrics: Metrics,
+    /// Failures per object since its last successful reconcile: how long
+    /// `error_policy` waits before the next try.
+    pub backoff: backoff::Backoff,
     served: RwLock<Option<(tokio::time::Instant, bool)>>,
 }
 
@@ -153,6 +157,10 @@ impl Context {
             settings,
             gate,
             metrics,
+            backoff: backoff::Backoff::new(
+                backoff::BackoffSettings::default(),
+                backoff::process_seed(),
+            ),
             served: RwLock::new(None),
         }
     }

@@ -122,7 +122,11 @@ pub async fn reconcile<K: WorkloadKind>(obj: Arc<K>, ctx: Arc<Context>) -> Resul
         .with_label_values(&[&kind])
         .observe(started.elapsed().as_secs_f64());
     let label = match &result {
-        Ok(_) => "ok",
+        Ok(_) => {
+            ctx.backoff.succeeded(&super::backoff::key_of(obj.as_ref()));
+            "ok"
+        }
+        // Counted (and the delay chosen) in `error_policy`.
         Err(_) => "error",
     };
     ctx.metrics
@@ -350,9 +354,10 @@ pub fn error_policy<K: WorkloadKind>(obj: Arc<K>, error: &Error, ctx: Arc<Contex
         .failures
         .with_label_values(&[K::kind(&()).as_ref(), error.kind()])
         .inc();
+    let delay = ctx.backoff.failed(&super::backoff::key_of(obj.as_ref()));
     tracing::warn!(
         kind = %K::kind(&()), namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(),
-        error = %error, source = ?std::error::Error::source(error), "reconcile failed; retrying"
+        error = %error, source = ?std::error::Error::source(error), retry_in = ?delay, "reconcile failed; retrying"
     );
-    Action::requeue(std::time::Duration::from_secs(5))
+    Action::requeue(delay)
 }

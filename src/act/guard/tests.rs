@@ -276,6 +276,74 @@ fn maintenance_windows_gate_disruptive_actions_only() {
     );
 }
 
+/// Unix seconds of a UTC time on the week of Monday 2026-11-30
+/// (2026-12-05 is a Saturday, 2026-12-06 a Sunday).
+fn at(rfc3339: &str) -> i64 {
+    rfc3339
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .expect("timestamp")
+        .as_second()
+}
+
+fn window(schedule: &str, hours: i64) -> Vec<Window> {
+    vec![Window {
+        schedule: schedule.into(),
+        duration_seconds: hours * 3600,
+    }]
+}
+
+#[test]
+fn a_saturday_window_opens_on_saturday() {
+    // The `cron` crate read 6 as Friday; standard cron reads it as Saturday.
+    let sat = window("0 2 * * 6", 2);
+    assert!(in_window(&sat, at("2026-12-05T02:00:00Z")));
+    assert!(in_window(&sat, at("2026-12-05T03:59:59Z")));
+    assert!(!in_window(&sat, at("2026-12-05T04:00:01Z")));
+    assert!(!in_window(&sat, at("2026-12-04T02:30:00Z")), "not Friday");
+    assert!(!in_window(&sat, at("2026-12-06T02:30:00Z")), "not Sunday");
+    assert!(in_window(
+        &window("0 2 * * SAT", 2),
+        at("2026-12-05T02:30:00Z")
+    ));
+}
+
+#[test]
+fn window_weekday_ranges_and_sunday() {
+    let weekdays = window("0 9 * * 1-5", 8);
+    for (day, open) in [
+        ("2026-11-30", true), // Monday
+        ("2026-12-02", true),
+        ("2026-12-04", true), // Friday
+        ("2026-12-05", false),
+        ("2026-12-06", false),
+    ] {
+        assert_eq!(
+            in_window(&weekdays, at(&format!("{day}T12:00:00Z"))),
+            open,
+            "{day}"
+        );
+    }
+    for sunday in ["0 9 * * 0", "0 9 * * 7"] {
+        let w = window(sunday, 1);
+        assert!(in_window(&w, at("2026-12-06T09:30:00Z")), "{sunday}");
+        assert!(!in_window(&w, at("2026-12-05T09:30:00Z")), "{sunday}");
+        assert!(!in_window(&w, at("2026-11-30T09:30:00Z")), "{sunday}");
+    }
+    // Both 0 and 7 are accepted when the policy is read.
+    let data: BTreeMap<String, String> = [(
+        "maintenanceWindows".to_string(),
+        r#"[{"schedule": "0 9 * * 0", "durationSeconds": 60}, {"schedule": "0 9 * * 7", "durationSeconds": 60}]"#.to_string(),
+    )]
+    .into();
+    assert_eq!(
+        Policy::from_configmap_data(&data)
+            .expect("valid")
+            .maintenance_windows
+            .len(),
+        2
+    );
+}
+
 #[test]
 fn policy_from_configmap_data() {
     let data: BTreeMap<String, String> = [

@@ -149,6 +149,63 @@ fn declarations_are_checked_at_load() {
 }
 
 #[test]
+fn cron_triggers_read_weekdays_as_standard_cron() {
+    let on = |schedule: &str| {
+        format!(
+            "fn runbook() {{ #{{ trigger: #{{ cron: #{{ schedule: \"{schedule}\" }} }} }} }}\nfn decide(ctx) {{ [] }}\n"
+        )
+    };
+    let mut set = RunbookSet::new(Limits::default());
+    let sources = [
+        ("saturday", on("0 2 * * 6")),
+        ("weekdays", on("0 2 * * 1-5")),
+        ("sunday0", on("0 2 * * 0")),
+        ("sunday7", on("0 2 * * 7")),
+    ];
+    let sources: Vec<(String, String)> = sources
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+    assert!(set.load(&sources).is_empty());
+    // 02:00 UTC on each day of the week of Monday 2026-11-30; the
+    // trigger is due when 02:00 falls in (last, now].
+    let day = 86_400;
+    let monday_0200 = 1_796_004_000; // 2026-11-30T02:00:00Z
+    let due_on = |d: i64| {
+        let t = monday_0200 + d * day;
+        set.due(t - 60, t)
+    };
+    for d in 0..5 {
+        assert_eq!(due_on(d), vec!["weekdays".to_string()], "day {d}");
+    }
+    // 2026-12-05 is a Saturday, 2026-12-06 a Sunday.
+    assert_eq!(due_on(5), vec!["saturday".to_string()]);
+    assert_eq!(
+        due_on(6),
+        vec!["sunday0".to_string(), "sunday7".to_string()]
+    );
+}
+
+#[test]
+fn a_bad_cron_schedule_is_a_clear_compile_error() {
+    let engine = build_engine(&Limits::default());
+    for (schedule, needle) in [
+        ("0 2 * *", "expected five fields"),
+        ("0 2 * * 8", "invalid cron schedule \"0 2 * * 8\""),
+        ("0 0 L * *", "not standard cron"),
+    ] {
+        let src = format!(
+            "fn runbook() {{ #{{ trigger: #{{ cron: #{{ schedule: \"{schedule}\" }} }} }} }}\nfn decide(ctx) {{ [] }}"
+        );
+        let err = compile(&engine, "nightly.rhai", &src).expect_err(schedule);
+        let text = err.to_string();
+        assert!(text.contains(needle), "{schedule}: {text}");
+        assert!(text.contains("nightly.rhai"), "{text}");
+        assert_eq!(err.kind(), "compile");
+    }
+}
+
+#[test]
 fn runaway_scripts_are_stopped_with_a_clear_error() {
     for (decide, kind) in [
         ("loop { }", "too_many_operations"),

@@ -1,0 +1,144 @@
+//! The Holt linear-trend forecast: how soon a series is expected to cross
+//! its threshold, scored against a horizon.
+//!
+//! Pure, like every detector: timestamps come with the samples. Must not
+//! decide what to do about a crossing; runbooks do.
+
+use super::{Detector, DetectorKind, Direction, Scored};
+use crate::detect::stats::score_from_excess;
+
+pub(super) struct ForecastDetector {
+    alpha: f64,
+    beta: f64,
+    threshold: f64,
+    direction: Direction,
+    horizon_seconds: f64,
+    warmup: u32,
+    n: u32,
+    level: f64,
+    /// Per second.
+    trend: f64,
+    last_at: i64,
+}
+
+impl ForecastDetector {
+    /// A fresh state from [`super::DetectorParams::Forecast`]'s fields.
+    pub(super) fn new(
+        alpha: f64,
+        beta: f64,
+        threshold: f64,
+        direction: Direction,
+        horizon_seconds: f64,
+        warmup: u32,
+    ) -> Self {
+        Self {
+            alpha,
+            beta,
+            threshold,
+            direction,
+            horizon_seconds,
+            warmup,
+            n: 0,
+            level: 0.0,
+            trend: 0.0,
+            last_at: 0,
+        }
+    }
+}
+
+impl Detector for ForecastDetector {
+    fn name(&self) -> &'static str {
+        DetectorKind::Forecast.name()
+    }
+    fn score(&mut self, at: i64, x: f64) -> Option<Scored> {
+        if !x.is_finite() {
+            return None;
+        }
+        if self.n == 0 {
+            self.level = x;
+            self.trend = 0.0;
+        } else {
+            let dt = (at - self.last_at).max(1) as f64;
+            let prev = self.level;
+            self.level = self.alpha * x + (1.0 - self.alpha) * (self.level + self.trend * dt);
+            let slope = (self.level - prev) / dt;
+            self.trend = self.beta * slope + (1.0 - self.beta) * self.trend;
+        }
+        self.n = self.n.saturating_add(1);
+        self.last_at = at;
+        if self.n < self.warmup.max(2) {
+            return None;
+        }
+        // Seconds until the bad side of the threshold, from the current level
+        // and trend; zero if already there, infinite if heading away.
+        let gap = match self.direction {
+            Direction::Above => self.threshold - self.level,
+            Direction::Below => self.level - self.threshold,
+        };
+        let closing = match self.direction {
+            Direction::Above => self.trend,
+            Direction::Below => -self.trend,
+        };
+        let ttt = if gap <= 0.0 {
+            0.0
+        } else if closing > 0.0 {
+            gap / closing
+        } else {
+            f64::INFINITY
+        };
+        // horizon / ttt is the excess: 1 (score 0.5) when the crossing is
+        // exactly one horizon away.
+        let score = if ttt == 0.0 {
+            1.0
+        } else {
+            score_from_excess(self.horizon_seconds / ttt, 1.0)
+        };
+        Some(Scored {
+            score,
+            baseline: self.threshold,
+            measure: ttt,
+            time_to_threshold: ttt.is_finite().then_some(ttt),
+        })
+    }
+    fn reset(&mut self) {
+        self.n = 0;
+    }
+    fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
+        let side = match self.direction {
+            Direction::Above => "above",
+            Direction::Below => "below",
+        };
+        match s.time_to_threshold {
+            Some(0.0) => {
+                format!(
+                    "{signal} {value:.4} is already {side} its threshold {}",
+                    self.threshold
+                )
+            }
+            Some(t) => format!(
+                "{signal} {value:.4} is trending to go {side} {} in {} (horizon {})",
+                self.threshold,
+                human_duration(t),
+                human_duration(self.horizon_seconds)
+            ),
+            None => format!(
+                "{signal} {value:.4} is not heading {side} its threshold {}",
+                self.threshold
+            ),
+        }
+    }
+}
+
+/// "3h12m", "2d4h", "45s".
+pub fn human_duration(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return "never".into();
+    }
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}

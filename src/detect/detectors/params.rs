@@ -1,0 +1,286 @@
+//! What configures a detector: the kinds, their validated parameters and
+//! the one table of default parameters that model specs (`spec`) and
+//! `detect score --detector NAME` both read.
+//!
+//! Pure data. Must not hold detector state (that is `detectors`) nor parse
+//! YAML (that is `spec`).
+
+use serde::Serialize;
+
+/// Which side of a threshold is bad, for forecasts.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Above,
+    Below,
+}
+
+/// The detector kinds. Code that treats kinds differently matches on this
+/// exhaustively, so a new kind does not compile until every place (model
+/// spec validation, defaults, names) says what it means for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DetectorKind {
+    Ewma,
+    Mad,
+    Seasonal,
+    Cusum,
+    Forecast,
+    Gaussian,
+    Diff,
+    Ensemble,
+}
+
+impl DetectorKind {
+    /// Every kind, in the order they are listed to users.
+    pub const ALL: [DetectorKind; 8] = [
+        DetectorKind::Ewma,
+        DetectorKind::Mad,
+        DetectorKind::Seasonal,
+        DetectorKind::Cusum,
+        DetectorKind::Forecast,
+        DetectorKind::Gaussian,
+        DetectorKind::Diff,
+        DetectorKind::Ensemble,
+    ];
+
+    /// Stable name for model specs, findings, metrics and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorKind::Ewma => "ewma",
+            DetectorKind::Mad => "mad",
+            DetectorKind::Seasonal => "seasonal",
+            DetectorKind::Cusum => "cusum",
+            DetectorKind::Forecast => "forecast",
+            DetectorKind::Gaussian => "gaussian",
+            DetectorKind::Diff => "diff",
+            DetectorKind::Ensemble => "ensemble",
+        }
+    }
+
+    /// The kind called `name`, if any.
+    pub fn from_name(name: &str) -> Option<DetectorKind> {
+        DetectorKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind's parameters with every default filled in; `None` for kinds
+    /// that cannot run without a setting of their own (a forecast needs its
+    /// threshold, `diff` the detector it wraps).
+    pub fn default_params(self) -> Option<DetectorParams> {
+        Some(match self {
+            DetectorKind::Ewma => DetectorParams::Ewma {
+                alpha: defaults::ewma::ALPHA,
+                warmup: defaults::ewma::WARMUP,
+                limit: defaults::ewma::LIMIT,
+            },
+            DetectorKind::Mad => DetectorParams::Mad {
+                window: defaults::mad::WINDOW,
+                warmup: defaults::mad::WARMUP,
+                limit: defaults::mad::LIMIT,
+            },
+            DetectorKind::Seasonal => DetectorParams::Seasonal {
+                period_seconds: defaults::seasonal::PERIOD_SECONDS,
+                buckets: defaults::seasonal::BUCKETS,
+                alpha: defaults::seasonal::ALPHA,
+                min_cycles: defaults::seasonal::MIN_CYCLES,
+                limit: defaults::seasonal::LIMIT,
+            },
+            DetectorKind::Cusum => DetectorParams::Cusum {
+                alpha: defaults::cusum::ALPHA,
+                k: defaults::cusum::K,
+                warmup: defaults::cusum::WARMUP,
+                limit: defaults::cusum::LIMIT,
+            },
+            DetectorKind::Gaussian => DetectorParams::Gaussian {
+                window: defaults::gaussian::WINDOW,
+                step: defaults::gaussian::STEP,
+            },
+            DetectorKind::Ensemble => {
+                use defaults::ensemble::{LIMIT, REFRACTORY, WARMUP, WINDOW};
+                let mad = || DetectorParams::Mad {
+                    window: WINDOW,
+                    warmup: WARMUP,
+                    limit: LIMIT,
+                };
+                DetectorParams::Ensemble {
+                    members: vec![
+                        mad(),
+                        DetectorParams::Diff {
+                            inner: Box::new(mad()),
+                        },
+                    ],
+                    refractory: REFRACTORY,
+                }
+            }
+            DetectorKind::Forecast | DetectorKind::Diff => return None,
+        })
+    }
+}
+
+/// Default parameters of each detector: the value a model spec gets for a
+/// parameter it leaves out, and the settings of `detect score --detector
+/// NAME`. Kept here, and only here, so the two cannot drift apart.
+pub mod defaults {
+    pub mod ewma {
+        pub const ALPHA: f64 = 0.02;
+        pub const WARMUP: u32 = 50;
+        pub const LIMIT: f64 = 5.0;
+    }
+    pub mod mad {
+        /// A day of 5-minute samples.
+        pub const WINDOW: u32 = 288;
+        pub const WARMUP: u32 = 50;
+        pub const LIMIT: f64 = 5.0;
+    }
+    pub mod seasonal {
+        /// Time of day, in hourly slots.
+        pub const PERIOD_SECONDS: i64 = 86_400;
+        pub const BUCKETS: u32 = 24;
+        pub const ALPHA: f64 = 0.1;
+        pub const MIN_CYCLES: u32 = 3;
+        pub const LIMIT: f64 = 5.0;
+    }
+    pub mod cusum {
+        pub const ALPHA: f64 = 0.01;
+        pub const K: f64 = 0.5;
+        pub const WARMUP: u32 = 50;
+        pub const LIMIT: f64 = 8.0;
+    }
+    /// A forecast has no default threshold; the rest default to these, and
+    /// the direction to [`super::Direction::Above`].
+    pub mod forecast {
+        pub const ALPHA: f64 = 0.1;
+        pub const BETA: f64 = 0.05;
+        pub const HORIZON_SECONDS: f64 = 86_400.0;
+        pub const WARMUP: u32 = 30;
+    }
+    pub mod gaussian {
+        pub const WINDOW: u32 = 6400;
+        pub const STEP: u32 = 100;
+    }
+    /// Tuned on NAB (one parameter set for every file, see BENCHMARKS.md):
+    /// a robust level and a robust jump detector (MAD over the first
+    /// differences) over a long window, one alarm per episode.
+    pub mod ensemble {
+        pub const WINDOW: u32 = 2000;
+        pub const WARMUP: u32 = 100;
+        pub const LIMIT: f64 = 3.0;
+        pub const REFRACTORY: u32 = 2000;
+    }
+}
+
+/// Validated detector parameters (see `spec` for the YAML form and the
+/// checks). Every `limit` is the excess that scores 0.5.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(tag = "detector", rename_all = "lowercase")]
+pub enum DetectorParams {
+    /// z-score against an exponentially weighted mean and variance.
+    Ewma { alpha: f64, warmup: u32, limit: f64 },
+    /// Robust z-score against the median and MAD of the last `window` samples.
+    Mad {
+        window: u32,
+        warmup: u32,
+        limit: f64,
+    },
+    /// z-score against the EWMA mean/variance of the same slot of the period
+    /// (time of day with `period_seconds: 86400`, of week with 604800).
+    Seasonal {
+        period_seconds: i64,
+        buckets: u32,
+        alpha: f64,
+        min_cycles: u32,
+        limit: f64,
+    },
+    /// Two-sided standardized CUSUM over a slow EWMA baseline; `k` is the
+    /// allowed slack in standard deviations, `limit` the decision interval h.
+    Cusum {
+        alpha: f64,
+        k: f64,
+        warmup: u32,
+        limit: f64,
+    },
+    /// Holt linear trend; scores how soon the series is expected to cross
+    /// `threshold` (0.5 when the time left equals `horizon_seconds`).
+    Forecast {
+        alpha: f64,
+        beta: f64,
+        threshold: f64,
+        direction: Direction,
+        horizon_seconds: f64,
+        warmup: u32,
+    },
+    /// NAB's windowed Gaussian baseline: mean and standard deviation of the
+    /// last `window` samples, refreshed every `step` samples; the score is
+    /// one minus the two-sided tail probability of the sample.
+    Gaussian { window: u32, step: u32 },
+    /// Runs `inner` on the first differences of the series (jumps rather
+    /// than levels).
+    Diff { inner: Box<DetectorParams> },
+    /// Maximum of its members' scores. A member score counts fully only when
+    /// it exceeds every score of the last `refractory` samples, so one
+    /// anomaly yields one peak instead of a run of alarms.
+    Ensemble {
+        members: Vec<DetectorParams>,
+        refractory: u32,
+    },
+}
+
+impl DetectorParams {
+    pub fn kind(&self) -> DetectorKind {
+        match self {
+            DetectorParams::Ewma { .. } => DetectorKind::Ewma,
+            DetectorParams::Mad { .. } => DetectorKind::Mad,
+            DetectorParams::Seasonal { .. } => DetectorKind::Seasonal,
+            DetectorParams::Cusum { .. } => DetectorKind::Cusum,
+            DetectorParams::Forecast { .. } => DetectorKind::Forecast,
+            DetectorParams::Gaussian { .. } => DetectorKind::Gaussian,
+            DetectorParams::Diff { .. } => DetectorKind::Diff,
+            DetectorParams::Ensemble { .. } => DetectorKind::Ensemble,
+        }
+    }
+
+    /// Stable name for findings, metrics and the CLI.
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Defaults used by `detect score --detector NAME` (see
+    /// [`DetectorKind::default_params`]).
+    pub fn default_for(name: &str) -> Option<DetectorParams> {
+        DetectorKind::from_name(name)?.default_params()
+    }
+
+    /// Names accepted by [`DetectorParams::default_for`] (a test checks
+    /// this against [`DetectorKind::default_params`]).
+    pub const DEFAULT_NAMES: [&'static str; 6] =
+        ["ewma", "mad", "seasonal", "cusum", "gaussian", "ensemble"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for k in DetectorKind::ALL {
+            assert_eq!(DetectorKind::from_name(k.name()), Some(k));
+        }
+        let mut names: Vec<_> = DetectorKind::ALL.iter().map(|k| k.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DetectorKind::ALL.len());
+        assert_eq!(DetectorKind::from_name("prophet"), None);
+    }
+
+    #[test]
+    fn default_names_are_the_kinds_with_defaults() {
+        let with_defaults: Vec<_> = DetectorKind::ALL
+            .into_iter()
+            .filter_map(|k| k.default_params().map(|p| (k, p)))
+            .collect();
+        for (k, p) in &with_defaults {
+            assert_eq!(p.kind(), *k, "defaults of {k:?} build their own kind");
+        }
+        let names: Vec<_> = with_defaults.iter().map(|(k, _)| k.name()).collect();
+        assert_eq!(names, DetectorParams::DEFAULT_NAMES);
+    }
+}
