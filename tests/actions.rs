@@ -169,17 +169,22 @@ async fn run_one(
     out.pop().expect("one result")
 }
 
-/// Events on the target naming journal entry `id`.
+/// Events in `ns` naming journal entry `id` (their note opens with
+/// `autopilot #<id> `).
 async fn events_for(
     client: &Client,
     ns: &str,
     id: i64,
 ) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let named = format!("autopilot #{id} ");
     Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("autopilot.payments.io/action-id={id}")))
+        .list(&ListParams::default())
         .await
         .expect("events")
         .items
+        .into_iter()
+        .filter(|e| e.note.as_deref().is_some_and(|n| n.starts_with(&named)))
+        .collect()
 }
 
 fn counter(registry: &prometheus::Registry, action: &str, out: &str) -> u64 {

@@ -5,6 +5,8 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decide::Mode;
+
 /// What is known about an action before anything is sent.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct NewEntry {
@@ -29,12 +31,21 @@ pub struct NewEntry {
     pub disruptive: bool,
     /// `dry-run`, `recommend` or `auto` (the effective mode).
     pub mode: String,
-    /// `allowed`, the refusing guard's name, or `plan_failed`.
+    /// [`verdict::ALLOWED`], the refusing guard's name, or
+    /// [`verdict::PLAN_FAILED`].
     pub verdict: String,
     pub verdict_detail: String,
     pub verify: Option<serde_json::Value>,
     /// For an undo: the entry it undoes.
     pub undo_of: Option<i64>,
+}
+
+impl NewEntry {
+    /// The journaled mode, parsed: it is written from [`Mode::as_str`], so
+    /// an unknown one means the row is unreadable.
+    pub fn parsed_mode(&self) -> Result<Mode, String> {
+        self.mode.parse()
+    }
 }
 
 /// A journal row.
@@ -66,6 +77,14 @@ pub mod outcome {
     pub const ABANDONED: &str = "abandoned";
     /// An applied action later reverted by its inverse.
     pub const UNDONE: &str = "undone";
+}
+
+/// Verdict values besides the refusing guard's name.
+pub mod verdict {
+    /// The guards allowed it.
+    pub const ALLOWED: &str = "allowed";
+    /// The target could not be read, or the action does not plan against it.
+    pub const PLAN_FAILED: &str = "plan_failed";
 }
 
 #[derive(Debug, thiserror::Error)]

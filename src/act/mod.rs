@@ -259,7 +259,30 @@ pub async fn publish_event<K>(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "publishing an Event failed");
+    publish_event_on(recorder, &obj.object_ref(&()), event).await;
+}
+
+/// The API server's limit on an Event's note, in bytes.
+const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
+/// Publishes `event` regarding any object, typed or read as JSON: the one
+/// way Events are made (reconcilers through [`publish_event`], the
+/// executor directly). A note over the API server's limit is cut at a
+/// character boundary rather than rejected. Best effort, like
+/// [`publish_event`].
+pub async fn publish_event_on(
+    recorder: &kube::runtime::events::Recorder,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    mut event: kube::runtime::events::Event,
+) {
+    if let Some(note) = &mut event.note {
+        let mut end = note.len().min(EVENT_NOTE_MAX_BYTES);
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+    if let Err(e) = recorder.publish(&event, regarding).await {
+        tracing::warn!(error = %e, reason = %event.reason, "publishing an Event failed");
     }
 }

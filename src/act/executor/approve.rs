@@ -1,0 +1,154 @@
+//! Approval and rejection of recommendations, by the CLI or by annotations
+//! on the targets. An approval sends the recommended change only if the
+//! target is still as it was when it was recommended and the guards, judged
+//! again now, allow it.
+//!
+//! Must not write to a target but through `send`; an approval is claimed in
+//! the journal (once) before anything is sent.
+
+use super::{
+    APPROVE_ANNOTATION, Error, Executed, Executor, REJECT_ANNOTATION, Recorded,
+    propose::history,
+    send::{Write, sent_detail},
+};
+use crate::act::{
+    action::plan_action,
+    guard::{Candidate, Policy, Verdict, evaluate_guards},
+    journal::{Journal, outcome},
+};
+
+impl<J: Journal> Executor<J> {
+    /// Approves a recommendation and applies it, if the target is still as
+    /// it was when it was recommended and the guards still allow it.
+    pub async fn approve(
+        &self,
+        id: i64,
+        by: &str,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Executed, Error> {
+        let not_approvable = |reason| Error::ApproveEntry { id, reason };
+        let r = self
+            .entry_in(id, outcome::RECOMMENDED, not_approvable)
+            .await?;
+        let change = r
+            .change
+            .as_ref()
+            .ok_or_else(|| not_approvable("no patch journaled".into()))?;
+        if policy.kill_switch {
+            return Err(not_approvable("the kill switch is on".into()));
+        }
+        self.guards_allow_approval(&r, policy, now).await?;
+        if !self
+            .journal
+            .record_approval(id, &format!("approved by {by}"))
+            .await?
+        {
+            return Err(not_approvable("already approved or rejected".into()));
+        }
+        let entry = &r.row.entry;
+        let write = Write::planned(id, &r.intent.action, change, r.inverse.as_ref(), entry.at);
+        let describe = |sent: &_| format!("approved by {by}: {}", sent_detail(sent));
+        self.send_and_finish(entry, &write, describe, now).await
+    }
+
+    /// The guards, judged again at approval time: hours may have passed
+    /// since the recommendation, and other actions since then count against
+    /// the cooldown, the rate limits and the disruption budget. The
+    /// recommendation itself is left out of the history it is judged
+    /// against. A refusal leaves it pending, to approve later or reject.
+    async fn guards_allow_approval(
+        &self,
+        r: &Recorded,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<(), Error> {
+        let refuse = |reason: String| Error::ApproveEntry {
+            id: r.row.id,
+            reason,
+        };
+        let obj = self
+            .fetch_target(r.target())
+            .await
+            .map_err(|err| refuse(err.to_string()))?
+            .ok_or_else(|| refuse(format!("{} no longer exists", r.target())))?;
+        let planned = plan_action(&r.intent.action, &obj, now)
+            .map_err(|err| refuse(format!("it no longer plans: {err}")))?;
+        let mut recent = self.journal.since(now - 86_400).await?;
+        recent.retain(|e| e.id != r.row.id);
+        let candidate = Candidate {
+            intent: &r.intent,
+            planned: &planned,
+        };
+        match evaluate_guards(policy, &history(&recent), &[candidate], now).pop() {
+            Some(Verdict::Refused { guard, detail }) => Err(refuse(format!(
+                "the {guard} guard refuses it now ({detail}); it stays pending"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Approvals and rejections given as annotations on the targets:
+    /// `autopilot.payments.io/approve: "12,15"` or
+    /// `autopilot.payments.io/reject: "13"` (journal ids), for SREs who
+    /// prefer `kubectl annotate` to the CLI. Each is applied once (the
+    /// journal's approval is set only if empty).
+    pub async fn apply_annotated_approvals(
+        &self,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Vec<Executed>, Error> {
+        let mut out = Vec::new();
+        for row in self.journal.list(1000, true).await? {
+            let r = Recorded::parse(row)?;
+            let id = r.row.id;
+            let Ok(Some(obj)) = self.fetch_target(r.target()).await else {
+                continue;
+            };
+            let listed = |key: &str| {
+                obj["metadata"]["annotations"][key]
+                    .as_str()
+                    .is_some_and(|v| v.split(',').any(|listed| listed.trim() == id.to_string()))
+            };
+            if listed(REJECT_ANNOTATION) {
+                out.push(self.reject(id, "annotation", now).await?);
+            } else if listed(APPROVE_ANNOTATION) {
+                match self.approve(id, "annotation", policy, now).await {
+                    Ok(done) => out.push(done),
+                    // Refused for now (a guard, the kill switch): it stays
+                    // pending and is tried again next cycle; the others go on.
+                    Err(error @ Error::ApproveEntry { .. }) => {
+                        tracing::info!(id, %error, "approval by annotation waits");
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rejects a recommendation: it is never applied.
+    pub async fn reject(&self, id: i64, by: &str, now: i64) -> Result<Executed, Error> {
+        let not_rejectable = |reason| Error::ApproveEntry { id, reason };
+        let r = self
+            .entry_in(id, outcome::RECOMMENDED, not_rejectable)
+            .await?;
+        if !self
+            .journal
+            .record_approval(id, &format!("rejected by {by}"))
+            .await?
+        {
+            return Err(not_rejectable("already approved or rejected".into()));
+        }
+        let detail = format!("rejected by {by}");
+        self.finish_target(
+            id,
+            &r.row.entry,
+            r.target(),
+            outcome::REJECTED,
+            &detail,
+            now,
+        )
+        .await
+    }
+}

@@ -1,0 +1,396 @@
+//! The executor: the one place runbook actions reach the cluster. For each
+//! batch it reads the targets, plans (pure), judges with the guards (pure),
+//! writes the journal row, then — by mode — records, validates with a
+//! server-side dry run, or patches under the field manager `autopilot`, and
+//! finally records the outcome, emits an Event on the target and bumps a
+//! counter, so the three always agree.
+//!
+//! One file per concern: `propose` (a batch: plan, guard, journal, act by
+//! mode), `send` (the one write to a target, and "send, then finish"),
+//! `finish` (the outcome in the journal, the Event, the counter), `approve` (approval and
+//! rejection of recommendations), `resolve` (intents a restart interrupted)
+//! and `undo` (verification and undo through the inverse patch).
+//!
+//! Must not write to a target anywhere but `send::send`: every path (act,
+//! approve, resolve, undo) goes through it, so a check on writes has one
+//! place to live. Events are the only other write, and are best effort.
+
+use kube::{
+    Api, Client,
+    api::DynamicObject,
+    runtime::events::{Recorder, Reporter},
+};
+use serde_json::Value;
+
+use super::{
+    action::{Change, KindInfo, kind_info},
+    guard::Policy,
+    journal::{self, Journal, JournalEntry, outcome},
+};
+use crate::{
+    decide::{Intent, Mode},
+    detect::ComponentId,
+};
+
+mod approve;
+mod finish;
+mod propose;
+mod resolve;
+mod send;
+mod undo;
+
+/// Annotation on a target approving pending recommendations by journal id.
+pub const APPROVE_ANNOTATION: &str = "autopilot.payments.io/approve";
+/// Annotation on a target rejecting pending recommendations by journal id.
+pub const REJECT_ANNOTATION: &str = "autopilot.payments.io/reject";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("recording in the journal failed")]
+    RecordJournal(#[from] journal::Error),
+    #[error("journal entry {id} does not exist")]
+    FindEntry { id: i64 },
+    #[error("approving entry {id}: {reason}")]
+    ApproveEntry { id: i64, reason: String },
+    #[error("undoing entry {id}: {reason}")]
+    UndoEntry { id: i64, reason: String },
+    #[error("journal entry {id} holds an unreadable {field}: {reason}")]
+    ReadEntry {
+        id: i64,
+        field: &'static str,
+        reason: String,
+    },
+}
+
+impl Error {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::RecordJournal(e) => e.kind(),
+            Error::FindEntry { .. } => "find_entry",
+            Error::ApproveEntry { .. } => "approve_entry",
+            Error::UndoEntry { .. } => "undo_entry",
+            Error::ReadEntry { .. } => "read_entry",
+        }
+    }
+}
+
+/// Why a single write did not happen (journaled as the outcome detail).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("reading {target} failed: {source}")]
+    FetchTarget { target: String, source: kube::Error },
+    #[error("{target} does not exist")]
+    MissingTarget { target: String },
+    #[error("patching {target} failed: {source}")]
+    PatchTarget { target: String, source: kube::Error },
+    #[error("creating {target} failed: {source}")]
+    CreateObject { target: String, source: kube::Error },
+    #[error("{target} changed since the decision (resourceVersion conflict); not sent")]
+    ConflictOnTarget { target: String },
+    #[error("{target} changed since the action; not undone")]
+    ChangedSinceAction { target: String },
+}
+
+impl SendError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendError::FetchTarget { .. } => "fetch_target",
+            SendError::MissingTarget { .. } => "missing_target",
+            SendError::PatchTarget { .. } => "patch_target",
+            SendError::CreateObject { .. } => "create_object",
+            SendError::ConflictOnTarget { .. } => "conflict",
+            SendError::ChangedSinceAction { .. } => "changed_since_action",
+        }
+    }
+}
+
+/// Counters of the executor (`autopilot_act_actions_total{action,outcome}`).
+#[derive(Clone)]
+pub struct Metrics {
+    pub actions: prometheus::IntCounterVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let actions = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "autopilot_act_actions_total",
+                "Runbook actions by kind and outcome",
+            ),
+            &["action", "outcome"],
+        )?;
+        registry.register(Box::new(actions.clone()))?;
+        Ok(Self { actions })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("reading ConfigMap {namespace}/{name} failed")]
+    FetchPolicy {
+        namespace: String,
+        name: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    ReadPolicy(#[from] super::guard::Error),
+}
+
+impl PolicyError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PolicyError::FetchPolicy { .. } => "fetch_policy",
+            PolicyError::ReadPolicy(e) => e.kind(),
+        }
+    }
+}
+
+/// Reads the guard policy from the ConfigMap `autopilot-policy` in
+/// `namespace`; defaults when it does not exist.
+pub async fn fetch_policy(client: &Client, namespace: &str) -> Result<Policy, PolicyError> {
+    use super::guard::POLICY_CONFIGMAP;
+    let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(POLICY_CONFIGMAP)
+        .await
+        .map_err(|source| PolicyError::FetchPolicy {
+            namespace: namespace.into(),
+            name: POLICY_CONFIGMAP,
+            source,
+        })?;
+    match cm.and_then(|c| c.data) {
+        Some(data) => Ok(Policy::from_configmap_data(&data)?),
+        None => Ok(Policy::default()),
+    }
+}
+
+/// A runbook's proposal with its provenance and effective mode.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    pub intent: Intent,
+    pub runbook_hash: String,
+    /// `finding`, `cron` or `condition`.
+    pub trigger: String,
+    /// The findings behind it.
+    pub evidence: Value,
+    /// Effective mode (agent's mode, lowered by the runbook's pin).
+    pub mode: Mode,
+}
+
+impl Proposal {
+    /// A runbook's intent in the runbook's effective mode: the agent's mode,
+    /// lowered by the runbook's pin.
+    pub fn from_runbook(
+        runbook: &crate::decide::Runbook,
+        intent: Intent,
+        agent_mode: Mode,
+        trigger: &str,
+        evidence: Value,
+    ) -> Self {
+        Self {
+            intent,
+            runbook_hash: runbook.hash.clone(),
+            trigger: trigger.to_string(),
+            evidence,
+            mode: Mode::effective(agent_mode, runbook.meta.mode),
+        }
+    }
+}
+
+/// What happened to one proposal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Executed {
+    pub id: i64,
+    pub outcome: String,
+    pub detail: String,
+    /// A refusal that repeats journal entry `id` and was not journaled again.
+    pub repeat: bool,
+}
+
+/// Called between reading a target and writing it, with the attempt number:
+/// the window in which another writer can change the target.
+pub type BeforeWrite =
+    std::sync::Arc<dyn Fn(usize) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+pub struct Executor<J> {
+    client: Client,
+    journal: J,
+    metrics: Metrics,
+    /// Who the Events on targets say reported them.
+    reporter: Reporter,
+    /// Intents found unsent after a restart are sent only if younger than this.
+    pub stale_after_seconds: i64,
+    /// A proposal refused by the same guard, with the same patch, as the
+    /// latest journal entry of its runbook, action and target is not
+    /// journaled again for this long: a runbook that keeps firing through a
+    /// cooldown would otherwise add a row every cycle.
+    pub repeat_refusal_seconds: i64,
+    before_write: Option<BeforeWrite>,
+}
+
+impl<J: Journal> Executor<J> {
+    pub fn new(client: Client, journal: J, metrics: Metrics) -> Self {
+        Self {
+            client,
+            journal,
+            metrics,
+            // As the reconcilers report theirs (`reconcile::Context`).
+            reporter: Reporter {
+                controller: "autopilot".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+            stale_after_seconds: 600,
+            repeat_refusal_seconds: 3600,
+            before_write: None,
+        }
+    }
+
+    /// Runs `hook` in the window between reading a target and patching it.
+    /// A seam for tests that need a real concurrent writer (and so a real
+    /// 409 Conflict from the API server) at a known point; the agent never
+    /// sets it.
+    pub fn with_before_write(mut self, hook: BeforeWrite) -> Self {
+        self.before_write = Some(hook);
+        self
+    }
+
+    pub fn journal(&self) -> &J {
+        &self.journal
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn api(&self, kind: &KindInfo, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &kind.api_resource())
+    }
+
+    /// A recorder for one Event. Fresh each time on purpose: a shared
+    /// recorder folds Events with the same reason on the same object into one
+    /// series, keeping the first note, and each action's Event must stay its
+    /// own record naming its journal entry.
+    fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
+    }
+
+    /// Reads a target as JSON; `None` when it does not exist.
+    pub async fn fetch_target(&self, target: &ComponentId) -> Result<Option<Value>, SendError> {
+        let Some(kind) = kind_info(&target.kind) else {
+            return Ok(None);
+        };
+        let obj = self
+            .api(&kind, &target.namespace)
+            .get_opt(&target.name)
+            .await
+            .map_err(|source| SendError::FetchTarget {
+                target: target.to_string(),
+                source,
+            })?;
+        Ok(obj.map(|o| serde_json::to_value(o).unwrap_or_default()))
+    }
+
+    /// Runs one cycle's proposals: plan, guard, journal, then act by mode.
+    pub async fn run_batch(
+        &self,
+        proposals: &[Proposal],
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Vec<Executed>, Error> {
+        // Read, plan and judge everything first, on one snapshot of history.
+        let (judged, recent) = self.judge_batch(proposals, policy, now).await?;
+        let mut out = Vec::with_capacity(proposals.len());
+        for (p, (object, judged)) in proposals.iter().zip(judged) {
+            let executed = match judged {
+                propose::Judged::PlanFailed { reason } => {
+                    self.record_plan_failure(p, object.as_ref(), &reason, now)
+                        .await?
+                }
+                propose::Judged::Refused(refusal) => {
+                    self.record_refusal(p, object.as_ref(), &refusal, &recent, now)
+                        .await?
+                }
+                propose::Judged::Allowed { planned } => self.act(p, &planned, now).await?,
+            };
+            out.push(executed);
+        }
+        Ok(out)
+    }
+
+    /// Journal entry `id`, parsed, if its outcome is `expected` (a pending
+    /// recommendation, an applied action); otherwise `wrong` says why not.
+    async fn entry_in(
+        &self,
+        id: i64,
+        expected: &str,
+        wrong: impl Fn(String) -> Error,
+    ) -> Result<Recorded, Error> {
+        let e = self.journal.get(id).await?.ok_or(Error::FindEntry { id })?;
+        if e.outcome.as_deref() != Some(expected) {
+            let was = e.outcome.as_deref().unwrap_or("none yet");
+            return Err(wrong(match expected {
+                outcome::RECOMMENDED => {
+                    format!("it is not a pending recommendation (outcome {was})")
+                }
+                outcome::APPLIED => format!("only applied actions can be undone (outcome {was})"),
+                _ => format!("its outcome is {was}, not {expected}"),
+            }));
+        }
+        Recorded::parse(e)
+    }
+}
+
+/// A journal row read back, with its JSON columns and its mode parsed once.
+struct Recorded {
+    row: JournalEntry,
+    intent: Intent,
+    mode: Mode,
+    change: Option<Change>,
+    inverse: Option<Change>,
+}
+
+impl Recorded {
+    fn parse(row: JournalEntry) -> Result<Self, Error> {
+        let id = row.id;
+        let bad = |field: &'static str| {
+            move |err: serde_json::Error| Error::ReadEntry {
+                id,
+                field,
+                reason: err.to_string(),
+            }
+        };
+        let intent: Intent =
+            serde_json::from_value(row.entry.action.clone()).map_err(bad("action"))?;
+        let change = row
+            .entry
+            .patch
+            .clone()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(bad("patch"))?;
+        let inverse = row
+            .entry
+            .inverse
+            .clone()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(bad("inverse"))?;
+        let mode = row.entry.parsed_mode().map_err(|reason| Error::ReadEntry {
+            id,
+            field: "mode",
+            reason,
+        })?;
+        Ok(Self {
+            row,
+            intent,
+            mode,
+            change,
+            inverse,
+        })
+    }
+
+    /// The object the action is planned against and sent to.
+    fn target(&self) -> &ComponentId {
+        self.intent.action.target()
+    }
+}

@@ -1,0 +1,426 @@
+//! A batch of proposals: read each target, plan (pure), judge with the
+//! guards (pure), journal the decision, then act by mode — record it
+//! (dry-run), validate it and keep it for approval (recommend), or send it
+//! (auto). Also the rules that keep the journal readable: a repeated refusal
+//! is not journaled again, a new recommendation supersedes older ones.
+//!
+//! Must not write to a target itself: sending is `send`'s, recording the
+//! outcome is `finish`'s.
+
+use serde_json::Value;
+
+use super::{Executed, Executor, Proposal, SendError, send::Write};
+use crate::{
+    act::{
+        action::{Planned, plan_action},
+        guard::{Candidate, Policy, Recent, Verdict, evaluate_guards, target_key},
+        journal::{Journal, JournalEntry, NewEntry, outcome, verdict},
+    },
+    decide::{Action, Mode},
+    detect::ComponentId,
+};
+
+/// One proposal read, planned and judged, before anything is journaled.
+pub(super) enum Judged {
+    /// The target could not be read, or the action does not plan against it.
+    PlanFailed {
+        reason: String,
+    },
+    Refused(Refusal),
+    Allowed {
+        planned: Planned,
+    },
+}
+
+/// A planned action a guard refused.
+pub(super) struct Refusal {
+    planned: Planned,
+    guard: String,
+    detail: String,
+}
+
+/// Each proposal's target as read (for its Event) and its judgement.
+type JudgedBatch = Vec<(Option<Value>, Judged)>;
+
+/// The guard history: entries of the last day that count against limits
+/// (allowed, in any mode, and not failed, rejected or abandoned).
+pub(super) fn history(recent: &[JournalEntry]) -> Vec<Recent> {
+    recent
+        .iter()
+        .filter(|e| e.entry.verdict == verdict::ALLOWED)
+        .filter(|e| {
+            !matches!(
+                e.outcome.as_deref(),
+                Some(outcome::FAILED | outcome::REJECTED | outcome::ABANDONED)
+            )
+        })
+        .map(|e| Recent {
+            at: e.entry.at,
+            runbook: e.entry.runbook.clone(),
+            target: e.entry.target.clone(),
+            namespace: e.entry.namespace.clone(),
+            disruptive: e.entry.disruptive,
+        })
+        .collect()
+}
+
+/// The id of the entry `entry` repeats: the latest journaled decision for
+/// the same runbook, action kind and target, when it was refused by the same
+/// guard with the same patch less than `window` seconds before. Any other
+/// decision in between (an action sent, another guard) makes the next
+/// refusal news again.
+fn repeated_refusal(recent: &[JournalEntry], entry: &NewEntry, window: i64) -> Option<i64> {
+    let latest = recent
+        .iter()
+        .filter(|e| {
+            e.entry.runbook == entry.runbook
+                && e.entry.action_kind == entry.action_kind
+                && e.entry.target == entry.target
+        })
+        .max_by_key(|e| (e.entry.at, e.id))?;
+    (latest.outcome.as_deref() == Some(outcome::REFUSED)
+        && latest.entry.verdict == entry.verdict
+        && latest.entry.patch == entry.patch
+        && latest.entry.mode == entry.mode
+        && latest.entry.at > entry.at - window)
+        .then_some(latest.id)
+}
+
+/// Journaled values are plain data whose serialization cannot fail; `null`
+/// would stand in if it ever did.
+pub(super) fn to_json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// The journal row of a proposal, before anything is sent.
+fn new_entry(
+    p: &Proposal,
+    planned: Option<&Planned>,
+    verdict: &str,
+    detail: &str,
+    now: i64,
+) -> NewEntry {
+    NewEntry {
+        at: now,
+        runbook: p.intent.runbook.clone(),
+        runbook_hash: p.runbook_hash.clone(),
+        trigger: p.trigger.clone(),
+        evidence: p.evidence.clone(),
+        action: to_json(&p.intent),
+        action_kind: p.intent.action.name().to_string(),
+        target: target_key(&p.intent.action),
+        namespace: p.intent.action.target().namespace.clone(),
+        patch: planned.map(|pl| to_json(&pl.change)),
+        inverse: planned.and_then(|pl| pl.inverse.as_ref()).map(to_json),
+        disruptive: planned.is_some_and(|pl| pl.disruptive),
+        mode: p.mode.as_str().to_string(),
+        verdict: verdict.to_string(),
+        verdict_detail: detail.to_string(),
+        verify: p.intent.verify.as_ref().map(to_json),
+        undo_of: None,
+    }
+}
+
+impl<J: Journal> Executor<J> {
+    /// Reads and plans every proposal, then judges the planned ones together
+    /// (the guards count the batch's own actions). Returns the judgements
+    /// and the journal history they were judged on.
+    pub(super) async fn judge_batch(
+        &self,
+        proposals: &[Proposal],
+        policy: &Policy,
+        now: i64,
+    ) -> Result<(JudgedBatch, Vec<JournalEntry>), super::Error> {
+        let mut read = Vec::with_capacity(proposals.len());
+        for p in proposals {
+            read.push(self.read_and_plan(&p.intent.action, now).await);
+        }
+        let recent = self.journal.since(now - 86_400).await?;
+        let verdicts = {
+            let candidates: Vec<Candidate<'_>> = proposals
+                .iter()
+                .zip(&read)
+                .filter_map(|(p, (_, plan))| {
+                    let planned = plan.as_ref().ok()?;
+                    Some(Candidate {
+                        intent: &p.intent,
+                        planned,
+                    })
+                })
+                .collect();
+            evaluate_guards(policy, &history(&recent), &candidates, now)
+        };
+        let mut verdicts = verdicts.into_iter();
+        let judged = read
+            .into_iter()
+            .map(|(object, plan)| {
+                let judged = match plan {
+                    Err(reason) => Judged::PlanFailed { reason },
+                    Ok(planned) => match verdicts.next().unwrap_or(Verdict::Allowed) {
+                        Verdict::Allowed => Judged::Allowed { planned },
+                        Verdict::Refused { guard, detail } => Judged::Refused(Refusal {
+                            planned,
+                            guard,
+                            detail,
+                        }),
+                    },
+                };
+                (object, judged)
+            })
+            .collect();
+        Ok((judged, recent))
+    }
+
+    /// The target as read now and the action planned against it; a target
+    /// that cannot be read or does not exist is a failed plan.
+    async fn read_and_plan(
+        &self,
+        action: &Action,
+        now: i64,
+    ) -> (Option<Value>, Result<Planned, String>) {
+        let target = action.target();
+        match self.fetch_target(target).await {
+            Ok(Some(obj)) => {
+                let plan = plan_action(action, &obj, now).map_err(|e| e.to_string());
+                (Some(obj), plan)
+            }
+            Ok(None) => (None, Err(missing(target))),
+            Err(e) => (None, Err(e.to_string())),
+        }
+    }
+
+    pub(super) async fn record_plan_failure(
+        &self,
+        p: &Proposal,
+        object: Option<&Value>,
+        reason: &str,
+        now: i64,
+    ) -> Result<Executed, super::Error> {
+        let entry = new_entry(p, None, verdict::PLAN_FAILED, reason, now);
+        let id = self.journal.record_intent(&entry).await?;
+        self.finish(id, &entry, object, outcome::FAILED, reason, now)
+            .await
+    }
+
+    /// Journals a refusal, unless it repeats the latest one (then it is
+    /// only counted).
+    pub(super) async fn record_refusal(
+        &self,
+        p: &Proposal,
+        object: Option<&Value>,
+        refusal: &Refusal,
+        recent: &[JournalEntry],
+        now: i64,
+    ) -> Result<Executed, super::Error> {
+        let Refusal {
+            planned,
+            guard,
+            detail,
+        } = refusal;
+        let entry = new_entry(p, Some(planned), guard, detail, now);
+        if let Some(earlier) = repeated_refusal(recent, &entry, self.repeat_refusal_seconds) {
+            return Ok(self.repeat(earlier, &entry, detail));
+        }
+        let id = self.journal.record_intent(&entry).await?;
+        let detail = format!("{guard}: {detail}");
+        self.finish(id, &entry, object, outcome::REFUSED, &detail, now)
+            .await
+    }
+
+    /// Journals an allowed action, then acts by its mode.
+    pub(super) async fn act(
+        &self,
+        p: &Proposal,
+        planned: &Planned,
+        now: i64,
+    ) -> Result<Executed, super::Error> {
+        let entry = new_entry(p, Some(planned), verdict::ALLOWED, "", now);
+        // The intent is durable before anything is sent.
+        let id = self.journal.record_intent(&entry).await?;
+        let action = &p.intent.action;
+        let write = Write::planned(id, action, &planned.change, planned.inverse.as_ref(), now);
+        match p.mode {
+            Mode::DryRun => {
+                let detail = "not sent (dry-run mode)";
+                self.finish_target(id, &entry, action.target(), outcome::DRY_RUN, detail, now)
+                    .await
+            }
+            Mode::Recommend => {
+                let done = self
+                    .validate_recommendation(&entry, action.target(), id, Some(&write), now)
+                    .await?;
+                if done.outcome == outcome::RECOMMENDED {
+                    self.supersede(id, &entry, now).await?;
+                }
+                Ok(done)
+            }
+            Mode::Auto => {
+                self.send_and_finish(&entry, &write, super::send::sent_detail, now)
+                    .await
+            }
+        }
+    }
+
+    /// Recommend mode: the change is validated by a server-side dry run and
+    /// kept for approval. The dry run's result is journaled, then the
+    /// outcome: recommended, or failed when the API server rejects it (or
+    /// nothing was journaled to send).
+    pub(super) async fn validate_recommendation(
+        &self,
+        entry: &NewEntry,
+        target: &ComponentId,
+        id: i64,
+        write: Option<&Write<'_>>,
+        now: i64,
+    ) -> Result<Executed, super::Error> {
+        let (result, out) = match write {
+            Some(write) => match self.send(write, super::send::Effect::DryRun).await {
+                Ok(_) => ("ok".to_string(), outcome::RECOMMENDED),
+                Err(e) => (format!("rejected by the API server: {e}"), outcome::FAILED),
+            },
+            None => ("no patch journaled".to_string(), outcome::FAILED),
+        };
+        self.journal.record_dry_run(id, &result).await?;
+        let detail = format!("server-side dry run: {result}");
+        self.finish_target(id, entry, target, out, &detail, now)
+            .await
+    }
+
+    /// A new recommendation replaces the pending ones of the same runbook,
+    /// action and target: an SRE reviews the latest proposal, made on the
+    /// latest data, not a pile of older ones (a persistent condition makes
+    /// one per cooldown). Each is claimed through its approval field, as an
+    /// approval would be, so one an SRE approved meanwhile is left alone;
+    /// the claimed ones are abandoned.
+    async fn supersede(&self, id: i64, entry: &NewEntry, now: i64) -> Result<(), super::Error> {
+        for old in self.journal.list(1000, true).await? {
+            let same = old.id != id
+                && old.entry.runbook == entry.runbook
+                && old.entry.action_kind == entry.action_kind
+                && old.entry.target == entry.target;
+            let note = format!("superseded by recommendation {id}");
+            if same && self.journal.record_approval(old.id, &note).await? {
+                self.journal
+                    .record_outcome(old.id, outcome::ABANDONED, &note, now)
+                    .await?;
+                tracing::info!(id = old.id, by = id, target = %entry.target, "recommendation superseded");
+            }
+        }
+        Ok(())
+    }
+
+    /// A refusal already journaled: counted and logged, not journaled again.
+    fn repeat(&self, earlier: i64, entry: &NewEntry, detail: &str) -> Executed {
+        tracing::debug!(
+            earlier,
+            runbook = %entry.runbook,
+            target = %entry.target,
+            guard = %entry.verdict,
+            detail,
+            "refused again; not journaled (same refusal as the earlier entry)"
+        );
+        self.count(entry, outcome::REFUSED);
+        Executed {
+            id: earlier,
+            outcome: outcome::REFUSED.to_string(),
+            detail: format!("{}: {detail} (as journal entry {earlier})", entry.verdict),
+            repeat: true,
+        }
+    }
+}
+
+fn missing(target: &ComponentId) -> String {
+    SendError::MissingTarget {
+        target: target.to_string(),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn refused(id: i64, at: i64, guard: &str, replicas: i64, mode: &str) -> JournalEntry {
+        JournalEntry {
+            id,
+            entry: NewEntry {
+                at,
+                runbook: "autoscale-gateway".into(),
+                runbook_hash: "h".into(),
+                trigger: "finding".into(),
+                evidence: json!([]),
+                action: json!({}),
+                action_kind: "scale_replicas".into(),
+                target: "PaymentGateway/pay/gw".into(),
+                namespace: "pay".into(),
+                patch: Some(json!({"spec": {"replicas": replicas}})),
+                inverse: None,
+                disruptive: false,
+                mode: mode.into(),
+                verdict: guard.into(),
+                verdict_detail: String::new(),
+                verify: None,
+                undo_of: None,
+            },
+            dry_run: None,
+            outcome: Some(outcome::REFUSED.into()),
+            outcome_detail: None,
+            outcome_at: Some(at),
+            verification: None,
+            approval: None,
+        }
+    }
+
+    #[test]
+    fn only_the_same_refusal_within_the_window_is_a_repeat() {
+        let now = 10_000;
+        let new = refused(0, now, "cooldown", 5, "auto").entry;
+        let earlier = refused(7, now - 60, "cooldown", 5, "auto");
+        assert_eq!(
+            repeated_refusal(std::slice::from_ref(&earlier), &new, 3600),
+            Some(7)
+        );
+        // Older than the window: journaled again, so the journal shows it persists.
+        assert_eq!(
+            repeated_refusal(std::slice::from_ref(&earlier), &new, 30),
+            None
+        );
+        // Another guard, another patch or another mode is news.
+        for other in [
+            refused(7, now - 60, "rate_limit", 5, "auto"),
+            refused(7, now - 60, "cooldown", 6, "auto"),
+            refused(7, now - 60, "cooldown", 5, "dry-run"),
+        ] {
+            assert_eq!(repeated_refusal(&[other], &new, 3600), None);
+        }
+        // Only the latest decision counts: an action sent in between makes
+        // the next refusal worth a row.
+        let mut sent = refused(8, now - 30, "allowed", 5, "auto");
+        sent.outcome = Some(outcome::APPLIED.into());
+        assert_eq!(repeated_refusal(&[earlier.clone(), sent], &new, 3600), None);
+        // Another target or runbook is not a repeat.
+        let mut elsewhere = earlier.clone();
+        elsewhere.entry.target = "PaymentGateway/pay/other".into();
+        assert_eq!(repeated_refusal(&[elsewhere], &new, 3600), None);
+        let mut by_other = earlier;
+        by_other.entry.runbook = "rollback-on-error-rate".into();
+        assert_eq!(repeated_refusal(&[by_other], &new, 3600), None);
+    }
+
+    #[test]
+    fn the_guard_history_leaves_out_refused_failed_rejected_and_abandoned_entries() {
+        let mut allowed = refused(1, 100, verdict::ALLOWED, 5, "auto");
+        allowed.outcome = Some(outcome::APPLIED.into());
+        let mut recommended = allowed.clone();
+        recommended.outcome = Some(outcome::RECOMMENDED.into());
+        let mut failed = allowed.clone();
+        failed.outcome = Some(outcome::FAILED.into());
+        let mut abandoned = allowed.clone();
+        abandoned.outcome = Some(outcome::ABANDONED.into());
+        let refusal = refused(2, 100, "cooldown", 5, "auto");
+        let counted = history(&[allowed, recommended, failed, abandoned, refusal]);
+        assert_eq!(counted.len(), 2, "the applied one and the pending one");
+    }
+}

@@ -1,0 +1,128 @@
+//! Verification and undo: an applied action whose runbook said what should
+//! improve is judged at its deadline (pure, `act::verify`), and a failed
+//! verification — or an SRE — undoes it with the journaled inverse patch,
+//! journaled as an entry of its own.
+//!
+//! Must not write to a target but through `send`, and must not undo over
+//! someone else's later change (the done patch must still be in effect).
+//! Missing data never undoes anything.
+
+use serde_json::json;
+
+use super::{
+    Error, Executed, Executor, Recorded,
+    propose::to_json,
+    send::{Write, sent_detail},
+};
+use crate::{
+    act::{
+        action::Change,
+        journal::{Journal, NewEntry, outcome, verdict},
+        verify::{Verification, judge_verification},
+    },
+    decide::{Mode, Verify},
+};
+
+/// The journal row of the undo of `r` (its inverse as the patch, the done
+/// change as the inverse), decided at `now` in auto mode.
+fn undo_entry(r: &Recorded, inverse: &Change, by: &str, now: i64) -> NewEntry {
+    let id = r.row.id;
+    NewEntry {
+        at: now,
+        trigger: "undo".into(),
+        evidence: json!({"undo_of": id, "by": by}),
+        patch: Some(to_json(inverse)),
+        inverse: r.change.as_ref().map(to_json),
+        mode: Mode::Auto.as_str().into(),
+        verdict: verdict::ALLOWED.into(),
+        verdict_detail: String::new(),
+        verify: None,
+        undo_of: Some(id),
+        ..r.row.entry.clone()
+    }
+}
+
+impl<J: Journal> Executor<J> {
+    /// Undoes an applied action with its inverse patch, journaled as a new
+    /// entry (`undo_of`). Refused if the target changed since, so an undo
+    /// never overwrites someone else's later change.
+    pub async fn undo(&self, id: i64, by: &str, now: i64) -> Result<Executed, Error> {
+        let not_undoable = |reason| Error::UndoEntry { id, reason };
+        let r = self.entry_in(id, outcome::APPLIED, not_undoable).await?;
+        let inverse = r
+            .inverse
+            .as_ref()
+            .ok_or_else(|| not_undoable(format!("{} has no inverse", r.row.entry.action_kind)))?;
+        let (Some(Change::Merge { patch: done, .. }), Change::Merge { .. }) = (&r.change, inverse)
+        else {
+            return Err(not_undoable("only patches can be undone".into()));
+        };
+        let entry = undo_entry(&r, inverse, by, now);
+        let undo_id = self.journal.record_intent(&entry).await?;
+        let write = Write::undo(undo_id, r.target(), inverse, done);
+        let describe = |sent: &Result<String, _>| match sent {
+            Ok(_) => format!("undid #{id} (by {by})"),
+            Err(_) => sent_detail(sent),
+        };
+        let undone = self.send_and_finish(&entry, &write, describe, now).await?;
+        if undone.outcome == outcome::APPLIED {
+            let detail = format!("undone by #{undo_id} ({by})");
+            self.journal
+                .record_outcome(id, outcome::UNDONE, &detail, now)
+                .await?;
+        }
+        Ok(undone)
+    }
+
+    /// Verifies applied actions whose runbook stated what should improve;
+    /// `value_of(target, signal)` gives the latest observed value. A failed
+    /// verification undoes the action (journaled); missing data never does.
+    pub async fn verify_applied(
+        &self,
+        now: i64,
+        value_of: impl Fn(&str, &str) -> Option<f64>,
+    ) -> Result<Vec<(i64, Verification)>, Error> {
+        let mut out = Vec::new();
+        for e in self.journal.since(now - 7 * 86_400).await? {
+            if e.outcome.as_deref() != Some(outcome::APPLIED) || e.verification.is_some() {
+                continue;
+            }
+            let Some(verify) = e.entry.verify.clone() else {
+                continue;
+            };
+            let verify: Verify =
+                serde_json::from_value(verify).map_err(|err| Error::ReadEntry {
+                    id: e.id,
+                    field: "verify",
+                    reason: err.to_string(),
+                })?;
+            let applied_at = e.outcome_at.unwrap_or(e.entry.at);
+            let verdict = judge_verification(
+                &verify,
+                applied_at,
+                value_of(&e.entry.target, &verify.signal),
+                now,
+            );
+            match &verdict {
+                Verification::Pending => {}
+                Verification::Passed(s) | Verification::NoData(s) => {
+                    self.journal.record_verification(e.id, s).await?
+                }
+                Verification::Failed(s) => {
+                    self.journal.record_verification(e.id, s).await?;
+                    if e.entry.inverse.is_some() {
+                        let undone = self.undo(e.id, "verification", now).await?;
+                        self.journal
+                            .record_verification(
+                                e.id,
+                                &format!("{s}; undo #{} {}", undone.id, undone.outcome),
+                            )
+                            .await?;
+                    }
+                }
+            }
+            out.push((e.id, verdict));
+        }
+        Ok(out)
+    }
+}
