@@ -34,6 +34,18 @@ pub struct Validated<'a>(&'a BatchProcessorSpec);
 
 pub fn validate(spec: &BatchProcessorSpec) -> Result<Validated<'_>, Invalid> {
     schedule::parse(&spec.schedule).map_err(|m| Invalid::new("spec.schedule", m))?;
+    // The schedule becomes a CronJob's, and Kubernetes numbers weekdays 0-6
+    // only: 7 (Sunday elsewhere in this program) would be refused at apply.
+    let weekdays = spec.schedule.split_whitespace().nth(4).unwrap_or("*");
+    if weekdays.split([',', '-', '/']).any(|t| t.trim() == "7") {
+        return Err(Invalid::new(
+            "spec.schedule",
+            format!(
+                "{:?}: a CronJob numbers weekdays 0-6; write Sunday as 0",
+                spec.schedule
+            ),
+        ));
+    }
     if let Some(tz) = &spec.time_zone {
         schedule::time_zone(tz).map_err(|m| Invalid::new("spec.timeZone", m))?;
     }
@@ -410,6 +422,20 @@ pub fn error_policy(obj: Arc<BatchProcessor>, error: &Error, ctx: Arc<Context>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_weekday_of_seven_is_refused_for_a_cronjob() {
+        let mut spec: BatchProcessorSpec =
+            serde_yaml::from_str("{version: 1.0.0, image: ghcr.io/x/batch, schedule: '0 2 * * 7'}")
+                .expect("spec");
+        let e = validate(&spec).expect_err("7 refused");
+        assert_eq!(e.field, "spec.schedule");
+        assert!(e.message.contains("write Sunday as 0"), "{e}");
+        spec.schedule = "0 2 * * 0".into();
+        assert!(validate(&spec).is_ok());
+        spec.schedule = "0 2 * * 1-5".into();
+        assert!(validate(&spec).is_ok());
+    }
     use crate::reconcile::objects::test_identity;
 
     fn spec() -> BatchProcessorSpec {
