@@ -15,4 +15,7 @@ pub mod observe;
 pub mod reconcile;
 pub mod store;
 pub mod telemetry;
+// A local control plane for tests and the sandbox, never part of the agent:
+// only a build with `--features testenv` has it (and rcgen, tempfile).
+#[cfg(feature = "testenv")]
 pub mod testenv;
