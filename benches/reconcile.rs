@@ -5,8 +5,8 @@
 //! exactly the same owned objects from one client with the same concurrency:
 //! the floor. Prints both and the ratio.
 //!
-//!   cargo bench --bench reconcile            # N = 100 and 1000
-//!   BENCH_N=100 cargo bench --bench reconcile
+//!   cargo bench --features testenv --bench reconcile     # N = 100 and 1000
+//!   BENCH_N=100 cargo bench --features testenv --bench reconcile
 
 use std::{
     process::{Command, Stdio},

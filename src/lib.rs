@@ -17,4 +17,7 @@ pub mod reconcile;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;
+// A local control plane for tests and the sandbox, never part of the agent:
+// only a build with `--features testenv` has it (and rcgen, tempfile).
+#[cfg(feature = "testenv")]
 pub mod testenv;

@@ -171,6 +171,8 @@ pub enum Command {
     ///
     /// The control plane binaries are built from the Go module proxy on first
     /// use (several minutes) and cached under ~/.cache/autopilot-testenv.
+    /// Only a build with `--features testenv` has the sandbox; scripts/sandbox
+    /// builds one.
     Sandbox(sandbox::Settings),
     /// Anomaly detectors: score a CSV, evaluate on NAB, measure throughput.
     #[command(subcommand)]

@@ -1,37 +1,20 @@
-//! `autopilot sandbox`: a local estate to try the autopilot on — a real
-//! etcd, kube-apiserver and kube-controller-manager on loopback with our CRDs
-//! and the example resources, a fake kubelet so their pods run, a simulated
-//! gateway exporter scraped by a real Prometheus, and the agent itself in
-//! dry-run: its controllers reconcile the examples, and when the simulated
-//! gateway saturates, its detectors and runbooks decide what they would do.
+//! `autopilot sandbox`: its flags, and the door to the estate in
+//! `estate`. The estate runs on `crate::testenv`, which only a build with
+//! `--features testenv` has (scripts/sandbox builds one); the agent's default
+//! build keeps the subcommand and its flags but says plainly that it has no
+//! sandbox, rather than leaving `autopilot sandbox` an unknown subcommand.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+#[cfg(feature = "testenv")]
+pub mod estate;
 
-use anyhow::Context;
-use kube::{
-    Api, ResourceExt,
-    api::{ApiResource, DynamicObject, ListParams},
-};
-use serde::Deserialize;
-
-use crate::{
-    act,
-    act::journal::Journal,
-    crd,
-    decide::Mode,
-    store::SqlJournal,
-    testenv::{
-        ControlPlane, Options, kubelet,
-        prometheus::{self, Exporter, Prometheus},
-    },
-};
+use std::path::PathBuf;
 
 /// How the sandbox runs (the flags of `autopilot sandbox`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct Settings {
     /// Directory of example resources to apply.
     #[arg(long, default_value = "deploy/examples")]
-    pub examples: std::path::PathBuf,
+    pub examples: PathBuf,
     /// Namespace for examples that do not name one.
     #[arg(long, default_value = "payments")]
     pub namespace: String,
@@ -47,362 +30,24 @@ pub struct Settings {
     pub listen: std::net::SocketAddr,
     /// Runbooks the agent runs.
     #[arg(long, default_value = "rules")]
-    pub rules: std::path::PathBuf,
+    pub rules: PathBuf,
     /// Model specs the agent scores.
     #[arg(long, default_value = "models")]
-    pub models: std::path::PathBuf,
+    pub models: PathBuf,
     /// CustomResourceDefinitions of the operators' kinds to install (minimal
     /// copies; skipped when the folder does not exist).
     #[arg(long, default_value = "tests/fixtures/crds")]
-    pub operator_crds: std::path::PathBuf,
+    pub operator_crds: PathBuf,
 }
 
-/// The simulated exposition of the gateways' metrics `t` seconds after the
-/// start: 200 requests/s with 0.1 % errors, 40 of 100 in-flight slots busy
-/// until `incident_after`, then two more every second up to 98 (the
-/// saturation an autoscale runbook reacts to).
-pub fn simulated_metrics(gateways: &[(String, String)], t: f64, incident_after: f64) -> String {
-    let inflight = if t <= incident_after {
-        40.0
-    } else {
-        (40.0 + 2.0 * (t - incident_after)).min(98.0)
-    };
-    let requests = 200.0 * t;
-    let mut out = String::from(
-        "# TYPE payments_gateway_inflight_requests gauge\n\
-         # TYPE payments_gateway_max_inflight_requests gauge\n\
-         # TYPE payments_gateway_requests_total counter\n",
-    );
-    for (ns, name) in gateways {
-        let l = format!("namespace=\"{ns}\",gateway=\"{name}\"");
-        out.push_str(&format!(
-            "payments_gateway_inflight_requests{{{l}}} {inflight}\n\
-             payments_gateway_max_inflight_requests{{{l}}} 100\n\
-             payments_gateway_requests_total{{{l},code=\"200\"}} {:.0}\n\
-             payments_gateway_requests_total{{{l},code=\"500\"}} {:.0}\n",
-            requests * 0.999,
-            requests * 0.001
-        ));
-    }
-    out
-}
+#[cfg(feature = "testenv")]
+pub use estate::run;
 
-/// Reads every YAML document of every `*.yaml`/`*.yml` file in `dir`, sorted
-/// by file name, naming the file in any parse error.
-pub fn read_manifests(dir: &Path) -> anyhow::Result<Vec<(String, DynamicObject)>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let value = serde_yaml::Value::deserialize(doc).with_context(|| {
-                format!("{}: document {} is not valid YAML", file.display(), i + 1)
-            })?;
-            if value.is_null() {
-                continue;
-            }
-            let obj: DynamicObject = serde_yaml::from_value(value).with_context(|| {
-                format!(
-                    "{}: document {} is not a Kubernetes object",
-                    file.display(),
-                    i + 1
-                )
-            })?;
-            out.push((file.display().to_string(), obj));
-        }
-    }
-    Ok(out)
-}
-
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let namespace = settings.namespace.as_str();
-    let manifests = read_manifests(&settings.examples)?;
-    eprintln!("[sandbox] starting etcd, kube-apiserver and kube-controller-manager…");
-    let cp = ControlPlane::start(Options {
-        controller_manager: true,
-    })
-    .await
-    .context("starting the local control plane")?;
-    let client = cp.client().await?;
-    eprintln!("[sandbox] control plane ready at {}", cp.server());
-
-    act::apply_crds(&client, &crd::crds())
-        .await
-        .context("installing the payments.io CRDs")?;
-    eprintln!("[sandbox] installed {} CRDs", crd::crds().len());
-    if settings.operator_crds.is_dir() {
-        let mut crds = Vec::new();
-        for (file, obj) in read_manifests(&settings.operator_crds)? {
-            crds.push(
-                serde_json::from_value(serde_json::to_value(&obj)?)
-                    .with_context(|| format!("{file}: not a CustomResourceDefinition"))?,
-            );
-        }
-        act::apply_crds(&client, &crds)
-            .await
-            .context("installing the operators' CRDs")?;
-        eprintln!(
-            "[sandbox] installed {} operator CRDs from {} (CloudNativePG, Strimzi, cert-manager, …)",
-            crds.len(),
-            settings.operator_crds.display()
-        );
-    }
-
-    let ns: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}
-    }))?;
-    act::apply_manifest(&client, &ns, namespace).await?;
-    let _kubelet = kubelet::start(client.clone(), namespace)
-        .await
-        .context("starting the fake kubelet")?;
-    for (file, obj) in &manifests {
-        act::apply_manifest(&client, obj, namespace)
-            .await
-            .with_context(|| format!("applying {file}"))?;
-    }
-    eprintln!(
-        "[sandbox] applied {} example resources from {}; a fake kubelet runs their pods",
-        manifests.len(),
-        settings.examples.display()
-    );
-
-    // The simulated gateways, scraped by a real Prometheus when installed.
-    let gateways: Vec<(String, String)> = manifests
-        .iter()
-        .filter(|(_, o)| o.types.as_ref().is_some_and(|t| t.kind == "PaymentGateway"))
-        .map(|(_, o)| {
-            (
-                o.namespace().unwrap_or_else(|| namespace.to_string()),
-                o.name_any(),
-            )
-        })
-        .collect();
-    let exporter = Exporter::start().context("starting the simulated exporter")?;
-    let incident = settings.incident_after_seconds as f64;
-    exporter.set(simulated_metrics(&gateways, 0.0, incident));
-    let prom = match Prometheus::start(&prometheus::Options {
-        targets: vec![exporter.addr().to_string()],
-        backfill: None,
-    }) {
-        Ok(p) => {
-            eprintln!(
-                "[sandbox] Prometheus at {} scrapes the simulated gateways",
-                p.url()
-            );
-            Some(p)
-        }
-        Err(e) => {
-            eprintln!(
-                "[sandbox] Prometheus did not start ({e}); run scripts/install-deps for findings. The agent runs without them."
-            );
-            None
-        }
-    };
-
-    let journal_dir = tempfile::tempdir().context("creating the journal folder")?;
-    let db = journal_dir.path().join("journal.db");
-    let opts = crate::agent::Options {
-        reconcile: crate::reconcile::Settings::default(),
-        listen: settings.listen,
-        namespace: namespace.to_string(),
-        leadership: crate::agent::Leadership {
-            enabled: false,
-            lease_name: "autopilot-leader".into(),
-            identity: "sandbox".into(),
-            lease_seconds: 15,
-        },
-        controllers: true,
-        prometheus_url: prom.as_ref().map(|p| p.url().to_string()),
-        prometheus_timeout: Duration::from_secs(5),
-        database_url: db.display().to_string(),
-        rules: crate::agent::RulesSource::Dir(settings.rules.clone()),
-        models: settings.models.clone(),
-        mode: Mode::DryRun,
-        cycle_interval: Duration::from_secs(2),
-        warmup_history: Duration::ZERO,
-    };
-    let agent_client = client.clone();
-    let mut agent = tokio::spawn(crate::agent::run_with(agent_client, opts));
-    eprintln!(
-        "[sandbox] the agent runs in dry-run: http://{}/metrics; journal {}",
-        settings.listen,
-        db.display()
-    );
-    eprintln!(
-        "[sandbox] the gateways saturate after {}s; watch what the agent would do",
-        settings.incident_after_seconds
-    );
-
-    let journal = loop {
-        // The agent creates the journal; wait for it.
-        if db.exists() {
-            break SqlJournal::connect(&db.display().to_string()).await?;
-        }
-        if agent.is_finished() {
-            break SqlJournal::connect(&db.display().to_string()).await?;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let start = tokio::time::Instant::now();
-    let mut shown_rows = 0i64;
-    let mut last_table = String::new();
-    let deadline = Duration::from_secs(settings.incident_after_seconds + 240);
-    loop {
-        let t = start.elapsed().as_secs_f64();
-        exporter.set(simulated_metrics(&gateways, t, incident));
-        let table = resource_table(&client).await?;
-        if table != last_table {
-            println!("{table}");
-            last_table = table;
-        }
-        let mut rows = journal.list(1000, false).await?;
-        rows.retain(|r| r.id > shown_rows);
-        rows.sort_by_key(|r| r.id);
-        let mut decided = false;
-        for r in &rows {
-            println!(
-                "[autopilot] #{} {} → {} on {}: {}{} — {}",
-                r.id,
-                r.entry.runbook,
-                r.entry.action_kind,
-                r.entry.target,
-                r.outcome.as_deref().unwrap_or("in flight"),
-                if r.entry.verdict == "allowed" {
-                    String::new()
-                } else {
-                    format!(" ({}: {})", r.entry.verdict, r.entry.verdict_detail)
-                },
-                r.entry.action["reason"].as_str().unwrap_or_default(),
-            );
-            if let Some(p) = &r.entry.patch {
-                println!("[autopilot]    patch it would send: {p}");
-            }
-            shown_rows = r.id;
-            decided = true;
-        }
-        if settings.once && decided {
-            eprintln!("[sandbox] the agent decided; stopping (--once)");
-            break;
-        }
-        if agent.is_finished() {
-            let result = (&mut agent).await;
-            anyhow::bail!("the agent stopped: {result:?}");
-        }
-        if settings.once && start.elapsed() > deadline {
-            anyhow::bail!(
-                "no decision within {}s; see the agent's log above",
-                deadline.as_secs()
-            );
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            r = tokio::signal::ctrl_c() => {
-                r?;
-                eprintln!("[sandbox] stopping");
-                break;
-            }
-        }
-    }
-    if !settings.once {
-        eprintln!(
-            "[sandbox] use it with: export KUBECONFIG={}",
-            cp.kubeconfig().display()
-        );
-    }
-    agent.abort();
-    journal.close().await;
-    Ok(())
-}
-
-/// Every payments resource with its version, phase and ready replicas.
-async fn resource_table(client: &kube::Client) -> anyhow::Result<String> {
-    let mut out = format!(
-        "{:<18} {:<12} {:<20} {:<9} {:<12} {}",
-        "KIND", "NAMESPACE", "NAME", "VERSION", "PHASE", "AVAILABLE"
-    );
-    for crd in crd::crds() {
-        let version = crd
-            .spec
-            .versions
-            .first()
-            .map(|v| v.name.clone())
-            .unwrap_or_default();
-        let resource = ApiResource {
-            group: crd.spec.group.clone(),
-            version: version.clone(),
-            api_version: format!("{}/{version}", crd.spec.group),
-            kind: crd.spec.names.kind.clone(),
-            plural: crd.spec.names.plural.clone(),
-        };
-        let list = Api::<DynamicObject>::all_with(client.clone(), &resource)
-            .list(&ListParams::default())
-            .await
-            .with_context(|| format!("listing {}", resource.plural))?;
-        let mut rows: BTreeMap<(String, String), String> = BTreeMap::new();
-        for o in list {
-            let text = |v: &serde_json::Value| match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Null => "-".into(),
-                other => other.to_string(),
-            };
-            rows.insert(
-                (o.namespace().unwrap_or_default(), o.name_any()),
-                format!(
-                    "{:<9} {:<12} {}",
-                    text(&o.data["spec"]["version"]),
-                    text(&o.data["status"]["phase"]),
-                    text(&o.data["status"]["availableReplicas"]),
-                ),
-            );
-        }
-        for ((ns, name), rest) in rows {
-            out.push_str(&format!(
-                "\n{:<18} {:<12} {:<20} {rest}",
-                resource.kind, ns, name
-            ));
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_simulated_gateway_saturates_after_the_incident_starts() {
-        let gws = [("payments".to_string(), "gw".to_string())];
-        let value = |text: &str, metric: &str| -> f64 {
-            text.lines()
-                .find(|l| l.starts_with(metric))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN)
-        };
-        let steady = simulated_metrics(&gws, 30.0, 40.0);
-        assert_eq!(value(&steady, "payments_gateway_inflight_requests{"), 40.0);
-        assert_eq!(
-            value(&steady, "payments_gateway_max_inflight_requests{"),
-            100.0
-        );
-        assert!(steady.contains("namespace=\"payments\",gateway=\"gw\""));
-        let ramp = simulated_metrics(&gws, 50.0, 40.0);
-        assert_eq!(value(&ramp, "payments_gateway_inflight_requests{"), 60.0);
-        let capped = simulated_metrics(&gws, 500.0, 40.0);
-        assert_eq!(value(&capped, "payments_gateway_inflight_requests{"), 98.0);
-        // Counters only grow.
-        let c = |t| {
-            value(
-                &simulated_metrics(&gws, t, 40.0),
-                "payments_gateway_requests_total{namespace=\"payments\",gateway=\"gw\",code=\"200\"}",
-            )
-        };
-        assert!(c(10.0) < c(11.0));
-    }
+/// This build has no sandbox: fails with how to get one (clap's own "unknown
+/// subcommand" would leave the reader guessing).
+#[cfg(not(feature = "testenv"))]
+pub async fn run(_: Settings) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this build has no sandbox: build with `--features testenv` (scripts/sandbox does)"
+    )
 }

@@ -10,7 +10,9 @@
 //! holding it in a `static`, a SIGKILL): a small reaper process watches a pipe
 //! from us and cleans up on end-of-file.
 //!
-//! This module never changes objects in the cluster; it only starts it.
+//! This module never changes objects in the cluster; it only starts it. It is
+//! compiled only with the cargo feature `testenv` (with its dependencies,
+//! rcgen and tempfile), so the agent's default build never contains it.
 
 mod certs;
 pub mod kubelet;
