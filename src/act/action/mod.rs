@@ -19,7 +19,7 @@
 //!    [`plan_action`] — an exhaustive match;
 //! 3. its RBAC row in [`rbac_for`] — an exhaustive match; the chart test
 //!    checks `deploy/templates/rbac.yaml` grants it for every target;
-//! 4. its host function in `decide::api`'s `HOST_API`, with
+//! 4. its host function in `HOST_API` (`decide/api/host.rs`), with
 //!    `produces: Some(ActionKind::…)` — a test fails for an action kind no
 //!    host function produces, or an example that produces another kind.
 
