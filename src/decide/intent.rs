@@ -100,20 +100,96 @@ impl Action {
 
     /// Stable snake_case name of the action kind (journal column, metric label).
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// The kind of this action, without its arguments.
+    pub fn kind(&self) -> ActionKind {
         match self {
-            Action::ScaleReplicas { .. } => "scale_replicas",
-            Action::ScaleAutoscaling { .. } => "scale_autoscaling",
-            Action::SetResources { .. } => "set_resources",
-            Action::SetPostgresParameters { .. } => "set_postgres_parameters",
-            Action::Switchover { .. } => "switchover",
-            Action::Rollback { .. } => "rollback",
-            Action::RollingRestart { .. } => "rolling_restart",
-            Action::RenewCertificate { .. } => "renew_certificate",
-            Action::RefreshExternalSecret { .. } => "refresh_external_secret",
-            Action::ShiftTraffic { .. } => "shift_traffic",
-            Action::PauseSync { .. } => "pause_sync",
-            Action::ScaleRedis { .. } => "scale_redis",
-            Action::Backup { .. } => "backup",
+            Action::ScaleReplicas { .. } => ActionKind::ScaleReplicas,
+            Action::ScaleAutoscaling { .. } => ActionKind::ScaleAutoscaling,
+            Action::SetResources { .. } => ActionKind::SetResources,
+            Action::SetPostgresParameters { .. } => ActionKind::SetPostgresParameters,
+            Action::Switchover { .. } => ActionKind::Switchover,
+            Action::Rollback { .. } => ActionKind::Rollback,
+            Action::RollingRestart { .. } => ActionKind::RollingRestart,
+            Action::RenewCertificate { .. } => ActionKind::RenewCertificate,
+            Action::RefreshExternalSecret { .. } => ActionKind::RefreshExternalSecret,
+            Action::ShiftTraffic { .. } => ActionKind::ShiftTraffic,
+            Action::PauseSync { .. } => ActionKind::PauseSync,
+            Action::ScaleRedis { .. } => ActionKind::ScaleRedis,
+            Action::Backup { .. } => ActionKind::Backup,
+        }
+    }
+}
+
+/// The kinds of [`Action`], without arguments: what the RBAC, the target
+/// kinds and the host functions are declared per. [`ActionKind::ALL`] is
+/// derived (strum's `VariantArray`), so it cannot miss a variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::VariantArray)]
+pub enum ActionKind {
+    ScaleReplicas,
+    ScaleAutoscaling,
+    SetResources,
+    SetPostgresParameters,
+    Switchover,
+    Rollback,
+    RollingRestart,
+    RenewCertificate,
+    RefreshExternalSecret,
+    ShiftTraffic,
+    PauseSync,
+    ScaleRedis,
+    Backup,
+}
+
+impl ActionKind {
+    /// Every action kind, in declaration order.
+    pub const ALL: &'static [ActionKind] = <ActionKind as strum::VariantArray>::VARIANTS;
+
+    /// Stable snake_case name (journal column, metric label); the serde tag
+    /// of the matching [`Action`] variant.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionKind::ScaleReplicas => "scale_replicas",
+            ActionKind::ScaleAutoscaling => "scale_autoscaling",
+            ActionKind::SetResources => "set_resources",
+            ActionKind::SetPostgresParameters => "set_postgres_parameters",
+            ActionKind::Switchover => "switchover",
+            ActionKind::Rollback => "rollback",
+            ActionKind::RollingRestart => "rolling_restart",
+            ActionKind::RenewCertificate => "renew_certificate",
+            ActionKind::RefreshExternalSecret => "refresh_external_secret",
+            ActionKind::ShiftTraffic => "shift_traffic",
+            ActionKind::PauseSync => "pause_sync",
+            ActionKind::ScaleRedis => "scale_redis",
+            ActionKind::Backup => "backup",
+        }
+    }
+
+    /// The Kubernetes kinds an action of this kind may target. The planner
+    /// refuses any other (`act::action::plan_action`), and the chart's RBAC
+    /// is checked for each, so the list is the contract.
+    pub fn targets(self) -> Vec<&'static str> {
+        let payments = || crate::kinds::payments_kind_names();
+        match self {
+            ActionKind::ScaleReplicas => vec![
+                "PaymentGateway",
+                "ClearingAdapter",
+                "SagaOrchestrator",
+                "KafkaNodePool",
+            ],
+            ActionKind::ScaleAutoscaling => vec!["PaymentGateway"],
+            ActionKind::SetResources | ActionKind::Rollback => payments().collect(),
+            ActionKind::RollingRestart => std::iter::once("Cluster").chain(payments()).collect(),
+            ActionKind::SetPostgresParameters | ActionKind::Switchover | ActionKind::Backup => {
+                vec!["Cluster"]
+            }
+            ActionKind::RenewCertificate => vec!["Certificate"],
+            ActionKind::RefreshExternalSecret => vec!["ExternalSecret"],
+            ActionKind::ShiftTraffic => vec!["VirtualService"],
+            ActionKind::PauseSync => vec!["Application"],
+            ActionKind::ScaleRedis => vec!["RedisEnterpriseCluster", "RedisEnterpriseDatabase"],
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod lint;
 pub mod runbook;
 
 pub use api::{HOST_API, Limits, build_engine, host_api_markdown};
-pub use intent::{Action, Expect, Intent, Mode, Verify};
+pub use intent::{Action, ActionKind, Expect, Intent, Mode, Verify};
 pub use runbook::{Context, Meta, Runbook, RunbookSet, Trigger, compile, evaluate_runbook};
 
 #[derive(Debug, thiserror::Error)]

@@ -405,3 +405,21 @@ fn rbac_names_status_subresources() {
             .any(|r| r.resource == "backups" && r.verbs.contains(&"create"))
     );
 }
+
+#[test]
+fn every_declared_target_is_a_registered_kind_with_rbac() {
+    for kind in ActionKind::ALL {
+        let targets = kind.targets();
+        assert!(!targets.is_empty(), "{}", kind.name());
+        for target in targets {
+            assert!(kind_info(target).is_some(), "{}: {target}", kind.name());
+            assert!(
+                rbac_for(*kind, target)
+                    .iter()
+                    .any(|r| r.verbs.contains(&"get")),
+                "{}: {target}",
+                kind.name()
+            );
+        }
+    }
+}
