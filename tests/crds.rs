@@ -92,12 +92,7 @@ async fn our_crds_are_established_and_served() {
         .into_iter()
         .map(|(r, _)| r.kind)
         .collect();
-    for k in [
-        "PaymentGateway",
-        "ClearingAdapter",
-        "BatchProcessor",
-        "SagaOrchestrator",
-    ] {
+    for k in autopilot::kinds::payments_kind_names() {
         assert!(kinds.contains(&k.to_string()), "{k} missing from {kinds:?}");
     }
 }
@@ -106,7 +101,11 @@ async fn our_crds_are_established_and_served() {
 async fn every_example_is_accepted_and_reads_back_typed() {
     let (client, ns) = support::client_and_namespace(cp(), "examples").await;
     let all = examples();
-    assert_eq!(all.len(), 4, "one example per kind");
+    assert_eq!(
+        all.len(),
+        autopilot::kinds::payments().count(),
+        "one example per kind"
+    );
     for ex in all {
         let kind = ex["kind"].as_str().unwrap_or_default().to_string();
         create(&client, &ns, ex)
