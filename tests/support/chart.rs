@@ -2,6 +2,8 @@
 //! what it grants without a control plane. Kept apart from the rest of
 //! `support` (which starts the test control plane) so pure tests can use it.
 
+#![allow(dead_code)] // each test binary uses a different part
+
 use std::{collections::BTreeSet, path::Path};
 
 pub type Grants = BTreeSet<(String, String, String)>;

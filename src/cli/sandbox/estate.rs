@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use anyhow::Context;
 use kube::{
     Api, ResourceExt,
-    api::{ApiResource, DynamicObject, ListParams},
+    api::{DynamicObject, ListParams},
 };
 use serde::Deserialize;
 
@@ -94,8 +94,98 @@ pub fn read_manifests(dir: &Path) -> anyhow::Result<Vec<(String, DynamicObject)>
 
 /// Runs the sandbox until Ctrl-C (or its first decision with `--once`).
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let namespace = settings.namespace.as_str();
     let manifests = read_manifests(&settings.examples)?;
+    let cp = start_cluster(&settings, &manifests).await?;
+    let client = cp.client().await?;
+    let _kubelet = kubelet::start(client.clone(), &settings.namespace)
+        .await
+        .context("starting the fake kubelet")?;
+
+    // The simulated gateways, scraped by a real Prometheus when installed.
+    let gateways: Vec<(String, String)> = manifests
+        .iter()
+        .filter(|(_, o)| o.types.as_ref().is_some_and(|t| t.kind == "PaymentGateway"))
+        .map(|(_, o)| {
+            (
+                o.namespace().unwrap_or_else(|| settings.namespace.clone()),
+                o.name_any(),
+            )
+        })
+        .collect();
+    let exporter = Exporter::start().context("starting the simulated exporter")?;
+    let incident = settings.incident_after_seconds as f64;
+    exporter.set(simulated_metrics(&gateways, 0.0, incident));
+    let prom = start_prometheus(&exporter);
+
+    let journal_dir = tempfile::tempdir().context("creating the journal folder")?;
+    let db = journal_dir.path().join("journal.db");
+    let opts = agent_options(&settings, prom.as_ref().map(|p| p.url().to_string()), &db);
+    let mut agent = tokio::spawn(crate::agent::run_with(client.clone(), opts));
+    eprintln!(
+        "[sandbox] the agent runs in dry-run: http://{}/metrics; journal {}",
+        settings.listen,
+        db.display()
+    );
+    eprintln!(
+        "[sandbox] the gateways saturate after {}s; watch what the agent would do",
+        settings.incident_after_seconds
+    );
+
+    let journal = loop {
+        // The agent creates the journal; wait for it.
+        if db.exists() || agent.is_finished() {
+            break SqlJournal::connect(&db.display().to_string()).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let start = tokio::time::Instant::now();
+    let mut shown = Shown::default();
+    let deadline = Duration::from_secs(settings.incident_after_seconds + 240);
+    loop {
+        let t = start.elapsed().as_secs_f64();
+        exporter.set(simulated_metrics(&gateways, t, incident));
+        let decided = shown.print_news(&client, &journal).await?;
+        if settings.once && decided {
+            eprintln!("[sandbox] the agent decided; stopping (--once)");
+            break;
+        }
+        if agent.is_finished() {
+            let result = (&mut agent).await;
+            anyhow::bail!("the agent stopped: {result:?}");
+        }
+        if settings.once && start.elapsed() > deadline {
+            anyhow::bail!(
+                "no decision within {}s; see the agent's log above",
+                deadline.as_secs()
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            r = tokio::signal::ctrl_c() => {
+                r?;
+                eprintln!("[sandbox] stopping");
+                break;
+            }
+        }
+    }
+    if !settings.once {
+        eprintln!(
+            "[sandbox] use it with: export KUBECONFIG={}",
+            cp.kubeconfig().display()
+        );
+    }
+    agent.abort();
+    journal.close().await;
+    Ok(())
+}
+
+/// The control plane with our CRDs, the operators' CRDs, the namespace and
+/// the example resources.
+async fn start_cluster(
+    settings: &Settings,
+    manifests: &[(String, DynamicObject)],
+) -> anyhow::Result<ControlPlane> {
+    let namespace = settings.namespace.as_str();
     eprintln!("[sandbox] starting etcd, kube-apiserver and kube-controller-manager…");
     let cp = ControlPlane::start(Options {
         controller_manager: true,
@@ -131,10 +221,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}
     }))?;
     act::apply_manifest(&client, &ns, namespace).await?;
-    let _kubelet = kubelet::start(client.clone(), namespace)
-        .await
-        .context("starting the fake kubelet")?;
-    for (file, obj) in &manifests {
+    for (file, obj) in manifests {
         act::apply_manifest(&client, obj, namespace)
             .await
             .with_context(|| format!("applying {file}"))?;
@@ -144,22 +231,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         manifests.len(),
         settings.examples.display()
     );
+    Ok(cp)
+}
 
-    // The simulated gateways, scraped by a real Prometheus when installed.
-    let gateways: Vec<(String, String)> = manifests
-        .iter()
-        .filter(|(_, o)| o.types.as_ref().is_some_and(|t| t.kind == "PaymentGateway"))
-        .map(|(_, o)| {
-            (
-                o.namespace().unwrap_or_else(|| namespace.to_string()),
-                o.name_any(),
-            )
-        })
-        .collect();
-    let exporter = Exporter::start().context("starting the simulated exporter")?;
-    let incident = settings.incident_after_seconds as f64;
-    exporter.set(simulated_metrics(&gateways, 0.0, incident));
-    let prom = match Prometheus::start(&prometheus::Options {
+/// A real Prometheus scraping the exporter, or `None` (the agent then runs
+/// blind, as it would with Prometheus down).
+fn start_prometheus(exporter: &Exporter) -> Option<Prometheus> {
+    match Prometheus::start(&prometheus::Options {
         targets: vec![exporter.addr().to_string()],
         backfill: None,
     }) {
@@ -176,14 +254,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             );
             None
         }
-    };
+    }
+}
 
-    let journal_dir = tempfile::tempdir().context("creating the journal folder")?;
-    let db = journal_dir.path().join("journal.db");
-    let opts = crate::agent::Options {
+/// The agent as the sandbox runs it: dry-run, no leader election, a fast
+/// cycle, a journal in a temporary folder.
+fn agent_options(
+    settings: &Settings,
+    prometheus_url: Option<String>,
+    db: &Path,
+) -> crate::agent::Options {
+    crate::agent::Options {
         reconcile: crate::reconcile::Settings::default(),
         listen: settings.listen,
-        namespace: namespace.to_string(),
+        namespace: settings.namespace.clone(),
         leadership: crate::agent::Leadership {
             enabled: false,
             lease_name: "autopilot-leader".into(),
@@ -191,7 +275,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             lease_seconds: 15,
         },
         controllers: true,
-        prometheus_url: prom.as_ref().map(|p| p.url().to_string()),
+        prometheus_url,
         prometheus_timeout: Duration::from_secs(5),
         database_url: db.display().to_string(),
         rules: crate::agent::RulesSource::Dir(settings.rules.clone()),
@@ -199,45 +283,32 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         mode: Mode::DryRun,
         cycle_interval: Duration::from_secs(2),
         warmup_history: Duration::ZERO,
-    };
-    let agent_client = client.clone();
-    let mut agent = tokio::spawn(crate::agent::run_with(agent_client, opts));
-    eprintln!(
-        "[sandbox] the agent runs in dry-run: http://{}/metrics; journal {}",
-        settings.listen,
-        db.display()
-    );
-    eprintln!(
-        "[sandbox] the gateways saturate after {}s; watch what the agent would do",
-        settings.incident_after_seconds
-    );
+    }
+}
 
-    let journal = loop {
-        // The agent creates the journal; wait for it.
-        if db.exists() {
-            break SqlJournal::connect(&db.display().to_string()).await?;
-        }
-        if agent.is_finished() {
-            break SqlJournal::connect(&db.display().to_string()).await?;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let start = tokio::time::Instant::now();
-    let mut shown_rows = 0i64;
-    let mut last_table = String::new();
-    let deadline = Duration::from_secs(settings.incident_after_seconds + 240);
-    loop {
-        let t = start.elapsed().as_secs_f64();
-        exporter.set(simulated_metrics(&gateways, t, incident));
-        let table = resource_table(&client).await?;
-        if table != last_table {
+/// What the sandbox has printed so far.
+#[derive(Default)]
+struct Shown {
+    rows: i64,
+    table: String,
+}
+
+impl Shown {
+    /// Prints the resource table when it changed and the journal rows not
+    /// yet shown; whether any decision was printed.
+    async fn print_news(
+        &mut self,
+        client: &kube::Client,
+        journal: &SqlJournal,
+    ) -> anyhow::Result<bool> {
+        let table = resource_table(client).await?;
+        if table != self.table {
             println!("{table}");
-            last_table = table;
+            self.table = table;
         }
         let mut rows = journal.list(1000, false).await?;
-        rows.retain(|r| r.id > shown_rows);
+        rows.retain(|r| r.id > self.rows);
         rows.sort_by_key(|r| r.id);
-        let mut decided = false;
         for r in &rows {
             println!(
                 "[autopilot] #{} {} → {} on {}: {}{} — {}",
@@ -246,7 +317,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 r.entry.action_kind,
                 r.entry.target,
                 r.outcome.as_deref().unwrap_or("in flight"),
-                if r.entry.verdict == "allowed" {
+                if r.entry.verdict == crate::act::journal::verdict::ALLOWED {
                     String::new()
                 } else {
                     format!(" ({}: {})", r.entry.verdict, r.entry.verdict_detail)
@@ -256,41 +327,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             if let Some(p) = &r.entry.patch {
                 println!("[autopilot]    patch it would send: {p}");
             }
-            shown_rows = r.id;
-            decided = true;
+            self.rows = r.id;
         }
-        if settings.once && decided {
-            eprintln!("[sandbox] the agent decided; stopping (--once)");
-            break;
-        }
-        if agent.is_finished() {
-            let result = (&mut agent).await;
-            anyhow::bail!("the agent stopped: {result:?}");
-        }
-        if settings.once && start.elapsed() > deadline {
-            anyhow::bail!(
-                "no decision within {}s; see the agent's log above",
-                deadline.as_secs()
-            );
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            r = tokio::signal::ctrl_c() => {
-                r?;
-                eprintln!("[sandbox] stopping");
-                break;
-            }
-        }
+        Ok(!rows.is_empty())
     }
-    if !settings.once {
-        eprintln!(
-            "[sandbox] use it with: export KUBECONFIG={}",
-            cp.kubeconfig().display()
-        );
-    }
-    agent.abort();
-    journal.close().await;
-    Ok(())
 }
 
 /// Every payments resource with its version, phase and ready replicas.
@@ -299,20 +339,8 @@ async fn resource_table(client: &kube::Client) -> anyhow::Result<String> {
         "{:<18} {:<12} {:<20} {:<9} {:<12} {}",
         "KIND", "NAMESPACE", "NAME", "VERSION", "PHASE", "AVAILABLE"
     );
-    for crd in crd::crds() {
-        let version = crd
-            .spec
-            .versions
-            .first()
-            .map(|v| v.name.clone())
-            .unwrap_or_default();
-        let resource = ApiResource {
-            group: crd.spec.group.clone(),
-            version: version.clone(),
-            api_version: format!("{}/{version}", crd.spec.group),
-            kind: crd.spec.names.kind.clone(),
-            plural: crd.spec.names.plural.clone(),
-        };
+    for (kind, _) in crate::kinds::payments() {
+        let resource = crate::kinds::KindInfo::from(kind).api_resource();
         let list = Api::<DynamicObject>::all_with(client.clone(), &resource)
             .list(&ListParams::default())
             .await
