@@ -46,6 +46,31 @@ impl NewEntry {
     pub fn parsed_mode(&self) -> Result<Mode, String> {
         self.mode.parse()
     }
+
+    /// A scale of `PaymentGateway/pay/gw` by `autoscale-gateway`, allowed
+    /// in auto mode at time 0: the base of the executor's unit tests.
+    #[cfg(test)]
+    pub fn fixture() -> Self {
+        NewEntry {
+            at: 0,
+            runbook: "autoscale-gateway".into(),
+            runbook_hash: "h".into(),
+            trigger: "finding".into(),
+            evidence: serde_json::json!([]),
+            action: serde_json::json!({}),
+            action_kind: "scale_replicas".into(),
+            target: "PaymentGateway/pay/gw".into(),
+            namespace: "pay".into(),
+            patch: None,
+            inverse: None,
+            disruptive: false,
+            mode: "auto".into(),
+            verdict: "allowed".into(),
+            verdict_detail: String::new(),
+            verify: None,
+            undo_of: None,
+        }
+    }
 }
 
 /// A journal row.

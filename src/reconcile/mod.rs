@@ -221,24 +221,9 @@ pub async fn run(ctx: Arc<Context>) {
 /// so a new kind does not compile until it has a controller.
 fn controller(p: Payments, ctx: Arc<Context>) -> BoxFuture<'static, ()> {
     match p.id {
-        PaymentsKind::PaymentGateway => run_controller(
-            p.owns,
-            ctx,
-            workload::reconcile::<PaymentGateway>,
-            workload::error_policy::<PaymentGateway>,
-        ),
-        PaymentsKind::ClearingAdapter => run_controller(
-            p.owns,
-            ctx,
-            workload::reconcile::<ClearingAdapter>,
-            workload::error_policy::<ClearingAdapter>,
-        ),
-        PaymentsKind::SagaOrchestrator => run_controller(
-            p.owns,
-            ctx,
-            workload::reconcile::<SagaOrchestrator>,
-            workload::error_policy::<SagaOrchestrator>,
-        ),
+        PaymentsKind::PaymentGateway => workload_controller::<PaymentGateway>(p.owns, ctx),
+        PaymentsKind::ClearingAdapter => workload_controller::<ClearingAdapter>(p.owns, ctx),
+        PaymentsKind::SagaOrchestrator => workload_controller::<SagaOrchestrator>(p.owns, ctx),
         PaymentsKind::BatchProcessor => run_controller(
             p.owns,
             ctx,
@@ -246,6 +231,19 @@ fn controller(p: Payments, ctx: Arc<Context>) -> BoxFuture<'static, ()> {
             batch_processor::error_policy,
         ),
     }
+}
+
+/// The controller of a Deployment-backed kind: the shared workload driver.
+fn workload_controller<K: WorkloadKind>(
+    owns: &[Owned],
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, ()> {
+    run_controller(
+        owns,
+        ctx,
+        workload::reconcile::<K>,
+        workload::error_policy::<K>,
+    )
 }
 
 fn run_controller<K, Fut>(

@@ -87,7 +87,7 @@ pub trait WorkloadKind:
 
     /// The spec once checked: only `validate` builds it, and `plan` takes
     /// nothing else, so nothing is planned from an unchecked spec.
-    type Validated<'a>
+    type Validated<'a>: Send + Sync
     where
         Self: 'a;
 

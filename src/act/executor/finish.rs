@@ -122,25 +122,7 @@ mod tests {
     use super::*;
 
     fn entry() -> NewEntry {
-        NewEntry {
-            at: 0,
-            runbook: "autoscale-gateway".into(),
-            runbook_hash: "h".into(),
-            trigger: "finding".into(),
-            evidence: json!([]),
-            action: json!({}),
-            action_kind: "scale_replicas".into(),
-            target: "PaymentGateway/pay/gw".into(),
-            namespace: "pay".into(),
-            patch: None,
-            inverse: None,
-            disruptive: false,
-            mode: "auto".into(),
-            verdict: "allowed".into(),
-            verdict_detail: String::new(),
-            verify: None,
-            undo_of: None,
-        }
+        NewEntry::fixture()
     }
 
     #[test]
