@@ -11,8 +11,13 @@
 //! Must not hold decision logic: it starts what other modules define.
 
 pub mod cycle;
+pub mod evaluate;
 pub mod metrics;
+pub mod outages;
+pub mod read;
 pub mod rules;
+pub mod samples;
+pub mod send;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
