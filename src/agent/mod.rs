@@ -11,8 +11,13 @@
 //! Must not hold decision logic: it starts what other modules define.
 
 pub mod cycle;
+pub mod evaluate;
 pub mod metrics;
+pub mod outages;
+pub mod read;
 pub mod rules;
+pub mod samples;
+pub mod send;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -198,6 +203,104 @@ async fn until_lost(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen` until
+/// SIGINT/SIGTERM.
+async fn serve_http(
+    registry: &Registry,
+    listen: SocketAddr,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let app = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(Http {
+            registry: registry.clone(),
+        });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }))
+}
+
+/// Whether this replica leads, as the election says.
+struct Election {
+    /// `true` while this replica holds the Lease.
+    rx: watch::Receiver<bool>,
+    /// The Lease manager; it releases the Lease once `rx` is dropped.
+    task: Option<
+        tokio::task::JoinHandle<
+            Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
+        >,
+    >,
+    /// Without election this replica leads at once; the sender lives as
+    /// long as `run`.
+    always_leader: Option<watch::Sender<bool>>,
+}
+
+/// Joins the election for the Lease (or, disabled, leads at once).
+async fn elect(
+    client: &kube::Client,
+    namespace: &str,
+    lease: &Leadership,
+) -> Result<Election, Error> {
+    if !lease.enabled {
+        let (tx, rx) = watch::channel(true);
+        return Ok(Election {
+            rx,
+            task: None,
+            always_leader: Some(tx),
+        });
+    }
+    let grace = (lease.lease_seconds / 3).max(1);
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
+        .with_namespace(namespace)
+        .with_identity(&lease.identity)
+        .with_duration(lease.lease_seconds)
+        .with_grace(grace)
+        .with_field_manager(format!("{}-lease", crate::crd::FIELD_MANAGER))
+        .build()
+        .await
+        .map_err(|source| Error::LeaderElection {
+            namespace: namespace.to_string(),
+            name: lease.lease_name.clone(),
+            source,
+        })?;
+    let (rx, task) = manager.watch().await;
+    Ok(Election {
+        rx,
+        task: Some(task),
+        always_leader: None,
+    })
+}
+
+/// Watches the rules ConfigMap, if the runbooks come from one.
+fn spawn_rules_watch(
+    client: &kube::Client,
+    source: &RulesSource,
+) -> Option<watch::Receiver<Option<rules::Snapshot>>> {
+    let RulesSource::ConfigMap { namespace, name } = source else {
+        return None;
+    };
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(rules::watch_configmap(
+        client.clone(),
+        namespace.clone(),
+        name.clone(),
+        tx,
+    ));
+    Some(rx)
+}
+
 /// Runs the agent until SIGINT/SIGTERM, connected through the in-cluster
 /// service account or the kubeconfig.
 pub async fn run(opts: Options) -> Result<(), Error> {
@@ -232,61 +335,19 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         .await
         .map_err(Error::OpenJournal)?;
 
-    let app = Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .with_state(Http {
-            registry: registry.clone(),
-        });
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: opts.listen,
-            source,
-        })?;
+    let server = serve_http(&registry, opts.listen).await?;
     tracing::info!(
         listen = %opts.listen, namespace = %opts.namespace, mode = opts.mode.as_str(),
         rules = %opts.rules, models = specs.len(), identity = %opts.leadership.identity,
         "autopilot starting: /metrics /healthz /readyz"
     );
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
 
-    // Leader election.
     let lease = &opts.leadership;
-    // Without election this replica leads at once; the sender lives as long as `run`.
-    let mut always_leader = None;
-    let (mut leader_rx, election) = if lease.enabled {
-        let election_err = |source| Error::LeaderElection {
-            namespace: opts.namespace.clone(),
-            name: lease.lease_name.clone(),
-            source,
-        };
-        let grace = (lease.lease_seconds / 3).max(1);
-        let manager =
-            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
-                .with_namespace(&opts.namespace)
-                .with_identity(&lease.identity)
-                .with_duration(lease.lease_seconds)
-                .with_grace(grace)
-                .with_field_manager(format!("{}-lease", crate::crd::FIELD_MANAGER))
-                .build()
-                .await
-                .map_err(election_err)?;
-        let (rx, task) = manager.watch().await;
-        (rx, Some(task))
-    } else {
-        let (tx, rx) = watch::channel(true);
-        always_leader = Some(tx);
-        (rx, None)
-    };
+    let Election {
+        rx: mut leader_rx,
+        task: election,
+        always_leader,
+    } = elect(&client, &opts.namespace, lease).await?;
     metrics.leader.set(0);
     tracing::info!(lease = %lease.lease_name, enabled = lease.enabled, "waiting to lead");
     let became_leader = tokio::select! {
@@ -310,19 +371,7 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         instance: Some(lease.identity.clone()),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let rules_rx = match &opts.rules {
-        RulesSource::ConfigMap { namespace, name } => {
-            let (tx, rx) = watch::channel(None);
-            tokio::spawn(rules::watch_configmap(
-                client.clone(),
-                namespace.clone(),
-                name.clone(),
-                tx,
-            ));
-            Some(rx)
-        }
-        RulesSource::Dir(_) => None,
-    };
+    let rules_rx = spawn_rules_watch(&client, &opts.rules);
     let autopilot = cycle::Autopilot::new(cycle::Parts {
         client: client.clone(),
         prometheus,

@@ -1,0 +1,239 @@
+//! The judging steps of a cycle, on values already read: score the series
+//! (step 2, `detect`), choose the kinds the runbooks decide on (step 3),
+//! and evaluate the triggered runbooks into proposals (step 4, `decide`).
+//!
+//! No I/O and no clock: everything, `now` included, is passed in, so a
+//! driver other than the live loop (a replay over Prometheus history) can
+//! run the same steps. Only metrics and logs are touched on the side; this
+//! module must not read the cluster or hand anything to the executor.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::{metrics::Metrics, read::Observation};
+use crate::{
+    act::executor::Proposal,
+    decide::{
+        Mode, RunbookSet, Trigger,
+        cycle::{Observed, evaluate_cycle},
+    },
+    detect::{CycleInput, Estate, Finding, Report, SeriesSamples},
+};
+
+/// Step 2 (detect): scores what was observed at `now`, counting and
+/// logging each finding. Without any Prometheus answer the detectors are
+/// told so and nothing is found.
+#[tracing::instrument(skip_all, fields(series = obs.series.len(), findings))]
+pub fn score(estate: &mut Estate, obs: &Observation, now: i64, metrics: &Metrics) -> Report {
+    if let Some(reason) = &obs.unavailable {
+        let reason = reason.clone();
+        return estate.score_cycle(CycleInput::Unavailable { reason }, now);
+    }
+    let report = estate.score_cycle(
+        CycleInput::Observed {
+            components: Some(&obs.components),
+            series: &obs.series,
+        },
+        now,
+    );
+    for f in &report.findings {
+        metrics
+            .findings
+            .with_label_values(&[f.component.kind.as_str(), f.detector.as_str()])
+            .inc();
+        tracing::info!(kind = %f.component.kind, namespace = %f.component.namespace, name = %f.component.name,
+            signal = %f.signal, detector = %f.detector, score = f.score, value = f.value, baseline = f.baseline,
+            explanation = %f.explanation, "finding");
+    }
+    for (state, n) in [
+        ("read", obs.series.len()),
+        ("warming_up", report.warming_up.len()),
+        ("no_data", report.no_data.len()),
+        ("unobserved", report.unobserved.len()),
+    ] {
+        metrics.signals.with_label_values(&[state]).set(n as i64);
+    }
+    tracing::Span::current().record("findings", report.findings.len());
+    report
+}
+
+/// Kinds whose resources the runbooks decide on this cycle: those of the
+/// finding triggers that fire, of cron triggers naming a kind, and of every
+/// condition trigger.
+pub fn decision_kinds(runbooks: &RunbookSet, findings: &[Finding]) -> BTreeSet<String> {
+    let mut kinds = BTreeSet::new();
+    for rb in runbooks.runbooks() {
+        match &rb.meta.trigger {
+            Trigger::Findings(t) => {
+                if findings.iter().any(|f| t.matches(f)) {
+                    kinds.insert(t.kind.clone());
+                }
+            }
+            Trigger::Cron {
+                kind: Some(kind), ..
+            } => {
+                kinds.insert(kind.clone());
+            }
+            Trigger::Cron { kind: None, .. } => {}
+            Trigger::Condition { kind, .. } => {
+                kinds.insert(kind.clone());
+            }
+        }
+    }
+    kinds
+}
+
+/// What step 4 decided.
+#[derive(Debug, Default)]
+pub struct Evaluated {
+    /// Runbook evaluations, failed ones included.
+    pub decisions: usize,
+    /// Evaluations that failed (counted by runbook and error kind).
+    pub errors: usize,
+    /// Every intent the runbooks returned, in its runbook's effective mode.
+    pub proposals: Vec<Proposal>,
+}
+
+/// Step 4 (decide): evaluates the runbooks that the findings, the cron
+/// schedules due since `last` and the resource conditions trigger, and
+/// turns their intents into proposals for the executor.
+#[tracing::instrument(skip_all, fields(last = last, findings = observed.findings.len(), decisions, proposals))]
+pub fn evaluate_runbooks(
+    runbooks: &mut RunbookSet,
+    observed: &Observed,
+    last: i64,
+    now: i64,
+    mode: Mode,
+    metrics: &Metrics,
+) -> Evaluated {
+    let decisions = evaluate_cycle(runbooks, observed, last, now);
+    let mut out = Evaluated {
+        decisions: decisions.len(),
+        ..Evaluated::default()
+    };
+    for d in decisions {
+        metrics
+            .runbook_evaluations
+            .with_label_values(&[d.runbook.as_str(), d.trigger])
+            .inc();
+        match d.result {
+            Ok(intents) => {
+                let Some(rb) = runbooks.get(&d.runbook) else {
+                    continue;
+                };
+                let evidence = serde_json::to_value(&d.evidence).unwrap_or(Value::Null);
+                for intent in intents {
+                    out.proposals.push(Proposal::from_runbook(
+                        rb,
+                        intent,
+                        mode,
+                        d.trigger,
+                        evidence.clone(),
+                    ));
+                }
+            }
+            Err(error) => {
+                out.errors += 1;
+                metrics
+                    .runbook_errors
+                    .with_label_values(&[d.runbook.as_str(), error.kind()])
+                    .inc();
+                if error.kind() == "missing_data" {
+                    tracing::warn!(runbook = %d.runbook, kind = %d.component.kind, namespace = %d.component.namespace,
+                        name = %d.component.name, error = %crate::telemetry::chain(&error), "runbook not evaluated: missing data");
+                }
+            }
+        }
+    }
+    let span = tracing::Span::current();
+    span.record("decisions", out.decisions);
+    span.record("proposals", out.proposals.len());
+    out
+}
+
+/// The latest finite value of every series, keyed by (`Kind/namespace/name`,
+/// signal): what step 5 verifies earlier actions against.
+pub fn latest_values(series: &[SeriesSamples]) -> BTreeMap<(String, String), f64> {
+    series
+        .iter()
+        .filter_map(|s| {
+            s.samples
+                .last()
+                .map(|&(_, v)| ((s.component.to_string(), s.signal.clone()), v))
+        })
+        .filter(|(_, v)| v.is_finite())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decide::Limits, detect::ComponentId};
+
+    fn finding(kind: &str, signal: &str, score: f64) -> Finding {
+        Finding {
+            component: ComponentId {
+                kind: kind.into(),
+                namespace: "p".into(),
+                name: "x".into(),
+            },
+            signal: signal.into(),
+            detector: "ewma".into(),
+            score,
+            at: 0,
+            value: 1.0,
+            baseline: 0.1,
+            time_to_threshold_seconds: None,
+            explanation: String::new(),
+        }
+    }
+
+    #[test]
+    fn decision_kinds_are_those_of_firing_findings_cron_kinds_and_conditions() {
+        let mut set = RunbookSet::new(Limits::default());
+        let errors = set.load(&[
+            ("scale".into(), "fn runbook() { #{ trigger: #{ findings: #{ kind: \"PaymentGateway\", signals: [\"cpu\"], min_score: 0.5 } } } }\nfn decide(ctx) { [] }".into()),
+            ("nightly".into(), "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\", kind: \"Cluster\" } } } }\nfn decide(ctx) { [] }".into()),
+            ("hourly".into(), "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 * * * *\" } } } }\nfn decide(ctx) { [] }".into()),
+            ("degraded".into(), "fn runbook() { #{ trigger: #{ condition: #{ kind: \"BatchProcessor\", condition: \"Degraded\" } } } }\nfn decide(ctx) { [] }".into()),
+        ]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let kinds = |findings: &[Finding]| -> Vec<String> {
+            decision_kinds(&set, findings).into_iter().collect()
+        };
+        assert_eq!(kinds(&[]), ["BatchProcessor", "Cluster"]);
+        assert_eq!(
+            kinds(&[finding("PaymentGateway", "cpu", 0.2)]),
+            ["BatchProcessor", "Cluster"],
+            "a finding below min_score does not fire"
+        );
+        assert_eq!(
+            kinds(&[finding("PaymentGateway", "cpu", 0.9)]),
+            ["BatchProcessor", "Cluster", "PaymentGateway"]
+        );
+    }
+
+    #[test]
+    fn latest_values_are_the_last_samples_when_finite() {
+        let gateway = ComponentId {
+            kind: "PaymentGateway".into(),
+            namespace: "pay".into(),
+            name: "gw".into(),
+        };
+        let series = |signal: &str, samples: Vec<(i64, f64)>| SeriesSamples {
+            component: gateway.clone(),
+            signal: signal.into(),
+            samples,
+        };
+        let latest = latest_values(&[
+            series("latency", vec![(1, 0.5), (2, 0.7)]),
+            series("errors", vec![(1, 1.0), (2, f64::NAN)]),
+            series("empty", vec![]),
+        ]);
+        let key = |signal: &str| (gateway.to_string(), signal.to_string());
+        assert_eq!(latest.get(&key("latency")), Some(&0.7));
+        assert_eq!(latest.get(&key("errors")), None, "the last sample is NaN");
+        assert_eq!(latest.len(), 1);
+    }
+}

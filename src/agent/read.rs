@@ -1,0 +1,215 @@
+//! The reads of a cycle (steps 2 and 3 of `cycle`): every model spec's
+//! series from Prometheus and the components that exist from the API, then
+//! the resources and facts the runbooks decide on.
+//!
+//! Read-side I/O only: it returns what it read as plain values and must not
+//! score, decide or write. A read that fails is counted, warned about once
+//! per outage (`Outages`), and leaves a hole the later steps see — never a
+//! stale value presented as current.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::{
+    metrics::Metrics,
+    outages::{Notes, Outages},
+};
+use crate::{
+    act::action::kind_info,
+    detect::{ComponentId, SeriesSamples, spec::ValidatedSpec},
+    observe::{Prometheus, cache::ResourceCache, facts::resource_facts, spec_resource},
+};
+
+/// What step 2 read: the input of `evaluate::score`.
+#[derive(Debug, Default)]
+pub struct Observation {
+    /// Series read from Prometheus.
+    pub series: Vec<SeriesSamples>,
+    /// Components that exist per the API, of the kinds whose listing worked.
+    pub components: Vec<ComponentId>,
+    /// Why Prometheus is unusable this cycle: no kind answered. `None` when
+    /// at least one did (or no model spec asked).
+    pub unavailable: Option<String>,
+}
+
+/// What step 3 read, keyed like `decide::cycle::Observed`.
+#[derive(Debug, Default)]
+pub struct DecisionInputs {
+    pub resources: BTreeMap<ComponentId, Value>,
+    pub facts: BTreeMap<ComponentId, BTreeMap<String, Value>>,
+}
+
+/// Where a cycle reads from, and which of those reads are failing.
+pub struct Reader {
+    prometheus: Option<Prometheus>,
+    /// Watched copies of the components and the resources decided on.
+    cache: ResourceCache,
+    /// Decide on resources of this namespace only (`None`: all namespaces).
+    watch_namespace: Option<String>,
+    metrics: Metrics,
+    /// Kinds Prometheus fails to answer for.
+    unqueried: Outages,
+    /// Kinds whose components cannot be listed.
+    unlisted: Outages,
+    /// Kinds whose resources cannot be read.
+    unread: Outages,
+}
+
+impl Reader {
+    pub fn new(
+        prometheus: Option<Prometheus>,
+        cache: ResourceCache,
+        watch_namespace: Option<String>,
+        metrics: Metrics,
+    ) -> Self {
+        Reader {
+            prometheus,
+            cache,
+            watch_namespace,
+            metrics,
+            // The counter and autopilot_prometheus_up carry an outage
+            // meanwhile.
+            unqueried: Outages::new(Notes {
+                failed: "querying Prometheus failed; this kind is not scored until it answers",
+                again: "querying Prometheus failed again",
+                recovered: "Prometheus answers for this kind again",
+            }),
+            unlisted: Outages::new(Notes {
+                failed: "listing components failed (is the operator's CRD installed?); scoring only the series of this kind",
+                again: "listing components failed again",
+                recovered: "listing components works again",
+            }),
+            unread: Outages::new(Notes {
+                failed: "reading resources failed (is the operator's CRD installed?); runbooks on them report missing data until it works",
+                again: "reading resources failed again",
+                recovered: "reading resources works again",
+            }),
+        }
+    }
+
+    pub fn prometheus(&self) -> Option<&Prometheus> {
+        self.prometheus.as_ref()
+    }
+
+    /// Step 2 (observe): every spec's series at `now`, and the components
+    /// of its kind. `None` without Prometheus configured: no findings by
+    /// design, yet the cycle is not blind (cron and condition runbooks need
+    /// no series).
+    #[tracing::instrument(skip_all, fields(specs = specs.len(), series, unavailable))]
+    pub async fn observe(&mut self, specs: &[ValidatedSpec], now: i64) -> Option<Observation> {
+        let prom = self.prometheus.clone()?;
+        let mut obs = Observation::default();
+        let mut answered = 0usize;
+        let mut last_error = None;
+        for spec in specs {
+            match prom.query_spec(spec, now).await {
+                Ok(s) => {
+                    answered += 1;
+                    obs.series.extend(s);
+                    self.unqueried.recover(&spec.kind);
+                }
+                Err(error) => {
+                    self.metrics
+                        .read_errors
+                        .with_label_values(&["prometheus", error.kind()])
+                        .inc();
+                    self.unqueried.fail(&spec.kind, &error);
+                    last_error = Some(error.to_string());
+                }
+            }
+            match self.cache.snapshot(&spec_resource(spec), None).await {
+                Ok(c) => {
+                    self.unlisted.recover(&spec.kind);
+                    obs.components.extend(c.into_keys());
+                }
+                Err(error) => {
+                    self.unlisted.fail(&spec.kind, &error);
+                }
+            }
+        }
+        if answered == 0 && !specs.is_empty() {
+            obs.unavailable = Some(last_error.unwrap_or_else(|| "no answer".into()));
+        }
+        self.metrics
+            .prometheus_up
+            .set(i64::from(obs.unavailable.is_none()));
+        let span = tracing::Span::current();
+        span.record("series", obs.series.len());
+        if let Some(reason) = &obs.unavailable {
+            span.record("unavailable", reason.as_str());
+        }
+        Some(obs)
+    }
+
+    /// Step 3: the resources of `kinds` and their facts, and the replica
+    /// lags when a runbook decides on Clusters. A kind that could not be
+    /// read is absent, so runbooks on it report missing data.
+    #[tracing::instrument(skip_all, fields(kinds = kinds.len(), resources))]
+    pub async fn fetch_decision_inputs(
+        &mut self,
+        kinds: &BTreeSet<String>,
+        now: i64,
+    ) -> DecisionInputs {
+        let mut inputs = DecisionInputs::default();
+        for kind in kinds {
+            self.fetch_resources(kind, &mut inputs).await;
+        }
+        if kinds.contains("Cluster")
+            && let Some(prom) = &self.prometheus
+        {
+            match prom.replica_lags(now).await {
+                Ok(lags) => {
+                    for (c, pods) in lags {
+                        inputs
+                            .facts
+                            .entry(c)
+                            .or_default()
+                            .insert("replica_lag_seconds".into(), serde_json::json!(pods));
+                    }
+                }
+                Err(error) => {
+                    self.metrics
+                        .read_errors
+                        .with_label_values(&["prometheus", error.kind()])
+                        .inc();
+                    tracing::warn!(error = %crate::telemetry::chain(&error), "reading replica lags failed; switchover runbooks report missing data");
+                }
+            }
+        }
+        tracing::Span::current().record("resources", inputs.resources.len());
+        inputs
+    }
+
+    /// The resources of one kind, with their facts, into `inputs`.
+    async fn fetch_resources(&mut self, kind: &str, inputs: &mut DecisionInputs) {
+        let Some(info) = kind_info(kind) else {
+            tracing::warn!(%kind, "a runbook triggers on a kind the agent cannot act on");
+            return;
+        };
+        let resource = info.api_resource();
+        match self
+            .cache
+            .snapshot(&resource, self.watch_namespace.as_deref())
+            .await
+        {
+            Ok(objects) => {
+                self.unread.recover(kind);
+                for (c, v) in objects {
+                    let facts = resource_facts(kind, &v);
+                    if !facts.is_empty() {
+                        inputs.facts.entry(c.clone()).or_default().extend(facts);
+                    }
+                    inputs.resources.insert(c, v);
+                }
+            }
+            Err(error) => {
+                self.metrics
+                    .read_errors
+                    .with_label_values(&["resources", error.kind()])
+                    .inc();
+                self.unread.fail(kind, &error);
+            }
+        }
+    }
+}
