@@ -170,73 +170,9 @@ impl ControlPlane {
 
     async fn boot(&mut self, bin: &Path, options: Options) -> Result<(), Error> {
         let started = Instant::now();
-        let pki = certs::generate()?;
-        let files = [
-            ("ca.crt", &pki.ca_cert),
-            ("apiserver.crt", &pki.serving_cert),
-            ("apiserver.key", &pki.serving_key),
-            ("admin.crt", &pki.admin_cert),
-            ("admin.key", &pki.admin_key),
-            ("sa.key", &pki.service_account_key),
-            ("sa.pub", &pki.service_account_pub),
-        ];
-        for (name, content) in files {
-            fs::write(self.work.join(name), content).map_err(io(format!("writing {name}")))?;
-        }
-        let work = self.work.clone();
-        let p = |name: &str| work.join(name).display().to_string();
-
-        let etcd_client = free_port()?;
-        let etcd_peer = free_port()?;
-        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
-        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
-        self.spawn(
-            "etcd",
-            bin.join("etcd"),
-            vec![
-                format!("--data-dir={}", p("etcd-data")),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=default={peer_url}"),
-                // Tests throw the data away; fsync only costs time.
-                "--unsafe-no-fsync".into(),
-                "--log-level=warn".into(),
-                "--quota-backend-bytes=4294967296".into(),
-            ],
-        )?;
-
-        let api_port = free_port()?;
-        self.server = format!("https://127.0.0.1:{api_port}");
-        self.spawn(
-            "kube-apiserver",
-            bin.join("kube-apiserver"),
-            vec![
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={api_port}"),
-                format!("--cert-dir={}", p("apiserver-certs")),
-                format!("--tls-cert-file={}", p("apiserver.crt")),
-                format!("--tls-private-key-file={}", p("apiserver.key")),
-                format!("--client-ca-file={}", p("ca.crt")),
-                "--authorization-mode=RBAC".into(),
-                format!("--service-account-key-file={}", p("sa.pub")),
-                format!("--service-account-signing-key-file={}", p("sa.key")),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-                "--allow-privileged=true".into(),
-                // Pods are created right after their namespace in tests; the
-                // ServiceAccount admission plugin would race the controller
-                // that creates the `default` account.
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--enable-priority-and-fairness=false".into(),
-                "--profiling=false".into(),
-                "--v=0".into(),
-            ],
-        )?;
-
+        self.write_pki()?;
+        let etcd_url = self.start_etcd(bin)?;
+        self.start_apiserver(bin, &etcd_url)?;
         self.kubeconfig = self.work.join("kubeconfig");
         fs::write(&self.kubeconfig, self.kubeconfig_yaml())
             .map_err(io("writing the kubeconfig"))?;
@@ -255,24 +191,7 @@ impl ControlPlane {
         .await?;
 
         if options.controller_manager {
-            self.spawn(
-                "kube-controller-manager",
-                bin.join("kube-controller-manager"),
-                vec![
-                    format!("--kubeconfig={}", self.kubeconfig.display()),
-                    "--leader-elect=false".into(),
-                    "--secure-port=0".into(),
-                    format!("--service-account-private-key-file={}", p("sa.key")),
-                    format!("--root-ca-file={}", p("ca.crt")),
-                    format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-                    // No real kubelets heartbeat here: the node lifecycle
-                    // controller would taint the tests' fake Node and evict
-                    // its pods.
-                    "--controllers=*,-node-lifecycle-controller".into(),
-                    "--profiling=false".into(),
-                    "--v=0".into(),
-                ],
-            )?;
+            self.start_controller_manager(bin)?;
             // The service account controller creating `default/default` shows
             // the controllers are running against this API server.
             let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
@@ -291,6 +210,108 @@ impl ControlPlane {
         }
         tracing::info!(server = %self.server, elapsed = ?started.elapsed(), "control plane ready");
         Ok(())
+    }
+
+    /// A path in the work folder, as an argument.
+    fn path(&self, name: &str) -> String {
+        self.work.join(name).display().to_string()
+    }
+
+    /// The CA, the serving and admin certificates and the service-account
+    /// signing key, written to the work folder.
+    fn write_pki(&self) -> Result<(), Error> {
+        let pki = certs::generate()?;
+        let files = [
+            ("ca.crt", &pki.ca_cert),
+            ("apiserver.crt", &pki.serving_cert),
+            ("apiserver.key", &pki.serving_key),
+            ("admin.crt", &pki.admin_cert),
+            ("admin.key", &pki.admin_key),
+            ("sa.key", &pki.service_account_key),
+            ("sa.pub", &pki.service_account_pub),
+        ];
+        for (name, content) in files {
+            fs::write(self.work.join(name), content).map_err(io(format!("writing {name}")))?;
+        }
+        Ok(())
+    }
+
+    /// Starts etcd on two free ports; its client URL.
+    fn start_etcd(&mut self, bin: &Path) -> Result<String, Error> {
+        let etcd_url = format!("http://127.0.0.1:{}", free_port()?);
+        let peer_url = format!("http://127.0.0.1:{}", free_port()?);
+        let data_dir = self.path("etcd-data");
+        self.spawn(
+            "etcd",
+            bin.join("etcd"),
+            vec![
+                format!("--data-dir={data_dir}"),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                // Tests throw the data away; fsync only costs time.
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+                "--quota-backend-bytes=4294967296".into(),
+            ],
+        )?;
+        Ok(etcd_url)
+    }
+
+    /// Starts kube-apiserver on a free port, with RBAC authorization.
+    fn start_apiserver(&mut self, bin: &Path, etcd_url: &str) -> Result<(), Error> {
+        let api_port = free_port()?;
+        self.server = format!("https://127.0.0.1:{api_port}");
+        let p = |name: &str| self.path(name);
+        let args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", p("apiserver-certs")),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            "--allow-privileged=true".into(),
+            // Pods are created right after their namespace in tests; the
+            // ServiceAccount admission plugin would race the controller
+            // that creates the `default` account.
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--enable-priority-and-fairness=false".into(),
+            "--profiling=false".into(),
+            "--v=0".into(),
+        ];
+        self.spawn("kube-apiserver", bin.join("kube-apiserver"), args)
+    }
+
+    /// Starts kube-controller-manager against the API server.
+    fn start_controller_manager(&mut self, bin: &Path) -> Result<(), Error> {
+        let args = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            format!("--service-account-private-key-file={}", self.path("sa.key")),
+            format!("--root-ca-file={}", self.path("ca.crt")),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            // No real kubelets heartbeat here: the node lifecycle
+            // controller would taint the tests' fake Node and evict
+            // its pods.
+            "--controllers=*,-node-lifecycle-controller".into(),
+            "--profiling=false".into(),
+            "--v=0".into(),
+        ];
+        self.spawn(
+            "kube-controller-manager",
+            bin.join("kube-controller-manager"),
+            args,
+        )
     }
 
     fn kubeconfig_yaml(&self) -> String {
