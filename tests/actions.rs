@@ -59,7 +59,7 @@ async fn setup(
     (
         client.clone(),
         ns,
-        Executor::new(client, journal, metrics),
+        Executor::new(client, journal, metrics).with_mode(Mode::Auto),
         dir,
         registry,
     )
@@ -234,7 +234,10 @@ async fn apply_and_undo(
         after["metadata"]["annotations"][ACTION_ID_ANNOTATION],
         done.id.to_string()
     );
-    let undone = ex.undo(done.id, "test", now + 1).await.expect("undo");
+    let undone = ex
+        .undo(done.id, "test", &permissive(), now + 1)
+        .await
+        .expect("undo");
     assert_eq!(
         undone.outcome,
         outcome::APPLIED,
@@ -605,7 +608,7 @@ async fn one_shot_actions_take_effect() {
 
     // Not undoable: a clear refusal, not a silent no-op.
     let err = ex
-        .undo(refresh.id, "test", NOW + 1)
+        .undo(refresh.id, "test", &permissive(), NOW + 1)
         .await
         .expect_err("no inverse");
     assert!(err.to_string().contains("no inverse"), "{err}");
@@ -919,7 +922,10 @@ async fn a_restart_resolves_in_flight_intents_without_losing_or_repeating_one() 
     let dry = journal_entry(&ex, &client, scale(&gw3, 5), NOW, "dry-run", "allowed").await;
     let refused = journal_entry(&ex, &client, scale(&gw3, 6), NOW, "auto", "cooldown").await;
 
-    let resolved = ex.resolve_unresolved(NOW + 30).await.expect("resolve");
+    let resolved = ex
+        .resolve_unresolved(&permissive(), NOW + 30)
+        .await
+        .expect("resolve");
     let by_id: BTreeMap<i64, String> = resolved.iter().map(|r| (r.id, r.outcome.clone())).collect();
     assert_eq!(by_id[&intent_only], outcome::APPLIED);
     assert_eq!(by_id[&sent], outcome::APPLIED);
@@ -951,12 +957,60 @@ async fn a_restart_resolves_in_flight_intents_without_losing_or_repeating_one() 
     assert_eq!(get(&client, &old).await["spec"]["replicas"], 3);
     assert!(ex.journal().unresolved().await.expect("u").is_empty());
     assert!(
-        ex.resolve_unresolved(NOW + 60)
+        ex.resolve_unresolved(&permissive(), NOW + 60)
             .await
             .expect("again")
             .is_empty(),
         "idempotent"
     );
+}
+
+/// A resolution after a restart is a write like any other: under the kill
+/// switch, or with the agent no longer in auto mode, the interrupted intent
+/// is journaled as refused and nothing is sent. Before the gate, both sent.
+#[tokio::test]
+async fn a_restart_resolution_passes_the_gate() {
+    let (client, ns, ex, _dir, _registry) = setup("act-resolve-gate").await;
+    let gw = create(
+        &client,
+        &ns,
+        "PaymentGateway",
+        "gw",
+        json!({"version": "2.5.0", "replicas": 3}),
+        None,
+    )
+    .await;
+    let killed = journal_intent(&ex, &client, scale(&gw, 4), NOW).await;
+    let stopped = Policy {
+        kill_switch: true,
+        ..permissive()
+    };
+    let done = ex
+        .resolve_unresolved(&stopped, NOW + 30)
+        .await
+        .expect("resolve");
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].id, done[0].outcome.as_str()),
+        (killed, outcome::REFUSED)
+    );
+    assert!(done[0].detail.contains("kill_switch"), "{}", done[0].detail);
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3, "not sent");
+
+    // The agent restarted in dry-run: it changes nothing.
+    let dry = journal_intent(&ex, &client, scale(&gw, 5), NOW + 40).await;
+    let ex = ex.with_mode(Mode::DryRun);
+    let done = ex
+        .resolve_unresolved(&permissive(), NOW + 60)
+        .await
+        .expect("resolve");
+    assert_eq!(
+        (done[0].id, done[0].outcome.as_str()),
+        (dry, outcome::REFUSED)
+    );
+    assert!(done[0].detail.contains("mode"), "{}", done[0].detail);
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3, "not sent");
+    assert!(ex.journal().unresolved().await.expect("u").is_empty());
 }
 
 /// Writes an allowed auto intent as `run_batch` would, without sending it.
@@ -1050,10 +1104,16 @@ async fn a_failed_verification_undoes_the_action() {
         Some(if target.ends_with("/gw") { 0.9 } else { 0.1 })
     };
     // Before the deadline the bad one waits; the good one passes.
-    let early = ex.verify_applied(NOW + 60, latency).await.expect("verify");
+    let early = ex
+        .verify_applied(&permissive(), NOW + 60, latency)
+        .await
+        .expect("verify");
     assert_eq!(early.len(), 2);
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 5);
-    let late = ex.verify_applied(NOW + 601, latency).await.expect("verify");
+    let late = ex
+        .verify_applied(&permissive(), NOW + 601, latency)
+        .await
+        .expect("verify");
     assert_eq!(late.len(), 1, "the passed one is not judged again");
     assert_eq!(
         get(&client, &gw).await["spec"]["replicas"],
@@ -1120,6 +1180,13 @@ async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch()
         "{list}"
     );
 
+    // No policy ConfigMap: nothing is sent (fail closed), not "defaults,
+    // kill switch off".
+    let approve = ["approve", &id, "--by", "alice", "--policy-namespace", &ns];
+    let (ok, out) = cli(cp, &db, &approve);
+    assert!(!ok && out.contains("does not exist"), "{out}");
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
+
     // The kill switch, flipped the way an SRE would (a ConfigMap), stops approvals.
     let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
     let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
@@ -1128,20 +1195,29 @@ async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch()
     cms.create(&PostParams::default(), &cm)
         .await
         .expect("kill switch on");
-    let (ok, out) = cli(
-        cp,
-        &db,
-        &["approve", &id, "--by", "alice", "--policy-namespace", &ns],
-    );
-    assert!(!ok && out.contains("kill switch"), "{out}");
+    let (ok, out) = cli(cp, &db, &approve);
+    assert!(!ok && out.contains("kill_switch"), "{out}");
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
-    cms.patch(
-        "autopilot-policy",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"killSwitch": "false"}})),
-    )
-    .await
-    .expect("kill switch off");
+    let kill_switch = |on: bool| {
+        let cms = cms.clone();
+        async move {
+            cms.patch(
+                "autopilot-policy",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"killSwitch": on.to_string()}})),
+            )
+            .await
+            .expect("kill switch flipped");
+        }
+    };
+    kill_switch(false).await;
+
+    // An agent in dry-run changes nothing, whoever approves.
+    let mut dry = approve.to_vec();
+    dry.extend(["--agent-mode", "dry-run"]);
+    let (ok, out) = cli(cp, &db, &dry);
+    assert!(!ok && out.contains("mode"), "{out}");
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
 
     let (ok, out) = cli(
         cp,
@@ -1156,7 +1232,18 @@ async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch()
         "{show}"
     );
 
-    let (ok, out) = cli(cp, &db, &["undo", &id, "--by", "bob"]);
+    // An undo passes the same gate: under the kill switch it is journaled
+    // as refused and nothing is sent.
+    kill_switch(true).await;
+    let undo = ["undo", &id, "--by", "bob", "--policy-namespace", &ns];
+    let (ok, out) = cli(cp, &db, &undo);
+    assert!(
+        ok && out.contains("refused") && out.contains("kill_switch"),
+        "{out}"
+    );
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 4);
+    kill_switch(false).await;
+    let (ok, out) = cli(cp, &db, &undo);
     assert!(ok && out.contains("applied"), "{out}");
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
     let (ok, out) = cli(cp, &db, &["show", "99999"]);

@@ -300,6 +300,24 @@ async fn a_latency_spike_becomes_a_scale_action_through_a_hot_reloaded_runbook()
         Ok(0.0),
         "nothing runs"
     );
+    // No guard policy yet: the loop fails closed, it acts on nothing and
+    // says why; once the policy exists, cycles complete.
+    agent
+        .wait_metric(
+            "the missing policy counted",
+            "autopilot_read_errors_total{kind=\"missing_policy\",what=\"policy\"}",
+            |v| v >= 1.0,
+        )
+        .await;
+    assert_eq!(
+        agent
+            .metric("autopilot_cycles_total{result=\"ok\"}")
+            .await
+            .unwrap_or(0.0),
+        0.0,
+        "no cycle acts without a policy"
+    );
+    support::install_default_policy(&client, &ns).await;
     agent
         .wait_metric(
             "cycles to continue",
@@ -437,6 +455,7 @@ async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
 #[tokio::test]
 async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
     let (client, ns) = support::client_and_namespace(cp(), "leader").await;
+    support::install_default_policy(&client, &ns).await;
     create_gateway(&client, &ns, "gw", 2).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("rules");

@@ -73,7 +73,9 @@ async fn raced_executor(
         fut
     });
     (
-        Executor::new(client.clone(), journal, metrics).with_before_write(hook),
+        Executor::new(client.clone(), journal, metrics)
+            .with_mode(autopilot::decide::Mode::Auto)
+            .with_before_write(hook),
         tries,
     )
 }

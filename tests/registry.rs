@@ -112,3 +112,39 @@ fn every_registered_kind_resolves_to_its_api() {
         );
     }
 }
+
+/// The chart installs the policy explicitly (the agent sends nothing
+/// without one), and its values are exactly the built-in defaults, read the
+/// way the agent reads the ConfigMap the template renders.
+#[test]
+fn the_charts_policy_values_are_the_default_policy() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/values.yaml");
+    let values: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("values")).expect("yaml");
+    let policy = values["policy"].as_object().expect("a policy: section");
+    // As the template writes them: scalars quoted, the windows as JSON.
+    let data: std::collections::BTreeMap<String, String> = policy
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(_) => v.to_string(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    let read = autopilot::act::guard::Policy::from_configmap_data(&data).expect("policy");
+    assert_eq!(read, autopilot::act::guard::Policy::default());
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/templates/policy.yaml"
+    ))
+    .expect("policy template");
+    for key in policy.keys() {
+        assert!(
+            template.contains(&format!("{key}: {{{{ .Values.policy.{key}")),
+            "the template does not render {key}"
+        );
+    }
+}

@@ -287,7 +287,8 @@ async fn every_default_runbook_proposes_patches_the_api_server_accepts() {
         client.clone(),
         journal,
         Metrics::register(&prometheus::Registry::new()).expect("metrics"),
-    );
+    )
+    .with_mode(autopilot::decide::Mode::Auto);
     let policy = Policy {
         max_relative_change: 10.0,
         runbook_per_hour: 100,

@@ -149,7 +149,8 @@ async fn every_third_party_patch_passes_a_server_side_dry_run_against_the_upstre
         client.clone(),
         journal,
         Metrics::register(&prometheus::Registry::new()).expect("metrics"),
-    );
+    )
+    .with_mode(autopilot::decide::Mode::Auto);
     let policy = Policy {
         cooldown_seconds: 0,
         max_relative_change: 10.0,

@@ -21,6 +21,8 @@
 //! (4), `send` (5) — and fills the `Summary`. It must not hold a step's logic
 //! itself; a step that grows belongs in its own module.
 
+use std::collections::BTreeMap;
+
 use kube::{Client, runtime::events::Recorder};
 use tokio::sync::watch;
 
@@ -33,7 +35,10 @@ use super::{
     send::{apply_approvals, fetch_guard_policy, send_proposals, verify_applied},
 };
 use crate::{
-    act::executor::{Executed, Executor, Proposal},
+    act::{
+        executor::{Executed, Executor, Proposal},
+        guard::Policy,
+    },
     decide::{Mode, RunbookSet, cycle::Observed},
     detect::{Estate, Report, SeriesSamples},
     observe::{Prometheus, cache::ResourceCache},
@@ -84,6 +89,10 @@ pub struct Autopilot {
     samples: RecentSamples,
     /// When the last cycle ran (cron runbooks fire for schedules due since).
     last: Option<i64>,
+    /// Intents a previous run left without an outcome are still to be
+    /// resolved: done by the first cycle that can read the guard policy,
+    /// since a resolution that sends passes the gate like any write.
+    unresolved: bool,
 }
 
 /// Everything the loop is built from.
@@ -133,6 +142,7 @@ impl Autopilot {
             executor: p.executor,
             metrics: p.metrics,
             settings: p.settings,
+            unresolved: false,
             samples: RecentSamples::default(),
             last: None,
         }
@@ -151,16 +161,24 @@ impl Autopilot {
         let now = unix_now();
         self.rules.check_source(&self.client).await;
         self.warm_up(now).await;
-        match self.executor.resolve_unresolved(now).await {
-            Ok(done) if !done.is_empty() => {
-                tracing::warn!(count = done.len(), resolved = ?done, "resolved intents left without an outcome by a previous run");
+        self.unresolved = true;
+        self.last = Some(now);
+    }
+
+    /// Resolves the intents a previous run left without an outcome, under
+    /// `policy`; on failure they are tried again next cycle.
+    async fn resolve(&mut self, policy: &Policy, now: i64) {
+        match self.executor.resolve_unresolved(policy, now).await {
+            Ok(done) => {
+                if !done.is_empty() {
+                    tracing::warn!(count = done.len(), resolved = ?done, "resolved intents left without an outcome by a previous run");
+                }
+                self.unresolved = false;
             }
-            Ok(_) => {}
             Err(error) => {
-                tracing::error!(error = %crate::telemetry::chain(&error), "resolving in-flight intents failed; they will be retried next start")
+                tracing::error!(error = %crate::telemetry::chain(&error), "resolving in-flight intents failed; trying again next cycle")
             }
         }
-        self.last = Some(now);
     }
 
     /// Scores `--warmup-history` of Prometheus history so the detectors
@@ -240,11 +258,13 @@ impl Autopilot {
         summary.proposals = evaluated.proposals.len();
 
         // 5. Act, then verify earlier actions.
-        match self.act(&evaluated.proposals, now).await {
+        match self
+            .act(&evaluated.proposals, &latest_values(&series), now)
+            .await
+        {
             Ok(done) => summary.executed = done.into_iter().map(|e| (e.id, e.outcome)).collect(),
             Err(reason) => summary.not_acted = Some(reason),
         }
-        verify_applied(&self.executor, &latest_values(&series), now).await;
 
         self.metrics
             .cycles
@@ -271,15 +291,29 @@ impl Autopilot {
     /// applies annotated approvals. The error says why nothing was sent.
     /// (`&mut`: the estate's detectors are `Send` but not `Sync`, so a
     /// shared borrow held across an await would make `run` not `Send`.)
-    async fn act(&mut self, proposals: &[Proposal], now: i64) -> Result<Vec<Executed>, String> {
+    /// Everything that may write, under the guard policy read now: first
+    /// the intents a previous run left unresolved, then this cycle's
+    /// proposals, the annotated approvals, and the verification of earlier
+    /// actions against `latest` (whose failure undoes them). Without a
+    /// policy none of it runs: the kill switch cannot be known.
+    async fn act(
+        &mut self,
+        proposals: &[Proposal],
+        latest: &BTreeMap<(String, String), f64>,
+        now: i64,
+    ) -> Result<Vec<Executed>, String> {
         let namespace = &self.settings.namespace;
         let policy = fetch_guard_policy(&self.client, namespace, proposals.len(), &self.metrics)
             .await
             .map_err(|e| e.to_string())?;
+        if self.unresolved {
+            self.resolve(&policy, now).await;
+        }
         let sent = send_proposals(&self.executor, proposals, &policy, now)
             .await
             .map_err(|e| e.to_string());
         apply_approvals(&self.executor, &policy, now).await;
+        verify_applied(&self.executor, latest, &policy, now).await;
         sent
     }
 

@@ -377,7 +377,7 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         prometheus,
         estate: Estate::new(specs),
         runbooks: RunbookSet::new(Limits::default()),
-        executor: Executor::new(client.clone(), journal, act_metrics),
+        executor: Executor::new(client.clone(), journal, act_metrics).with_mode(opts.mode),
         metrics: metrics.clone(),
         recorder,
         settings: cycle::Settings {

@@ -80,10 +80,11 @@ pub async fn apply_approvals<J: Journal>(executor: &Executor<J>, policy: &Policy
 pub async fn verify_applied<J: Journal>(
     executor: &Executor<J>,
     latest: &BTreeMap<(String, String), f64>,
+    policy: &Policy,
     now: i64,
 ) {
     let verdicts = executor
-        .verify_applied(now, |target, signal| {
+        .verify_applied(policy, now, |target, signal| {
             latest
                 .get(&(target.to_string(), signal.to_string()))
                 .copied()

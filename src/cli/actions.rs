@@ -4,10 +4,11 @@
 
 use anyhow::Context;
 
-use super::{ActionsCommand, DatabaseArgs};
+use super::{ActionsCommand, DatabaseArgs, GateArgs};
 use crate::{
     act::{
         executor::{Executor, Metrics, fetch_policy},
+        guard::Policy,
         journal::{Journal, JournalEntry},
     },
     store::SqlJournal,
@@ -49,6 +50,16 @@ async fn executor(db: &DatabaseArgs) -> anyhow::Result<Executor<SqlJournal>> {
     Ok(Executor::new(client, journal(db).await?, metrics))
 }
 
+/// The executor and the policy a person's write is judged against.
+async fn gated(
+    db: &DatabaseArgs,
+    gate: &GateArgs,
+) -> anyhow::Result<(Executor<SqlJournal>, Policy)> {
+    let ex = executor(db).await?.with_mode(gate.agent_mode);
+    let policy = fetch_policy(ex.client(), &gate.policy_namespace).await?;
+    Ok((ex, policy))
+}
+
 pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
     let now = chrono::Utc::now().timestamp();
     match cmd {
@@ -70,14 +81,8 @@ pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("no journal entry {id}"))?;
             print!("{}", serde_yaml::to_string(&e)?);
         }
-        ActionsCommand::Approve {
-            db,
-            id,
-            by,
-            policy_namespace,
-        } => {
-            let ex = executor(&db).await?;
-            let policy = fetch_policy(ex.client(), &policy_namespace).await?;
+        ActionsCommand::Approve { db, id, by, gate } => {
+            let (ex, policy) = gated(&db, &gate).await?;
             let done = ex.approve(id, &by, &policy, now).await?;
             println!("#{id}: {} — {}", done.outcome, done.detail);
         }
@@ -85,8 +90,9 @@ pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
             let done = executor(&db).await?.reject(id, &by, now).await?;
             println!("#{id}: {} — {}", done.outcome, done.detail);
         }
-        ActionsCommand::Undo { db, id, by } => {
-            let done = executor(&db).await?.undo(id, &by, now).await?;
+        ActionsCommand::Undo { db, id, by, gate } => {
+            let (ex, policy) = gated(&db, &gate).await?;
+            let done = ex.undo(id, &by, &policy, now).await?;
             println!(
                 "#{} (undo of #{id}): {} — {}",
                 done.id, done.outcome, done.detail

@@ -238,9 +238,8 @@ pub enum ActionsCommand {
         /// Who approves (recorded).
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
-        /// Namespace of the ConfigMap `autopilot-policy` (kill switch, limits).
-        #[arg(long, default_value = "autopilot")]
-        policy_namespace: String,
+        #[command(flatten)]
+        gate: GateArgs,
     },
     /// Reject a recommendation; it will never be applied.
     Reject {
@@ -257,7 +256,27 @@ pub enum ActionsCommand {
         id: i64,
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
+        #[command(flatten)]
+        gate: GateArgs,
     },
+}
+
+/// What an approval or an undo is judged against when it is sent, like
+/// every write: the policy (kill switch, guards) and the agent's mode.
+#[derive(clap::Args, Debug)]
+pub struct GateArgs {
+    /// Namespace of the ConfigMap `autopilot-policy` (kill switch, limits).
+    /// Nothing is sent when it does not exist.
+    #[arg(long, default_value = "autopilot")]
+    pub policy_namespace: String,
+    /// The agent's mode (the same variable as `autopilot run`'s): in
+    /// dry-run nothing is sent, whoever asks.
+    #[arg(
+        long = "agent-mode",
+        env = "AUTOPILOT_MODE",
+        default_value = "recommend"
+    )]
+    pub agent_mode: crate::decide::Mode,
 }
 
 #[derive(clap::Args, Debug)]

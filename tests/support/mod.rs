@@ -171,3 +171,16 @@ pub fn upstream_crds_dir() -> Option<PathBuf> {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/crds")));
     dir.is_dir().then_some(dir)
 }
+
+/// The guard policy ConfigMap with the defaults, as the chart installs it in
+/// the agent's namespace: the agent sends nothing without one.
+pub async fn install_default_policy(client: &Client, namespace: &str) {
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": autopilot::act::guard::POLICY_CONFIGMAP}
+    }))
+    .expect("policy ConfigMap");
+    Api::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create the guard policy");
+}

@@ -8,12 +8,12 @@
 
 use super::{
     APPROVE_ANNOTATION, Error, Executed, Executor, REJECT_ANNOTATION, Recorded,
-    propose::history,
+    gate::{Admitted, Decider, Refused},
     send::{Write, sent_detail},
 };
 use crate::act::{
     action::plan_action,
-    guard::{Candidate, Policy, Verdict, evaluate_guards},
+    guard::Policy,
     journal::{Journal, outcome},
 };
 
@@ -35,10 +35,11 @@ impl<J: Journal> Executor<J> {
             .change
             .as_ref()
             .ok_or_else(|| not_approvable("no patch journaled".into()))?;
-        if policy.kill_switch {
-            return Err(not_approvable("the kill switch is on".into()));
-        }
-        self.guards_allow_approval(&r, policy, now).await?;
+        // The gate, judged now: hours may have passed since the
+        // recommendation, and other actions since then count against the
+        // cooldown, the rate limits and the disruption budget. A refusal
+        // leaves it pending, to approve later or reject.
+        let admitted = self.approval_gate(&r, policy, now).await?;
         if !self
             .journal
             .record_approval(id, &format!("approved by {by}"))
@@ -49,20 +50,20 @@ impl<J: Journal> Executor<J> {
         let entry = &r.row.entry;
         let write = Write::planned(id, &r.intent.action, change, r.inverse.as_ref(), entry.at);
         let describe = |sent: &_| format!("approved by {by}: {}", sent_detail(sent));
-        self.send_and_finish(entry, &write, describe, now).await
+        self.send_and_finish(entry, &write, admitted, describe, now)
+            .await
     }
 
-    /// The guards, judged again at approval time: hours may have passed
-    /// since the recommendation, and other actions since then count against
-    /// the cooldown, the rate limits and the disruption budget. The
-    /// recommendation itself is left out of the history it is judged
-    /// against. A refusal leaves it pending, to approve later or reject.
-    async fn guards_allow_approval(
+    /// The gate for an approval: the kill switch, the agent's mode (a
+    /// person's decision: not in dry-run) and the guards on the action
+    /// planned against the target as it is now, with the recommendation
+    /// itself left out of the history.
+    async fn approval_gate(
         &self,
         r: &Recorded,
         policy: &Policy,
         now: i64,
-    ) -> Result<(), Error> {
+    ) -> Result<Admitted, Error> {
         let refuse = |reason: String| Error::ApproveEntry {
             id: r.row.id,
             reason,
@@ -74,17 +75,15 @@ impl<J: Journal> Executor<J> {
             .ok_or_else(|| refuse(format!("{} no longer exists", r.target())))?;
         let planned = plan_action(&r.intent.action, &obj, now)
             .map_err(|err| refuse(format!("it no longer plans: {err}")))?;
-        let mut recent = self.journal.since(now - 86_400).await?;
-        recent.retain(|e| e.id != r.row.id);
-        let candidate = Candidate {
-            intent: &r.intent,
-            planned: &planned,
-        };
-        match evaluate_guards(policy, &history(&recent), &[candidate], now).pop() {
-            Some(Verdict::Refused { guard, detail }) => Err(refuse(format!(
+        let judged = Some((&r.intent, &planned));
+        match self
+            .admit(policy, Decider::Person, judged, &[r.row.id], now)
+            .await?
+        {
+            Ok(admitted) => Ok(admitted),
+            Err(Refused { guard, detail }) => Err(refuse(format!(
                 "the {guard} guard refuses it now ({detail}); it stays pending"
             ))),
-            _ => Ok(()),
         }
     }
 

@@ -34,6 +34,7 @@ use crate::{
 
 mod approve;
 mod finish;
+pub mod gate;
 mod propose;
 mod resolve;
 mod send;
@@ -133,6 +134,13 @@ pub enum PolicyError {
         #[source]
         source: kube::Error,
     },
+    #[error(
+        "ConfigMap {namespace}/{name} does not exist: nothing is sent until it does (the chart installs it; `kubectl -n {namespace} create configmap {name}` gives the defaults)"
+    )]
+    MissingPolicy {
+        namespace: String,
+        name: &'static str,
+    },
     #[error(transparent)]
     ReadPolicy(#[from] super::guard::Error),
 }
@@ -141,13 +149,15 @@ impl PolicyError {
     pub fn kind(&self) -> &'static str {
         match self {
             PolicyError::FetchPolicy { .. } => "fetch_policy",
+            PolicyError::MissingPolicy { .. } => "missing_policy",
             PolicyError::ReadPolicy(e) => e.kind(),
         }
     }
 }
 
 /// Reads the guard policy from the ConfigMap `autopilot-policy` in
-/// `namespace`; defaults when it does not exist.
+/// `namespace`. Fails closed: a policy that does not exist is an error, not
+/// "defaults, kill switch off" (an empty ConfigMap gives the defaults).
 pub async fn fetch_policy(client: &Client, namespace: &str) -> Result<Policy, PolicyError> {
     use super::guard::POLICY_CONFIGMAP;
     let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
@@ -158,10 +168,11 @@ pub async fn fetch_policy(client: &Client, namespace: &str) -> Result<Policy, Po
             name: POLICY_CONFIGMAP,
             source,
         })?;
-    match cm.and_then(|c| c.data) {
-        Some(data) => Ok(Policy::from_configmap_data(&data)?),
-        None => Ok(Policy::default()),
-    }
+    let cm = cm.ok_or_else(|| PolicyError::MissingPolicy {
+        namespace: namespace.into(),
+        name: POLICY_CONFIGMAP,
+    })?;
+    Ok(Policy::from_configmap_data(&cm.data.unwrap_or_default())?)
 }
 
 /// A runbook's proposal with its provenance and effective mode.
@@ -226,6 +237,8 @@ pub struct Executor<J> {
     /// cooldown would otherwise add a row every cycle.
     pub repeat_refusal_seconds: i64,
     before_write: Option<BeforeWrite>,
+    /// The agent's mode, which the gate checks on every write.
+    mode: Mode,
 }
 
 impl<J: Journal> Executor<J> {
@@ -242,7 +255,44 @@ impl<J: Journal> Executor<J> {
             stale_after_seconds: 600,
             repeat_refusal_seconds: 3600,
             before_write: None,
+            // Until told otherwise, nothing takes effect.
+            mode: Mode::DryRun,
         }
+    }
+
+    /// The agent's mode: `auto` lets the agent act on its own,
+    /// `recommend` lets people approve, `dry-run` sends nothing.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The gate for a write, now: the kill switch and the agent's mode, and
+    /// the guards when `judged` gives the write, judged against a history
+    /// without the entries `own` (the write's own row, and for an undo the
+    /// action it reverts).
+    async fn admit(
+        &self,
+        policy: &Policy,
+        decider: gate::Decider,
+        judged: Option<(&Intent, &crate::act::action::Planned)>,
+        own: &[i64],
+        now: i64,
+    ) -> Result<Result<gate::Admitted, gate::Refused>, Error> {
+        let history = match judged {
+            Some(_) => {
+                let mut recent = self.journal.since(now - 86_400).await?;
+                recent.retain(|e| !own.contains(&e.id));
+                propose::history(&recent)
+            }
+            None => Vec::new(),
+        };
+        let guards = judged.map(|(intent, planned)| gate::Judged {
+            intent,
+            planned,
+            history: &history,
+        });
+        Ok(gate::judge(policy, self.mode, decider, guards, now))
     }
 
     /// Runs `hook` in the window between reading a target and patching it.
@@ -310,7 +360,7 @@ impl<J: Journal> Executor<J> {
                     self.record_refusal(p, object.as_ref(), &refusal, &recent, now)
                         .await?
                 }
-                propose::Judged::Allowed { planned } => self.act(p, &planned, now).await?,
+                propose::Judged::Allowed { planned } => self.act(p, &planned, policy, now).await?,
             };
             out.push(executed);
         }

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::{Executed, Executor, Proposal, SendError, send::Write};
+use super::{Executed, Executor, Proposal, SendError, gate::Decider, send::Write};
 use crate::{
     act::{
         action::{Planned, plan_action},
@@ -43,7 +43,10 @@ pub(super) struct Refusal {
 type JudgedBatch = Vec<(Option<Value>, Judged)>;
 
 /// The guard history: entries of the last day that count against limits
-/// (allowed, in any mode, and not failed, rejected or abandoned).
+/// (allowed, in any mode, and not failed, rejected, abandoned or refused by
+/// the gate at send), each at
+/// the time it was sent when it was (an approval sends hours after the
+/// recommendation: its cooldown and budgets run from the send).
 pub(super) fn history(recent: &[JournalEntry]) -> Vec<Recent> {
     recent
         .iter()
@@ -51,11 +54,14 @@ pub(super) fn history(recent: &[JournalEntry]) -> Vec<Recent> {
         .filter(|e| {
             !matches!(
                 e.outcome.as_deref(),
-                Some(outcome::FAILED | outcome::REJECTED | outcome::ABANDONED)
+                Some(outcome::FAILED | outcome::REJECTED | outcome::ABANDONED | outcome::REFUSED)
             )
         })
         .map(|e| Recent {
-            at: e.entry.at,
+            at: match e.outcome.as_deref() {
+                Some(outcome::APPLIED | outcome::UNDONE) => e.outcome_at.unwrap_or(e.entry.at),
+                _ => e.entry.at,
+            },
             runbook: e.entry.runbook.clone(),
             target: e.entry.target.clone(),
             namespace: e.entry.namespace.clone(),
@@ -232,6 +238,7 @@ impl<J: Journal> Executor<J> {
         &self,
         p: &Proposal,
         planned: &Planned,
+        policy: &Policy,
         now: i64,
     ) -> Result<Executed, super::Error> {
         let entry = new_entry(p, Some(planned), verdict::ALLOWED, "", now);
@@ -254,10 +261,19 @@ impl<J: Journal> Executor<J> {
                 }
                 Ok(done)
             }
-            Mode::Auto => {
-                self.send_and_finish(&entry, &write, super::send::sent_detail, now)
-                    .await
-            }
+            // The guards judged it with its batch a moment ago, on this
+            // policy and time; the gate checks the kill switch and the mode.
+            Mode::Auto => match self.admit(policy, Decider::Agent, None, &[id], now).await? {
+                Ok(admitted) => {
+                    self.send_and_finish(&entry, &write, admitted, super::send::sent_detail, now)
+                        .await
+                }
+                Err(refused) => {
+                    let detail = refused.to_string();
+                    self.finish_target(id, &entry, action.target(), outcome::REFUSED, &detail, now)
+                        .await
+                }
+            },
         }
     }
 
@@ -361,6 +377,20 @@ mod tests {
         }
     }
 
+    /// An approved recommendation counts from the time it was sent, not
+    /// the time it was proposed: its cooldown and budgets start at the send.
+    #[test]
+    fn the_history_counts_an_action_from_when_it_was_sent() {
+        let mut approved = refused(3, 1_000, verdict::ALLOWED, 5, "recommend");
+        approved.outcome = Some(outcome::APPLIED.into());
+        approved.outcome_at = Some(9_000);
+        let mut pending = refused(4, 2_000, verdict::ALLOWED, 5, "recommend");
+        pending.outcome = Some(outcome::RECOMMENDED.into());
+        pending.outcome_at = Some(2_001);
+        let h = history(&[approved, pending]);
+        assert_eq!(h.iter().map(|r| r.at).collect::<Vec<_>>(), [9_000, 2_000]);
+    }
+
     #[test]
     fn only_the_same_refusal_within_the_window_is_a_repeat() {
         let now = 10_000;
@@ -408,7 +438,18 @@ mod tests {
         let mut abandoned = allowed.clone();
         abandoned.outcome = Some(outcome::ABANDONED.into());
         let refusal = refused(2, 100, "cooldown", 5, "auto");
-        let counted = history(&[allowed, recommended, failed, abandoned, refusal]);
+        // Allowed when decided, refused by the gate when it was to be sent
+        // (the kill switch went on): nothing was sent, nothing counts.
+        let mut refused_at_send = allowed.clone();
+        refused_at_send.outcome = Some(outcome::REFUSED.into());
+        let counted = history(&[
+            allowed,
+            recommended,
+            failed,
+            abandoned,
+            refusal,
+            refused_at_send,
+        ]);
         assert_eq!(counted.len(), 2, "the applied one and the pending one");
     }
 }

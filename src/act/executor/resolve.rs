@@ -10,11 +10,13 @@ use serde_json::{Value, json};
 
 use super::{
     Error, Executed, Executor, Recorded,
+    gate::Decider,
     send::{Write, sent_detail},
 };
 use crate::{
     act::{
-        action::{ACTION_ID_ANNOTATION, Change, Subresource, patch_is_applied},
+        action::{ACTION_ID_ANNOTATION, Change, Planned, Subresource, patch_is_applied},
+        guard::Policy,
         journal::{Journal, outcome, verdict},
     },
     decide::Mode,
@@ -47,11 +49,20 @@ impl<J: Journal> Executor<J> {
     /// annotation, the status already patched, the object created) → recorded
     /// as applied; not applied and recent → sent now; not applied and older
     /// than `stale_after_seconds` → abandoned. Nothing is lost or sent twice.
-    pub async fn resolve_unresolved(&self, now: i64) -> Result<Vec<Executed>, Error> {
+    ///
+    /// A send passes the gate like any other write, judged now: under the
+    /// kill switch, outside auto mode (or in dry-run for an approved
+    /// recommendation) or refused by a guard, the intent is recorded as
+    /// refused, never sent.
+    pub async fn resolve_unresolved(
+        &self,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Vec<Executed>, Error> {
         let mut out = Vec::new();
         for row in self.journal.unresolved().await? {
             let r = Recorded::parse(row)?;
-            if let Some(done) = self.resolve(&r, now).await? {
+            if let Some(done) = self.resolve(&r, policy, now).await? {
                 out.push(done);
             }
         }
@@ -60,7 +71,12 @@ impl<J: Journal> Executor<J> {
 
     /// Finishes one interrupted entry; `None` when the target cannot be read
     /// (unknown state: left unresolved for the next start).
-    async fn resolve(&self, r: &Recorded, now: i64) -> Result<Option<Executed>, Error> {
+    async fn resolve(
+        &self,
+        r: &Recorded,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Option<Executed>, Error> {
         let (id, entry, target) = (r.row.id, &r.row.entry, r.target());
         if let Some((out, detail)) = never_sent(&entry.verdict, r.mode) {
             return self
@@ -110,11 +126,33 @@ impl<J: Journal> Executor<J> {
             self.finish(id, entry, object.as_ref(), outcome::ABANDONED, &detail, now)
                 .await?
         } else {
-            let describe = |sent: &Result<String, _>| match sent {
-                Ok(detail) => format!("sent after a restart: {detail}"),
-                Err(_) => sent_detail(sent),
+            let decider = if approved {
+                Decider::Person
+            } else {
+                Decider::Agent
             };
-            self.send_and_finish(entry, &write, describe, now).await?
+            let planned = Planned {
+                change: write.change.clone(),
+                inverse: r.inverse.clone(),
+                disruptive: entry.disruptive,
+                moves: Vec::new(),
+            };
+            let judged = Some((&r.intent, &planned));
+            match self.admit(policy, decider, judged, &[id], now).await? {
+                Ok(admitted) => {
+                    let describe = |sent: &Result<String, _>| match sent {
+                        Ok(detail) => format!("sent after a restart: {detail}"),
+                        Err(_) => sent_detail(sent),
+                    };
+                    self.send_and_finish(entry, &write, admitted, describe, now)
+                        .await?
+                }
+                Err(refused) => {
+                    let detail = format!("{refused}; found unsent after a restart, not sent");
+                    self.finish(id, entry, object.as_ref(), outcome::REFUSED, &detail, now)
+                        .await?
+                }
+            }
         };
         Ok(Some(done))
     }

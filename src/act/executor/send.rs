@@ -13,7 +13,7 @@
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use super::{Executed, Executor, SendError};
+use super::{Executed, Executor, SendError, gate::Admitted};
 use crate::{
     act::{
         action::{
@@ -31,11 +31,18 @@ use crate::{
 const CONFLICT_RETRIES: usize = 3;
 
 /// Whether a write takes effect or is only validated by the API server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A write that takes effect carries the gate's proof that it may.
+#[derive(Debug)]
 pub(super) enum Effect {
-    Apply,
+    Apply(Admitted),
     /// A server-side dry run: admission and validation, nothing stored.
     DryRun,
+}
+
+impl Effect {
+    fn dry_run(&self) -> bool {
+        matches!(self, Effect::DryRun)
+    }
 }
 
 /// What must still hold, on the target as read just before each attempt,
@@ -161,17 +168,17 @@ fn patch_body(patch: &Value, subresource: Subresource, current: &Value, id: i64)
     body
 }
 
-fn patch_params(effect: Effect) -> PatchParams {
+fn patch_params(effect: &Effect) -> PatchParams {
     PatchParams {
-        dry_run: effect == Effect::DryRun,
+        dry_run: effect.dry_run(),
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     }
 }
 
-fn post_params(effect: Effect) -> PostParams {
+fn post_params(effect: &Effect) -> PostParams {
     PostParams {
-        dry_run: effect == Effect::DryRun,
+        dry_run: effect.dry_run(),
         field_manager: Some(FIELD_MANAGER.into()),
     }
 }
@@ -186,17 +193,18 @@ pub(super) fn sent_detail(sent: &Result<String, SendError>) -> String {
 }
 
 impl<J: Journal> Executor<J> {
-    /// Sends `write` and records the outcome of entry `entry`: applied if it
-    /// was sent (or found in effect), failed otherwise. `describe` words the
-    /// outcome detail from the send's result.
+    /// Sends `write`, admitted by the gate, and records the outcome of
+    /// entry `entry`: applied if it was sent (or found in effect), failed
+    /// otherwise. `describe` words the outcome detail from the send's result.
     pub(super) async fn send_and_finish(
         &self,
         entry: &NewEntry,
         write: &Write<'_>,
+        admitted: Admitted,
         describe: impl FnOnce(&Result<String, SendError>) -> String,
         now: i64,
     ) -> Result<Executed, super::Error> {
-        let sent = self.send(write, Effect::Apply).await;
+        let sent = self.send(write, Effect::Apply(admitted)).await;
         let out = if sent.is_ok() {
             outcome::APPLIED
         } else {
@@ -214,7 +222,7 @@ impl<J: Journal> Executor<J> {
         effect: Effect,
     ) -> Result<String, SendError> {
         match write.change {
-            Change::Create { kind, object } => self.send_create(write, kind, object, effect).await,
+            Change::Create { kind, object } => self.send_create(write, kind, object, &effect).await,
             Change::Merge {
                 kind,
                 namespace,
@@ -228,7 +236,7 @@ impl<J: Journal> Executor<J> {
                     name,
                     subresource: *subresource,
                 };
-                self.send_merge(write, &to, patch, effect).await
+                self.send_merge(write, &to, patch, &effect).await
             }
         }
     }
@@ -240,7 +248,7 @@ impl<J: Journal> Executor<J> {
         write: &Write<'_>,
         kind: &KindInfo,
         object: &Value,
-        effect: Effect,
+        effect: &Effect,
     ) -> Result<String, SendError> {
         let target = write.target.to_string();
         let mut obj: DynamicObject =
@@ -290,7 +298,7 @@ impl<J: Journal> Executor<J> {
         write: &Write<'_>,
         to: &MergeTarget<'_>,
         patch: &Value,
-        effect: Effect,
+        effect: &Effect,
     ) -> Result<String, SendError> {
         let tk = write.target.to_string();
         let api = self.api(to.kind, to.namespace);
@@ -329,11 +337,7 @@ impl<J: Journal> Executor<J> {
                 Ok(o) => {
                     return Ok(format!(
                         "{}patched {tk} (resourceVersion {})",
-                        if effect == Effect::DryRun {
-                            "dry-run "
-                        } else {
-                            ""
-                        },
+                        if effect.dry_run() { "dry-run " } else { "" },
                         o.metadata.resource_version.unwrap_or_default()
                     ));
                 }
@@ -466,9 +470,9 @@ mod tests {
             status,
             json!({"spec": {"replicas": 5}, "metadata": {"resourceVersion": "42"}})
         );
-        assert!(patch_params(Effect::DryRun).dry_run);
+        assert!(patch_params(&Effect::DryRun).dry_run);
         assert_eq!(
-            post_params(Effect::Apply).field_manager.as_deref(),
+            post_params(&Effect::DryRun).field_manager.as_deref(),
             Some(FIELD_MANAGER)
         );
     }

@@ -11,12 +11,14 @@ use serde_json::json;
 
 use super::{
     Error, Executed, Executor, Recorded,
+    gate::Decider,
     propose::to_json,
     send::{Write, sent_detail},
 };
 use crate::{
     act::{
-        action::Change,
+        action::{Change, Planned},
+        guard::Policy,
         journal::{Journal, NewEntry, outcome, verdict},
         verify::{Verification, judge_verification},
     },
@@ -43,10 +45,29 @@ fn undo_entry(r: &Recorded, inverse: &Change, by: &str, now: i64) -> NewEntry {
 }
 
 impl<J: Journal> Executor<J> {
-    /// Undoes an applied action with its inverse patch, journaled as a new
-    /// entry (`undo_of`). Refused if the target changed since, so an undo
-    /// never overwrites someone else's later change.
-    pub async fn undo(&self, id: i64, by: &str, now: i64) -> Result<Executed, Error> {
+    /// Undoes an applied action with its inverse patch, on a person's
+    /// word (`by`), journaled as a new entry (`undo_of`). Refused if the
+    /// target changed since, so an undo never overwrites someone else's
+    /// later change, and by the gate like any write: the kill switch, dry-run
+    /// mode, or a guard (the undone action itself does not count against it).
+    pub async fn undo(
+        &self,
+        id: i64,
+        by: &str,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Executed, Error> {
+        self.undo_as(id, by, Decider::Person, policy, now).await
+    }
+
+    async fn undo_as(
+        &self,
+        id: i64,
+        by: &str,
+        decider: Decider,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<Executed, Error> {
         let not_undoable = |reason| Error::UndoEntry { id, reason };
         let r = self.entry_in(id, outcome::APPLIED, not_undoable).await?;
         let inverse = r
@@ -64,7 +85,35 @@ impl<J: Journal> Executor<J> {
             Ok(_) => format!("undid #{id} (by {by})"),
             Err(_) => sent_detail(sent),
         };
-        let undone = self.send_and_finish(&entry, &write, describe, now).await?;
+        let planned = Planned {
+            change: inverse.clone(),
+            inverse: r.change.clone(),
+            disruptive: entry.disruptive,
+            moves: Vec::new(),
+        };
+        // Judged without the undone action (`id`) and its own row in the
+        // history: an undo is never held back by the cooldown of what it
+        // reverts.
+        let undone = match self
+            .admit(
+                policy,
+                decider,
+                Some((&r.intent, &planned)),
+                &[id, undo_id],
+                now,
+            )
+            .await?
+        {
+            Ok(admitted) => {
+                self.send_and_finish(&entry, &write, admitted, describe, now)
+                    .await?
+            }
+            Err(refused) => {
+                let detail = format!("{refused}; #{id} not undone");
+                self.finish_target(undo_id, &entry, r.target(), outcome::REFUSED, &detail, now)
+                    .await?
+            }
+        };
         if undone.outcome == outcome::APPLIED {
             let detail = format!("undone by #{undo_id} ({by})");
             self.journal
@@ -79,6 +128,7 @@ impl<J: Journal> Executor<J> {
     /// verification undoes the action (journaled); missing data never does.
     pub async fn verify_applied(
         &self,
+        policy: &Policy,
         now: i64,
         value_of: impl Fn(&str, &str) -> Option<f64>,
     ) -> Result<Vec<(i64, Verification)>, Error> {
@@ -111,7 +161,9 @@ impl<J: Journal> Executor<J> {
                 Verification::Failed(s) => {
                     self.journal.record_verification(e.id, s).await?;
                     if e.entry.inverse.is_some() {
-                        let undone = self.undo(e.id, "verification", now).await?;
+                        let undone = self
+                            .undo_as(e.id, "verification", Decider::Agent, policy, now)
+                            .await?;
                         self.journal
                             .record_verification(
                                 e.id,

@@ -221,6 +221,13 @@ async fn start_cluster(
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}
     }))?;
     act::apply_manifest(&client, &ns, namespace).await?;
+    // The guard policy, as the chart installs it: without one the agent
+    // sends nothing (it fails closed). Empty data: the defaults.
+    let policy: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": crate::act::guard::POLICY_CONFIGMAP, "namespace": namespace},
+    }))?;
+    act::apply_manifest(&client, &policy, namespace).await?;
     for (file, obj) in manifests {
         act::apply_manifest(&client, obj, namespace)
             .await
