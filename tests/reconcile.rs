@@ -719,16 +719,11 @@ async fn batch_processor_schedules_runs_now_and_counts_failures() {
 #[tokio::test]
 async fn the_charts_rbac_is_sufficient_for_the_controllers() {
     let (admin, ns) = support::client_and_namespace(cp(), "rbac").await;
-    let _kubelet = support::kubelet::start(admin.clone(), &ns).await;
+    // Rendered by Helm for this test's own release and namespace.
     let release = format!("autopilot-{ns}");
-    let rbac = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/templates/rbac.yaml"
-    ))
-    .expect("chart rbac")
-    .replace("{{ .Release.Name }}", &release)
-    .replace("{{ .Release.Namespace }}", &ns);
-    for doc in support::yaml_documents(&rbac) {
+    let rendered = support::chart::render(&release, &ns, &[]);
+    let _kubelet = support::kubelet::start(admin.clone(), &ns).await;
+    for doc in support::chart::of_kinds(&rendered, &support::chart::RBAC_KINDS) {
         let obj: DynamicObject = serde_json::from_value(doc).expect("manifest");
         autopilot::act::apply_manifest(&admin, &obj, &ns)
             .await

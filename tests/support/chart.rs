@@ -1,12 +1,117 @@
-//! The chart's RBAC as sets of (group, resource, verb), for tests that check
-//! what it grants without a control plane. Kept apart from the rest of
-//! `support` (which starts the test control plane) so pure tests can use it.
+//! The chart as Helm renders it (`helm template`), and its RBAC as sets of
+//! (group, resource, verb), for tests that check what it grants. Kept apart
+//! from the rest of `support` (which starts the test control plane) so pure
+//! tests can use it; it needs only the `helm` binary, never a cluster.
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+};
 
 pub type Grants = BTreeSet<(String, String, String)>;
+
+/// The `helm` binary the tests use; scripts/test sets it to the one
+/// `tests/helm/build.sh` built.
+pub const HELM_ENV: &str = "AUTOPILOT_HELM";
+
+/// The chart's directory.
+pub fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// The `helm` binary: `$AUTOPILOT_HELM`, or else the one `tests/helm/build.sh`
+/// builds (once, cached outside the repo; progress on stderr), as the control
+/// plane's binaries are found.
+pub fn helm() -> &'static Path {
+    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match HELM.get_or_init(find_helm) {
+        Ok(path) => path,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn find_helm() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(HELM_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{HELM_ENV}={} is not a file; unset it, or set it to the helm that \
+                 `bash tests/helm/build.sh` builds (<printed dir>/helm)",
+                path.display()
+            ))
+        };
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helm/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building helm failed ({}): run `bash tests/helm/build.sh` and export \
+             {HELM_ENV}=<printed dir>/helm",
+            out.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout.lines().last().unwrap_or_default().trim();
+    Ok(Path::new(dir).join("helm"))
+}
+
+/// `helm template <release> deploy/ --namespace <namespace> --set k=v …`,
+/// parsed into its documents (empty ones skipped). Panics with Helm's error
+/// when the chart does not render.
+pub fn render(release: &str, namespace: &str, set: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", release])
+        .arg(chart_dir())
+        .args(["--namespace", namespace]);
+    for (key, value) in set {
+        cmd.arg("--set").arg(format!("{key}={value}"));
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", helm().display()));
+    assert!(
+        out.status.success(),
+        "helm template {release} deploy/ -n {namespace} {set:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("helm prints UTF-8");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            serde::Deserialize::deserialize(d).expect("helm template prints valid YAML documents")
+        })
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
+
+/// The rendered documents of `kinds` only, in Helm's order.
+pub fn of_kinds(docs: &[serde_json::Value], kinds: &[&str]) -> Vec<serde_json::Value> {
+    docs.iter()
+        .filter(|d| d["kind"].as_str().is_some_and(|k| kinds.contains(&k)))
+        .cloned()
+        .collect()
+}
+
+/// The kinds that make up the chart's RBAC.
+pub const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
 
 /// What the chart's ClusterRole and Roles grant.
 pub struct ChartRbac {
@@ -15,20 +120,19 @@ pub struct ChartRbac {
 }
 
 impl ChartRbac {
-    /// Reads `deploy/templates/rbac.yaml` with the release named `autopilot`.
+    /// The chart's RBAC as `helm template` renders it with the default values,
+    /// the release named `autopilot` in namespace `autopilot`.
     pub fn load() -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/templates/rbac.yaml");
-        let text = std::fs::read_to_string(&path)
-            .expect("chart rbac")
-            .replace("{{ .Release.Name }}", "autopilot")
-            .replace("{{ .Release.Namespace }}", "autopilot");
+        Self::from_documents(&render("autopilot", "autopilot", &[]))
+    }
+
+    /// The grants of the ClusterRoles and Roles among `docs`.
+    pub fn from_documents(docs: &[serde_json::Value]) -> Self {
         let mut out = Self {
             cluster: Grants::new(),
             namespaced: Grants::new(),
         };
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let doc: serde_json::Value =
-                serde::Deserialize::deserialize(doc).expect("rbac yaml document");
+        for doc in docs {
             let into = match doc["kind"].as_str() {
                 Some("ClusterRole") => &mut out.cluster,
                 Some("Role") => &mut out.namespaced,
