@@ -3,7 +3,9 @@
 //! Prometheus with promtool and read through the agent's own observe code:
 //! each component of the estate gets every signal its spec promises, and no
 //! series lands on a component that does not exist (issue #13). Run once
-//! with honorLabels false (the charts' default) and once with true.
+//! with honorLabels false (the charts' default) and once with true. Also:
+//! the payments metric contract (docs/payments-metrics.md) is exactly what
+//! the specs read and what the exposition serves.
 #![cfg(feature = "testenv")]
 
 #[path = "support/exposition.rs"]
@@ -12,7 +14,7 @@ mod exposition;
 mod exposition_estate;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -118,4 +120,83 @@ async fn every_spec_maps_the_real_exporters_series_to_the_estate() {
         all.len(),
         all.join("\n")
     );
+}
+
+/// A row of docs/payments-metrics.md: name, type and labels.
+fn contract() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/payments-metrics.md");
+    let text = std::fs::read_to_string(path).expect("docs/payments-metrics.md");
+    let strip = |s: &str| s.trim().trim_matches('`').to_string();
+    text.lines()
+        .filter(|l| l.starts_with("| `payments_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').collect();
+            let labels = cells[4].split(',').map(strip).collect();
+            (strip(cells[1]), (cells[2].trim().to_string(), labels))
+        })
+        .collect()
+}
+
+/// The published payments contract is what the specs read and what the
+/// exposition serves: same names, types and labels (target labels and
+/// `le` aside).
+#[test]
+fn the_payments_contract_is_what_the_specs_read_and_the_exposition_serves() {
+    let contract = contract();
+    assert_eq!(contract.len(), 14, "{contract:?}");
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut read = BTreeSet::new();
+    for entry in std::fs::read_dir(models).expect("models") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).expect("read");
+        // Queries only: comments may name a family (`payments_gateway_*`).
+        let text: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (i, _) in text.match_indices("payments_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            read.insert(name.trim_end_matches("_bucket").to_string());
+        }
+    }
+    let listed: BTreeSet<String> = contract.keys().cloned().collect();
+    assert_eq!(read, listed, "names the specs read vs the contract");
+
+    let scrape = [
+        "namespace",
+        "pod",
+        "service",
+        "job",
+        "instance",
+        "container",
+        "endpoint",
+        "le",
+    ];
+    let mut served: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    let text = build_exposition(Scrape::Renamed, 0, 0, 30).text;
+    for line in text.lines().filter(|l| l.starts_with("payments_")) {
+        let (name, rest) = line.split_once('{').expect("labelled series");
+        let (base, kind) = match ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+        {
+            Some(base) => (base, "histogram"),
+            None if text.contains(&format!("# TYPE {name} counter")) => (name, "counter"),
+            None => (name, "gauge"),
+        };
+        let labels = rest
+            .split(',')
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
+            .filter(|k| !scrape.contains(&k.as_str()))
+            .collect();
+        served.insert(base.to_string(), (kind.to_string(), labels));
+    }
+    assert_eq!(served, contract, "the exposition vs the contract");
 }
