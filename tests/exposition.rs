@@ -122,6 +122,27 @@ async fn every_spec_maps_the_real_exporters_series_to_the_estate() {
     );
 }
 
+/// The text of every model spec without its comments (they may name a
+/// family with a `*`), one string per spec.
+fn spec_texts() -> Vec<String> {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(models).expect("models") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).expect("read");
+        out.push(
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+    }
+    out
+}
+
 /// A row of docs/payments-metrics.md: name, type and labels.
 fn contract() -> BTreeMap<String, (String, BTreeSet<String>)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/payments-metrics.md");
@@ -144,20 +165,8 @@ fn contract() -> BTreeMap<String, (String, BTreeSet<String>)> {
 fn the_payments_contract_is_what_the_specs_read_and_the_exposition_serves() {
     let contract = contract();
     assert_eq!(contract.len(), 14, "{contract:?}");
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let mut read = BTreeSet::new();
-    for entry in std::fs::read_dir(models).expect("models") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|x| x != "yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(path).expect("read");
-        // Queries only: comments may name a family (`payments_gateway_*`).
-        let text: String = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
+    for text in spec_texts() {
         for (i, _) in text.match_indices("payments_") {
             let name: String = text[i..]
                 .chars()
@@ -199,4 +208,54 @@ fn the_payments_contract_is_what_the_specs_read_and_the_exposition_serves() {
         served.insert(base.to_string(), (kind.to_string(), labels));
     }
     assert_eq!(served, contract, "the exposition vs the contract");
+}
+
+/// Metric names defined by deploy/kube-state-metrics/custom-resource-state.yaml
+/// (`<metricNamePrefix, default kube_customresource>_<name>`).
+fn ksm_config_metrics() -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kube-state-metrics/custom-resource-state.yaml");
+    let text = std::fs::read_to_string(path).expect("kube-state-metrics config");
+    let config: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    let mut out = BTreeSet::new();
+    for resource in config["spec"]["resources"]
+        .as_sequence()
+        .expect("resources")
+    {
+        let prefix = resource["metricNamePrefix"]
+            .as_str()
+            .unwrap_or("kube_customresource");
+        for metric in resource["metrics"].as_sequence().expect("metrics") {
+            out.insert(format!(
+                "{prefix}_{}",
+                metric["name"].as_str().expect("name")
+            ));
+        }
+    }
+    out
+}
+
+/// Every custom-resource-state series a spec reads or the exposition
+/// serves is defined by the configuration we ship.
+#[test]
+fn the_shipped_kube_state_metrics_config_defines_every_custom_resource_series() {
+    let defined = ksm_config_metrics();
+    let is_crs = |n: &str| {
+        n.starts_with("kube_customresource_") || (n.starts_with("strimzi_") && n.ends_with("_info"))
+    };
+    let mut used = BTreeSet::new();
+    for text in spec_texts() {
+        let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        used.extend(words.filter(|w| is_crs(w)).map(String::from));
+    }
+    let text = build_exposition(Scrape::Renamed, 0, 0, 30).text;
+    for line in text.lines().filter(|l| is_crs(l)) {
+        used.insert(line.split('{').next().unwrap_or_default().to_string());
+    }
+    let missing: Vec<_> = used.difference(&defined).collect();
+    assert!(
+        missing.is_empty(),
+        "not defined in deploy/kube-state-metrics: {missing:?} (defined: {defined:?})"
+    );
+    assert!(used.len() >= 4, "{used:?}");
 }
