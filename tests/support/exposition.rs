@@ -88,10 +88,9 @@ pub struct Exposition {
     pub components: Vec<Component>,
 }
 
-/// Value every gauge-like signal can be checked against: the Azure
-/// Service Bus active message count each namespace reports (per
-/// aggregation the exporter is configured with, so a sum over
-/// aggregations shows up as a wrong value).
+/// The Service Bus message counts each namespace reports under the
+/// `average` aggregation; the exporter also serves `total` (5 times as
+/// much), so a query that sums over aggregations reads a wrong value.
 pub const ACTIVE_MESSAGES: f64 = 7.0;
 
 /// One series: name, the labels after scraping, counter or gauge, and its
@@ -103,9 +102,13 @@ struct Series {
     value: f64,
 }
 
-/// Collects series family by family.
+/// The series built so far, and the label set of every scrape target
+/// they came from (for Prometheus' own per-target series).
 #[derive(Default)]
-struct Out(Vec<Series>, Vec<Vec<(String, String)>>);
+struct Out {
+    series: Vec<Series>,
+    targets: Vec<Vec<(String, String)>>,
+}
 
 impl Out {
     fn gauge(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
@@ -116,7 +119,7 @@ impl Out {
         self.push(name, labels, Some(rate), 0.0);
     }
     fn push(&mut self, name: &str, labels: &[(&str, &str)], rate: Option<f64>, value: f64) {
-        self.0.push(Series {
+        self.series.push(Series {
             name: name.to_string(),
             labels: labels
                 .iter()
@@ -211,7 +214,7 @@ pub fn build_exposition(scrape: Scrape, start: i64, end: i64, step: i64) -> Expo
         .collect();
     // Prometheus adds `up` and `scrape_duration_seconds` to every target,
     // with the target's labels only.
-    let mut targets = std::mem::take(&mut out.1);
+    let mut targets = std::mem::take(&mut out.targets);
     targets.sort();
     targets.dedup();
     for t in &targets {
@@ -237,12 +240,12 @@ pub fn build_exposition(scrape: Scrape, start: i64, end: i64, step: i64) -> Expo
 
 fn render(out: &Out, start: i64, end: i64, step: i64) -> String {
     let mut text = String::new();
-    let mut names: Vec<&str> = out.0.iter().map(|s| s.name.as_str()).collect();
+    let mut names: Vec<&str> = out.series.iter().map(|s| s.name.as_str()).collect();
     names.sort();
     names.dedup();
     for name in names {
         let counter = out
-            .0
+            .series
             .iter()
             .any(|s| s.name == name && s.counter_rate.is_some());
         let _ = writeln!(
@@ -250,7 +253,7 @@ fn render(out: &Out, start: i64, end: i64, step: i64) -> String {
             "# TYPE {name} {}",
             if counter { "counter" } else { "gauge" }
         );
-        for s in out.0.iter().filter(|s| s.name == name) {
+        for s in out.series.iter().filter(|s| s.name == name) {
             let labels = s
                 .labels
                 .iter()
@@ -320,7 +323,7 @@ impl Builder<'_> {
         self.0.histogram(name, &l, rate);
     }
     fn record(&mut self, target: &[(&str, &str)]) {
-        self.0.1.push(
+        self.0.targets.push(
             target
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -4,7 +4,7 @@
 //! exporter; none of them reads a model spec.
 #![allow(dead_code)] // included by tests/exposition.rs only
 
-use crate::exposition::{Builder, Scrape, of_kind};
+use crate::exposition::{ACTIVE_MESSAGES, Builder, Scrape, of_kind};
 
 type B<'a> = Builder<'a>;
 
@@ -144,7 +144,10 @@ fn azure(b: &mut B<'_>) {
             "/subscriptions/0000/resourceGroups/rg-{ns}/providers/Microsoft.ServiceBus/namespaces/{azure_name}"
         );
         for metric in ["ActiveMessages", "DeadletteredMessages"] {
-            for (aggregation, v) in [("average", 7.0), ("total", 35.0)] {
+            for (aggregation, v) in [
+                ("average", ACTIVE_MESSAGES),
+                ("total", 5.0 * ACTIVE_MESSAGES),
+            ] {
                 let own = [
                     ("resourceID", id.as_str()),
                     ("subscriptionID", "0000"),
