@@ -12,6 +12,8 @@
 mod exposition;
 #[path = "support/exposition_estate.rs"]
 mod exposition_estate;
+#[path = "support/exposition_payments.rs"]
+mod exposition_payments;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
