@@ -172,21 +172,12 @@ mod tests {
     use crate::{decide::Limits, detect::ComponentId};
 
     fn finding(kind: &str, signal: &str, score: f64) -> Finding {
-        Finding {
-            component: ComponentId {
-                kind: kind.into(),
-                namespace: "p".into(),
-                name: "x".into(),
-            },
-            signal: signal.into(),
-            detector: "ewma".into(),
-            score,
-            at: 0,
-            value: 1.0,
-            baseline: 0.1,
-            time_to_threshold_seconds: None,
-            explanation: String::new(),
-        }
+        let component = ComponentId {
+            kind: kind.into(),
+            namespace: "p".into(),
+            name: "x".into(),
+        };
+        Finding::fixture(component, signal, score)
     }
 
     #[test]

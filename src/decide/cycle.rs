@@ -161,17 +161,7 @@ mod tests {
     }
 
     fn finding(component: ComponentId, signal: &str, score: f64) -> Finding {
-        Finding {
-            component,
-            signal: signal.into(),
-            detector: "ewma".into(),
-            score,
-            at: 0,
-            value: 1.0,
-            baseline: 0.1,
-            time_to_threshold_seconds: None,
-            explanation: String::new(),
-        }
+        Finding::fixture(component, signal, score)
     }
 
     fn set() -> RunbookSet {

@@ -44,3 +44,22 @@ pub struct Finding {
     /// One line for humans: why this fired.
     pub explanation: String,
 }
+
+#[cfg(test)]
+impl Finding {
+    /// An EWMA finding of `score` on `signal` of `component`, at time 0:
+    /// the base of the tests that feed findings to runbooks.
+    pub fn fixture(component: ComponentId, signal: &str, score: f64) -> Self {
+        Finding {
+            component,
+            signal: signal.into(),
+            detector: "ewma".into(),
+            score,
+            at: 0,
+            value: 1.0,
+            baseline: 0.1,
+            time_to_threshold_seconds: None,
+            explanation: String::new(),
+        }
+    }
+}
