@@ -265,9 +265,10 @@ pub enum ActionsCommand {
 /// every write: the policy (kill switch, guards) and the agent's mode.
 #[derive(clap::Args, Debug)]
 pub struct GateArgs {
-    /// Namespace of the ConfigMap `autopilot-policy` (kill switch, limits).
-    /// Nothing is sent when it does not exist.
-    #[arg(long, default_value = "autopilot")]
+    /// Namespace of the ConfigMap `autopilot-policy` (kill switch, limits);
+    /// in the agent's pod, its own namespace. Nothing is sent when it does
+    /// not exist.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "autopilot")]
     pub policy_namespace: String,
     /// The agent's mode (the same variable as `autopilot run`'s): in
     /// dry-run nothing is sent, whoever asks.
