@@ -449,6 +449,96 @@ async fn upgrade_succeeds_then_a_bad_version_is_rolled_back_and_not_retried() {
     );
 }
 
+/// An automatic rollback is a write the agent decides alone: under the kill
+/// switch it waits (an Event says so), and it happens once the switch is
+/// off. Before the gate, the controller rolled back whatever the switch said.
+#[tokio::test]
+async fn the_kill_switch_holds_an_automatic_rollback() {
+    let (client, ns) = support::client_and_namespace(cp(), "held").await;
+    let _kubelet = support::kubelet::start(client.clone(), &ns).await;
+    support::install_default_policy(&client, &ns).await;
+    let _controllers = support::start_controllers_with(client.clone(), &ns, Some(&ns));
+    let name = "gw";
+    create::<PaymentGateway>(
+        &client,
+        &ns,
+        json!({"apiVersion": "payments.io/v1", "kind": "PaymentGateway", "metadata": {"name": name},
+               "spec": {"version": "1.0.0", "replicas": 2,
+                        "upgrade": {"progressDeadlineSeconds": 6, "unavailableToleranceSeconds": 30}}}),
+    )
+    .await;
+    wait_gateway(&client, &ns, name, "1.0.0 to be Ready", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.phase == Phase::Ready && s.last_good_version.as_deref() == Some("1.0.0")
+        })
+    })
+    .await;
+
+    let policy = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
+    let kill_switch = |on: bool| {
+        let policy = policy.clone();
+        async move {
+            policy
+                .patch(
+                    autopilot::act::guard::POLICY_CONFIGMAP,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {"killSwitch": on.to_string()}})),
+                )
+                .await
+                .expect("kill switch");
+        }
+    };
+    kill_switch(true).await;
+    patch_spec::<PaymentGateway>(&client, &ns, name, json!({"version": "1.1.0-broken"})).await;
+    support::wait_for("a RollbackHeld Event", LONG, || async {
+        let held = events_for(&client, &ns, name)
+            .await
+            .into_iter()
+            .any(|e| e.reason.as_deref() == Some("RollbackHeld"));
+        if held {
+            Ok(())
+        } else {
+            Err("no RollbackHeld Event yet".to_string())
+        }
+    })
+    .await;
+    let held: PaymentGateway = get(&client, &ns, name).await.expect("gateway");
+    let s = held.status.expect("status");
+    assert_eq!(s.failed_version, None, "not rolled back: {s:?}");
+    assert!(
+        condition_of(&s.conditions, condition::ROLLED_BACK).is_none_or(|c| c.status != "True"),
+        "{s:?}"
+    );
+    let d: Deployment = get(&client, &ns, name).await.expect("deployment");
+    let image = d
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers[0].image.clone());
+    assert!(
+        image
+            .as_deref()
+            .is_some_and(|i| i.ends_with(":1.1.0-broken")),
+        "the failed version stays while the switch is on: {image:?}"
+    );
+
+    // The switch off: the next reconcile rolls back.
+    kill_switch(false).await;
+    wait_gateway(
+        &client,
+        &ns,
+        name,
+        "the rollback once the switch is off",
+        |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.failed_version.as_deref() == Some("1.1.0-broken")
+                    && condition_of(&s.conditions, condition::ROLLED_BACK)
+                        .is_some_and(|c| c.status == "True")
+            })
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn an_anomaly_verdict_rolls_an_upgrade_back() {
     let (client, ns) = support::client_and_namespace(cp(), "gate").await;

@@ -117,6 +117,7 @@ impl RunArgs {
                 namespace: self.namespace,
                 concurrency: self.concurrency,
                 progress_interval: Duration::from_secs(self.progress_interval_seconds),
+                policy_namespace: Some(self.agent_namespace.clone()),
                 ..Default::default()
             },
             listen: self.listen,

@@ -93,6 +93,9 @@ pub mod reason {
     pub const RUN_FAILED: &str = "RunFailed";
     /// Event: a BatchProcessor run-now Job was created.
     pub const RUN_TRIGGERED: &str = "RunTriggered";
+    /// Event: a failed rollout's automatic rollback waits (the kill switch,
+    /// or an unreadable guard policy).
+    pub const ROLLBACK_HELD: &str = "RollbackHeld";
     /// BatchProcessor Ready: the schedule is suspended.
     pub const SUSPENDED: &str = "Suspended";
     /// BatchProcessor Ready: runs start on the schedule.

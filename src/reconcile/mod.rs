@@ -114,6 +114,11 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// Reconciles running at once per controller.
     pub concurrency: u16,
+    /// Namespace of the guard policy (`autopilot-policy`): an automatic
+    /// rollback is a write the agent decides alone, so it waits while the
+    /// kill switch is on or the policy cannot be read. `None` (tests of the
+    /// controllers alone): rollbacks are not gated.
+    pub policy_namespace: Option<String>,
 }
 
 impl Default for Settings {
@@ -123,6 +128,7 @@ impl Default for Settings {
             progress_interval: Duration::from_secs(30),
             resync_interval: Duration::from_secs(300),
             concurrency: 8,
+            policy_namespace: None,
         }
     }
 }
@@ -189,6 +195,21 @@ impl Context {
         };
         *self.served.write().await = Some((tokio::time::Instant::now(), served));
         Ok(served)
+    }
+
+    /// Why an automatic rollback must wait now, if it must: the kill switch
+    /// is on, or the policy cannot be read (fail closed). Reconciliation of
+    /// what the user wrote goes on regardless.
+    pub async fn rollback_held(&self) -> Option<String> {
+        let ns = self.settings.policy_namespace.as_deref()?;
+        match crate::act::executor::fetch_policy(&self.client, ns).await {
+            Ok(p) if p.kill_switch => Some(format!(
+                "the kill switch is on (ConfigMap {ns}/{})",
+                crate::act::guard::POLICY_CONFIGMAP
+            )),
+            Ok(_) => None,
+            Err(e) => Some(format!("the guard policy cannot be read: {e}")),
+        }
     }
 
     fn api<K>(&self, namespace: &str) -> Api<K>

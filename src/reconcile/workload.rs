@@ -193,7 +193,19 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
         now,
     };
     let judgement = rollout::judge(&input);
-    let (mut status, events) = match (rollout::rollback_target(&input, &judgement), &judgement) {
+    let target_back = match rollout::rollback_target(&input, &judgement) {
+        Some(good) => match ctx.rollback_held().await {
+            Some(why) => {
+                tracing::warn!(from = %target, to = %good, %why, "rollout failed; rollback held");
+                let note = format!("rollout of {target} failed; rollback to {good} held: {why}");
+                act::publish_event(&ctx.recorder, obj, true, reason::ROLLBACK_HELD, note).await;
+                None
+            }
+            None => Some(good),
+        },
+        None => None,
+    };
+    let (mut status, events) = match (target_back, &judgement) {
         (Some(good), Judgement::Failed { reason, message }) => {
             tracing::warn!(from = %target, to = %good, reason, "rollout failed; rolling back");
             ctx.metrics

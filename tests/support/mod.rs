@@ -116,6 +116,16 @@ impl Drop for Controllers {
 }
 
 pub fn start_controllers(client: Client, namespace: &str) -> Controllers {
+    start_controllers_with(client, namespace, None)
+}
+
+/// The controllers, with their automatic rollbacks gated by the guard
+/// policy in `policy_namespace` (as the agent runs them).
+pub fn start_controllers_with(
+    client: Client,
+    namespace: &str,
+    policy_namespace: Option<&str>,
+) -> Controllers {
     use autopilot::reconcile::{Context, Metrics, Settings, SharedVerdicts};
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry).expect("metrics");
@@ -125,6 +135,7 @@ pub fn start_controllers(client: Client, namespace: &str) -> Controllers {
         progress_interval: Duration::from_millis(500),
         resync_interval: Duration::from_secs(30),
         concurrency: 4,
+        policy_namespace: policy_namespace.map(str::to_string),
     };
     let ctx = Arc::new(Context::new(client, settings, gate.clone(), metrics));
     Controllers {

@@ -272,7 +272,10 @@ fn agent_options(
     db: &Path,
 ) -> crate::agent::Options {
     crate::agent::Options {
-        reconcile: crate::reconcile::Settings::default(),
+        reconcile: crate::reconcile::Settings {
+            policy_namespace: Some(settings.namespace.clone()),
+            ..Default::default()
+        },
         listen: settings.listen,
         namespace: settings.namespace.clone(),
         leadership: crate::agent::Leadership {
