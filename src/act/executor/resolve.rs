@@ -138,7 +138,10 @@ impl<J: Journal> Executor<J> {
                 moves: Vec::new(),
             };
             let judged = Some((&r.intent, &planned));
-            match self.admit(policy, decider, judged, &[id], now).await? {
+            // Its own row never counts against it, nor, for an interrupted
+            // undo, the action it reverts (as when the undo was first sent).
+            let own: Vec<i64> = std::iter::once(id).chain(entry.undo_of).collect();
+            match self.admit(policy, decider, judged, &own, now).await? {
                 Ok(admitted) => {
                     let describe = |sent: &Result<String, _>| match sent {
                         Ok(detail) => format!("sent after a restart: {detail}"),
