@@ -15,6 +15,7 @@ pub mod kinds;
 pub mod observe;
 pub mod reconcile;
 pub mod schedule;
+pub mod scope;
 pub mod store;
 pub mod telemetry;
 // A local control plane for tests and the sandbox, never part of the agent:
