@@ -230,9 +230,10 @@ async fn apply_and_undo(
     );
     let after = get(client, &target).await;
     assert_eq!(pick(&after), changed, "{action:?} changed {inspect:?}");
+    let row = ex.journal().get(done.id).await.expect("get").expect("row");
     assert_eq!(
-        after["metadata"]["annotations"][ACTION_ID_ANNOTATION],
-        done.id.to_string()
+        after["metadata"]["annotations"][ACTION_ID_ANNOTATION], row.entry.uid,
+        "the object carries the action ID"
     );
     let undone = ex
         .undo(done.id, "test", &permissive(), now + 1)
@@ -909,9 +910,17 @@ async fn a_restart_resolves_in_flight_intents_without_losing_or_repeating_one() 
     let intent_only = journal_intent(&ex, &client, scale(&gw, 5), NOW).await;
     // Crash after the patch, before the outcome: found applied, not re-sent.
     let sent = journal_intent(&ex, &client, scale(&ca, 4), NOW).await;
+    let sent_uid = ex
+        .journal()
+        .get(sent)
+        .await
+        .expect("get")
+        .expect("row")
+        .entry
+        .uid;
     api(&client, &ns, "PaymentGateway")
         .patch("gw2", &PatchParams::apply("autopilot"), &Patch::Merge(json!({
-            "metadata": {"annotations": {ACTION_ID_ANNOTATION: sent.to_string()}}, "spec": {"replicas": 4}})))
+            "metadata": {"annotations": {ACTION_ID_ANNOTATION: sent_uid}}, "spec": {"replicas": 4}})))
         .await
         .expect("the patch that made it before the crash");
     let rv_sent = get(&client, &ca).await["metadata"]["resourceVersion"].clone();
@@ -1048,6 +1057,7 @@ async fn journal_entry(
     intent.runbook = "test-runbook".into();
     ex.journal()
         .record_intent(&NewEntry {
+            uid: autopilot::act::journal::new_uid(),
             at,
             runbook: intent.runbook.clone(),
             runbook_hash: "0".repeat(64),
@@ -1279,20 +1289,47 @@ async fn recommendations_can_be_approved_or_rejected_by_annotation() {
             .expect("scan")
             .is_empty()
     );
-    let annotate = |name: &'static str, key: &'static str, id: i64| {
+    let annotate = |name: &'static str, key: &'static str, listed: String| {
         let api = api(&client, &ns, "PaymentGateway");
         async move {
             api.patch(
                 name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {key: format!("999,{id}")}}})),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: listed}}})),
             )
             .await
             .expect("kubectl annotate");
         }
     };
-    annotate("a", "autopilot.payments.io/approve", ra.id).await;
-    annotate("b", "autopilot.payments.io/reject", rb.id).await;
+    let uid = |id: i64| {
+        let ex = &ex;
+        async move {
+            ex.journal()
+                .get(id)
+                .await
+                .expect("get")
+                .expect("row")
+                .entry
+                .uid
+        }
+    };
+    // Approvals name action IDs, never row numbers: a row number (left by
+    // an earlier journal, whose rows had the same numbers) approves nothing.
+    annotate("a", "autopilot.payments.io/approve", ra.id.to_string()).await;
+    assert!(
+        ex.apply_annotated_approvals(&p, NOW + 12)
+            .await
+            .expect("scan")
+            .is_empty(),
+        "a row number is not an action ID"
+    );
+    annotate(
+        "a",
+        "autopilot.payments.io/approve",
+        format!("01JDZ7Q8W3V6X2K9M4N5P6R7S8,{}", uid(ra.id).await),
+    )
+    .await;
+    annotate("b", "autopilot.payments.io/reject", uid(rb.id).await).await;
     // Under the kill switch the approval waits (still pending, nothing
     // sent) and the scan goes on to the rejection.
     let killed = Policy {

@@ -434,3 +434,86 @@ async fn a_switchover_is_judged_on_the_lag_the_agent_observed() {
     let out = run(&ex, &s, switchover(0.1), NOW + 20).await;
     assert_eq!(out.outcome, outcome::APPLIED, "{}", out.detail);
 }
+
+/// A new journal (a rescheduled pod on a fresh volume, a restore) never
+/// takes another journal's tag on an object for one of its own actions:
+/// actions are tagged with an ID no journal repeats, not a row number that
+/// every journal starts again at 1.
+#[tokio::test]
+async fn a_new_journal_never_takes_an_old_tag_for_its_own() {
+    let s = setup("gate-uid").await;
+    let gw = s.gateway(&s.ns, "gw").await;
+    // The first journal's action #1 is applied and tagged on the gateway.
+    let old = s.executor(Mode::Auto).await;
+    let first = run(&old, &s, scale(&gw, 5), NOW).await;
+    assert_eq!((first.id, first.outcome.as_str()), (1, outcome::APPLIED));
+
+    // A second journal, on a new file: its #1 is an intent a crash left
+    // unsent (scale to 6).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fresh = SqlJournal::connect(&format!("sqlite:{}", dir.path().join("j.db").display()))
+        .await
+        .expect("journal");
+    let ex = Executor::new(
+        s.client.clone(),
+        fresh,
+        Metrics::register(&prometheus::Registry::new()).expect("metrics"),
+    )
+    .with_mode(Mode::Auto)
+    .with_scope(Scope::namespaces([s.ns.clone()]));
+    let action = Action::ScaleReplicas {
+        target: gw.clone(),
+        replicas: 6,
+    };
+    let obj = serde_json::to_value(
+        Api::<autopilot::crd::PaymentGateway>::namespaced(s.client.clone(), &s.ns)
+            .get("gw")
+            .await
+            .expect("gateway"),
+    )
+    .expect("json");
+    let planned = autopilot::act::action::plan_action(&action, &obj, NOW + 10).expect("plan");
+    let mut intent = Intent::new(action.clone());
+    intent.runbook = "gate-test".into();
+    let id = ex
+        .journal()
+        .record_intent(&autopilot::act::journal::NewEntry {
+            uid: autopilot::act::journal::new_uid(),
+            at: NOW + 10,
+            runbook: intent.runbook.clone(),
+            runbook_hash: "0".repeat(64),
+            trigger: "finding".into(),
+            evidence: json!([]),
+            action: serde_json::to_value(&intent).expect("json"),
+            action_kind: action.name().into(),
+            target: gw.to_string(),
+            namespace: s.ns.clone(),
+            patch: Some(serde_json::to_value(&planned.change).expect("json")),
+            inverse: planned
+                .inverse
+                .as_ref()
+                .map(|c| serde_json::to_value(c).expect("json")),
+            disruptive: planned.disruptive,
+            mode: "auto".into(),
+            verdict: "allowed".into(),
+            verdict_detail: String::new(),
+            verify: None,
+            undo_of: None,
+        })
+        .await
+        .expect("intent");
+    assert_eq!(id, 1, "the same row number as the old journal's action");
+
+    let done = ex
+        .resolve_unresolved(&s.policy(), NOW + 20)
+        .await
+        .expect("resolve");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].outcome, outcome::APPLIED, "{}", done[0].detail);
+    assert!(
+        done[0].detail.contains("sent after a restart"),
+        "sent, not mistaken for the old journal's #1: {}",
+        done[0].detail
+    );
+    assert_eq!(s.replicas(&gw).await, 6);
+}

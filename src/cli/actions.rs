@@ -30,8 +30,9 @@ fn time(at: i64) -> String {
 /// One line per entry, for `actions list`.
 pub fn format_row(e: &JournalEntry) -> String {
     format!(
-        "{:>6}  {}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  {}",
+        "{:>6}  {:<26}  {}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  {}",
         e.id,
+        e.entry.uid,
         time(e.entry.at),
         e.entry.mode,
         e.entry.runbook,
@@ -83,8 +84,16 @@ pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
         ActionsCommand::List { db, limit, pending } => {
             let rows = journal(&db).await?.list(limit, pending).await?;
             println!(
-                "{:>6}  {:<20}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  APPROVAL",
-                "ID", "TIME", "MODE", "RUNBOOK", "ACTION", "TARGET", "VERDICT", "OUTCOME"
+                "{:>6}  {:<26}  {:<20}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  APPROVAL",
+                "ID",
+                "ACTION ID",
+                "TIME",
+                "MODE",
+                "RUNBOOK",
+                "ACTION",
+                "TARGET",
+                "VERDICT",
+                "OUTCOME"
             );
             for e in &rows {
                 println!("{}", format_row(e));

@@ -110,6 +110,7 @@ fn new_entry(
     now: i64,
 ) -> NewEntry {
     NewEntry {
+        uid: crate::act::journal::new_uid(),
         at: now,
         runbook: p.intent.runbook.clone(),
         runbook_hash: p.runbook_hash.clone(),
@@ -280,7 +281,14 @@ impl<J: Journal> Executor<J> {
         // The intent is durable before anything is sent.
         let id = self.journal.record_intent(&entry).await?;
         let action = &p.intent.action;
-        let write = Write::planned(id, action, &planned.change, planned.inverse.as_ref(), now);
+        let write = Write::planned(
+            id,
+            &entry.uid,
+            action,
+            &planned.change,
+            planned.inverse.as_ref(),
+            now,
+        );
         match p.mode {
             Mode::DryRun => {
                 let detail = "not sent (dry-run mode)";

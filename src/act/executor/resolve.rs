@@ -88,10 +88,16 @@ impl<J: Journal> Executor<J> {
             .approval
             .as_deref()
             .is_some_and(|a| a.starts_with("approved"));
-        let write = r
-            .change
-            .as_ref()
-            .map(|c| Write::planned(id, &r.intent.action, c, r.inverse.as_ref(), entry.at));
+        let write = r.change.as_ref().map(|c| {
+            Write::planned(
+                id,
+                &entry.uid,
+                &r.intent.action,
+                c,
+                r.inverse.as_ref(),
+                entry.at,
+            )
+        });
         if r.mode == Mode::Recommend && !approved {
             // The dry run may not have happened: validate again, keep it a recommendation.
             return self
@@ -111,7 +117,7 @@ impl<J: Journal> Executor<J> {
             }
         };
         let done = if self
-            .found_applied(id, target, write.change, object.as_ref())
+            .found_applied(&entry.uid, target, write.change, object.as_ref())
             .await
         {
             let detail = "found applied after a restart";
@@ -159,11 +165,11 @@ impl<J: Journal> Executor<J> {
         Ok(Some(done))
     }
 
-    /// Whether `change` of entry `id` is on the cluster: our journal id on
+    /// Whether `change` of action `uid` is on the cluster: its action ID on
     /// the object, the status already as patched, the object created.
     async fn found_applied(
         &self,
-        id: i64,
+        uid: &str,
         target: &ComponentId,
         change: &Change,
         object: Option<&Value>,
@@ -175,7 +181,7 @@ impl<J: Journal> Executor<J> {
                     ..
                 },
                 Some(obj),
-            ) => obj["metadata"]["annotations"][ACTION_ID_ANNOTATION] == json!(id.to_string()),
+            ) => obj["metadata"]["annotations"][ACTION_ID_ANNOTATION] == json!(uid),
             (
                 Change::Merge {
                     subresource: Subresource::Status,

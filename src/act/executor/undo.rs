@@ -18,7 +18,7 @@ use super::{
 use crate::{
     act::{
         action::{Change, Planned},
-        journal::{Journal, NewEntry, outcome, verdict},
+        journal::{self, Journal, NewEntry, outcome, verdict},
         verify::{Verification, judge_verification},
     },
     decide::{Mode, Verify},
@@ -29,6 +29,7 @@ use crate::{
 fn undo_entry(r: &Recorded, inverse: &Change, by: &str, now: i64) -> NewEntry {
     let id = r.row.id;
     NewEntry {
+        uid: journal::new_uid(),
         at: now,
         trigger: "undo".into(),
         evidence: json!({"undo_of": id, "by": by}),
@@ -79,7 +80,7 @@ impl<J: Journal> Executor<J> {
         };
         let entry = undo_entry(&r, inverse, by, now);
         let undo_id = self.journal.record_intent(&entry).await?;
-        let write = Write::undo(undo_id, r.target(), inverse, done);
+        let write = Write::undo(undo_id, &entry.uid, r.target(), inverse, done);
         let describe = |sent: &Result<String, _>| match sent {
             Ok(_) => format!("undid #{id} (by {by})"),
             Err(_) => sent_detail(sent),
