@@ -15,10 +15,13 @@ const SAMPLES_FORGOTTEN_AFTER_SECONDS: i64 = 3600;
 /// Recent samples kept per (component, signal) for `ctx.samples`.
 const SAMPLES_KEPT: usize = 30;
 
+/// When a series was last seen, and its recent values (`None`: no data).
+type Window = (i64, VecDeque<Option<f64>>);
+
 /// Per (component, signal): when last seen, and the recent values.
 #[derive(Debug, Default)]
 pub struct RecentSamples {
-    windows: BTreeMap<(ComponentId, String), (i64, VecDeque<f64>)>,
+    windows: BTreeMap<(ComponentId, String), Window>,
 }
 
 impl RecentSamples {
@@ -32,7 +35,8 @@ impl RecentSamples {
                 .or_default();
             *seen = now;
             for &(_, v) in &s.samples {
-                window.push_back(v);
+                // NaN or ±Inf from Prometheus is no data, never a number.
+                window.push_back(crate::decide::runbook::finite(v));
                 if window.len() > SAMPLES_KEPT {
                     window.pop_front();
                 }
@@ -44,8 +48,8 @@ impl RecentSamples {
 
     /// The windows by component and signal, oldest value first, as
     /// `decide::cycle::Observed::samples` wants them.
-    pub fn by_component(&self) -> BTreeMap<ComponentId, BTreeMap<String, Vec<f64>>> {
-        let mut out: BTreeMap<ComponentId, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    pub fn by_component(&self) -> BTreeMap<ComponentId, BTreeMap<String, Vec<Option<f64>>>> {
+        let mut out: BTreeMap<ComponentId, BTreeMap<String, Vec<Option<f64>>>> = BTreeMap::new();
         for ((c, signal), (_, values)) in &self.windows {
             out.entry(c.clone())
                 .or_default()
@@ -83,8 +87,26 @@ mod tests {
         s.record(&[series("a", &values[20..])], 110);
         let window = &s.by_component()[&gateway("a")]["latency"];
         assert_eq!(window.len(), SAMPLES_KEPT);
-        assert_eq!(window.first(), Some(&10.0));
-        assert_eq!(window.last(), Some(&39.0));
+        assert_eq!(window.first(), Some(&Some(10.0)));
+        assert_eq!(window.last(), Some(&Some(39.0)));
+    }
+
+    /// NaN and ±Inf from Prometheus reach runbooks as no data, in place, so
+    /// the window keeps its length and order.
+    #[test]
+    fn non_finite_values_are_no_data() {
+        let mut s = RecentSamples::default();
+        s.record(
+            &[series(
+                "a",
+                &[1.0, f64::NAN, f64::INFINITY, -f64::INFINITY, 2.0],
+            )],
+            0,
+        );
+        assert_eq!(
+            s.by_component()[&gateway("a")]["latency"],
+            vec![Some(1.0), None, None, None, Some(2.0)]
+        );
     }
 
     #[test]
@@ -102,6 +124,9 @@ mod tests {
         );
         let by = s.by_component();
         assert!(!by.contains_key(&gateway("gone")));
-        assert_eq!(by[&gateway("kept")]["latency"], vec![2.0, 3.0, 4.0]);
+        assert_eq!(
+            by[&gateway("kept")]["latency"],
+            vec![Some(2.0), Some(3.0), Some(4.0)]
+        );
     }
 }

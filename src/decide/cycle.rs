@@ -23,7 +23,8 @@ pub struct Observed {
     pub findings: Vec<Finding>,
     /// Resources the runbooks may act on, as read from the cluster.
     pub resources: BTreeMap<ComponentId, Value>,
-    pub samples: BTreeMap<ComponentId, BTreeMap<String, Vec<f64>>>,
+    /// Non-finite values are `None` (no data), see `runbook::Context`.
+    pub samples: BTreeMap<ComponentId, BTreeMap<String, Vec<Option<f64>>>>,
     pub facts: BTreeMap<ComponentId, BTreeMap<String, Value>>,
 }
 

@@ -172,9 +172,11 @@ pub struct Context {
     /// Findings and forecasts about the component that matched the trigger.
     #[serde(default)]
     pub findings: Vec<Finding>,
-    /// Recent samples per signal, oldest first.
-    #[serde(default)]
-    pub samples: BTreeMap<String, Vec<f64>>,
+    /// Recent samples per signal, oldest first. A sample that is not a
+    /// finite number (NaN, ±Inf, or `null` in a case) is "no data": `()` in
+    /// the script, never a number that compares as above or below.
+    #[serde(default, deserialize_with = "finite_samples")]
+    pub samples: BTreeMap<String, Vec<Option<f64>>>,
     /// The target resource (metadata, spec, status) as read from the cluster.
     #[serde(default)]
     pub resource: serde_json::Value,
@@ -182,6 +184,24 @@ pub struct Context {
     /// instance, age of the last backup).
     #[serde(default)]
     pub facts: BTreeMap<String, serde_json::Value>,
+}
+
+/// A sample as runbooks see it: `None` unless it is a finite number.
+pub fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// Reads `samples`, turning every non-finite value into no data: golden
+/// cases write `.nan` or `null`, and both mean the same.
+fn finite_samples<'de, D>(d: D) -> Result<BTreeMap<String, Vec<Option<f64>>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw: BTreeMap<String, Vec<Option<f64>>> = Deserialize::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, vs)| (k, vs.into_iter().map(|v| v.and_then(finite)).collect()))
+        .collect())
 }
 
 /// A compiled runbook.

@@ -390,12 +390,15 @@ pub const HOST_API: &[HostFn] = &[
     },
     HostFn {
         signature: "mean(array) -> float",
-        description: "Mean of numbers; an empty array is missing data.",
+        description: "Mean of numbers; an empty array, or one holding no data (`()`), is missing data.",
         example: "mean([1, 2, 3.0])",
         returns: "2.0",
         produces: None,
         register: |engine| {
             engine.register_fn("mean", |a: rhai::Array| -> Fallible<f64> {
+                if a.iter().any(|v| v.is_unit()) {
+                    return Err("missing data: mean over a sample that is no data".into());
+                }
                 let vals: Vec<f64> = a
                     .iter()
                     .map(|v| v.as_float().or_else(|_| v.as_int().map(|i| i as f64)))
