@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use autopilot::{
     act::{
         action::{ACTION_ID_ANNOTATION, kind_info, plan_action},
-        executor::{Executor, Metrics, Proposal},
-        guard::Policy,
+        executor::{Executor, Metrics, Observer, Proposal},
+        guard::{Observed, Policy},
         journal::{Journal, NewEntry, outcome},
     },
     decide::{Action, Expect, Intent, Mode, Verify},
@@ -485,6 +485,16 @@ async fn reversible_actions_patch_their_target_and_the_inverse_restores_it() {
 async fn one_shot_actions_take_effect() {
     let (client, ns, ex, _dir, _registry) = setup("act-once").await;
     let p = permissive();
+    // The switchover guard reads the lag the agent observed (Prometheus in
+    // the agent; tests/gate.rs covers the refusals).
+    let pg_id = ComponentId {
+        kind: "Cluster".into(),
+        namespace: ns.clone(),
+        name: "pg".into(),
+    };
+    let ex = ex.with_observer(Observer::Fixed(Observed {
+        replica_lag_seconds: [(pg_id, [("pg-2".to_string(), 0.2)].into())].into(),
+    }));
     let pg = create(&client, &ns, "Cluster", "pg", json!({"instances": 3, "backup": {"barmanObjectStore": {"destinationPath": "s3://b"}}}),
         Some(json!({"currentPrimary": "pg-1", "targetPrimary": "pg-1", "phase": "Cluster in healthy state",
                     "instancesStatus": {"healthy": ["pg-1", "pg-2", "pg-3"]}}))).await;
@@ -1185,35 +1195,23 @@ async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch()
         "{list}"
     );
 
-    // No policy ConfigMap: nothing is sent (fail closed), not "defaults,
-    // kill switch off".
+    // No policy: nothing is sent (fail closed), not "defaults, kill switch
+    // off".
     let approve = ["approve", &id, "--by", "alice", "--policy-namespace", &ns];
     let (ok, out) = cli(cp, &db, &approve);
     assert!(!ok && out.contains("does not exist"), "{out}");
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
 
-    // The kill switch, flipped the way an SRE would (a ConfigMap), stops approvals.
-    let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
-    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "autopilot-policy"}, "data": {"killSwitch": "true"}}))
-    .expect("cm");
-    cms.create(&PostParams::default(), &cm)
-        .await
-        .expect("kill switch on");
+    // The kill switch, flipped the way an SRE would (the policy object),
+    // stops approvals.
+    support::install_policy(&client, &ns, json!({"killSwitch": true})).await;
     let (ok, out) = cli(cp, &db, &approve);
     assert!(!ok && out.contains("kill_switch"), "{out}");
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
     let kill_switch = |on: bool| {
-        let cms = cms.clone();
-        async move {
-            cms.patch(
-                "autopilot-policy",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"data": {"killSwitch": on.to_string()}})),
-            )
-            .await
-            .expect("kill switch flipped");
-        }
+        let client = client.clone();
+        let ns = ns.clone();
+        async move { support::set_kill_switch(&client, &ns, on).await }
     };
     kill_switch(false).await;
 

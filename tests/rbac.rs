@@ -56,7 +56,7 @@ impl Install {
     /// Renders the chart for a fresh release with `set` (plus the scope when
     /// `scoped`), applies its RBAC and admission policies, and lays the
     /// objects the checks aim at: a user's ConfigMap `victim` and Secret
-    /// `token` in each namespace involved, the policy ConfigMap.
+    /// `token` in each namespace involved, the rules ConfigMap.
     async fn new(label: &'static str, scoped: bool, set: &[(&str, &str)]) -> Self {
         let (admin, namespace) = support::client_and_namespace(cp(), "rbac").await;
         let (_, other) = support::client_and_namespace(cp(), "rbac-other").await;
@@ -108,8 +108,7 @@ impl Install {
             .lay(
                 &install.namespace.clone(),
                 "configmaps",
-                json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": autopilot::act::guard::POLICY_CONFIGMAP}}),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": RULES}}),
             )
             .await;
         install
@@ -559,14 +558,14 @@ fn dangers(i: &Install) -> Vec<(String, Target, Op)> {
             Op::Delete("autopilot"),
         ),
         (
-            "patch its policy ConfigMap".into(),
+            "patch its runbooks (the rules ConfigMap)".into(),
             core(ns, "ConfigMap", "configmaps"),
-            Op::Patch(autopilot::act::guard::POLICY_CONFIGMAP),
+            Op::Patch(RULES),
         ),
         (
-            "delete its policy ConfigMap".into(),
+            "delete its runbooks (the rules ConfigMap)".into(),
             core(ns, "ConfigMap", "configmaps"),
-            Op::Delete(autopilot::act::guard::POLICY_CONFIGMAP),
+            Op::Delete(RULES),
         ),
         (
             "patch a Lease in kube-system".into(),
@@ -688,7 +687,7 @@ async fn prove(i: &Install) -> Vec<String> {
     }
     for verb in ["get", "list", "watch"] {
         let cms = own("", "ConfigMap", "configmaps");
-        for name in [RULES, autopilot::act::guard::POLICY_CONFIGMAP] {
+        for name in [RULES] {
             report(
                 format!("allowed: {verb} its ConfigMap {name}"),
                 access(&i.agent, &cms, verb, "", Some(name)).await,

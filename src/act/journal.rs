@@ -102,6 +102,10 @@ pub mod outcome {
     pub const ABANDONED: &str = "abandoned";
     /// An applied action later reverted by its inverse.
     pub const UNDONE: &str = "undone";
+    /// The write was sent but its reply was lost or was a server error
+    /// (5xx, 429, a timeout): it may have taken effect. It counts against
+    /// cooldowns and budgets like an applied one.
+    pub const UNKNOWN: &str = "unknown";
 }
 
 /// Verdict values besides the refusing guard's name.

@@ -7,13 +7,12 @@
 //! the journal (once) before anything is sent.
 
 use super::{
-    APPROVE_ANNOTATION, Error, Executed, Executor, REJECT_ANNOTATION, Recorded,
+    APPROVE_ANNOTATION, Error, Executed, Executor, PolicySource, REJECT_ANNOTATION, Recorded,
     gate::{Admitted, Decider, Refused},
     send::{Write, sent_detail},
 };
 use crate::act::{
     action::plan_action,
-    guard::Policy,
     journal::{Journal, outcome},
 };
 
@@ -24,7 +23,7 @@ impl<J: Journal> Executor<J> {
         &self,
         id: i64,
         by: &str,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Executed, Error> {
         let not_approvable = |reason| Error::ApproveEntry { id, reason };
@@ -61,7 +60,7 @@ impl<J: Journal> Executor<J> {
     async fn approval_gate(
         &self,
         r: &Recorded,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Admitted, Error> {
         let refuse = |reason: String| Error::ApproveEntry {
@@ -75,7 +74,7 @@ impl<J: Journal> Executor<J> {
             .ok_or_else(|| refuse(format!("{} no longer exists", r.target())))?;
         let planned = plan_action(&r.intent.action, &obj, now)
             .map_err(|err| refuse(format!("it no longer plans: {err}")))?;
-        let judged = Some((&r.intent, &planned));
+        let judged = (&r.intent, &planned);
         match self
             .admit(policy, Decider::Person, judged, &[r.row.id], now)
             .await?
@@ -94,7 +93,7 @@ impl<J: Journal> Executor<J> {
     /// journal's approval is set only if empty).
     pub async fn apply_annotated_approvals(
         &self,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Vec<Executed>, Error> {
         let mut out = Vec::new();

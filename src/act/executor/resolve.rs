@@ -9,14 +9,13 @@
 use serde_json::{Value, json};
 
 use super::{
-    Error, Executed, Executor, Recorded,
+    Error, Executed, Executor, PolicySource, Recorded,
     gate::Decider,
     send::{Write, sent_detail},
 };
 use crate::{
     act::{
         action::{ACTION_ID_ANNOTATION, Change, Planned, Subresource, patch_is_applied},
-        guard::Policy,
         journal::{Journal, outcome, verdict},
     },
     decide::Mode,
@@ -56,7 +55,7 @@ impl<J: Journal> Executor<J> {
     /// refused, never sent.
     pub async fn resolve_unresolved(
         &self,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Vec<Executed>, Error> {
         let mut out = Vec::new();
@@ -74,7 +73,7 @@ impl<J: Journal> Executor<J> {
     async fn resolve(
         &self,
         r: &Recorded,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Option<Executed>, Error> {
         let (id, entry, target) = (r.row.id, &r.row.entry, r.target());
@@ -137,7 +136,7 @@ impl<J: Journal> Executor<J> {
                 disruptive: entry.disruptive,
                 moves: Vec::new(),
             };
-            let judged = Some((&r.intent, &planned));
+            let judged = (&r.intent, &planned);
             // Its own row never counts against it, nor, for an interrupted
             // undo, the action it reverts (as when the undo was first sent).
             let own: Vec<i64> = std::iter::once(id).chain(entry.undo_of).collect();

@@ -205,10 +205,10 @@ impl<J: Journal> Executor<J> {
         now: i64,
     ) -> Result<Executed, super::Error> {
         let sent = self.send(write, Effect::Apply(admitted)).await;
-        let out = if sent.is_ok() {
-            outcome::APPLIED
-        } else {
-            outcome::FAILED
+        let out = match &sent {
+            Ok(_) => outcome::APPLIED,
+            Err(e) if e.possibly_sent() => outcome::UNKNOWN,
+            Err(_) => outcome::FAILED,
         };
         self.finish_target(write.id, entry, write.target, out, &describe(&sent), now)
             .await

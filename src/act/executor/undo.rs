@@ -10,7 +10,7 @@
 use serde_json::json;
 
 use super::{
-    Error, Executed, Executor, Recorded,
+    Error, Executed, Executor, PolicySource, Recorded,
     gate::Decider,
     propose::to_json,
     send::{Write, sent_detail},
@@ -18,7 +18,6 @@ use super::{
 use crate::{
     act::{
         action::{Change, Planned},
-        guard::Policy,
         journal::{Journal, NewEntry, outcome, verdict},
         verify::{Verification, judge_verification},
     },
@@ -54,7 +53,7 @@ impl<J: Journal> Executor<J> {
         &self,
         id: i64,
         by: &str,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Executed, Error> {
         self.undo_as(id, by, Decider::Person, policy, now).await
@@ -65,7 +64,7 @@ impl<J: Journal> Executor<J> {
         id: i64,
         by: &str,
         decider: Decider,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Executed, Error> {
         let not_undoable = |reason| Error::UndoEntry { id, reason };
@@ -95,13 +94,7 @@ impl<J: Journal> Executor<J> {
         // history: an undo is never held back by the cooldown of what it
         // reverts.
         let undone = match self
-            .admit(
-                policy,
-                decider,
-                Some((&r.intent, &planned)),
-                &[id, undo_id],
-                now,
-            )
+            .admit(policy, decider, (&r.intent, &planned), &[id, undo_id], now)
             .await?
         {
             Ok(admitted) => {
@@ -128,7 +121,7 @@ impl<J: Journal> Executor<J> {
     /// verification undoes the action (journaled); missing data never does.
     pub async fn verify_applied(
         &self,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
         value_of: impl Fn(&str, &str) -> Option<f64>,
     ) -> Result<Vec<(i64, Verification)>, Error> {
