@@ -49,6 +49,22 @@ impl Owned {
             Owned::Job => ("batch", "jobs"),
         }
     }
+
+    /// Whether a controller deletes it when the spec no longer asks for it
+    /// (`act::owned::Desired::Absent`): an HPA once autoscaling is off, a
+    /// ServiceMonitor once monitoring is. Only these get RBAC `delete`;
+    /// everything else owned is collected through its ownerReference.
+    pub const fn deleted_when_unwanted(self) -> bool {
+        match self {
+            Owned::HorizontalPodAutoscaler | Owned::ServiceMonitor => true,
+            Owned::Deployment
+            | Owned::Service
+            | Owned::ConfigMap
+            | Owned::NetworkPolicy
+            | Owned::CronJob
+            | Owned::Job => false,
+        }
+    }
 }
 
 /// A kind the agent knows.
@@ -256,13 +272,16 @@ impl RbacRule {
     }
 }
 
-/// What the controllers need, derived from the registry: read, watch and
-/// patch our kinds (the patch is for runbook actions and approvals), write
-/// their status, manage every object kind they own, and publish Events.
+/// What the controllers need, derived from the registry, and no more: read,
+/// watch and patch our kinds (the patch is for runbook actions and
+/// approvals), patch their status, update their finalizers (the owned
+/// objects' `blockOwnerDeletion` asks for it where
+/// OwnerReferencesPermissionEnforcement is on), create and server-side apply
+/// every object kind they own (never a PUT), delete only those a spec can
+/// turn off ([`Owned::deleted_when_unwanted`]), and publish Events.
 pub fn controller_rbac() -> Vec<RbacRule> {
-    const OWNED_VERBS: &[&str] = &[
-        "get", "list", "watch", "create", "patch", "update", "delete",
-    ];
+    const OWNED_VERBS: &[&str] = &["get", "list", "watch", "create", "patch"];
+    const DELETED_VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
     let mut rules = Vec::new();
     for (k, p) in payments() {
         rules.push(RbacRule::new(
@@ -273,11 +292,21 @@ pub fn controller_rbac() -> Vec<RbacRule> {
         rules.push(RbacRule::new(
             k.group,
             &format!("{}/status", k.plural),
-            &["get", "patch", "update"],
+            &["get", "patch"],
+        ));
+        rules.push(RbacRule::new(
+            k.group,
+            &format!("{}/finalizers", k.plural),
+            &["update"],
         ));
         for o in p.owns {
             let (group, plural) = o.api();
-            rules.push(RbacRule::new(group, plural, OWNED_VERBS));
+            let verbs = if o.deleted_when_unwanted() {
+                DELETED_VERBS
+            } else {
+                OWNED_VERBS
+            };
+            rules.push(RbacRule::new(group, plural, verbs));
         }
     }
     rules.push(RbacRule::new(
@@ -333,7 +362,9 @@ mod tests {
             assert!(has(k.group, &format!("{}/status", k.plural), "patch"));
             for o in p.owns {
                 let (g, r) = o.api();
-                assert!(has(g, r, "create") && has(g, r, "delete"), "{o:?}");
+                assert!(has(g, r, "create") && has(g, r, "patch"), "{o:?}");
+                assert_eq!(has(g, r, "delete"), o.deleted_when_unwanted(), "{o:?}");
+                assert!(!has(g, r, "update"), "{o:?}: applied, never PUT");
             }
         }
         assert!(has("events.k8s.io", "events", "create"));

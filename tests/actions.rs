@@ -2,7 +2,9 @@
 //! third-party fixture CRDs installed: it patches its target, its inverse
 //! restores it, recommend mode validates with a server-side dry run, guards
 //! refuse and say which, and the journal (a real SQLite file), the Events
-//! and the counter agree. Restart resolution of in-flight intents too.
+//! and the counter agree. Restart resolution of in-flight intents too. The
+//! executor runs as the agent: the chart's service account with the chart's
+//! RBAC and admission policies (`support::agent_client`).
 
 mod support;
 
@@ -56,10 +58,13 @@ async fn setup(
         .expect("journal");
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry).expect("metrics");
+    // The executor runs as the agent (the chart's service account, its RBAC
+    // rendered by Helm and applied); fixtures are set up with the admin.
+    let agent = support::agent_client(cp).await;
     (
-        client.clone(),
+        client,
         ns,
-        Executor::new(client, journal, metrics).with_mode(Mode::Auto),
+        Executor::new(agent, journal, metrics).with_mode(Mode::Auto),
         dir,
         registry,
     )

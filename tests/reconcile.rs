@@ -795,24 +795,23 @@ async fn batch_processor_schedules_runs_now_and_counts_failures() {
 }
 
 /// The chart's RBAC is enough: the controllers, running as the chart's
-/// service account (impersonated), reconcile a gateway that owns every kind
-/// of object, and publish their Events.
+/// service account (impersonated) of an install scoped to this namespace,
+/// with the chart's admission policies in force, reconcile a gateway that
+/// owns every kind of object, publish their Events, and delete the HPA once
+/// autoscaling is turned off.
 #[tokio::test]
 async fn the_charts_rbac_is_sufficient_for_the_controllers() {
     let (admin, ns) = support::client_and_namespace(cp(), "rbac").await;
-    // Rendered by Helm for this test's own release and namespace.
+    // Rendered by Helm for this test's own release, scoped to its namespace.
     let release = format!("autopilot-{ns}");
-    let rendered = support::chart::render(&release, &ns, &[]);
+    let rendered = support::chart::render(
+        &release,
+        &ns,
+        &[("watchNamespaces", &support::chart::scoped_to(&[&ns]))],
+    );
     let _kubelet = support::kubelet::start(admin.clone(), &ns).await;
-    for doc in support::chart::of_kinds(&rendered, &support::chart::RBAC_KINDS) {
-        let obj: DynamicObject = serde_json::from_value(doc).expect("manifest");
-        autopilot::act::apply_manifest(&admin, &obj, &ns)
-            .await
-            .expect("apply rbac");
-    }
-    let mut config = cp().config().await.expect("config");
-    config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{release}"));
-    let as_agent = Client::try_from(config).expect("impersonating client");
+    support::apply_chart_rbac(&admin, &rendered).await;
+    let as_agent = support::as_service_account(cp(), &ns, &release).await;
     // The impersonation is real: the agent may not read Secrets.
     let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(as_agent.clone(), &ns)
         .list(&ListParams::default())
@@ -847,6 +846,30 @@ async fn the_charts_rbac_is_sufficient_for_the_controllers() {
         .expect("HPA applied under RBAC");
     let events = events_for(&admin, &ns, "payment-gateway").await;
     assert!(!events.is_empty(), "Events published under RBAC");
+    // The one delete the controllers do: allowed by RBAC and admission.
+    Api::<PaymentGateway>::namespaced(admin.clone(), &ns)
+        .patch(
+            "payment-gateway",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"autoscaling": null}})),
+        )
+        .await
+        .expect("turn autoscaling off");
+    support::wait_for(
+        "the HPA to be deleted under the chart's RBAC",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            let ns = ns.clone();
+            async move {
+                match get::<HorizontalPodAutoscaler>(&admin, &ns, "payment-gateway").await {
+                    Ok(_) => Err("the HPA is still there".to_string()),
+                    Err(_) => Ok(()),
+                }
+            }
+        },
+    )
+    .await;
 }
 
 /// `autopilot run` as its own process: it serves /healthz and /metrics and

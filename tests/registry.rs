@@ -49,16 +49,55 @@ fn every_payments_kind_has_its_crd_in_the_chart() {
     );
 }
 
+/// The namespaces of the scoped install these tests render.
+const SCOPED: [&str; 2] = ["payments", "ledger"];
+
+/// Each install the chart supports, rendered: all namespaces (a
+/// ClusterRole) and scoped to [`SCOPED`] (a Role in each).
+fn installs() -> Vec<(&'static str, chart::ChartRbac)> {
+    vec![
+        ("cluster-wide", chart::ChartRbac::load()),
+        (
+            "scoped",
+            chart::ChartRbac::load_with(&[("watchNamespaces", &chart::scoped_to(&SCOPED))]),
+        ),
+    ]
+}
+
+/// Where `install` lacks `verb` on `group`/`resource` in a namespace the
+/// agent watches: the ClusterRole when it watches all, else each listed
+/// namespace's Role.
+fn lacks(
+    install: &(&str, chart::ChartRbac),
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> Vec<String> {
+    let (name, rbac) = install;
+    if *name == "cluster-wide" {
+        return if rbac.cluster_grants(group, resource, verb) {
+            vec![]
+        } else {
+            vec![format!("{name}: {verb} {group}/{resource}")]
+        };
+    }
+    SCOPED
+        .iter()
+        .filter(|ns| !rbac.role_grants_in(ns, group, resource, verb))
+        .map(|ns| format!("{name}: {verb} {group}/{resource} in {ns}"))
+        .collect()
+}
+
 /// What each controller writes (its kind, its status, every object it owns,
-/// Events) is granted by the chart's ClusterRole.
+/// Events) is granted, by the ClusterRole or, scoped, in every listed
+/// namespace.
 #[test]
 fn the_chart_grants_every_controller_write() {
-    let chart = chart::ChartRbac::load();
     let mut missing = Vec::new();
-    for rule in kinds::controller_rbac() {
-        for verb in &rule.verbs {
-            if !chart.cluster_grants(&rule.group, &rule.resource, verb) {
-                missing.push(format!("{verb} {}/{}", rule.group, rule.resource));
+    for install in installs() {
+        for rule in kinds::controller_rbac() {
+            for verb in &rule.verbs {
+                missing.extend(lacks(&install, &rule.group, &rule.resource, verb));
             }
         }
     }
@@ -66,10 +105,11 @@ fn the_chart_grants_every_controller_write() {
 }
 
 /// Every action kind: a host function builds it, every target it accepts is
-/// a registered kind, and the chart grants what it sends on each target.
+/// a registered kind, and the chart grants what it sends on each target, in
+/// each install.
 #[test]
 fn every_action_kind_has_a_host_function_registered_targets_and_the_charts_rbac() {
-    let chart = chart::ChartRbac::load();
+    let installs = installs();
     let mut missing = Vec::new();
     for &action in ActionKind::ALL {
         if !HOST_API.iter().any(|f| f.produces == Some(action)) {
@@ -93,19 +133,76 @@ fn every_action_kind_has_a_host_function_registered_targets_and_the_charts_rbac(
             }
             for rule in rules {
                 for verb in &rule.verbs {
-                    if !chart.cluster_grants(&rule.group, &rule.resource, verb) {
-                        missing.push(format!(
-                            "{} on {target}: the chart lacks {verb} {}/{}",
-                            action.name(),
-                            rule.group,
-                            rule.resource
-                        ));
+                    for install in &installs {
+                        for lack in lacks(install, &rule.group, &rule.resource, verb) {
+                            missing.push(format!("{} on {target}: {lack}", action.name()));
+                        }
                     }
                 }
             }
         }
     }
     assert!(missing.is_empty(), "{missing:#?}");
+}
+
+/// Nothing the agent does not need, in any install: no Secrets, Pods,
+/// service account tokens, RBAC kinds or wildcards; no PUT on what it
+/// owns; delete only on what a spec can turn off; and a scoped install's
+/// ClusterRole only reads. The authorizer test (tests/rbac.rs) proves the
+/// same on the real API server.
+#[test]
+fn the_chart_grants_nothing_the_agent_does_not_need() {
+    let mut excess = Vec::new();
+    for (name, rbac) in installs() {
+        for (scope, grants) in [("ClusterRole", &rbac.cluster), ("Roles", &rbac.namespaced)] {
+            for (group, resource, verb) in grants {
+                let owned_delete = kinds::controller_rbac().iter().any(|r| {
+                    &r.group == group && &r.resource == resource && r.verbs.contains(&"delete")
+                });
+                let bad = group == "*"
+                    || resource == "*"
+                    || verb == "*"
+                    || group == "rbac.authorization.k8s.io"
+                    || [
+                        "secrets",
+                        "pods",
+                        "serviceaccounts",
+                        "serviceaccounts/token",
+                        "nodes",
+                    ]
+                    .contains(&resource.as_str())
+                    || ["escalate", "bind", "impersonate", "deletecollection"]
+                        .contains(&verb.as_str())
+                    || (verb == "update"
+                        && !resource.ends_with("/finalizers")
+                        && resource != "leases")
+                    || (verb == "delete" && !owned_delete);
+                if bad {
+                    excess.push(format!("{name} {scope}: {verb} {group}/{resource}"));
+                }
+            }
+        }
+        if name == "scoped" {
+            for (group, resource, verb) in &rbac.cluster {
+                if !["get", "list", "watch"].contains(&verb.as_str()) {
+                    excess.push(format!(
+                        "scoped ClusterRole writes: {verb} {group}/{resource}"
+                    ));
+                }
+            }
+            let mut namespaces: Vec<_> = rbac.by_namespace.keys().cloned().collect();
+            namespaces.sort();
+            assert_eq!(
+                namespaces,
+                ["autopilot", "ledger", "payments"],
+                "Roles in the listed namespaces and the agent's own"
+            );
+        }
+    }
+    assert!(
+        excess.is_empty(),
+        "the chart grants more than needed: {excess:#?}"
+    );
 }
 
 /// The registry and the executor agree: every kind resolves to its API.

@@ -2,7 +2,8 @@
 //! server-side dry run (`dryRun=All`) against the real upstream CRDs in
 //! `../shared/crds` (or `$AUTOPILOT_UPSTREAM_CRDS`), then applied for real.
 //! Skipped, saying why, when that folder is absent: tests/actions.rs covers
-//! the same actions on the minimal fixture CRDs.
+//! the same actions on the minimal fixture CRDs. The executor runs as the
+//! chart's service account (`support::agent_client`).
 
 mod support;
 
@@ -145,8 +146,10 @@ async fn every_third_party_patch_passes_a_server_side_dry_run_against_the_upstre
     let journal = SqlJournal::connect(&format!("sqlite:{}", dir.path().join("j.db").display()))
         .await
         .expect("journal");
+    // The executor as the agent: the chart's service account, its RBAC
+    // rendered by Helm and applied (fixtures above use the admin client).
     let ex = Executor::new(
-        client.clone(),
+        support::agent_client(cp).await,
         journal,
         Metrics::register(&prometheus::Registry::new()).expect("metrics"),
     )

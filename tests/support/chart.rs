@@ -113,10 +113,26 @@ pub const RBAC_KINDS: [&str; 5] = [
     "RoleBinding",
 ];
 
-/// What the chart's ClusterRole and Roles grant.
+/// The chart's admission policies and their bindings.
+pub const ADMISSION_KINDS: [&str; 2] = [
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
+
+/// The `--set` values of a namespace-scoped install to `namespaces`.
+pub fn scoped_to(namespaces: &[&str]) -> String {
+    format!("{{{}}}", namespaces.join(","))
+}
+
+/// What the chart's ClusterRole and Roles grant. A rule limited by
+/// `resourceNames` counts as a grant here; the authorizer test
+/// (tests/rbac.rs) checks names.
 pub struct ChartRbac {
     pub cluster: Grants,
+    /// Every Role's grants, whatever its namespace.
     pub namespaced: Grants,
+    /// Each namespace's Roles' grants.
+    pub by_namespace: std::collections::BTreeMap<String, Grants>,
 }
 
 impl ChartRbac {
@@ -126,33 +142,57 @@ impl ChartRbac {
         Self::from_documents(&render("autopilot", "autopilot", &[]))
     }
 
+    /// The same, with `set` values.
+    pub fn load_with(set: &[(&str, &str)]) -> Self {
+        Self::from_documents(&render("autopilot", "autopilot", set))
+    }
+
     /// The grants of the ClusterRoles and Roles among `docs`.
     pub fn from_documents(docs: &[serde_json::Value]) -> Self {
         let mut out = Self {
             cluster: Grants::new(),
             namespaced: Grants::new(),
+            by_namespace: Default::default(),
         };
         for doc in docs {
+            if doc["kind"] == "Role" {
+                let ns = doc["metadata"]["namespace"]
+                    .as_str()
+                    .expect("a Role's namespace");
+                let into = out.by_namespace.entry(ns.to_string()).or_default();
+                Self::add_rules(doc, into);
+            }
             let into = match doc["kind"].as_str() {
                 Some("ClusterRole") => &mut out.cluster,
                 Some("Role") => &mut out.namespaced,
                 _ => continue,
             };
-            for rule in doc["rules"].as_array().expect("rules") {
-                for g in rule["apiGroups"].as_array().expect("groups") {
-                    for r in rule["resources"].as_array().expect("resources") {
-                        for v in rule["verbs"].as_array().expect("verbs") {
-                            into.insert((
-                                g.as_str().expect("group").to_string(),
-                                r.as_str().expect("resource").to_string(),
-                                v.as_str().expect("verb").to_string(),
-                            ));
-                        }
+            Self::add_rules(doc, into);
+        }
+        out
+    }
+
+    fn add_rules(doc: &serde_json::Value, into: &mut Grants) {
+        for rule in doc["rules"].as_array().expect("rules") {
+            for g in rule["apiGroups"].as_array().expect("groups") {
+                for r in rule["resources"].as_array().expect("resources") {
+                    for v in rule["verbs"].as_array().expect("verbs") {
+                        into.insert((
+                            g.as_str().expect("group").to_string(),
+                            r.as_str().expect("resource").to_string(),
+                            v.as_str().expect("verb").to_string(),
+                        ));
                     }
                 }
             }
         }
-        out
+    }
+
+    /// Whether the Roles in `namespace` grant `verb` on `group`/`resource`.
+    pub fn role_grants_in(&self, namespace: &str, group: &str, resource: &str, verb: &str) -> bool {
+        self.by_namespace.get(namespace).is_some_and(|g| {
+            g.contains(&(group.to_string(), resource.to_string(), verb.to_string()))
+        })
     }
 
     /// Whether the ClusterRole grants `verb` on `group`/`resource`.

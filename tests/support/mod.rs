@@ -214,3 +214,66 @@ pub async fn install_policy(client: &Client, namespace: &str, spec: serde_json::
         .await
         .expect("create the guard policy");
 }
+
+/// Applies the chart's RBAC and admission policies among `docs` (as
+/// `chart::render` returns them) with the admin client, creating the
+/// namespaces its Roles live in when missing.
+pub async fn apply_chart_rbac(admin: &Client, docs: &[serde_json::Value]) {
+    use kube::api::DynamicObject;
+    let kinds: Vec<&str> = chart::RBAC_KINDS
+        .iter()
+        .chain(chart::ADMISSION_KINDS.iter())
+        .copied()
+        .collect();
+    for doc in chart::of_kinds(docs, &kinds) {
+        if let Some(ns) = doc["metadata"]["namespace"].as_str() {
+            let namespace: Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))
+                    .expect("namespace object");
+            match Api::<Namespace>::all(admin.clone())
+                .create(&PostParams::default(), &namespace)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => panic!("create namespace {ns}: {e}"),
+            }
+        }
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("manifest");
+        autopilot::act::apply_manifest(admin, &obj, "default")
+            .await
+            .unwrap_or_else(|e| panic!("apply {} {}: {e}", doc["kind"], doc["metadata"]["name"]));
+    }
+}
+
+/// A client that acts as the service account `namespace`/`name`: the admin
+/// impersonates it, so the API server authorizes (and admits) every request
+/// as it would the account's own token, groups included.
+pub async fn as_service_account(cp: &ControlPlane, namespace: &str, name: &str) -> Client {
+    let mut config = cp.config().await.expect("admin config");
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+    Client::try_from(config).expect("impersonating client")
+}
+
+/// The release the agent-as-service-account tests install once per test
+/// binary: the chart with its default values (all namespaces).
+pub const AGENT_RELEASE: &str = "autopilot";
+pub const AGENT_NAMESPACE: &str = "autopilot";
+
+static AGENT_RBAC: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// A client with the agent's identity and exactly the chart's rights: the
+/// chart rendered by Helm (default values, release `autopilot` in namespace
+/// `autopilot`), its RBAC and admission policies applied once per test
+/// binary. For the executor and controllers in tests; set fixtures up with
+/// the admin client.
+pub async fn agent_client(cp: &ControlPlane) -> Client {
+    AGENT_RBAC
+        .get_or_init(|| async {
+            let admin = cp.client().await.expect("admin client");
+            let docs = chart::render(AGENT_RELEASE, AGENT_NAMESPACE, &[]);
+            apply_chart_rbac(&admin, &docs).await;
+        })
+        .await;
+    as_service_account(cp, AGENT_NAMESPACE, AGENT_RELEASE).await
+}
