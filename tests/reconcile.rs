@@ -9,6 +9,8 @@ mod support;
 
 use std::time::Duration;
 
+use support::objects::{condition_of, create, events_for, get, patch_spec};
+
 use autopilot::{
     crd::{BatchProcessor, ClearingAdapter, PaymentGateway, Phase, SagaOrchestrator, condition},
     reconcile::objects::{CONFIG_HASH_ANNOTATION, config_hash},
@@ -18,15 +20,13 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
     batch::v1::{CronJob, Job},
-    core::v1::{ConfigMap, Event, Service},
+    core::v1::{ConfigMap, Service},
     networking::v1::NetworkPolicy,
 };
 use kube::{
-    Api, Client, Resource,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
-    core::NamespaceResourceScope,
+    Api, Client,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
 };
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(90);
@@ -76,67 +76,6 @@ fn example(kind: &str) -> Value {
         })
         .find(|d| d["kind"] == kind)
         .unwrap_or_else(|| panic!("example {kind}"))
-}
-
-async fn create<K>(client: &Client, ns: &str, mut obj: Value) -> K
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    obj["metadata"]["namespace"] = json!(ns);
-    let typed: K = serde_json::from_value(obj).expect("typed object");
-    Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &typed)
-        .await
-        .expect("create")
-}
-
-async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<K, String>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn patch_spec<K>(client: &Client, ns: &str, name: &str, spec: Value)
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(client.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": spec})),
-        )
-        .await
-        .expect("patch spec");
-}
-
-fn condition_of<'a>(
-    conds: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    conds.iter().find(|c| c.type_ == type_)
-}
-
-async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
 }
 
 async fn wait_gateway(

@@ -5,6 +5,7 @@
 
 pub mod chart;
 pub mod kubelet;
+pub mod objects;
 
 use std::{
     future::Future,
