@@ -337,7 +337,7 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
 
     let server = serve_http(&registry, opts.listen).await?;
     tracing::info!(
-        listen = %opts.listen, namespace = %opts.namespace, mode = opts.mode.as_str(),
+        listen = %opts.listen, namespace = %opts.namespace, scope = %opts.reconcile.scope.describe(), mode = opts.mode.as_str(),
         rules = %opts.rules, models = specs.len(), identity = %opts.leadership.identity,
         "autopilot starting: /metrics /healthz /readyz"
     );
@@ -382,7 +382,7 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         recorder,
         settings: cycle::Settings {
             namespace: opts.namespace.clone(),
-            watch_namespace: opts.reconcile.namespace.clone(),
+            scope: opts.reconcile.scope.clone(),
             mode: opts.mode,
             interval: opts.cycle_interval,
             warmup_history: opts.warmup_history,

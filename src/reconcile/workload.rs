@@ -202,7 +202,7 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
     };
     let judgement = rollout::judge(&input);
     let target_back = match rollout::rollback_target(&input, &judgement) {
-        Some(good) => match ctx.rollback_held().await {
+        Some(good) => match ctx.rollback_held(obj).await {
             Some(why) => {
                 tracing::warn!(from = %target, to = %good, %why, "rollout failed; rollback held");
                 let note = format!("rollout of {target} failed; rollback to {good} held: {why}");
