@@ -156,7 +156,9 @@ mod tests {
         assert_eq!(s.list(), ["clearing", "pay"]);
         assert!(s.allows_namespace("pay"));
         assert!(!s.allows_namespace("kube-system"));
-        let err = s.check("kube-system", None, None).unwrap_err();
+        let err = s
+            .check("kube-system", None, None)
+            .expect_err("out of scope");
         assert_eq!(err.guard(), "scope");
         assert_eq!(
             err.to_string(),
@@ -170,13 +172,15 @@ mod tests {
         let off = labels(&[(HANDS_OFF_LABEL, "true")]);
         let on = labels(&[(HANDS_OFF_LABEL, "false"), ("team", "pay")]);
         assert_eq!(
-            s.check("pay", Some(&off), None).unwrap_err(),
+            s.check("pay", Some(&off), None)
+                .expect_err("hands-off namespace"),
             OutOfScope::HandsOffNamespace {
                 namespace: "pay".into()
             }
         );
         assert_eq!(
-            s.check("pay", Some(&on), Some(&off)).unwrap_err(),
+            s.check("pay", Some(&on), Some(&off))
+                .expect_err("hands-off object"),
             OutOfScope::HandsOffObject
         );
         assert_eq!(s.check("pay", Some(&on), Some(&on)), Ok(()));

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use autopilot::{
     act::{
         action::{ACTION_ID_ANNOTATION, kind_info, plan_action},
-        executor::{Executor, Metrics, Proposal},
-        guard::Policy,
+        executor::{Executor, Metrics, Observer, Proposal},
+        guard::{Observed, Policy},
         journal::{Journal, NewEntry, outcome},
     },
     decide::{Action, Expect, Intent, Mode, Verify},
@@ -230,9 +230,10 @@ async fn apply_and_undo(
     );
     let after = get(client, &target).await;
     assert_eq!(pick(&after), changed, "{action:?} changed {inspect:?}");
+    let row = ex.journal().get(done.id).await.expect("get").expect("row");
     assert_eq!(
-        after["metadata"]["annotations"][ACTION_ID_ANNOTATION],
-        done.id.to_string()
+        after["metadata"]["annotations"][ACTION_ID_ANNOTATION], row.entry.uid,
+        "the object carries the action ID"
     );
     let undone = ex
         .undo(done.id, "test", &permissive(), now + 1)
@@ -480,6 +481,16 @@ async fn reversible_actions_patch_their_target_and_the_inverse_restores_it() {
 async fn one_shot_actions_take_effect() {
     let (client, ns, ex, _dir, _registry) = setup("act-once").await;
     let p = permissive();
+    // The switchover guard reads the lag the agent observed (Prometheus in
+    // the agent; tests/gate.rs covers the refusals).
+    let pg_id = ComponentId {
+        kind: "Cluster".into(),
+        namespace: ns.clone(),
+        name: "pg".into(),
+    };
+    let ex = ex.with_observer(Observer::Fixed(Observed {
+        replica_lag_seconds: [(pg_id, [("pg-2".to_string(), 0.2)].into())].into(),
+    }));
     let pg = create(&client, &ns, "Cluster", "pg", json!({"instances": 3, "backup": {"barmanObjectStore": {"destinationPath": "s3://b"}}}),
         Some(json!({"currentPrimary": "pg-1", "targetPrimary": "pg-1", "phase": "Cluster in healthy state",
                     "instancesStatus": {"healthy": ["pg-1", "pg-2", "pg-3"]}}))).await;
@@ -899,9 +910,17 @@ async fn a_restart_resolves_in_flight_intents_without_losing_or_repeating_one() 
     let intent_only = journal_intent(&ex, &client, scale(&gw, 5), NOW).await;
     // Crash after the patch, before the outcome: found applied, not re-sent.
     let sent = journal_intent(&ex, &client, scale(&ca, 4), NOW).await;
+    let sent_uid = ex
+        .journal()
+        .get(sent)
+        .await
+        .expect("get")
+        .expect("row")
+        .entry
+        .uid;
     api(&client, &ns, "PaymentGateway")
         .patch("gw2", &PatchParams::apply("autopilot"), &Patch::Merge(json!({
-            "metadata": {"annotations": {ACTION_ID_ANNOTATION: sent.to_string()}}, "spec": {"replicas": 4}})))
+            "metadata": {"annotations": {ACTION_ID_ANNOTATION: sent_uid}}, "spec": {"replicas": 4}})))
         .await
         .expect("the patch that made it before the crash");
     let rv_sent = get(&client, &ca).await["metadata"]["resourceVersion"].clone();
@@ -1038,6 +1057,7 @@ async fn journal_entry(
     intent.runbook = "test-runbook".into();
     ex.journal()
         .record_intent(&NewEntry {
+            uid: autopilot::act::journal::new_uid(),
             at,
             runbook: intent.runbook.clone(),
             runbook_hash: "0".repeat(64),
@@ -1180,35 +1200,23 @@ async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch()
         "{list}"
     );
 
-    // No policy ConfigMap: nothing is sent (fail closed), not "defaults,
-    // kill switch off".
+    // No policy: nothing is sent (fail closed), not "defaults, kill switch
+    // off".
     let approve = ["approve", &id, "--by", "alice", "--policy-namespace", &ns];
     let (ok, out) = cli(cp, &db, &approve);
     assert!(!ok && out.contains("does not exist"), "{out}");
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
 
-    // The kill switch, flipped the way an SRE would (a ConfigMap), stops approvals.
-    let cms = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
-    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "autopilot-policy"}, "data": {"killSwitch": "true"}}))
-    .expect("cm");
-    cms.create(&PostParams::default(), &cm)
-        .await
-        .expect("kill switch on");
+    // The kill switch, flipped the way an SRE would (the policy object),
+    // stops approvals.
+    support::install_policy(&client, &ns, json!({"killSwitch": true})).await;
     let (ok, out) = cli(cp, &db, &approve);
     assert!(!ok && out.contains("kill_switch"), "{out}");
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
     let kill_switch = |on: bool| {
-        let cms = cms.clone();
-        async move {
-            cms.patch(
-                "autopilot-policy",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"data": {"killSwitch": on.to_string()}})),
-            )
-            .await
-            .expect("kill switch flipped");
-        }
+        let client = client.clone();
+        let ns = ns.clone();
+        async move { support::set_kill_switch(&client, &ns, on).await }
     };
     kill_switch(false).await;
 
@@ -1281,20 +1289,47 @@ async fn recommendations_can_be_approved_or_rejected_by_annotation() {
             .expect("scan")
             .is_empty()
     );
-    let annotate = |name: &'static str, key: &'static str, id: i64| {
+    let annotate = |name: &'static str, key: &'static str, listed: String| {
         let api = api(&client, &ns, "PaymentGateway");
         async move {
             api.patch(
                 name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {key: format!("999,{id}")}}})),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: listed}}})),
             )
             .await
             .expect("kubectl annotate");
         }
     };
-    annotate("a", "autopilot.payments.io/approve", ra.id).await;
-    annotate("b", "autopilot.payments.io/reject", rb.id).await;
+    let uid = |id: i64| {
+        let ex = &ex;
+        async move {
+            ex.journal()
+                .get(id)
+                .await
+                .expect("get")
+                .expect("row")
+                .entry
+                .uid
+        }
+    };
+    // Approvals name action IDs, never row numbers: a row number (left by
+    // an earlier journal, whose rows had the same numbers) approves nothing.
+    annotate("a", "autopilot.payments.io/approve", ra.id.to_string()).await;
+    assert!(
+        ex.apply_annotated_approvals(&p, NOW + 12)
+            .await
+            .expect("scan")
+            .is_empty(),
+        "a row number is not an action ID"
+    );
+    annotate(
+        "a",
+        "autopilot.payments.io/approve",
+        format!("01JDZ7Q8W3V6X2K9M4N5P6R7S8,{}", uid(ra.id).await),
+    )
+    .await;
+    annotate("b", "autopilot.payments.io/reject", uid(rb.id).await).await;
     // Under the kill switch the approval waits (still pending, nothing
     // sent) and the scan goes on to the rejection.
     let killed = Policy {

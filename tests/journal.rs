@@ -43,6 +43,7 @@ fn sqlite_url(dir: &tempfile::TempDir) -> String {
 
 fn entry(at: i64, mode: &str, verdict: &str) -> NewEntry {
     NewEntry {
+        uid: autopilot::act::journal::new_uid(),
         at,
         runbook: "autoscale-gateway".into(),
         runbook_hash: "ab".repeat(32),

@@ -5,8 +5,8 @@
 //!   added, no data merged, not even a write), the gateway reports the
 //!   conflict and holds back the Deployment that would run on it, and the
 //!   ConfigMap outlives the gateway;
-//! - the agent's own `autopilot-policy` cannot be taken by naming a gateway
-//!   after it;
+//! - the agent's own ConfigMap (its runbooks) cannot be taken by naming a
+//!   gateway after it;
 //! - a gateway without autoscaling leaves someone else's HPA of its name;
 //! - a conflict on a side object (a Service) lets the rest roll out, and
 //!   clears once the name is free.
@@ -187,39 +187,29 @@ async fn a_users_config_map_is_never_taken_and_outlives_the_gateway() {
 }
 
 #[tokio::test]
-async fn the_agents_own_policy_cannot_be_taken() {
-    // The agent's namespace, with its policy as the chart installs it.
-    let (client, ns) = support::client_and_namespace(cp(), "policy").await;
-    let _controllers = support::start_controllers_with(client.clone(), &ns, Some(&ns));
-    let policy: ConfigMap = create(
+async fn the_agents_own_rules_cannot_be_taken() {
+    // The agent's namespace, with its runbooks ConfigMap as the chart
+    // installs it (`--rules-configmap autopilot-rules`).
+    let (client, ns) = support::client_and_namespace(cp(), "rules").await;
+    let _controllers = support::start_controllers(client.clone(), &ns);
+    let name = "autopilot-rules";
+    let rules: ConfigMap = create(
         &client,
         &ns,
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": autopilot::act::guard::POLICY_CONFIGMAP},
-               "data": {"killSwitch": "true"}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+               "data": {"noop.rhai": "// a runbook"}}),
     )
     .await;
     create::<PaymentGateway>(
         &client,
         &ns,
-        gateway(
-            autopilot::act::guard::POLICY_CONFIGMAP,
-            json!({"version": "1.0.0", "replicas": 1}),
-        ),
+        gateway(name, json!({"version": "1.0.0", "replicas": 1})),
     )
     .await;
-    wait_ready_reason(
-        &client,
-        &ns,
-        autopilot::act::guard::POLICY_CONFIGMAP,
-        "OwnedObjectConflict",
-    )
-    .await;
-    let now: ConfigMap = get(&client, &ns, autopilot::act::guard::POLICY_CONFIGMAP)
-        .await
-        .expect("the policy");
-    untouched(&policy.metadata, &now.metadata);
-    assert_eq!(now.data, policy.data, "the kill switch stays on");
+    wait_ready_reason(&client, &ns, name, "OwnedObjectConflict").await;
+    let now: ConfigMap = get(&client, &ns, name).await.expect("the rules");
+    untouched(&rules.metadata, &now.metadata);
+    assert_eq!(now.data, rules.data, "the runbooks stay as they were");
 }
 
 #[tokio::test]

@@ -413,19 +413,10 @@ async fn the_kill_switch_holds_an_automatic_rollback() {
     })
     .await;
 
-    let policy = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
     let kill_switch = |on: bool| {
-        let policy = policy.clone();
-        async move {
-            policy
-                .patch(
-                    autopilot::act::guard::POLICY_CONFIGMAP,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"data": {"killSwitch": on.to_string()}})),
-                )
-                .await
-                .expect("kill switch");
-        }
+        let client = client.clone();
+        let ns = ns.clone();
+        async move { support::set_kill_switch(&client, &ns, on).await }
     };
     kill_switch(true).await;
     patch_spec::<PaymentGateway>(&client, &ns, name, json!({"version": "1.1.0-broken"})).await;

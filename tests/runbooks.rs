@@ -6,13 +6,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use autopilot::{
     act::{
         action::kind_info,
-        executor::{Executor, Metrics, Proposal},
-        guard::Policy,
+        executor::{Executor, Metrics, Observer, Proposal},
+        guard::{Observed, Policy},
         journal::{Journal, outcome},
     },
     decide::{
@@ -283,12 +286,6 @@ async fn every_default_runbook_proposes_patches_the_api_server_accepts() {
     let journal = SqlJournal::connect(&format!("sqlite:{}", dir.path().join("j.db").display()))
         .await
         .expect("journal");
-    let ex = Executor::new(
-        client.clone(),
-        journal,
-        Metrics::register(&prometheus::Registry::new()).expect("metrics"),
-    )
-    .with_mode(autopilot::decide::Mode::Auto);
     let policy = Policy {
         max_relative_change: 10.0,
         runbook_per_hour: 100,
@@ -348,6 +345,24 @@ async fn every_default_runbook_proposes_patches_the_api_server_accepts() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!intents.is_empty(), "{name} proposes on its target");
         let rb = set.get(name).expect("loaded");
+        // What the agent observed is what the case's facts say it saw (the
+        // switchover guard reads the observed lags, not the runbook's).
+        let lags: BTreeMap<String, f64> = serde_json::from_value(
+            ctx.facts
+                .get("replica_lag_seconds")
+                .cloned()
+                .unwrap_or(json!({})),
+        )
+        .expect("lags");
+        let ex = Executor::new(
+            client.clone(),
+            journal.clone(),
+            Metrics::register(&prometheus::Registry::new()).expect("metrics"),
+        )
+        .with_mode(autopilot::decide::Mode::Auto)
+        .with_observer(Observer::Fixed(Observed {
+            replica_lag_seconds: [(ctx.component.clone(), lags)].into(),
+        }));
         // The agent in recommend mode: validated by the API server, nothing changed.
         let proposals: Vec<Proposal> = intents
             .into_iter()

@@ -150,7 +150,12 @@ async fn every_third_party_patch_passes_a_server_side_dry_run_against_the_upstre
         journal,
         Metrics::register(&prometheus::Registry::new()).expect("metrics"),
     )
-    .with_mode(autopilot::decide::Mode::Auto);
+    .with_mode(autopilot::decide::Mode::Auto)
+    .with_observer(autopilot::act::executor::Observer::Fixed(
+        autopilot::act::guard::Observed {
+            replica_lag_seconds: [(pg.clone(), [("payments-db-2".to_string(), 0.1)].into())].into(),
+        },
+    ));
     let policy = Policy {
         cooldown_seconds: 0,
         max_relative_change: 10.0,

@@ -7,78 +7,26 @@
 //!
 //! Pure: the policy, the recent history and `now` come in as values.
 //!
-//! The policy lives in the ConfigMap `autopilot-policy` in the agent's
-//! namespace; an SRE stops all actions with
-//! `kubectl -n autopilot patch configmap autopilot-policy --type merge -p '{"data":{"killSwitch":"true"}}'`.
+//! The policy is the `AutopilotPolicy` object `autopilot` in the agent's
+//! namespace (`crate::crd::policy`); an SRE stops all actions with
+//! `kubectl -n autopilot patch autopilotpolicy autopilot --type merge -p '{"spec":{"killSwitch":true}}'`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::action::Planned;
-use crate::decide::{Action, Intent};
-
-/// Name of the ConfigMap holding the [`Policy`] (in the agent's namespace).
-pub const POLICY_CONFIGMAP: &str = "autopilot-policy";
-
-/// A maintenance window: it opens at each occurrence of `schedule` (cron,
-/// UTC, standard weekdays: `0 2 * * 6` is Saturday 02:00; see
-/// `crate::schedule`) and lasts `duration_seconds`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Window {
-    pub schedule: String,
-    pub duration_seconds: i64,
-}
-
-/// The limits every action is checked against. Keys of the ConfigMap are
-/// the camelCase field names; values are strings (`"true"`, `"600"`, and
-/// `maintenanceWindows` as a JSON list).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Policy {
-    /// Refuse every action.
-    pub kill_switch: bool,
-    /// Seconds after an action on a target before the next one on it.
-    pub cooldown_seconds: i64,
-    /// Actions per runbook per hour.
-    pub runbook_per_hour: u32,
-    /// Actions per hour, all runbooks.
-    pub global_per_hour: u32,
-    /// Disruptive actions per namespace per hour.
-    pub disruptive_per_namespace_per_hour: u32,
-    /// Disruptive actions per hour cluster-wide.
-    pub disruptive_per_hour: u32,
-    /// Largest relative change of one value by one action (0.5 = ±50 %);
-    /// a move from 0 counts as a change of the whole new value.
-    pub max_relative_change: f64,
-    /// Largest replication lag (seconds) of a switchover candidate.
-    pub max_switchover_lag_seconds: f64,
-    /// When non-empty, disruptive actions only inside one of these windows.
-    pub maintenance_windows: Vec<Window>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            kill_switch: false,
-            cooldown_seconds: 900,
-            runbook_per_hour: 6,
-            global_per_hour: 30,
-            disruptive_per_namespace_per_hour: 2,
-            disruptive_per_hour: 4,
-            max_relative_change: 1.0,
-            max_switchover_lag_seconds: 5.0,
-            maintenance_windows: Vec::new(),
-        }
-    }
-}
+pub use crate::crd::policy::{Freeze, POLICY_NAME, Policy, Window};
+use crate::{
+    decide::{Action, Intent},
+    detect::ComponentId,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading the policy: {key}={value:?} is invalid: {reason}")]
+    #[error("the policy's {field} {value:?} is invalid: {reason}")]
     ReadPolicy {
-        key: String,
+        field: String,
         value: String,
         reason: String,
     },
@@ -93,46 +41,53 @@ impl Error {
 }
 
 impl Policy {
-    /// Reads a policy from ConfigMap data; absent keys keep their defaults,
-    /// unknown keys and bad values are errors (and the caller keeps the
-    /// previous policy).
-    pub fn from_configmap_data(data: &BTreeMap<String, String>) -> Result<Policy, Error> {
-        let mut v = serde_json::to_value(Policy::default()).map_err(|e| Error::ReadPolicy {
-            key: String::new(),
-            value: String::new(),
-            reason: e.to_string(),
-        })?;
-        for (k, raw) in data {
-            let bad = |reason: String| Error::ReadPolicy {
-                key: k.clone(),
-                value: raw.clone(),
-                reason,
-            };
-            let parsed: serde_json::Value = if k == "maintenanceWindows" {
-                serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?
-            } else {
-                serde_json::from_str(raw.trim()).map_err(|e| bad(e.to_string()))?
-            };
-            if v.get(k).is_none() {
-                return Err(bad("unknown key".into()));
-            }
-            v[k] = parsed;
-        }
-        let policy: Policy = serde_json::from_value(v).map_err(|e| Error::ReadPolicy {
-            key: String::new(),
-            value: String::new(),
-            reason: e.to_string(),
-        })?;
-        for w in &policy.maintenance_windows {
+    /// What the CRD's schema cannot check: every maintenance window's
+    /// schedule parses, and no number is NaN. A policy that fails is not
+    /// used: nothing is sent until it is fixed.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (i, w) in self.maintenance_windows.iter().enumerate() {
             crate::schedule::parse_with_seconds(&w.schedule).map_err(|reason| {
                 Error::ReadPolicy {
-                    key: "maintenanceWindows".into(),
+                    field: format!("maintenanceWindows[{i}].schedule"),
                     value: w.schedule.clone(),
                     reason,
                 }
             })?;
         }
-        Ok(policy)
+        for (field, v) in [
+            ("maxRelativeChange", self.max_relative_change),
+            ("maxSwitchoverLagSeconds", self.max_switchover_lag_seconds),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(Error::ReadPolicy {
+                    field: field.into(),
+                    value: v.to_string(),
+                    reason: "must be a finite number >= 0".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the agent itself observed, read for the judgement (never numbers a
+/// runbook supplies): the replication lag of each CloudNativePG instance,
+/// per Cluster, in seconds. A guard that needs an observation it does not
+/// have refuses.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub replica_lag_seconds: BTreeMap<ComponentId, BTreeMap<String, f64>>,
+}
+
+impl Observed {
+    /// The observed lag of `instance` of `cluster`; `None` when unknown or
+    /// not a finite number.
+    pub fn replica_lag(&self, cluster: &ComponentId, instance: &str) -> Option<f64> {
+        self.replica_lag_seconds
+            .get(cluster)?
+            .get(instance)
+            .copied()
+            .filter(|l| l.is_finite())
     }
 }
 
@@ -198,6 +153,7 @@ fn in_window(windows: &[Window], now: i64) -> bool {
 /// limits of those after them.
 pub fn evaluate_guards(
     policy: &Policy,
+    observed: &Observed,
     history: &[Recent],
     batch: &[Candidate<'_>],
     now: i64,
@@ -212,6 +168,7 @@ pub fn evaluate_guards(
     for c in batch {
         let check = Check {
             policy,
+            observed,
             recent: &recent,
             targets_this_cycle: &targets_this_cycle,
             candidate: c,
@@ -248,6 +205,7 @@ pub fn evaluate_guards(
 /// this cycle's allowed actions, and the targets already claimed.
 struct Check<'a> {
     policy: &'a Policy,
+    observed: &'a Observed,
     recent: &'a [Recent],
     targets_this_cycle: &'a [String],
     candidate: &'a Candidate<'a>,
@@ -278,6 +236,7 @@ type Guard = fn(&Check<'_>) -> Option<(&'static str, String)>;
 /// verdict. A new guard is a function and a line here.
 const GUARDS: &[Guard] = &[
     kill_switch,
+    change_freeze,
     conflict,
     cooldown,
     max_change,
@@ -293,9 +252,25 @@ fn kill_switch(c: &Check<'_>) -> Option<(&'static str, String)> {
     c.policy.kill_switch.then(|| {
         (
             "kill_switch",
-            format!("killSwitch is on in ConfigMap {POLICY_CONFIGMAP}"),
+            format!("killSwitch is on in AutopilotPolicy {POLICY_NAME}"),
         )
     })
+}
+
+fn change_freeze(c: &Check<'_>) -> Option<(&'static str, String)> {
+    let f = c.policy.change_freezes.iter().find(|f| f.covers(c.now))?;
+    Some((
+        "change_freeze",
+        format!(
+            "change freeze {} until {}",
+            if f.reason.is_empty() {
+                "in effect"
+            } else {
+                f.reason.as_str()
+            },
+            f.end.0
+        ),
+    ))
 }
 
 fn conflict(c: &Check<'_>) -> Option<(&'static str, String)> {
@@ -346,22 +321,30 @@ fn max_change(c: &Check<'_>) -> Option<(&'static str, String)> {
     ))
 }
 
+/// A switchover only to an instance whose lag the agent itself observed
+/// within the limit: the lag the runbook passed in is its own claim, not
+/// evidence, and an instance without an observed lag is refused.
 fn replica_lag(c: &Check<'_>) -> Option<(&'static str, String)> {
     let Action::Switchover {
-        lag_seconds,
-        instance,
-        ..
+        target, instance, ..
     } = &c.candidate.intent.action
     else {
         return None;
     };
     let limit = c.policy.max_switchover_lag_seconds;
-    (lag_seconds.is_nan() || *lag_seconds > limit).then(|| {
-        (
+    match c.observed.replica_lag(target, instance) {
+        None => Some((
             "replica_lag",
-            format!("{instance} lags {lag_seconds}s (limit {limit}s)"),
-        )
-    })
+            format!(
+                "no observed replication lag for {instance}; the agent does not switch over blind"
+            ),
+        )),
+        Some(lag) if lag > limit => Some((
+            "replica_lag",
+            format!("{instance} lags {lag}s as observed (limit {limit}s)"),
+        )),
+        Some(_) => None,
+    }
 }
 
 fn runbook_rate(c: &Check<'_>) -> Option<(&'static str, String)> {

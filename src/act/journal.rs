@@ -10,6 +10,10 @@ use crate::decide::Mode;
 /// What is known about an action before anything is sent.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct NewEntry {
+    /// The action's ID across every journal there will ever be (a ULID):
+    /// tagged on the objects it writes and named by approvals. The row id
+    /// is this journal's own short handle for the CLI.
+    pub uid: String,
     /// Unix seconds of the decision.
     pub at: i64,
     pub runbook: String,
@@ -40,6 +44,11 @@ pub struct NewEntry {
     pub undo_of: Option<i64>,
 }
 
+/// A new action ID: a ULID, unique across journals and sortable by time.
+pub fn new_uid() -> String {
+    ulid::Ulid::new().to_string()
+}
+
 impl NewEntry {
     /// The journaled mode, parsed: it is written from [`Mode::as_str`], so
     /// an unknown one means the row is unreadable.
@@ -52,6 +61,7 @@ impl NewEntry {
     #[cfg(test)]
     pub fn fixture() -> Self {
         NewEntry {
+            uid: "01JDZ7Q8W3V6X2K9M4N5P6R7S8".into(),
             at: 0,
             runbook: "autoscale-gateway".into(),
             runbook_hash: "h".into(),
@@ -102,6 +112,10 @@ pub mod outcome {
     pub const ABANDONED: &str = "abandoned";
     /// An applied action later reverted by its inverse.
     pub const UNDONE: &str = "undone";
+    /// The write was sent but its reply was lost or was a server error
+    /// (5xx, 429, a timeout): it may have taken effect. It counts against
+    /// cooldowns and budgets like an applied one.
+    pub const UNKNOWN: &str = "unknown";
 }
 
 /// Verdict values besides the refusing guard's name.

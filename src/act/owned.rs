@@ -477,12 +477,12 @@ mod tests {
     fn a_conflict_names_the_object_and_who_holds_it() {
         let c = Conflict {
             kind: "ConfigMap".into(),
-            name: "autopilot-policy".into(),
+            name: "autopilot-rules".into(),
             owner: "it has no controller ownerReference (created outside this resource)".into(),
         };
         assert_eq!(
             c.to_string(),
-            "ConfigMap autopilot-policy is not ours: it has no controller ownerReference (created outside this resource)"
+            "ConfigMap autopilot-rules is not ours: it has no controller ownerReference (created outside this resource)"
         );
     }
 }

@@ -35,10 +35,7 @@ use super::{
     send::{apply_approvals, fetch_guard_policy, send_proposals, verify_applied},
 };
 use crate::{
-    act::{
-        executor::{Executed, Executor, Proposal},
-        guard::Policy,
-    },
+    act::executor::{ClusterPolicy, Executed, Executor, Proposal},
     decide::{Mode, RunbookSet, cycle::Observed},
     detect::{Estate, Report, SeriesSamples},
     observe::{Prometheus, cache::ResourceCache},
@@ -48,7 +45,7 @@ use crate::{
 /// How the loop runs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The agent's own namespace: the guard policy ConfigMap lives here.
+    /// The agent's own namespace: the guard policy (AutopilotPolicy) lives here.
     pub namespace: String,
     /// The namespaces observed and decided on (the controllers' scope).
     pub scope: crate::scope::Scope,
@@ -166,7 +163,7 @@ impl Autopilot {
 
     /// Resolves the intents a previous run left without an outcome, under
     /// `policy`; on failure they are tried again next cycle.
-    async fn resolve(&mut self, policy: &Policy, now: i64) {
+    async fn resolve(&mut self, policy: &ClusterPolicy, now: i64) {
         match self.executor.resolve_unresolved(policy, now).await {
             Ok(done) => {
                 if !done.is_empty() {
@@ -302,9 +299,15 @@ impl Autopilot {
         now: i64,
     ) -> Result<Vec<Executed>, String> {
         let namespace = &self.settings.namespace;
-        let policy = fetch_guard_policy(&self.client, namespace, proposals.len(), &self.metrics)
+        fetch_guard_policy(&self.client, namespace, proposals.len(), &self.metrics)
             .await
             .map_err(|e| e.to_string())?;
+        // Read again by the gate for every write, so a kill switch turned on
+        // during this cycle stops its next write.
+        let policy = ClusterPolicy {
+            client: self.client.clone(),
+            namespace: namespace.clone(),
+        };
         if self.unresolved {
             self.resolve(&policy, now).await;
         }

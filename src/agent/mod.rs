@@ -27,7 +27,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 
 use crate::{
-    act::executor::{self, Executor},
+    act::executor::{self, Executor, Observer},
     decide::{Limits, Mode, RunbookSet},
     detect::Estate,
     observe::{self, Prometheus},
@@ -372,12 +372,19 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let rules_rx = spawn_rules_watch(&client, &opts.rules);
+    let observer = match &prometheus {
+        Some(p) => Observer::Prometheus(p.clone()),
+        None => Observer::Nothing,
+    };
     let autopilot = cycle::Autopilot::new(cycle::Parts {
         client: client.clone(),
         prometheus,
         estate: Estate::new(specs),
         runbooks: RunbookSet::new(Limits::default()),
-        executor: Executor::new(client.clone(), journal, act_metrics).with_mode(opts.mode),
+        executor: Executor::new(client.clone(), journal, act_metrics)
+            .with_mode(opts.mode)
+            .with_scope(opts.reconcile.scope.clone())
+            .with_observer(observer),
         metrics: metrics.clone(),
         recorder,
         settings: cycle::Settings {

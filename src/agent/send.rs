@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use super::metrics::Metrics;
 use crate::act::{
-    executor::{self, Executed, Executor, PolicyError, Proposal, fetch_policy},
+    executor::{self, Executed, Executor, PolicyError, PolicySource, Proposal, fetch_policy},
     guard::Policy,
     journal::Journal,
     verify::Verification,
@@ -41,7 +41,7 @@ pub async fn fetch_guard_policy(
 pub async fn send_proposals<J: Journal>(
     executor: &Executor<J>,
     proposals: &[Proposal],
-    policy: &Policy,
+    policy: &impl PolicySource,
     now: i64,
 ) -> Result<Vec<Executed>, executor::Error> {
     if proposals.is_empty() {
@@ -68,7 +68,11 @@ pub async fn send_proposals<J: Journal>(
 
 /// Applies the approvals an engineer annotated on targets.
 #[tracing::instrument(skip_all)]
-pub async fn apply_approvals<J: Journal>(executor: &Executor<J>, policy: &Policy, now: i64) {
+pub async fn apply_approvals<J: Journal>(
+    executor: &Executor<J>,
+    policy: &impl PolicySource,
+    now: i64,
+) {
     if let Err(error) = executor.apply_annotated_approvals(policy, now).await {
         tracing::warn!(error = %crate::telemetry::chain(&error), "applying annotated approvals failed");
     }
@@ -80,7 +84,7 @@ pub async fn apply_approvals<J: Journal>(executor: &Executor<J>, policy: &Policy
 pub async fn verify_applied<J: Journal>(
     executor: &Executor<J>,
     latest: &BTreeMap<(String, String), f64>,
-    policy: &Policy,
+    policy: &impl PolicySource,
     now: i64,
 ) {
     let verdicts = executor

@@ -7,10 +7,11 @@ use anyhow::Context;
 use super::{ActionsCommand, DatabaseArgs, GateArgs};
 use crate::{
     act::{
-        executor::{Executor, Metrics, fetch_policy},
-        guard::Policy,
+        executor::{ClusterPolicy, Executor, Metrics, Observer, fetch_policy},
         journal::{Journal, JournalEntry},
     },
+    observe::Prometheus,
+    scope::Scope,
     store::SqlJournal,
 };
 
@@ -29,8 +30,9 @@ fn time(at: i64) -> String {
 /// One line per entry, for `actions list`.
 pub fn format_row(e: &JournalEntry) -> String {
     format!(
-        "{:>6}  {}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  {}",
+        "{:>6}  {:<26}  {}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  {}",
         e.id,
+        e.entry.uid,
         time(e.entry.at),
         e.entry.mode,
         e.entry.runbook,
@@ -50,13 +52,29 @@ async fn executor(db: &DatabaseArgs) -> anyhow::Result<Executor<SqlJournal>> {
     Ok(Executor::new(client, journal(db).await?, metrics))
 }
 
-/// The executor and the policy a person's write is judged against.
+/// The executor and the policy a person's write is judged against: the
+/// agent's mode, scope and observations, and its policy, read for the send
+/// (and checked once first, so a missing policy is a clear error).
 async fn gated(
     db: &DatabaseArgs,
     gate: &GateArgs,
-) -> anyhow::Result<(Executor<SqlJournal>, Policy)> {
-    let ex = executor(db).await?.with_mode(gate.agent_mode);
-    let policy = fetch_policy(ex.client(), &gate.policy_namespace).await?;
+) -> anyhow::Result<(Executor<SqlJournal>, ClusterPolicy)> {
+    let observer = match &gate.prometheus_url {
+        Some(url) => Observer::Prometheus(
+            Prometheus::new(url, std::time::Duration::from_secs(10)).context("--prometheus-url")?,
+        ),
+        None => Observer::Nothing,
+    };
+    let ex = executor(db)
+        .await?
+        .with_mode(gate.agent_mode)
+        .with_scope(Scope::namespaces(gate.namespaces.clone()))
+        .with_observer(observer);
+    fetch_policy(ex.client(), &gate.policy_namespace).await?;
+    let policy = ClusterPolicy {
+        client: ex.client().clone(),
+        namespace: gate.policy_namespace.clone(),
+    };
     Ok((ex, policy))
 }
 
@@ -66,8 +84,16 @@ pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
         ActionsCommand::List { db, limit, pending } => {
             let rows = journal(&db).await?.list(limit, pending).await?;
             println!(
-                "{:>6}  {:<20}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  APPROVAL",
-                "ID", "TIME", "MODE", "RUNBOOK", "ACTION", "TARGET", "VERDICT", "OUTCOME"
+                "{:>6}  {:<26}  {:<20}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  APPROVAL",
+                "ID",
+                "ACTION ID",
+                "TIME",
+                "MODE",
+                "RUNBOOK",
+                "ACTION",
+                "TARGET",
+                "VERDICT",
+                "OUTCOME"
             );
             for e in &rows {
                 println!("{}", format_row(e));

@@ -42,7 +42,7 @@ pub struct RunArgs {
     )]
     pub namespaces: Vec<String>,
     /// The agent's own namespace: its leader Lease, the guard policy
-    /// ConfigMap `autopilot-policy` and the rules ConfigMap live here.
+    /// `AutopilotPolicy` `autopilot` and the rules ConfigMap live here.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub agent_namespace: String,
     /// Address of the HTTP endpoints.
@@ -271,14 +271,24 @@ pub enum ActionsCommand {
 }
 
 /// What an approval or an undo is judged against when it is sent, like
-/// every write: the policy (kill switch, guards) and the agent's mode.
+/// every write: the policy (kill switch, freezes, guards), the agent's mode
+/// and scope, and what the agent observes. In the agent's pod the chart's
+/// environment gives the agent's own values.
 #[derive(clap::Args, Debug)]
 pub struct GateArgs {
-    /// Namespace of the ConfigMap `autopilot-policy` (kill switch, limits);
+    /// Namespace of the AutopilotPolicy `autopilot` (kill switch, limits);
     /// in the agent's pod, its own namespace. Nothing is sent when it does
     /// not exist.
     #[arg(long, env = "POD_NAMESPACE", default_value = "autopilot")]
     pub policy_namespace: String,
+    /// The agent's scope: only targets in these namespaces (comma-separated
+    /// or repeated; default: all) are written.
+    #[arg(long = "namespace", env = "AUTOPILOT_NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Prometheus, for the observations some guards need (the replication
+    /// lag of a switchover target); without it a switchover is refused.
+    #[arg(long, env = "AUTOPILOT_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
     /// The agent's mode (the same variable as `autopilot run`'s): in
     /// dry-run nothing is sent, whoever asks.
     #[arg(

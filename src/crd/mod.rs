@@ -8,12 +8,14 @@ pub mod batch_processor;
 pub mod clearing_adapter;
 pub mod common;
 pub mod payment_gateway;
+pub mod policy;
 pub mod saga_orchestrator;
 
 pub use batch_processor::{BatchProcessor, BatchProcessorSpec, BatchProcessorStatus};
 pub use clearing_adapter::{ClearingAdapter, ClearingAdapterSpec, ClearingAdapterStatus};
 pub use common::{Phase, WorkloadStatus, condition, reason};
 pub use payment_gateway::{PaymentGateway, PaymentGatewaySpec};
+pub use policy::AutopilotPolicy;
 pub use saga_orchestrator::{SagaOrchestrator, SagaOrchestratorSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -40,10 +42,12 @@ pub fn crd_of(id: PaymentsKind) -> CustomResourceDefinition {
     }
 }
 
-/// Every CRD we define, in the registry's order (`crate::kinds`).
+/// Every CRD we define: the payments kinds in the registry's order
+/// (`crate::kinds`), then the agent's own policy kind.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     crate::kinds::payments()
         .map(|(_, p)| crd_of(p.id))
+        .chain([AutopilotPolicy::crd()])
         .collect()
 }
 
@@ -74,9 +78,13 @@ mod tests {
     fn one_crd_per_registered_kind_in_our_group_with_status_subresource() {
         let all = crds();
         let kinds: Vec<_> = all.iter().map(|c| c.spec.names.kind.clone()).collect();
-        let registered: Vec<_> = crate::kinds::payments_kind_names().collect();
-        assert_eq!(kinds, registered);
-        for crd in &all {
+        let mut expected: Vec<_> = crate::kinds::payments_kind_names().collect();
+        expected.push("AutopilotPolicy");
+        assert_eq!(kinds, expected);
+        for crd in all
+            .iter()
+            .filter(|c| c.spec.names.kind != "AutopilotPolicy")
+        {
             assert_eq!(crd.spec.group, GROUP);
             let v = &crd.spec.versions[0];
             assert_eq!(v.name, "v1");
@@ -140,7 +148,7 @@ mod tests {
     #[test]
     fn yaml_stream_has_one_document_per_crd() {
         let y = crds_yaml().expect("yaml");
-        let n = crate::kinds::payments().count();
+        let n = crds().len();
         assert_eq!(
             y.matches("\n---\n").count() + usize::from(y.starts_with("---")),
             n

@@ -118,7 +118,7 @@ pub struct Settings {
     /// Reconciles running at once per controller (per kind, and per
     /// namespace of a scoped install).
     pub concurrency: u16,
-    /// Namespace of the guard policy (`autopilot-policy`): an automatic
+    /// Namespace of the guard policy (AutopilotPolicy `autopilot`): an automatic
     /// rollback is a write the agent decides alone, so it waits while the
     /// kill switch is on or the policy cannot be read. `None` (tests of the
     /// controllers alone): the policy is not consulted (the scope and the
@@ -228,8 +228,8 @@ impl Context {
         let ns = self.settings.policy_namespace.as_deref()?;
         match crate::act::executor::fetch_policy(&self.client, ns).await {
             Ok(p) if p.kill_switch => Some(format!(
-                "the kill switch is on (ConfigMap {ns}/{})",
-                crate::act::guard::POLICY_CONFIGMAP
+                "the kill switch is on (AutopilotPolicy {ns}/{})",
+                crate::act::guard::POLICY_NAME
             )),
             Ok(_) => None,
             Err(e) => Some(format!("the guard policy cannot be read: {e}")),

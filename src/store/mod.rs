@@ -55,7 +55,7 @@ macro_rules! select {
     ($pool:expr, $db:literal, $tail:literal $(, $arg:expr)*) => {
         sqlx::query_as!(
             Row,
-            "SELECT id AS \"id!\", at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of, dry_run, outcome, outcome_detail, outcome_at, verification, approval FROM journal "
+            "SELECT id AS \"id!\", uid, at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of, dry_run, outcome, outcome_detail, outcome_at, verification, approval FROM journal "
                 + $tail
                 + " -- "
                 + $db
@@ -83,7 +83,7 @@ macro_rules! insert_intent {
         let (evidence, action) = (e.evidence.to_string(), e.action.to_string());
         let (patch, inverse, verify) = (text(&e.patch), text(&e.inverse), text(&e.verify));
         sqlx::query_scalar!(
-            "INSERT INTO journal (at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id AS \"id!\""
+            "INSERT INTO journal (at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of, uid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id AS \"id!\""
                 + " -- "
                 + $db,
             e.at,
@@ -102,7 +102,8 @@ macro_rules! insert_intent {
             e.verdict,
             e.verdict_detail,
             verify,
-            e.undo_of
+            e.undo_of,
+            e.uid
         )
         .fetch_one($pool)
         .await
@@ -112,6 +113,7 @@ macro_rules! insert_intent {
 /// A journal row as stored (JSON as text, for both backends).
 struct Row {
     id: i64,
+    uid: String,
     at: i64,
     runbook: String,
     runbook_hash: String,
@@ -146,6 +148,7 @@ impl From<Row> for JournalEntry {
         JournalEntry {
             id: r.id,
             entry: NewEntry {
+                uid: r.uid,
                 at: r.at,
                 runbook: r.runbook,
                 runbook_hash: r.runbook_hash,

@@ -197,15 +197,34 @@ pub fn upstream_crds_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// The guard policy ConfigMap with the defaults, as the chart installs it in
+/// The guard policy with the defaults, as the chart installs it in
 /// the agent's namespace: the agent sends nothing without one.
 pub async fn install_default_policy(client: &Client, namespace: &str) {
-    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": autopilot::act::guard::POLICY_CONFIGMAP}
+    install_policy(client, namespace, serde_json::json!({})).await;
+}
+
+/// Turns the kill switch of the `AutopilotPolicy` in `namespace` on or
+/// off, as an SRE would (a merge patch of its spec).
+pub async fn set_kill_switch(client: &Client, namespace: &str, on: bool) {
+    Api::<autopilot::crd::AutopilotPolicy>::namespaced(client.clone(), namespace)
+        .patch(
+            autopilot::act::guard::POLICY_NAME,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"killSwitch": on}})),
+        )
+        .await
+        .expect("kill switch flipped");
+}
+
+/// Installs the `AutopilotPolicy` with `spec` in `namespace`.
+pub async fn install_policy(client: &Client, namespace: &str, spec: serde_json::Value) {
+    let p: autopilot::crd::AutopilotPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "payments.io/v1", "kind": "AutopilotPolicy",
+        "metadata": {"name": autopilot::act::guard::POLICY_NAME}, "spec": spec,
     }))
-    .expect("policy ConfigMap");
+    .expect("policy");
     Api::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &cm)
+        .create(&PostParams::default(), &p)
         .await
         .expect("create the guard policy");
 }

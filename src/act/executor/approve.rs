@@ -7,13 +7,12 @@
 //! the journal (once) before anything is sent.
 
 use super::{
-    APPROVE_ANNOTATION, Error, Executed, Executor, REJECT_ANNOTATION, Recorded,
+    APPROVE_ANNOTATION, Error, Executed, Executor, PolicySource, REJECT_ANNOTATION, Recorded,
     gate::{Admitted, Decider, Refused},
     send::{Write, sent_detail},
 };
 use crate::act::{
     action::plan_action,
-    guard::Policy,
     journal::{Journal, outcome},
 };
 
@@ -24,7 +23,7 @@ impl<J: Journal> Executor<J> {
         &self,
         id: i64,
         by: &str,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Executed, Error> {
         let not_approvable = |reason| Error::ApproveEntry { id, reason };
@@ -48,7 +47,14 @@ impl<J: Journal> Executor<J> {
             return Err(not_approvable("already approved or rejected".into()));
         }
         let entry = &r.row.entry;
-        let write = Write::planned(id, &r.intent.action, change, r.inverse.as_ref(), entry.at);
+        let write = Write::planned(
+            id,
+            &entry.uid,
+            &r.intent.action,
+            change,
+            r.inverse.as_ref(),
+            entry.at,
+        );
         let describe = |sent: &_| format!("approved by {by}: {}", sent_detail(sent));
         self.send_and_finish(entry, &write, admitted, describe, now)
             .await
@@ -61,7 +67,7 @@ impl<J: Journal> Executor<J> {
     async fn approval_gate(
         &self,
         r: &Recorded,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Admitted, Error> {
         let refuse = |reason: String| Error::ApproveEntry {
@@ -75,7 +81,7 @@ impl<J: Journal> Executor<J> {
             .ok_or_else(|| refuse(format!("{} no longer exists", r.target())))?;
         let planned = plan_action(&r.intent.action, &obj, now)
             .map_err(|err| refuse(format!("it no longer plans: {err}")))?;
-        let judged = Some((&r.intent, &planned));
+        let judged = (&r.intent, &planned);
         match self
             .admit(policy, Decider::Person, judged, &[r.row.id], now)
             .await?
@@ -88,13 +94,14 @@ impl<J: Journal> Executor<J> {
     }
 
     /// Approvals and rejections given as annotations on the targets:
-    /// `autopilot.payments.io/approve: "12,15"` or
-    /// `autopilot.payments.io/reject: "13"` (journal ids), for SREs who
+    /// `autopilot.payments.io/approve: "01JDZ…,01JE0…"` or
+    /// `autopilot.payments.io/reject: "01JDZ…"` (action IDs, as `autopilot
+    /// actions list` shows them), for SREs who
     /// prefer `kubectl annotate` to the CLI. Each is applied once (the
     /// journal's approval is set only if empty).
     pub async fn apply_annotated_approvals(
         &self,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Vec<Executed>, Error> {
         let mut out = Vec::new();
@@ -104,10 +111,13 @@ impl<J: Journal> Executor<J> {
             let Ok(Some(obj)) = self.fetch_target(r.target()).await else {
                 continue;
             };
+            // By action ID, never the row id: an annotation left from an
+            // earlier journal must not approve this one's row of that number.
+            let uid = r.row.entry.uid.as_str();
             let listed = |key: &str| {
                 obj["metadata"]["annotations"][key]
                     .as_str()
-                    .is_some_and(|v| v.split(',').any(|listed| listed.trim() == id.to_string()))
+                    .is_some_and(|v| v.split(',').any(|listed| listed.trim() == uid))
             };
             if listed(REJECT_ANNOTATION) {
                 out.push(self.reject(id, "annotation", now).await?);

@@ -26,6 +26,7 @@ fn event_reason(out: &str) -> &'static str {
         outcome::DRY_RUN => "ActionDryRun",
         outcome::REJECTED => "ActionRejected",
         outcome::ABANDONED => "ActionAbandoned",
+        outcome::UNKNOWN => "ActionOutcomeUnknown",
         _ => "Action",
     }
 }
@@ -33,7 +34,10 @@ fn event_reason(out: &str) -> &'static str {
 /// The Event of entry `id`'s outcome. Its note starts with `autopilot #<id>`,
 /// which ties it to the journal row.
 fn build_event(id: i64, entry: &NewEntry, out: &str, detail: &str) -> Event {
-    let warning = matches!(out, outcome::FAILED | outcome::REFUSED | outcome::ABANDONED);
+    let warning = matches!(
+        out,
+        outcome::FAILED | outcome::REFUSED | outcome::ABANDONED | outcome::UNKNOWN
+    );
     Event {
         type_: if warning {
             EventType::Warning
@@ -134,7 +138,12 @@ mod tests {
             applied.note.as_deref(),
             Some("autopilot #12 scale_replicas by autoscale-gateway (auto): applied — patched")
         );
-        for out in [outcome::FAILED, outcome::REFUSED, outcome::ABANDONED] {
+        for out in [
+            outcome::FAILED,
+            outcome::REFUSED,
+            outcome::ABANDONED,
+            outcome::UNKNOWN,
+        ] {
             assert_eq!(build_event(1, &entry(), out, "").type_, EventType::Warning);
         }
         assert_eq!(

@@ -1,19 +1,22 @@
 //! The gate every write to a target passes at the moment it is sent: the
-//! kill switch, the agent's mode and the guards, judged with the policy read
-//! for this send and the time of the send. An action in auto mode, an
+//! kill switch, the scope (allow-listed namespaces, hands-off labels), the
+//! agent's mode and the guards, judged with the policy read for this send,
+//! the agent's own observations and the time of the send. An action in auto mode, an
 //! approval, a resolution after a restart, an undo (by a person or after a
 //! failed verification) all pass it; [`Admitted`] is the proof `send`
 //! demands for a write that takes effect, and only [`judge`] makes one.
 //!
-//! Pure: the policy, the agent's mode, the history and `now` come in as
-//! values. Must not read the cluster or the journal.
+//! Pure: the policy, the agent's mode, the scope verdict (labels read by
+//! the caller), the history, the observations and `now` come in as values.
+//! Must not read the cluster or the journal.
 
 use crate::{
     act::{
         action::Planned,
-        guard::{Candidate, Policy, Recent, Verdict, evaluate_guards},
+        guard::{Candidate, Observed, POLICY_NAME, Policy, Recent, Verdict, evaluate_guards},
     },
     decide::{Intent, Mode},
+    scope::OutOfScope,
 };
 
 /// Who decided a write, and so what it needs of the agent's mode.
@@ -46,9 +49,8 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// The write as the guards see it: the intent and its planned change.
-/// `None` for a batch's action, whose guards were judged with its batch in
-/// the same call (`run_batch`), against the same policy and time.
+/// The write as the guards see it: the intent and its planned change, with
+/// the history and the agent's observations as they are at the send.
 pub struct Judged<'a> {
     pub intent: &'a Intent,
     pub planned: &'a Planned,
@@ -56,14 +58,16 @@ pub struct Judged<'a> {
     /// against itself: a resolution, an approval, or the action an undo
     /// reverts).
     pub history: &'a [Recent],
+    pub observed: &'a Observed,
 }
 
-/// Judges one write now: the kill switch, then the agent's mode, then (when
-/// given) the guards.
+/// Judges one write now: the kill switch, then the scope, then the agent's
+/// mode, then (when given) the guards.
 pub fn judge(
     policy: &Policy,
     agent_mode: Mode,
     decider: Decider,
+    scope: Result<(), OutOfScope>,
     guards: Option<Judged<'_>>,
     now: i64,
 ) -> Result<Admitted, Refused> {
@@ -74,11 +78,11 @@ pub fn judge(
     if policy.kill_switch {
         return Err(refuse(
             "kill_switch",
-            format!(
-                "killSwitch is on in ConfigMap {}",
-                crate::act::guard::POLICY_CONFIGMAP
-            ),
+            format!("killSwitch is on in AutopilotPolicy {POLICY_NAME}"),
         ));
+    }
+    if let Err(out) = scope {
+        return Err(refuse(out.guard(), out.to_string()));
     }
     match (decider, agent_mode) {
         (Decider::Agent, Mode::Auto) | (Decider::Person, Mode::Recommend | Mode::Auto) => {}
@@ -107,7 +111,7 @@ pub fn judge(
             planned: j.planned,
         };
         if let Some(Verdict::Refused { guard, detail }) =
-            evaluate_guards(policy, j.history, &[candidate], now).pop()
+            evaluate_guards(policy, j.observed, j.history, &[candidate], now).pop()
         {
             return Err(Refused { guard, detail });
         }
@@ -163,7 +167,7 @@ mod tests {
             ..Policy::default()
         };
         for decider in [Decider::Agent, Decider::Person] {
-            let r = judge(&policy, Mode::Auto, decider, None, 0);
+            let r = judge(&policy, Mode::Auto, decider, Ok(()), None, 0);
             assert_eq!(guard_of(r).as_deref(), Some("kill_switch"));
         }
     }
@@ -171,7 +175,7 @@ mod tests {
     #[test]
     fn the_agent_acts_alone_only_in_auto_and_nobody_writes_in_dry_run() {
         let p = Policy::default();
-        let mode = |m, d| guard_of(judge(&p, m, d, None, 0));
+        let mode = |m, d| guard_of(judge(&p, m, d, Ok(()), None, 0));
         assert_eq!(mode(Mode::Auto, Decider::Agent), None);
         assert_eq!(
             mode(Mode::Recommend, Decider::Agent).as_deref(),
@@ -197,17 +201,65 @@ mod tests {
             }]
         };
         let now = 100_000;
+        let observed = Observed::default();
         let judged = |history| Judged {
             intent: &intent,
             planned: &planned,
             history,
+            observed: &observed,
         };
         // Another action on the target a minute before the send: cooldown.
         let h = recent(now - 60);
-        let r = judge(&p, Mode::Auto, Decider::Agent, Some(judged(&h)), now);
+        let r = judge(
+            &p,
+            Mode::Auto,
+            Decider::Agent,
+            Ok(()),
+            Some(judged(&h)),
+            now,
+        );
         assert_eq!(guard_of(r).as_deref(), Some("cooldown"));
         // Long enough before: allowed.
         let h = recent(now - p.cooldown_seconds - 1);
-        assert!(judge(&p, Mode::Auto, Decider::Agent, Some(judged(&h)), now).is_ok());
+        assert!(
+            judge(
+                &p,
+                Mode::Auto,
+                Decider::Agent,
+                Ok(()),
+                Some(judged(&h)),
+                now
+            )
+            .is_ok()
+        );
+        // A change freeze covering the send refuses it, whatever else holds.
+        let frozen = Policy {
+            change_freezes: vec![crate::act::guard::Freeze {
+                start: crate::act::guard::Freeze::time(now - 10),
+                end: crate::act::guard::Freeze::time(now + 10),
+                reason: "Black Friday".into(),
+            }],
+            ..Policy::default()
+        };
+        let r = judge(
+            &frozen,
+            Mode::Auto,
+            Decider::Person,
+            Ok(()),
+            Some(judged(&h)),
+            now,
+        );
+        assert_eq!(guard_of(r).as_deref(), Some("change_freeze"));
+    }
+
+    #[test]
+    fn a_target_out_of_scope_is_refused_before_the_mode_is_looked_at() {
+        let p = Policy::default();
+        let out = crate::scope::Scope::namespaces(["pay"]).check("kube-system", None, None);
+        let r = judge(&p, Mode::DryRun, Decider::Agent, out, None, 0);
+        assert_eq!(guard_of(r).as_deref(), Some("scope"));
+        let off = crate::scope::OutOfScope::HandsOffObject;
+        let r = judge(&p, Mode::Auto, Decider::Person, Err(off), None, 0);
+        assert_eq!(guard_of(r).as_deref(), Some("hands_off"));
     }
 }

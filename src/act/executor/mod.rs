@@ -24,12 +24,13 @@ use serde_json::Value;
 
 use super::{
     action::{Change, KindInfo, kind_info},
-    guard::Policy,
+    guard::{Observed, POLICY_NAME, Policy},
     journal::{self, Journal, JournalEntry, outcome},
 };
 use crate::{
     decide::{Intent, Mode},
     detect::ComponentId,
+    scope::Scope,
 };
 
 mod approve;
@@ -93,6 +94,24 @@ pub enum SendError {
 }
 
 impl SendError {
+    /// Whether the write may have reached the cluster although it failed:
+    /// a patch or create whose reply was lost or was a server error (5xx,
+    /// 429 Too Many Requests, a timeout). A refusal by validation or
+    /// admission (4xx) and a failed read were not applied.
+    pub fn possibly_sent(&self) -> bool {
+        match self {
+            SendError::PatchTarget { source, .. } | SendError::CreateObject { source, .. } => {
+                match source {
+                    kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+                    // No status: the connection broke, the reply timed out
+                    // or could not be read after the request was sent.
+                    _ => true,
+                }
+            }
+            _ => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             SendError::FetchTarget { .. } => "fetch_target",
@@ -127,7 +146,7 @@ impl Metrics {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("reading ConfigMap {namespace}/{name} failed")]
+    #[error("reading AutopilotPolicy {namespace}/{name} failed")]
     FetchPolicy {
         namespace: String,
         name: &'static str,
@@ -135,14 +154,19 @@ pub enum PolicyError {
         source: kube::Error,
     },
     #[error(
-        "ConfigMap {namespace}/{name} does not exist: nothing is sent until it does (the chart installs it; `kubectl -n {namespace} create configmap {name}` gives the defaults)"
+        "AutopilotPolicy {namespace}/{name} does not exist: nothing is sent until it does (the chart installs it; `kubectl -n {namespace} apply -f` one with `spec: {{}}` for the defaults)"
     )]
     MissingPolicy {
         namespace: String,
         name: &'static str,
     },
-    #[error(transparent)]
-    ReadPolicy(#[from] super::guard::Error),
+    #[error("AutopilotPolicy {namespace}/{name} is not used: {source}")]
+    ReadPolicy {
+        namespace: String,
+        name: &'static str,
+        #[source]
+        source: super::guard::Error,
+    },
 }
 
 impl PolicyError {
@@ -150,29 +174,107 @@ impl PolicyError {
         match self {
             PolicyError::FetchPolicy { .. } => "fetch_policy",
             PolicyError::MissingPolicy { .. } => "missing_policy",
-            PolicyError::ReadPolicy(e) => e.kind(),
+            PolicyError::ReadPolicy { source, .. } => source.kind(),
         }
     }
 }
 
-/// Reads the guard policy from the ConfigMap `autopilot-policy` in
-/// `namespace`. Fails closed: a policy that does not exist is an error, not
-/// "defaults, kill switch off" (an empty ConfigMap gives the defaults).
+/// Reads the guard policy, the `AutopilotPolicy` [`POLICY_NAME`] in
+/// `namespace`. Fails closed: a policy that does not exist, or does not
+/// validate, is an error, not "defaults, kill switch off" (`spec: {}` gives
+/// the defaults).
 pub async fn fetch_policy(client: &Client, namespace: &str) -> Result<Policy, PolicyError> {
-    use super::guard::POLICY_CONFIGMAP;
-    let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
-        .get_opt(POLICY_CONFIGMAP)
+    let found = Api::<crate::crd::AutopilotPolicy>::namespaced(client.clone(), namespace)
+        .get_opt(POLICY_NAME)
         .await
         .map_err(|source| PolicyError::FetchPolicy {
             namespace: namespace.into(),
-            name: POLICY_CONFIGMAP,
+            name: POLICY_NAME,
             source,
         })?;
-    let cm = cm.ok_or_else(|| PolicyError::MissingPolicy {
-        namespace: namespace.into(),
-        name: POLICY_CONFIGMAP,
-    })?;
-    Ok(Policy::from_configmap_data(&cm.data.unwrap_or_default())?)
+    let policy = found
+        .ok_or_else(|| PolicyError::MissingPolicy {
+            namespace: namespace.into(),
+            name: POLICY_NAME,
+        })?
+        .spec;
+    policy
+        .validate()
+        .map_err(|source| PolicyError::ReadPolicy {
+            namespace: namespace.into(),
+            name: POLICY_NAME,
+            source,
+        })?;
+    Ok(policy)
+}
+
+/// Where the gate gets the policy for a write. The agent and the CLI read
+/// the cluster's on every send ([`ClusterPolicy`]), so a kill switch turned
+/// on a moment ago stops the next write; a fixed [`Policy`] serves tests
+/// and replays.
+pub trait PolicySource: Sync {
+    fn current(&self) -> impl std::future::Future<Output = Result<Policy, PolicyError>> + Send;
+}
+
+impl PolicySource for Policy {
+    async fn current(&self) -> Result<Policy, PolicyError> {
+        Ok(self.clone())
+    }
+}
+
+/// The `AutopilotPolicy` in the agent's namespace, read again on every call.
+#[derive(Clone)]
+pub struct ClusterPolicy {
+    pub client: Client,
+    pub namespace: String,
+}
+
+impl PolicySource for ClusterPolicy {
+    async fn current(&self) -> Result<Policy, PolicyError> {
+        fetch_policy(&self.client, &self.namespace).await
+    }
+}
+
+/// Where the gate gets the agent's own observations for a write (today:
+/// CloudNativePG replication lags, for the switchover guard).
+#[derive(Clone, Default)]
+pub enum Observer {
+    /// Nothing observed: a guard that needs an observation refuses.
+    #[default]
+    Nothing,
+    /// Read from Prometheus at the time of the judgement.
+    Prometheus(crate::observe::Prometheus),
+    /// Fixed values (tests; a replay of recorded history).
+    Fixed(Observed),
+}
+
+impl Observer {
+    /// What is observed now, for `intents`: Prometheus is only asked when a
+    /// switchover needs a lag. A failed query is an empty observation (the
+    /// guard then refuses), logged.
+    async fn observe<'a>(
+        &self,
+        intents: impl IntoIterator<Item = &'a Intent>,
+        now: i64,
+    ) -> Observed {
+        let needs_lag = intents
+            .into_iter()
+            .any(|i| matches!(i.action, crate::decide::Action::Switchover { .. }));
+        match self {
+            Observer::Nothing => Observed::default(),
+            Observer::Fixed(o) => o.clone(),
+            Observer::Prometheus(_) if !needs_lag => Observed::default(),
+            Observer::Prometheus(p) => match p.replica_lags(now).await {
+                Ok(replica_lag_seconds) => Observed {
+                    replica_lag_seconds,
+                },
+                Err(error) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&error), "reading replication lags for the switchover guard failed; a switchover is refused");
+                    Observed::default()
+                }
+            },
+        }
+    }
 }
 
 /// A runbook's proposal with its provenance and effective mode.
@@ -239,6 +341,10 @@ pub struct Executor<J> {
     before_write: Option<BeforeWrite>,
     /// The agent's mode, which the gate checks on every write.
     mode: Mode,
+    /// Where it may write, checked at planning and at every send.
+    scope: Scope,
+    /// The agent's own observations for the guards.
+    observer: Observer,
 }
 
 impl<J: Journal> Executor<J> {
@@ -257,7 +363,23 @@ impl<J: Journal> Executor<J> {
             before_write: None,
             // Until told otherwise, nothing takes effect.
             mode: Mode::DryRun,
+            scope: Scope::all(),
+            observer: Observer::Nothing,
         }
+    }
+
+    /// The namespaces it may write in (default: all); the hands-off label
+    /// is honoured in every scope.
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// Where the guards read the agent's own observations (default:
+    /// nothing, so a switchover is refused).
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The agent's mode: `auto` lets the agent act on its own,
@@ -267,32 +389,85 @@ impl<J: Journal> Executor<J> {
         self
     }
 
-    /// The gate for a write, now: the kill switch and the agent's mode, and
-    /// the guards when `judged` gives the write, judged against a history
-    /// without the entries `own` (the write's own row, and for an undo the
-    /// action it reverts).
+    /// The gate for a write, now: the policy read for this send (a policy
+    /// that cannot be read refuses), the kill switch, the scope with the
+    /// labels as they are now, the agent's mode, and the guards on `judged`
+    /// against the history without the entries `own` (the write's own row,
+    /// and for an undo the action it reverts) and the agent's observations.
     async fn admit(
         &self,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         decider: gate::Decider,
-        judged: Option<(&Intent, &crate::act::action::Planned)>,
+        judged: (&Intent, &crate::act::action::Planned),
         own: &[i64],
         now: i64,
     ) -> Result<Result<gate::Admitted, gate::Refused>, Error> {
-        let history = match judged {
-            Some(_) => {
-                let mut recent = self.journal.since(now - 86_400).await?;
-                recent.retain(|e| !own.contains(&e.id));
-                propose::history(&recent)
+        let (intent, planned) = judged;
+        let policy = match policy.current().await {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Err(gate::Refused {
+                    guard: "policy".into(),
+                    detail: crate::telemetry::chain(&e).to_string(),
+                }));
             }
-            None => Vec::new(),
         };
-        let guards = judged.map(|(intent, planned)| gate::Judged {
+        let scope = match self.scope_of(intent.action.target()).await {
+            Ok(verdict) => verdict,
+            Err(detail) => {
+                return Ok(Err(gate::Refused {
+                    guard: "scope".into(),
+                    detail,
+                }));
+            }
+        };
+        let mut recent = self.journal.since(now - 86_400).await?;
+        recent.retain(|e| !own.contains(&e.id));
+        let history = propose::history(&recent);
+        let observed = self.observer.observe([intent], now).await;
+        let guards = gate::Judged {
             intent,
             planned,
             history: &history,
-        });
-        Ok(gate::judge(policy, self.mode, decider, guards, now))
+            observed: &observed,
+        };
+        Ok(gate::judge(
+            &policy,
+            self.mode,
+            decider,
+            scope,
+            Some(guards),
+            now,
+        ))
+    }
+
+    /// The scope's verdict on `target` with the hands-off labels of its
+    /// namespace and of the object as they are now. `Err` when a label
+    /// cannot be read: the caller refuses (fail closed).
+    async fn scope_of(
+        &self,
+        target: &ComponentId,
+    ) -> Result<Result<(), crate::scope::OutOfScope>, String> {
+        if !self.scope.allows_namespace(&target.namespace) {
+            return Ok(self.scope.check(&target.namespace, None, None));
+        }
+        let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone())
+            .get_opt(&target.namespace)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read namespace {} for its hands-off label: {e}",
+                    target.namespace
+                )
+            })?;
+        let ns_labels = ns.and_then(|n| n.metadata.labels);
+        let object = self.fetch_target(target).await.map_err(|e| e.to_string())?;
+        let labels: Option<std::collections::BTreeMap<String, String>> = object
+            .as_ref()
+            .and_then(|o| serde_json::from_value(o["metadata"]["labels"].clone()).ok());
+        Ok(self
+            .scope
+            .check(&target.namespace, ns_labels.as_ref(), labels.as_ref()))
     }
 
     /// Runs `hook` in the window between reading a target and patching it.
@@ -344,10 +519,11 @@ impl<J: Journal> Executor<J> {
     pub async fn run_batch(
         &self,
         proposals: &[Proposal],
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Vec<Executed>, Error> {
-        // Read, plan and judge everything first, on one snapshot of history.
+        // Read, plan and judge everything first, on one snapshot of history
+        // and of the policy; each send is judged again by the gate.
         let (judged, recent) = self.judge_batch(proposals, policy, now).await?;
         let mut out = Vec::with_capacity(proposals.len());
         for (p, (object, judged)) in proposals.iter().zip(judged) {

@@ -9,11 +9,11 @@
 
 use serde_json::Value;
 
-use super::{Executed, Executor, Proposal, SendError, gate::Decider, send::Write};
+use super::{Executed, Executor, PolicySource, Proposal, SendError, gate::Decider, send::Write};
 use crate::{
     act::{
         action::{Planned, plan_action},
-        guard::{Candidate, Policy, Recent, Verdict, evaluate_guards, target_key},
+        guard::{Candidate, Recent, Verdict, evaluate_guards, target_key},
         journal::{Journal, JournalEntry, NewEntry, outcome, verdict},
     },
     decide::{Action, Mode},
@@ -44,9 +44,10 @@ type JudgedBatch = Vec<(Option<Value>, Judged)>;
 
 /// The guard history: entries of the last day that count against limits
 /// (allowed, in any mode, and not failed, rejected, abandoned or refused by
-/// the gate at send), each at
-/// the time it was sent when it was (an approval sends hours after the
-/// recommendation: its cooldown and budgets run from the send).
+/// the gate at send: every action sent, possibly sent (`unknown`) or about
+/// to be), each at the time it was sent when it was (an approval sends
+/// hours after the recommendation: its cooldown and budgets run from the
+/// send).
 pub(super) fn history(recent: &[JournalEntry]) -> Vec<Recent> {
     recent
         .iter()
@@ -59,7 +60,9 @@ pub(super) fn history(recent: &[JournalEntry]) -> Vec<Recent> {
         })
         .map(|e| Recent {
             at: match e.outcome.as_deref() {
-                Some(outcome::APPLIED | outcome::UNDONE) => e.outcome_at.unwrap_or(e.entry.at),
+                Some(outcome::APPLIED | outcome::UNDONE | outcome::UNKNOWN) => {
+                    e.outcome_at.unwrap_or(e.entry.at)
+                }
                 _ => e.entry.at,
             },
             runbook: e.entry.runbook.clone(),
@@ -107,6 +110,7 @@ fn new_entry(
     now: i64,
 ) -> NewEntry {
     NewEntry {
+        uid: crate::act::journal::new_uid(),
         at: now,
         runbook: p.intent.runbook.clone(),
         runbook_hash: p.runbook_hash.clone(),
@@ -128,41 +132,73 @@ fn new_entry(
 }
 
 impl<J: Journal> Executor<J> {
-    /// Reads and plans every proposal, then judges the planned ones together
-    /// (the guards count the batch's own actions). Returns the judgements
-    /// and the journal history they were judged on.
+    /// Reads and plans every proposal, checks each target's scope, then
+    /// judges the planned ones together (the guards count the batch's own
+    /// actions) on the policy as it is now. Returns the judgements and the
+    /// journal history they were judged on. A policy that cannot be read
+    /// refuses every planned proposal (fail closed).
     pub(super) async fn judge_batch(
         &self,
         proposals: &[Proposal],
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<(JudgedBatch, Vec<JournalEntry>), super::Error> {
         let mut read = Vec::with_capacity(proposals.len());
         for p in proposals {
-            read.push(self.read_and_plan(&p.intent.action, now).await);
+            let (object, plan) = self.read_and_plan(&p.intent.action, now).await;
+            let scope = match plan {
+                Ok(_) => self.scope_of(p.intent.action.target()).await,
+                Err(_) => Ok(Ok(())),
+            };
+            let scope = match scope {
+                Ok(Ok(())) => None,
+                Ok(Err(out)) => Some((out.guard().to_string(), out.to_string())),
+                Err(detail) => Some(("scope".to_string(), detail)),
+            };
+            read.push((object, plan, scope));
         }
         let recent = self.journal.since(now - 86_400).await?;
-        let verdicts = {
-            let candidates: Vec<Candidate<'_>> = proposals
-                .iter()
-                .zip(&read)
-                .filter_map(|(p, (_, plan))| {
-                    let planned = plan.as_ref().ok()?;
-                    Some(Candidate {
-                        intent: &p.intent,
-                        planned,
+        let policy = policy.current().await;
+        let observed = self
+            .observer
+            .observe(proposals.iter().map(|p| &p.intent), now)
+            .await;
+        let verdicts = match &policy {
+            Ok(policy) => {
+                let candidates: Vec<Candidate<'_>> = proposals
+                    .iter()
+                    .zip(&read)
+                    .filter_map(|(p, (_, plan, scope))| {
+                        let planned = plan.as_ref().ok().filter(|_| scope.is_none())?;
+                        Some(Candidate {
+                            intent: &p.intent,
+                            planned,
+                        })
                     })
-                })
-                .collect();
-            evaluate_guards(policy, &history(&recent), &candidates, now)
+                    .collect();
+                evaluate_guards(policy, &observed, &history(&recent), &candidates, now)
+            }
+            Err(_) => Vec::new(),
         };
+        let unreadable = policy.as_ref().err().map(|e| Verdict::Refused {
+            guard: "policy".into(),
+            detail: crate::telemetry::chain(e).to_string(),
+        });
         let mut verdicts = verdicts.into_iter();
         let judged = read
             .into_iter()
-            .map(|(object, plan)| {
-                let judged = match plan {
-                    Err(reason) => Judged::PlanFailed { reason },
-                    Ok(planned) => match verdicts.next().unwrap_or(Verdict::Allowed) {
+            .map(|(object, plan, scope)| {
+                let judged = match (plan, scope) {
+                    (Err(reason), _) => Judged::PlanFailed { reason },
+                    (Ok(planned), Some((guard, detail))) => Judged::Refused(Refusal {
+                        planned,
+                        guard,
+                        detail,
+                    }),
+                    (Ok(planned), None) => match unreadable
+                        .clone()
+                        .unwrap_or_else(|| verdicts.next().unwrap_or(Verdict::Allowed))
+                    {
                         Verdict::Allowed => Judged::Allowed { planned },
                         Verdict::Refused { guard, detail } => Judged::Refused(Refusal {
                             planned,
@@ -238,14 +274,21 @@ impl<J: Journal> Executor<J> {
         &self,
         p: &Proposal,
         planned: &Planned,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Executed, super::Error> {
         let entry = new_entry(p, Some(planned), verdict::ALLOWED, "", now);
         // The intent is durable before anything is sent.
         let id = self.journal.record_intent(&entry).await?;
         let action = &p.intent.action;
-        let write = Write::planned(id, action, &planned.change, planned.inverse.as_ref(), now);
+        let write = Write::planned(
+            id,
+            &entry.uid,
+            action,
+            &planned.change,
+            planned.inverse.as_ref(),
+            now,
+        );
         match p.mode {
             Mode::DryRun => {
                 let detail = "not sent (dry-run mode)";
@@ -261,9 +304,13 @@ impl<J: Journal> Executor<J> {
                 }
                 Ok(done)
             }
-            // The guards judged it with its batch a moment ago, on this
-            // policy and time; the gate checks the kill switch and the mode.
-            Mode::Auto => match self.admit(policy, Decider::Agent, None, &[id], now).await? {
+            // The guards judged it with its batch a moment ago; the gate
+            // judges it again as it is sent: the policy and labels read now,
+            // the history with the batch's earlier sends.
+            Mode::Auto => match self
+                .admit(policy, Decider::Agent, (&p.intent, planned), &[id], now)
+                .await?
+            {
                 Ok(admitted) => {
                     self.send_and_finish(&entry, &write, admitted, super::send::sent_detail, now)
                         .await
@@ -437,6 +484,9 @@ mod tests {
         failed.outcome = Some(outcome::FAILED.into());
         let mut abandoned = allowed.clone();
         abandoned.outcome = Some(outcome::ABANDONED.into());
+        // Sent, reply lost: it may have taken effect, so it counts.
+        let mut unknown = allowed.clone();
+        unknown.outcome = Some(outcome::UNKNOWN.into());
         let refusal = refused(2, 100, "cooldown", 5, "auto");
         // Allowed when decided, refused by the gate when it was to be sent
         // (the kill switch went on): nothing was sent, nothing counts.
@@ -447,9 +497,14 @@ mod tests {
             recommended,
             failed,
             abandoned,
+            unknown,
             refusal,
             refused_at_send,
         ]);
-        assert_eq!(counted.len(), 2, "the applied one and the pending one");
+        assert_eq!(
+            counted.len(),
+            3,
+            "the applied one, the pending one and the one possibly sent"
+        );
     }
 }

@@ -9,14 +9,13 @@
 use serde_json::{Value, json};
 
 use super::{
-    Error, Executed, Executor, Recorded,
+    Error, Executed, Executor, PolicySource, Recorded,
     gate::Decider,
     send::{Write, sent_detail},
 };
 use crate::{
     act::{
         action::{ACTION_ID_ANNOTATION, Change, Planned, Subresource, patch_is_applied},
-        guard::Policy,
         journal::{Journal, outcome, verdict},
     },
     decide::Mode,
@@ -56,7 +55,7 @@ impl<J: Journal> Executor<J> {
     /// refused, never sent.
     pub async fn resolve_unresolved(
         &self,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Vec<Executed>, Error> {
         let mut out = Vec::new();
@@ -74,7 +73,7 @@ impl<J: Journal> Executor<J> {
     async fn resolve(
         &self,
         r: &Recorded,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Option<Executed>, Error> {
         let (id, entry, target) = (r.row.id, &r.row.entry, r.target());
@@ -89,10 +88,16 @@ impl<J: Journal> Executor<J> {
             .approval
             .as_deref()
             .is_some_and(|a| a.starts_with("approved"));
-        let write = r
-            .change
-            .as_ref()
-            .map(|c| Write::planned(id, &r.intent.action, c, r.inverse.as_ref(), entry.at));
+        let write = r.change.as_ref().map(|c| {
+            Write::planned(
+                id,
+                &entry.uid,
+                &r.intent.action,
+                c,
+                r.inverse.as_ref(),
+                entry.at,
+            )
+        });
         if r.mode == Mode::Recommend && !approved {
             // The dry run may not have happened: validate again, keep it a recommendation.
             return self
@@ -112,7 +117,7 @@ impl<J: Journal> Executor<J> {
             }
         };
         let done = if self
-            .found_applied(id, target, write.change, object.as_ref())
+            .found_applied(&entry.uid, target, write.change, object.as_ref())
             .await
         {
             let detail = "found applied after a restart";
@@ -137,7 +142,7 @@ impl<J: Journal> Executor<J> {
                 disruptive: entry.disruptive,
                 moves: Vec::new(),
             };
-            let judged = Some((&r.intent, &planned));
+            let judged = (&r.intent, &planned);
             // Its own row never counts against it, nor, for an interrupted
             // undo, the action it reverts (as when the undo was first sent).
             let own: Vec<i64> = std::iter::once(id).chain(entry.undo_of).collect();
@@ -160,11 +165,11 @@ impl<J: Journal> Executor<J> {
         Ok(Some(done))
     }
 
-    /// Whether `change` of entry `id` is on the cluster: our journal id on
+    /// Whether `change` of action `uid` is on the cluster: its action ID on
     /// the object, the status already as patched, the object created.
     async fn found_applied(
         &self,
-        id: i64,
+        uid: &str,
         target: &ComponentId,
         change: &Change,
         object: Option<&Value>,
@@ -176,7 +181,7 @@ impl<J: Journal> Executor<J> {
                     ..
                 },
                 Some(obj),
-            ) => obj["metadata"]["annotations"][ACTION_ID_ANNOTATION] == json!(id.to_string()),
+            ) => obj["metadata"]["annotations"][ACTION_ID_ANNOTATION] == json!(uid),
             (
                 Change::Merge {
                     subresource: Subresource::Status,

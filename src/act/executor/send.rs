@@ -66,8 +66,11 @@ pub(super) enum Precondition<'a> {
 
 /// One journaled write to a target.
 pub(super) struct Write<'a> {
-    /// The journal entry it belongs to, tagged on the object.
+    /// The journal entry it belongs to.
     pub id: i64,
+    /// That entry's action ID (a ULID), tagged on the object: unique across
+    /// journals, so a new journal never takes an old tag for its own.
+    pub uid: &'a str,
     pub target: &'a ComponentId,
     pub change: &'a Change,
     pub precondition: Precondition<'a>,
@@ -77,6 +80,7 @@ impl<'a> Write<'a> {
     /// A decided action's change, re-planned before each attempt.
     pub fn planned(
         id: i64,
+        uid: &'a str,
         action: &'a Action,
         change: &'a Change,
         inverse: Option<&'a Change>,
@@ -84,6 +88,7 @@ impl<'a> Write<'a> {
     ) -> Self {
         Self {
             id,
+            uid,
             target: action.target(),
             change,
             precondition: Precondition::Replan {
@@ -95,9 +100,16 @@ impl<'a> Write<'a> {
     }
 
     /// The inverse of an applied change, sent only while `done` is in effect.
-    pub fn undo(id: i64, target: &'a ComponentId, inverse: &'a Change, done: &'a Value) -> Self {
+    pub fn undo(
+        id: i64,
+        uid: &'a str,
+        target: &'a ComponentId,
+        inverse: &'a Change,
+        done: &'a Value,
+    ) -> Self {
         Self {
             id,
+            uid,
             target,
             change: inverse,
             precondition: Precondition::StillApplied { done },
@@ -157,13 +169,13 @@ impl Precondition<'_> {
 
 /// The body of a merge patch as sent: the journaled patch, locked to the
 /// resourceVersion the precondition was checked on (optimistic locking),
-/// and — on the main resource — tagged with the journal id, which is how a
+/// and — on the main resource — tagged with the action ID, which is how a
 /// restart tells a sent patch from an unsent one.
-fn patch_body(patch: &Value, subresource: Subresource, current: &Value, id: i64) -> Value {
+fn patch_body(patch: &Value, subresource: Subresource, current: &Value, uid: &str) -> Value {
     let mut body = patch.clone();
     body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
     if subresource == Subresource::Main {
-        body["metadata"]["annotations"][ACTION_ID_ANNOTATION] = json!(id.to_string());
+        body["metadata"]["annotations"][ACTION_ID_ANNOTATION] = json!(uid);
     }
     body
 }
@@ -205,10 +217,10 @@ impl<J: Journal> Executor<J> {
         now: i64,
     ) -> Result<Executed, super::Error> {
         let sent = self.send(write, Effect::Apply(admitted)).await;
-        let out = if sent.is_ok() {
-            outcome::APPLIED
-        } else {
-            outcome::FAILED
+        let out = match &sent {
+            Ok(_) => outcome::APPLIED,
+            Err(e) if e.possibly_sent() => outcome::UNKNOWN,
+            Err(_) => outcome::FAILED,
         };
         self.finish_target(write.id, entry, write.target, out, &describe(&sent), now)
             .await
@@ -259,7 +271,7 @@ impl<J: Journal> Executor<J> {
         obj.metadata
             .annotations
             .get_or_insert_with(Default::default)
-            .insert(ACTION_ID_ANNOTATION.into(), write.id.to_string());
+            .insert(ACTION_ID_ANNOTATION.into(), write.uid.to_string());
         let api = self.api(kind, &write.target.namespace);
         match api.create(&post_params(effect), &obj).await {
             Ok(o) => Ok(format!(
@@ -273,7 +285,8 @@ impl<J: Journal> Executor<J> {
                 let ours = existing
                     .and_then(|o| o.metadata.annotations)
                     .and_then(|a| a.get(ACTION_ID_ANNOTATION).cloned())
-                    == Some(write.id.to_string());
+                    .as_deref()
+                    == Some(write.uid);
                 if ours {
                     Ok(format!(
                         "{} {name} already created by this action",
@@ -322,7 +335,7 @@ impl<J: Journal> Executor<J> {
                 Check::AlreadyInEffect => return Ok("already in effect".into()),
                 Check::Changed => return Err(write.precondition.changed(tk)),
             }
-            let body = patch_body(patch, to.subresource, &current, write.id);
+            let body = patch_body(patch, to.subresource, &current, write.uid);
             if let Some(hook) = &self.before_write {
                 hook(attempt).await;
             }
@@ -458,14 +471,15 @@ mod tests {
     fn the_body_is_locked_to_what_was_read_and_names_the_journal_entry() {
         let patch = json!({"spec": {"replicas": 5}});
         let current = gateway(3, json!({}));
-        let main = patch_body(&patch, Subresource::Main, &current, 12);
+        let uid = "01JDZ7Q8W3V6X2K9M4N5P6R7S8";
+        let main = patch_body(&patch, Subresource::Main, &current, uid);
         assert_eq!(
             main,
             json!({"spec": {"replicas": 5}, "metadata": {"resourceVersion": "42",
-                   "annotations": {ACTION_ID_ANNOTATION: "12"}}})
+                   "annotations": {ACTION_ID_ANNOTATION: uid}}})
         );
         // The status subresource ignores metadata but for the lock.
-        let status = patch_body(&patch, Subresource::Status, &current, 12);
+        let status = patch_body(&patch, Subresource::Status, &current, uid);
         assert_eq!(
             status,
             json!({"spec": {"replicas": 5}, "metadata": {"resourceVersion": "42"}})

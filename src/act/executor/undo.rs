@@ -10,7 +10,7 @@
 use serde_json::json;
 
 use super::{
-    Error, Executed, Executor, Recorded,
+    Error, Executed, Executor, PolicySource, Recorded,
     gate::Decider,
     propose::to_json,
     send::{Write, sent_detail},
@@ -18,8 +18,7 @@ use super::{
 use crate::{
     act::{
         action::{Change, Planned},
-        guard::Policy,
-        journal::{Journal, NewEntry, outcome, verdict},
+        journal::{self, Journal, NewEntry, outcome, verdict},
         verify::{Verification, judge_verification},
     },
     decide::{Mode, Verify},
@@ -30,6 +29,7 @@ use crate::{
 fn undo_entry(r: &Recorded, inverse: &Change, by: &str, now: i64) -> NewEntry {
     let id = r.row.id;
     NewEntry {
+        uid: journal::new_uid(),
         at: now,
         trigger: "undo".into(),
         evidence: json!({"undo_of": id, "by": by}),
@@ -54,7 +54,7 @@ impl<J: Journal> Executor<J> {
         &self,
         id: i64,
         by: &str,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Executed, Error> {
         self.undo_as(id, by, Decider::Person, policy, now).await
@@ -65,7 +65,7 @@ impl<J: Journal> Executor<J> {
         id: i64,
         by: &str,
         decider: Decider,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Executed, Error> {
         let not_undoable = |reason| Error::UndoEntry { id, reason };
@@ -80,7 +80,7 @@ impl<J: Journal> Executor<J> {
         };
         let entry = undo_entry(&r, inverse, by, now);
         let undo_id = self.journal.record_intent(&entry).await?;
-        let write = Write::undo(undo_id, r.target(), inverse, done);
+        let write = Write::undo(undo_id, &entry.uid, r.target(), inverse, done);
         let describe = |sent: &Result<String, _>| match sent {
             Ok(_) => format!("undid #{id} (by {by})"),
             Err(_) => sent_detail(sent),
@@ -95,13 +95,7 @@ impl<J: Journal> Executor<J> {
         // history: an undo is never held back by the cooldown of what it
         // reverts.
         let undone = match self
-            .admit(
-                policy,
-                decider,
-                Some((&r.intent, &planned)),
-                &[id, undo_id],
-                now,
-            )
+            .admit(policy, decider, (&r.intent, &planned), &[id, undo_id], now)
             .await?
         {
             Ok(admitted) => {
@@ -128,7 +122,7 @@ impl<J: Journal> Executor<J> {
     /// verification undoes the action (journaled); missing data never does.
     pub async fn verify_applied(
         &self,
-        policy: &Policy,
+        policy: &(impl PolicySource + ?Sized),
         now: i64,
         value_of: impl Fn(&str, &str) -> Option<f64>,
     ) -> Result<Vec<(i64, Verification)>, Error> {

@@ -42,6 +42,15 @@ fn planned(disruptive: bool, moves: Vec<Move>) -> Planned {
 }
 
 fn judge(policy: &Policy, history: &[Recent], items: &[(Intent, Planned)]) -> Vec<String> {
+    judge_seeing(policy, &Observed::default(), history, items)
+}
+
+fn judge_seeing(
+    policy: &Policy,
+    observed: &Observed,
+    history: &[Recent],
+    items: &[(Intent, Planned)],
+) -> Vec<String> {
     let batch: Vec<_> = items
         .iter()
         .map(|(i, p)| Candidate {
@@ -49,7 +58,7 @@ fn judge(policy: &Policy, history: &[Recent], items: &[(Intent, Planned)]) -> Ve
             planned: p,
         })
         .collect();
-    evaluate_guards(policy, history, &batch, NOW)
+    evaluate_guards(policy, observed, history, &batch, NOW)
         .iter()
         .map(|v| v.label().to_string())
         .collect()
@@ -126,27 +135,79 @@ fn one_action_per_target_per_cycle() {
     );
 }
 
+/// The lag that counts is the one the agent observed for the instance,
+/// never the number the runbook passed in; an unobserved or NaN lag refuses.
 #[test]
-fn switchover_lag_limit_and_nan() {
+fn switchover_lag_is_the_observed_one() {
     let p = Policy::default();
-    for (lag, want) in [
-        (0.5, "allowed"),
-        (5.0, "allowed"),
-        (5.1, "replica_lag"),
-        (f64::NAN, "replica_lag"),
+    let observed = |lag: f64| Observed {
+        replica_lag_seconds: [(target("a", "x"), [("p2".to_string(), lag)].into())].into(),
+    };
+    for (claimed, seen, want) in [
+        (0.5, Some(0.5), "allowed"),
+        (0.0, Some(5.0), "allowed"),
+        // The runbook claims a small lag; the agent saw a large one.
+        (0.1, Some(5.1), "replica_lag"),
+        // The runbook claims a large lag; the agent's observation decides.
+        (99.0, Some(1.0), "allowed"),
+        (0.0, Some(f64::NAN), "replica_lag"),
+        (0.0, None, "replica_lag"),
     ] {
         let mut sw = Intent::new(Action::Switchover {
             target: target("a", "x"),
             instance: "p2".into(),
-            lag_seconds: lag,
+            lag_seconds: claimed,
         });
         sw.runbook = "f".into();
+        let seen_by_agent = seen.map(observed).unwrap_or_default();
         assert_eq!(
-            judge(&p, &[], &[(sw, planned(false, vec![]))]),
+            judge_seeing(&p, &seen_by_agent, &[], &[(sw, planned(false, vec![]))]),
             [want],
-            "lag {lag}"
+            "claimed {claimed}, observed {seen:?}"
         );
     }
+    // Another instance's observation is not this one's.
+    let mut sw = Intent::new(Action::Switchover {
+        target: target("a", "x"),
+        instance: "p3".into(),
+        lag_seconds: 0.0,
+    });
+    sw.runbook = "f".into();
+    assert_eq!(
+        judge_seeing(&p, &observed(0.1), &[], &[(sw, planned(false, vec![]))]),
+        ["replica_lag"]
+    );
+}
+
+#[test]
+fn a_change_freeze_refuses_every_action_inside_it_only() {
+    let p = Policy {
+        change_freezes: vec![Freeze {
+            start: Freeze::time(NOW - 60),
+            end: Freeze::time(NOW + 60),
+            reason: "Black Friday".into(),
+        }],
+        ..Policy::default()
+    };
+    let out = judge(&p, &[], &[(intent("r", "a", "x"), planned(false, vec![]))]);
+    assert_eq!(out, ["change_freeze"]);
+    let later = Policy {
+        change_freezes: vec![Freeze {
+            start: Freeze::time(NOW + 1),
+            end: Freeze::time(NOW + 60),
+            reason: String::new(),
+        }],
+        ..Policy::default()
+    };
+    let out = judge(
+        &later,
+        &[],
+        &[(intent("r", "a", "x"), planned(false, vec![]))],
+    );
+    assert_eq!(out, ["allowed"]);
+    // The end is exclusive.
+    assert!(!p.change_freezes[0].covers(NOW + 60));
+    assert!(p.change_freezes[0].covers(NOW - 60));
 }
 
 #[test]
@@ -330,45 +391,56 @@ fn window_weekday_ranges_and_sunday() {
         assert!(!in_window(&w, at("2026-11-30T09:30:00Z")), "{sunday}");
     }
     // Both 0 and 7 are accepted when the policy is read.
-    let data: BTreeMap<String, String> = [(
-        "maintenanceWindows".to_string(),
-        r#"[{"schedule": "0 9 * * 0", "durationSeconds": 60}, {"schedule": "0 9 * * 7", "durationSeconds": 60}]"#.to_string(),
-    )]
-    .into();
-    assert_eq!(
-        Policy::from_configmap_data(&data)
-            .expect("valid")
-            .maintenance_windows
-            .len(),
-        2
-    );
+    let p = Policy {
+        maintenance_windows: vec![
+            Window {
+                schedule: "0 9 * * 0".into(),
+                duration_seconds: 60,
+            },
+            Window {
+                schedule: "0 9 * * 7".into(),
+                duration_seconds: 60,
+            },
+        ],
+        ..Policy::default()
+    };
+    assert!(p.validate().is_ok());
 }
 
+/// What the schema cannot check is checked when the policy is read: a
+/// schedule that does not parse, a NaN limit. Serde fills absent fields
+/// with the defaults, and the object as the chart writes it (`spec: {}`)
+/// is the default policy.
 #[test]
-fn policy_from_configmap_data() {
-    let data: BTreeMap<String, String> = [
-        ("killSwitch".to_string(), "true".to_string()),
-        ("cooldownSeconds".into(), "60".into()),
-        (
-            "maintenanceWindows".into(),
-            r#"[{"schedule": "0 2 * * 6", "durationSeconds": 7200}]"#.into(),
-        ),
-    ]
-    .into();
-    let p = Policy::from_configmap_data(&data).expect("valid");
+fn a_policy_is_validated_and_defaults_absent_fields() {
+    let p: Policy = serde_json::from_value(serde_json::json!({
+        "killSwitch": true, "cooldownSeconds": 60,
+        "maintenanceWindows": [{"schedule": "0 2 * * 6", "durationSeconds": 7200}],
+        "changeFreezes": [{"start": "2026-11-27T00:00:00Z", "end": "2026-11-30T00:00:00Z", "reason": "Black Friday"}],
+    }))
+    .expect("valid");
+    assert!(p.validate().is_ok());
     assert!(p.kill_switch);
     assert_eq!(p.cooldown_seconds, 60);
-    assert_eq!(p.maintenance_windows.len(), 1);
     assert_eq!(p.global_per_hour, Policy::default().global_per_hour);
-    for (k, v) in [
-        ("killSwitch", "yes"),
-        ("nope", "1"),
-        (
-            "maintenanceWindows",
-            r#"[{"schedule": "bad", "durationSeconds": 1}]"#,
-        ),
-    ] {
-        let data: BTreeMap<String, String> = [(k.to_string(), v.to_string())].into();
-        assert!(Policy::from_configmap_data(&data).is_err(), "{k}={v}");
-    }
+    assert!(p.change_freezes[0].covers(at("2026-11-28T12:00:00Z")));
+    let empty: Policy = serde_json::from_value(serde_json::json!({})).expect("defaults");
+    assert_eq!(empty, Policy::default());
+
+    let bad_schedule = Policy {
+        maintenance_windows: window("bad", 1),
+        ..Policy::default()
+    };
+    let err = bad_schedule
+        .validate()
+        .expect_err("a schedule that does not parse");
+    assert!(
+        err.to_string().contains("maintenanceWindows[0].schedule"),
+        "{err}"
+    );
+    let nan = Policy {
+        max_relative_change: f64::NAN,
+        ..Policy::default()
+    };
+    assert!(nan.validate().is_err());
 }

@@ -222,10 +222,11 @@ async fn start_cluster(
     }))?;
     act::apply_manifest(&client, &ns, namespace).await?;
     // The guard policy, as the chart installs it: without one the agent
-    // sends nothing (it fails closed). Empty data: the defaults.
+    // sends nothing (it fails closed). An empty spec: the defaults.
     let policy: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": crate::act::guard::POLICY_CONFIGMAP, "namespace": namespace},
+        "apiVersion": "payments.io/v1", "kind": "AutopilotPolicy",
+        "metadata": {"name": crate::act::guard::POLICY_NAME, "namespace": namespace},
+        "spec": {},
     }))?;
     act::apply_manifest(&client, &policy, namespace).await?;
     for (file, obj) in manifests {
