@@ -69,17 +69,18 @@ async fn floor(client: &Client, n: usize) -> Duration {
             };
             (
                 id.name.clone(),
+                id.owner.uid.clone(),
                 payment_gateway::plan(&id, &v, &facts, &spec.version).expect("plan"),
             )
         })
         .collect();
     let start = Instant::now();
     stream::iter(owned)
-        .for_each_concurrent(CONCURRENCY, |(name, objects)| {
+        .for_each_concurrent(CONCURRENCY, |(name, uid, objects)| {
             let client = client.clone();
             let ns = ns.clone();
             async move {
-                act::apply_owned(&client, &ns, &name, objects)
+                act::apply_owned(&client, &ns, &name, &uid, objects)
                     .await
                     .expect("apply");
             }

@@ -10,6 +10,7 @@ use std::path::Path;
 use autopilot::{
     detect::{ComponentId, CycleInput, Estate},
     observe::{cache::ResourceCache, load_model_specs, spec_resource},
+    scope::Scope,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -64,11 +65,11 @@ async fn every_spec_kind_is_discoverable_and_silent_components_are_unobserved() 
 
     let specs =
         load_model_specs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("specs");
-    let mut cache = ResourceCache::new(client.clone());
+    let mut cache = ResourceCache::new(client.clone(), Scope::all());
     let mut found: Vec<ComponentId> = Vec::new();
     for s in &specs {
         let list = cache
-            .snapshot(&spec_resource(s), None)
+            .snapshot(&spec_resource(s))
             .await
             .map(|m| m.into_keys().collect::<Vec<_>>())
             .unwrap_or_else(|e| panic!("{}: listing {} failed: {e:?}", s.file, s.kind));
@@ -117,9 +118,9 @@ async fn watched_copies_follow_the_cluster_and_a_missing_kind_is_an_error() {
     let (_, other) = support::client_and_namespace(cp, "cache-other").await;
     let gvk = ("cachetest.autopilot.io", "v1", "Widget", "widgets");
     let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(gvk.0, gvk.1, gvk.2), gvk.3);
-    let mut cache = ResourceCache::new(client.clone());
+    let mut cache = ResourceCache::new(client.clone(), Scope::all());
 
-    match cache.snapshot(&ar, None).await {
+    match cache.snapshot(&ar).await {
         Err(Error::Watch { kind, reason }) => {
             assert_eq!(kind, "Widget");
             assert!(
@@ -173,7 +174,7 @@ async fn watched_copies_follow_the_cluster_and_a_missing_kind_is_an_error() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let all = loop {
-        let seen = cache.snapshot(&ar, None).await;
+        let seen = cache.snapshot(&ar).await;
         match &seen {
             Ok(m) if names(m).len() == 2 => break seen.expect("read"),
             _ if std::time::Instant::now() > deadline => panic!("both widgets: {seen:?}"),
@@ -186,8 +187,6 @@ async fn watched_copies_follow_the_cluster_and_a_missing_kind_is_an_error() {
         "objects carry their kind for runbooks and Events"
     );
     assert_eq!(a["apiVersion"], "cachetest.autopilot.io/v1");
-    let one_ns = cache.snapshot(&ar, Some(&ns)).await.expect("one namespace");
-    assert_eq!(names(&one_ns), vec![id(&ns, "a")], "the namespace filter");
 
     // Changes arrive through the watch; the same reflector serves every read.
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
@@ -203,7 +202,12 @@ async fn watched_copies_follow_the_cluster_and_a_missing_kind_is_an_error() {
     .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let seen = cache.snapshot(&ar, Some(&ns)).await.map(|m| names(&m));
+        let seen = cache.snapshot(&ar).await.map(|m| {
+            names(&m)
+                .into_iter()
+                .filter(|c| c.namespace == ns)
+                .collect::<Vec<_>>()
+        });
         match &seen {
             Ok(n) if n == &vec![id(&ns, "c")] => break,
             _ if std::time::Instant::now() > deadline => panic!("the copy to follow: {seen:?}"),
@@ -215,7 +219,7 @@ async fn watched_copies_follow_the_cluster_and_a_missing_kind_is_an_error() {
     // Reads come from the copy: no LIST reaches the API server for them.
     let lists_before = widget_lists(&client).await;
     for _ in 0..5 {
-        cache.snapshot(&ar, None).await.expect("read");
+        cache.snapshot(&ar).await.expect("read");
     }
     assert_eq!(widget_lists(&client).await, lists_before);
     assert!(lists_before >= 1.0, "the initial list was counted");
@@ -240,4 +244,69 @@ async fn widget_lists(client: &kube::Client) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A scoped agent reads with Roles in its namespaces only: one watch per
+/// allowed namespace, merged into one copy of the kind, and nothing of the
+/// namespaces outside the scope. A cluster-wide copy (what the cache
+/// opened before it knew the scope) is refused to the same identity.
+#[tokio::test]
+async fn a_scoped_copy_watches_each_namespace_with_roles_only() {
+    use autopilot::observe::cache::Error;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cp = support::control_plane(Default::default());
+    let (admin, ns1) = support::client_and_namespace(cp, "scoped-a").await;
+    let (_, ns2) = support::client_and_namespace(cp, "scoped-b").await;
+    let (_, ns3) = support::client_and_namespace(cp, "scoped-out").await;
+    for ns in [&ns1, &ns2, &ns3] {
+        let cm: ConfigMap =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "seen"}}))
+                .expect("ConfigMap");
+        Api::<ConfigMap>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
+    }
+    let reader = support::service_account_with_roles(
+        cp,
+        &admin,
+        &ns1,
+        "reader",
+        &[&ns1, &ns2],
+        &[
+            serde_json::json!({"apiGroups": [""], "resources": ["configmaps"],
+                             "verbs": ["get", "list", "watch"]}),
+        ],
+    )
+    .await;
+    let ar = ApiResource::erase::<ConfigMap>(&());
+
+    let mut scoped = ResourceCache::new(
+        reader.clone(),
+        Scope::namespaces([ns1.clone(), ns2.clone()]),
+    );
+    let seen = scoped.snapshot(&ar).await.expect("the scope's ConfigMaps");
+    let mut names: Vec<_> = seen
+        .keys()
+        .filter(|c| c.name == "seen")
+        .map(|c| c.namespace.clone())
+        .collect();
+    names.sort();
+    let mut expected = vec![ns1.clone(), ns2.clone()];
+    expected.sort();
+    assert_eq!(names, expected, "both namespaces, and only them");
+    assert!(
+        seen.keys()
+            .all(|c| c.namespace == ns1 || c.namespace == ns2)
+    );
+    assert_eq!(scoped.watched(), 2, "one watch per namespace");
+
+    let mut everywhere = ResourceCache::new(reader, Scope::all());
+    match everywhere.snapshot(&ar).await {
+        Err(Error::Watch { reason, .. }) => assert!(
+            reason.contains("403") || reason.contains("forbidden"),
+            "{reason}"
+        ),
+        other => panic!("a cluster-wide watch must be refused, got {other:?}"),
+    }
 }

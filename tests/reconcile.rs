@@ -9,6 +9,8 @@ mod support;
 
 use std::time::Duration;
 
+use support::objects::{condition_of, create, events_for, get, patch_spec};
+
 use autopilot::{
     crd::{BatchProcessor, ClearingAdapter, PaymentGateway, Phase, SagaOrchestrator, condition},
     reconcile::objects::{CONFIG_HASH_ANNOTATION, config_hash},
@@ -18,15 +20,13 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
     batch::v1::{CronJob, Job},
-    core::v1::{ConfigMap, Event, Service},
+    core::v1::{ConfigMap, Service},
     networking::v1::NetworkPolicy,
 };
 use kube::{
-    Api, Client, Resource,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
-    core::NamespaceResourceScope,
+    Api, Client,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
 };
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(90);
@@ -76,67 +76,6 @@ fn example(kind: &str) -> Value {
         })
         .find(|d| d["kind"] == kind)
         .unwrap_or_else(|| panic!("example {kind}"))
-}
-
-async fn create<K>(client: &Client, ns: &str, mut obj: Value) -> K
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    obj["metadata"]["namespace"] = json!(ns);
-    let typed: K = serde_json::from_value(obj).expect("typed object");
-    Api::<K>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &typed)
-        .await
-        .expect("create")
-}
-
-async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<K, String>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn patch_spec<K>(client: &Client, ns: &str, name: &str, spec: Value)
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(client.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": spec})),
-        )
-        .await
-        .expect("patch spec");
-}
-
-fn condition_of<'a>(
-    conds: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    conds.iter().find(|c| c.type_ == type_)
-}
-
-async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
 }
 
 async fn wait_gateway(
@@ -530,6 +469,112 @@ async fn the_kill_switch_holds_an_automatic_rollback() {
     .await;
 }
 
+/// The hands-off label, on the namespace or on the resource, holds an
+/// automatic rollback as the kill switch does, while plain reconciliation
+/// of what the user wrote goes on; "false" (or no label) hands it back.
+/// Before the scope reached the controllers, the rollback happened whatever
+/// the labels said. Both cases run at once, each in its own namespace.
+#[tokio::test]
+async fn the_hands_off_label_holds_an_automatic_rollback() {
+    tokio::join!(hands_off_holds(true), hands_off_holds(false));
+}
+
+/// One case of the test above: the label on the namespace, or on the gateway.
+async fn hands_off_holds(on_namespace: bool) {
+    use autopilot::scope::HANDS_OFF_LABEL;
+    let (client, ns) = support::client_and_namespace(cp(), "hands-off").await;
+    let _kubelet = support::kubelet::start(client.clone(), &ns).await;
+    let _controllers = support::start_controllers(client.clone(), &ns);
+    let name = "gw";
+    create::<PaymentGateway>(
+        &client,
+        &ns,
+        json!({"apiVersion": "payments.io/v1", "kind": "PaymentGateway", "metadata": {"name": name},
+               "spec": {"version": "1.0.0", "replicas": 2,
+                        "upgrade": {"progressDeadlineSeconds": 6, "unavailableToleranceSeconds": 30}}}),
+    )
+    .await;
+    wait_gateway(&client, &ns, name, "1.0.0 to be Ready", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.phase == Phase::Ready && s.last_good_version.as_deref() == Some("1.0.0")
+        })
+    })
+    .await;
+    let label = |value: &str| json!({"metadata": {"labels": {HANDS_OFF_LABEL: value}}});
+    let labelled = |value: &'static str| {
+        let (client, ns) = (client.clone(), ns.clone());
+        async move {
+            let params = PatchParams::default();
+            let patch = Patch::Merge(label(value));
+            if on_namespace {
+                Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+                    .patch(&ns, &params, &patch)
+                    .await
+                    .map(|_| ())
+            } else {
+                Api::<PaymentGateway>::namespaced(client, &ns)
+                    .patch(name, &params, &patch)
+                    .await
+                    .map(|_| ())
+            }
+            .expect("label");
+        }
+    };
+    labelled("true").await;
+    patch_spec::<PaymentGateway>(&client, &ns, name, json!({"version": "1.1.0-broken"})).await;
+    let why = if on_namespace {
+        format!("namespace {ns} is labelled {HANDS_OFF_LABEL}")
+    } else {
+        format!("the target is labelled {HANDS_OFF_LABEL}")
+    };
+    support::wait_for(&format!("a RollbackHeld Event: {why}"), LONG, || async {
+        events_for(&client, &ns, name)
+            .await
+            .into_iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("RollbackHeld")
+                    && e.message.as_deref().is_some_and(|m| m.contains(&why))
+            })
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let held: PaymentGateway = get(&client, &ns, name).await.expect("gateway");
+    let s = held.status.expect("status");
+    assert_eq!(s.failed_version, None, "not rolled back: {s:?}");
+    let d: Deployment = get(&client, &ns, name).await.expect("deployment");
+    let image = d
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers[0].image.clone());
+    assert!(
+        image
+            .as_deref()
+            .is_some_and(|i| i.ends_with(":1.1.0-broken")),
+        "what the user wrote is applied: {image:?}"
+    );
+
+    // Handed back: the next reconcile rolls back (a namespace change wakes
+    // no watch of ours; the resync, or a touch, does).
+    labelled("false").await;
+    Api::<PaymentGateway>::namespaced(client.clone(), &ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test/touch": "1"}}})),
+        )
+        .await
+        .expect("touch the gateway");
+    wait_gateway(&client, &ns, name, "the rollback once handed back", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.failed_version.as_deref() == Some("1.1.0-broken")
+                && condition_of(&s.conditions, condition::ROLLED_BACK)
+                    .is_some_and(|c| c.status == "True")
+        })
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_anomaly_verdict_rolls_an_upgrade_back() {
     let (client, ns) = support::client_and_namespace(cp(), "gate").await;
@@ -870,6 +915,80 @@ async fn the_charts_rbac_is_sufficient_for_the_controllers() {
         },
     )
     .await;
+}
+
+/// A scoped install needs no cluster-wide read: the controllers, as a
+/// service account with Roles in two namespaces only (impersonated, no
+/// ClusterRole at all), reconcile a gateway in each, and leave one in a
+/// third namespace untouched. Before, the controllers watched one namespace
+/// or the whole cluster, so two namespaces needed a cluster-wide watch.
+#[tokio::test]
+async fn scoped_controllers_need_only_roles_in_their_namespaces() {
+    let (admin, ns1) = support::client_and_namespace(cp(), "scope-a").await;
+    let (_, ns2) = support::client_and_namespace(cp(), "scope-b").await;
+    let (_, ns3) = support::client_and_namespace(cp(), "scope-out").await;
+    // What the controllers need, from the registry, granted per namespace.
+    let rules: Vec<Value> = autopilot::kinds::controller_rbac()
+        .into_iter()
+        .map(|r| json!({"apiGroups": [r.group], "resources": [r.resource], "verbs": r.verbs}))
+        .collect();
+    let as_agent = support::service_account_with_roles(
+        cp(),
+        &admin,
+        &ns1,
+        "autopilot-scoped",
+        &[&ns1, &ns2],
+        &rules,
+    )
+    .await;
+    // Nothing cluster-wide is allowed: a watch of every namespace, as an
+    // unscoped controller opens, is refused, and so is a third namespace.
+    for denied in [
+        Api::<PaymentGateway>::all(as_agent.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
+        Api::<Deployment>::namespaced(as_agent.clone(), &ns3)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(denied, Err(kube::Error::Api(ref s)) if s.code == 403),
+            "{denied:?}"
+        );
+    }
+
+    let _controllers = support::start_controllers_in(
+        as_agent,
+        autopilot::scope::Scope::namespaces([ns1.clone(), ns2.clone()]),
+        None,
+    );
+    let gw = json!({"apiVersion": "payments.io/v1", "kind": "PaymentGateway",
+                    "metadata": {"name": "gw"}, "spec": {"version": "1.0.0", "replicas": 1}});
+    for ns in [&ns1, &ns2, &ns3] {
+        create::<PaymentGateway>(&admin, ns, gw.clone()).await;
+    }
+    for ns in [&ns1, &ns2] {
+        wait_gateway(
+            &admin,
+            ns,
+            "gw",
+            "the gateway in scope to be reconciled",
+            |p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation == p.metadata.generation)
+            },
+        )
+        .await;
+        get::<Deployment>(&admin, ns, "gw")
+            .await
+            .expect("its Deployment, applied under the Role");
+    }
+    let outside: PaymentGateway = get(&admin, &ns3, "gw").await.expect("gateway");
+    assert!(outside.status.is_none(), "{:?}", outside.status);
+    assert!(get::<Deployment>(&admin, &ns3, "gw").await.is_err());
 }
 
 /// `autopilot run` as its own process: it serves /healthz and /metrics and

@@ -14,7 +14,10 @@ pub mod verify;
 
 mod owned;
 
-pub use owned::{Applied, Desired, OwnedObjects, apply_owned, service_monitor_resource};
+pub use owned::{
+    Applied, Conflict, Desired, OwnedObjects, Ownership, apply_owned, judge_ownership,
+    service_monitor_resource,
+};
 
 use kube::{
     Api, Client, ResourceExt,
@@ -51,6 +54,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("reading {kind} {namespace}/{name} failed")]
+    ReadObject {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("applying {kind} {namespace}/{name} failed")]
     ApplyObject {
         kind: String,
@@ -67,6 +78,7 @@ impl Error {
         match self {
             Error::InvalidManifest { .. } => "invalid_manifest",
             Error::ResolveKind { .. } => "resolve_kind",
+            Error::ReadObject { .. } => "read_object",
             Error::ApplyObject { .. } => "apply_object",
             Error::DeleteObject { .. } => "delete_object",
             Error::PatchStatus { .. } => "patch_status",

@@ -47,8 +47,8 @@ use crate::{
 pub struct Settings {
     /// The agent's own namespace: the guard policy (AutopilotPolicy) lives here.
     pub namespace: String,
-    /// Decide on resources of this namespace only (`None`: all namespaces).
-    pub watch_namespace: Option<String>,
+    /// The namespaces observed and decided on (the controllers' scope).
+    pub scope: crate::scope::Scope,
     pub mode: Mode,
     pub interval: std::time::Duration,
     /// Prometheus history read on becoming leader so detectors start warm.
@@ -128,8 +128,7 @@ impl Autopilot {
         Autopilot {
             reader: Reader::new(
                 p.prometheus,
-                ResourceCache::new(p.client.clone()),
-                p.settings.watch_namespace.clone(),
+                ResourceCache::new(p.client.clone(), p.settings.scope.clone()),
                 p.metrics.clone(),
             ),
             rules: Rules::new(p.rules, p.rules_rx, p.recorder, p.metrics.clone()),

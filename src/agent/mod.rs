@@ -337,7 +337,7 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
 
     let server = serve_http(&registry, opts.listen).await?;
     tracing::info!(
-        listen = %opts.listen, namespace = %opts.namespace, mode = opts.mode.as_str(),
+        listen = %opts.listen, namespace = %opts.namespace, scope = %opts.reconcile.scope.describe(), mode = opts.mode.as_str(),
         rules = %opts.rules, models = specs.len(), identity = %opts.leadership.identity,
         "autopilot starting: /metrics /healthz /readyz"
     );
@@ -383,15 +383,13 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         runbooks: RunbookSet::new(Limits::default()),
         executor: Executor::new(client.clone(), journal, act_metrics)
             .with_mode(opts.mode)
-            .with_scope(crate::scope::Scope::namespaces(
-                opts.reconcile.namespace.clone(),
-            ))
+            .with_scope(opts.reconcile.scope.clone())
             .with_observer(observer),
         metrics: metrics.clone(),
         recorder,
         settings: cycle::Settings {
             namespace: opts.namespace.clone(),
-            watch_namespace: opts.reconcile.namespace.clone(),
+            scope: opts.reconcile.scope.clone(),
             mode: opts.mode,
             interval: opts.cycle_interval,
             warmup_history: opts.warmup_history,

@@ -43,10 +43,9 @@ pub struct DecisionInputs {
 /// Where a cycle reads from, and which of those reads are failing.
 pub struct Reader {
     prometheus: Option<Prometheus>,
-    /// Watched copies of the components and the resources decided on.
+    /// Watched copies of the components and the resources decided on, of
+    /// the namespaces in the agent's scope only (one watch per namespace).
     cache: ResourceCache,
-    /// Decide on resources of this namespace only (`None`: all namespaces).
-    watch_namespace: Option<String>,
     metrics: Metrics,
     /// Kinds Prometheus fails to answer for.
     unqueried: Outages,
@@ -57,16 +56,10 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(
-        prometheus: Option<Prometheus>,
-        cache: ResourceCache,
-        watch_namespace: Option<String>,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn new(prometheus: Option<Prometheus>, cache: ResourceCache, metrics: Metrics) -> Self {
         Reader {
             prometheus,
             cache,
-            watch_namespace,
             metrics,
             // The counter and autopilot_prometheus_up carry an outage
             // meanwhile.
@@ -106,7 +99,13 @@ impl Reader {
             match prom.query_spec(spec, now).await {
                 Ok(s) => {
                     answered += 1;
-                    obs.series.extend(s);
+                    // Prometheus sees the whole cluster; the agent observes
+                    // its scope only, as its watches do.
+                    let scope = self.cache.scope();
+                    obs.series.extend(
+                        s.into_iter()
+                            .filter(|s| scope.allows_namespace(&s.component.namespace)),
+                    );
                     self.unqueried.recover(&spec.kind);
                 }
                 Err(error) => {
@@ -118,7 +117,7 @@ impl Reader {
                     last_error = Some(error.to_string());
                 }
             }
-            match self.cache.snapshot(&spec_resource(spec), None).await {
+            match self.cache.snapshot(&spec_resource(spec)).await {
                 Ok(c) => {
                     self.unlisted.recover(&spec.kind);
                     obs.components.extend(c.into_keys());
@@ -160,7 +159,11 @@ impl Reader {
         {
             match prom.replica_lags(now).await {
                 Ok(lags) => {
-                    for (c, pods) in lags {
+                    let scope = self.cache.scope();
+                    for (c, pods) in lags
+                        .into_iter()
+                        .filter(|(c, _)| scope.allows_namespace(&c.namespace))
+                    {
                         inputs
                             .facts
                             .entry(c)
@@ -188,11 +191,7 @@ impl Reader {
             return;
         };
         let resource = info.api_resource();
-        match self
-            .cache
-            .snapshot(&resource, self.watch_namespace.as_deref())
-            .await
-        {
+        match self.cache.snapshot(&resource).await {
             Ok(objects) => {
                 self.unread.recover(kind);
                 for (c, v) in objects {

@@ -30,9 +30,17 @@ pub struct Cli {
 /// Flags of `autopilot run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Watch, reconcile and decide on this namespace only (default: all namespaces).
-    #[arg(long, env = "AUTOPILOT_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch, reconcile and decide on these namespaces only (default: all
+    /// namespaces). Repeat it or separate names with commas. A scoped agent
+    /// opens one watch per namespace, so Roles in those namespaces are
+    /// enough; it never acts outside them.
+    #[arg(
+        long = "namespace",
+        value_name = "NAMESPACE",
+        value_delimiter = ',',
+        env = "AUTOPILOT_NAMESPACE"
+    )]
+    pub namespaces: Vec<String>,
     /// The agent's own namespace: its leader Lease, the guard policy
     /// `AutopilotPolicy` `autopilot` and the rules ConfigMap live here.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
@@ -114,7 +122,7 @@ impl RunArgs {
         };
         crate::agent::Options {
             reconcile: crate::reconcile::Settings {
-                namespace: self.namespace,
+                scope: crate::scope::Scope::namespaces(self.namespaces),
                 concurrency: self.concurrency,
                 progress_interval: Duration::from_secs(self.progress_interval_seconds),
                 policy_namespace: Some(self.agent_namespace.clone()),

@@ -96,6 +96,11 @@ pub mod reason {
     /// Event: a failed rollout's automatic rollback waits (the kill switch,
     /// or an unreadable guard policy).
     pub const ROLLBACK_HELD: &str = "RollbackHeld";
+    /// Ready False and Degraded True (condition and Event): an object with
+    /// the name of one this resource owns is someone else's (no controller
+    /// ownerReference, or another one). It is left as it is, and what
+    /// depends on it is held back until the name is free.
+    pub const OWNED_OBJECT_CONFLICT: &str = "OwnedObjectConflict";
     /// BatchProcessor Ready: the schedule is suspended.
     pub const SUSPENDED: &str = "Suspended";
     /// BatchProcessor Ready: runs start on the schedule.

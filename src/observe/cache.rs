@@ -2,15 +2,19 @@
 //!
 //! The loop needs, each cycle, the components of every kind a model scores
 //! and the resources its runbooks decide on. Listing them again every cycle
-//! costs the API server a LIST per kind per cycle; instead each kind gets one
-//! cluster-wide reflector (`kube::runtime::reflector`) on first use, and a
-//! cycle reads its store.
+//! costs the API server a LIST per kind per cycle; instead each kind gets
+//! reflectors (`kube::runtime::reflector`) on first use, and a cycle reads
+//! their stores: one cluster-wide reflector per kind, or, for an agent
+//! scoped to namespaces, one per kind and allowed namespace, so a scoped
+//! agent reads with Roles in its namespaces and never sees the others.
+//! (A cluster-scoped kind cannot be read by a scoped agent.)
 //!
-//! A store is only as good as its watch. A kind is readable once its initial
-//! list has completed and while its watch has not failed. A watch that
-//! failed is dropped and started afresh (a new list) on the next read, so a
-//! kind reads either as a complete, current copy or as an error that gives
-//! the runbooks missing data, never as a stale copy presented as current.
+//! A store is only as good as its watch. A kind is readable once the
+//! initial list of each of its watches has completed and while none has
+//! failed. A watch that failed is dropped and started afresh (a new list) on
+//! the next read, so a kind reads either as a complete, current copy of the
+//! scope or as an error that gives the runbooks missing data, never as a
+//! stale or partial copy presented as current.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -29,7 +33,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::detect::ComponentId;
+use crate::{detect::ComponentId, scope::Scope};
 
 /// How long the first read of a kind waits for its initial list.
 const FIRST_SYNC: Duration = Duration::from_secs(10);
@@ -89,67 +93,93 @@ impl Drop for Watched {
     }
 }
 
-/// One reflector per kind, started on first use and kept while the cache lives.
+/// A watch: its kind (`apiVersion`, `kind`) and namespace (`None`: all).
+type Key = (String, String, Option<String>);
+
+/// One reflector per kind (per kind and namespace when scoped), started on
+/// first use and kept while the cache lives.
 pub struct ResourceCache {
     client: Client,
-    watched: HashMap<(String, String), Watched>,
+    scope: Scope,
+    watched: HashMap<Key, Watched>,
 }
 
 impl ResourceCache {
-    pub fn new(client: Client) -> Self {
+    /// A cache of the namespaces in `scope`.
+    pub fn new(client: Client, scope: Scope) -> Self {
         Self {
             client,
+            scope,
             watched: HashMap::new(),
         }
     }
 
-    /// Kinds watched so far.
+    /// The namespaces this cache reads.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Watches open so far.
     pub fn watched(&self) -> usize {
         self.watched.len()
     }
 
-    /// The objects of `resource` (of one namespace, or all), keyed by
-    /// component, as JSON with `apiVersion` and `kind` set. An error when
-    /// the kind cannot be read: its watch is failing (a CRD not installed,
-    /// RBAC, the API server down) or it has never finished listing.
+    /// The objects of `resource` in the scope, keyed by component, as JSON
+    /// with `apiVersion` and `kind` set. An error when the kind cannot be
+    /// read: a watch of it is failing (a CRD not installed, RBAC, the API
+    /// server down) or has never finished listing.
     pub async fn snapshot(
         &mut self,
         resource: &ApiResource,
-        namespace: Option<&str>,
     ) -> Result<BTreeMap<ComponentId, Value>, Error> {
-        let key = (resource.api_version.clone(), resource.kind.clone());
-        if self.watched.get(&key).is_some_and(Watched::failed) {
-            // Start over: a fresh list rather than a copy that missed events.
-            self.watched.remove(&key);
+        let namespaces: Vec<Option<String>> = if self.scope.is_all() {
+            vec![None]
+        } else {
+            self.scope.list().iter().cloned().map(Some).collect()
+        };
+        let keys: Vec<Key> = namespaces
+            .into_iter()
+            .map(|ns| (resource.api_version.clone(), resource.kind.clone(), ns))
+            .collect();
+        let mut started = Vec::new();
+        for key in &keys {
+            if self.watched.get(key).is_some_and(Watched::failed) {
+                // Start over: a fresh list rather than a copy that missed events.
+                self.watched.remove(key);
+            }
+            if !self.watched.contains_key(key) {
+                let w = self.start(resource, key.2.as_deref());
+                self.watched.insert(key.clone(), w);
+                started.push(key.clone());
+            }
         }
-        if !self.watched.contains_key(&key) {
-            let w = self.start(resource);
-            // A new watch is waited for (bounded): its initial list or its error.
-            let _ = tokio::time::timeout(FIRST_SYNC, async {
-                while !w.synced() && !w.failed() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await;
-            self.watched.insert(key.clone(), w);
-        }
-        let w = &self.watched[&key];
-        if let Some(reason) = w.error() {
-            return Err(Error::Watch {
-                kind: resource.kind.clone(),
-                reason,
-            });
-        }
-        if !w.synced() {
-            return Err(Error::NotSynced {
-                kind: resource.kind.clone(),
-            });
-        }
-        Ok(w.store
-            .state()
-            .iter()
-            .filter(|o| namespace.is_none_or(|ns| o.metadata.namespace.as_deref() == Some(ns)))
-            .map(|o| {
+        // New watches are waited for (bounded, together): their initial
+        // lists or their errors.
+        let _ = tokio::time::timeout(FIRST_SYNC, async {
+            while started
+                .iter()
+                .filter_map(|k| self.watched.get(k))
+                .any(|w| !w.synced() && !w.failed())
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let mut out = BTreeMap::new();
+        for key in &keys {
+            let w = &self.watched[key];
+            if let Some(reason) = w.error() {
+                return Err(Error::Watch {
+                    kind: resource.kind.clone(),
+                    reason,
+                });
+            }
+            if !w.synced() {
+                return Err(Error::NotSynced {
+                    kind: resource.kind.clone(),
+                });
+            }
+            out.extend(w.store.state().iter().map(|o| {
                 let id = ComponentId {
                     kind: resource.kind.clone(),
                     namespace: o.metadata.namespace.clone().unwrap_or_default(),
@@ -159,15 +189,19 @@ impl ResourceCache {
                 value["apiVersion"] = json!(resource.api_version);
                 value["kind"] = json!(resource.kind);
                 (id, value)
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
-    fn start(&self, resource: &ApiResource) -> Watched {
+    fn start(&self, resource: &ApiResource, namespace: Option<&str>) -> Watched {
         let writer = reflector::store::Writer::new(resource.clone());
         let store = writer.as_reader();
         let state = Arc::new(Mutex::new(State::default()));
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
+            None => Api::all_with(self.client.clone(), resource),
+        };
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()));
         let kind = resource.kind.clone();
         let shared = state.clone();

@@ -373,6 +373,7 @@ async fn reconcile_inner(obj: &BatchProcessor, ctx: &Context) -> Result<Action, 
         &ctx.client,
         &namespace,
         &name,
+        &id.owner.uid,
         plan(&id, &v, run_now.as_deref())?,
     )
     .await?;
@@ -391,7 +392,10 @@ async fn reconcile_inner(obj: &BatchProcessor, ctx: &Context) -> Result<Action, 
             source,
         })?;
     let summaries: Vec<_> = jobs.items.iter().map(JobSummary::from_job).collect();
-    let (status, events) = compute_status(
+    // A run-now Job whose name is someone else's did not run: it is not
+    // marked as acted on, so it runs once the name is free.
+    let run_now = run_now.filter(|_| applied.job.is_some());
+    let (mut status, mut events) = compute_status(
         &previous,
         &obj.spec,
         applied.cron_job.as_ref(),
@@ -400,13 +404,36 @@ async fn reconcile_inner(obj: &BatchProcessor, ctx: &Context) -> Result<Action, 
         generation,
         now,
     );
+    let stalled = applied.cron_job.is_none();
+    if let Some(e) = conditions::set_conflicts(
+        &mut status.conditions,
+        &previous.conditions,
+        &applied.conflicts,
+        &applied.held,
+        stalled,
+        generation,
+        now,
+    ) {
+        events.push(e);
+    }
+    if !applied.conflicts.is_empty() {
+        status.phase = if stalled {
+            Phase::Failed
+        } else {
+            Phase::Degraded
+        };
+    }
     if !super::workload::same_status(&json!(previous), &json!(status)) {
         act::apply_status(&ctx.client, obj, json!(status)).await?;
     }
     for e in events {
         act::publish_event(&ctx.recorder, obj, e.warning, e.reason, e.note).await;
     }
-    Ok(requeue(ctx, status.active_jobs > 0))
+    // A foreign object wakes no watch of ours when it goes: look again soon.
+    Ok(requeue(
+        ctx,
+        status.active_jobs > 0 || !applied.conflicts.is_empty(),
+    ))
 }
 
 pub fn error_policy(obj: Arc<BatchProcessor>, error: &Error, ctx: Arc<Context>) -> Action {

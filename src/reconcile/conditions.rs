@@ -112,6 +112,77 @@ pub fn set_invalid(
     }
 }
 
+/// The message of the conflict conditions: each object that is not ours and
+/// whose it is, then what is held back because of them.
+pub fn conflict_message(conflicts: &[crate::act::Conflict], held: &[String]) -> String {
+    let mut m = conflicts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    m.push_str("; left as it is: rename or remove it, or name this resource differently");
+    if !held.is_empty() {
+        m.push_str(&format!("; not applied until then: {}", held.join(", ")));
+    }
+    m
+}
+
+/// Reports objects of our names that are someone else's: Ready False and
+/// Degraded True with reason `OwnedObjectConflict` (and Progressing False
+/// when `stalled`, nothing could be rolled out). `previous` is the status
+/// before this reconcile: a condition that already said the same keeps its
+/// `lastTransitionTime`, however the conditions were set meanwhile. Returns
+/// the Warning Event to publish when the report is new, so a standing
+/// conflict is announced once, not every reconcile.
+pub fn set_conflicts(
+    conditions: &mut Vec<Condition>,
+    previous: &[Condition],
+    conflicts: &[crate::act::Conflict],
+    held: &[String],
+    stalled: bool,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<super::rollout::EventIntent> {
+    use crate::crd::{condition, reason};
+    if conflicts.is_empty() {
+        return None;
+    }
+    let message = conflict_message(conflicts, held);
+    let mut types = vec![(condition::READY, false), (condition::DEGRADED, true)];
+    if stalled {
+        types.push((condition::PROGRESSING, false));
+    }
+    for (type_, status) in types {
+        set(
+            conditions,
+            Desired {
+                type_,
+                status,
+                reason: reason::OWNED_OBJECT_CONFLICT,
+                message: message.clone(),
+            },
+            generation,
+            now,
+        );
+        let before = previous.iter().find(|c| c.type_ == type_);
+        if let (Some(before), Some(c)) = (before, conditions.iter_mut().find(|c| c.type_ == type_))
+            && before.status == c.status
+        {
+            c.last_transition_time = before.last_transition_time.clone();
+        }
+    }
+    let known = previous.iter().any(|c| {
+        c.type_ == condition::READY
+            && c.reason == reason::OWNED_OBJECT_CONFLICT
+            && c.message == message
+    });
+    (!known).then_some(super::rollout::EventIntent {
+        warning: true,
+        reason: reason::OWNED_OBJECT_CONFLICT,
+        note: message,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +241,71 @@ mod tests {
         assert!(same_ignoring_timestamps(&a, &b));
         b[0].reason = "Other".into();
         assert!(!same_ignoring_timestamps(&a, &b));
+    }
+
+    fn conflict() -> crate::act::Conflict {
+        crate::act::Conflict {
+            kind: "ConfigMap".into(),
+            name: "victim".into(),
+            owner: "it has no controller ownerReference (created outside this resource)".into(),
+        }
+    }
+
+    #[test]
+    fn a_conflict_is_reported_once_and_keeps_its_transition_time() {
+        let mut c = Vec::new();
+        set(&mut c, ready(true, "Available"), Some(1), t(100));
+        let previous = c.clone();
+        let event = set_conflicts(
+            &mut c,
+            &previous,
+            &[conflict()],
+            &["Deployment".into()],
+            true,
+            Some(2),
+            t(200),
+        )
+        .expect("a new conflict is announced");
+        assert!(event.warning);
+        assert_eq!(event.reason, "OwnedObjectConflict");
+        let r = c.iter().find(|x| x.type_ == "Ready").expect("Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "OwnedObjectConflict")
+        );
+        assert_eq!(r.observed_generation, Some(2));
+        assert!(
+            r.message
+                .starts_with("ConfigMap victim is not ours: it has no controller")
+                && r.message.ends_with("not applied until then: Deployment"),
+            "{}",
+            r.message
+        );
+        assert_eq!(r.last_transition_time.0, t(200));
+        assert!(
+            c.iter()
+                .any(|x| x.type_ == "Progressing" && x.status == "False")
+        );
+
+        // The next reconcile sets Ready True on its way (a rollout judged
+        // complete), then the same conflict again: no new Event, no new time.
+        let previous = c.clone();
+        set(&mut c, ready(true, "Available"), Some(2), t(300));
+        let again = set_conflicts(
+            &mut c,
+            &previous,
+            &[conflict()],
+            &["Deployment".into()],
+            true,
+            Some(2),
+            t(300),
+        );
+        assert_eq!(again, None);
+        let r = c.iter().find(|x| x.type_ == "Ready").expect("Ready");
+        assert_eq!(r.last_transition_time.0, t(200));
+        assert_eq!(
+            set_conflicts(&mut c, &previous, &[], &[], true, Some(2), t(300)),
+            None
+        );
     }
 }

@@ -20,7 +20,7 @@ mod workload;
 pub use metrics::Metrics;
 pub use workload::{NoGate, SharedVerdicts, UpgradeGate, WorkloadKind};
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use futures::{FutureExt, future::BoxFuture};
@@ -28,7 +28,7 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
     batch::v1::{CronJob, Job},
-    core::v1::{ConfigMap, Service},
+    core::v1::{ConfigMap, Namespace, Service},
     networking::v1::NetworkPolicy,
 };
 use kube::{
@@ -45,6 +45,7 @@ use tokio::sync::RwLock;
 use crate::{
     crd::{ClearingAdapter, PaymentGateway, SagaOrchestrator},
     kinds::{Owned, Payments, PaymentsKind},
+    scope::{HANDS_OFF_LABEL, Scope},
 };
 
 /// What the reconcilers know about the cluster beyond the resource itself.
@@ -103,8 +104,10 @@ impl Error {
 /// Settings of the controllers.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Watch only this namespace (all when `None`).
-    pub namespace: Option<String>,
+    /// The namespaces watched: one watch per namespace and kind (so a scoped
+    /// install needs Roles only), or one cluster-wide watch per kind for
+    /// [`Scope::all`].
+    pub scope: Scope,
     /// Fallback poll while a rollout is in progress. Deployment status
     /// changes wake the reconciler at once through its watch, so this only
     /// bounds how late an outside verdict (the upgrade gate) is noticed;
@@ -112,19 +115,21 @@ pub struct Settings {
     pub progress_interval: Duration,
     /// Requeue interval of a settled resource (drift is also caught by watches).
     pub resync_interval: Duration,
-    /// Reconciles running at once per controller.
+    /// Reconciles running at once per controller (per kind, and per
+    /// namespace of a scoped install).
     pub concurrency: u16,
     /// Namespace of the guard policy (AutopilotPolicy `autopilot`): an automatic
     /// rollback is a write the agent decides alone, so it waits while the
     /// kill switch is on or the policy cannot be read. `None` (tests of the
-    /// controllers alone): rollbacks are not gated.
+    /// controllers alone): the policy is not consulted (the scope and the
+    /// hands-off label still are).
     pub policy_namespace: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            namespace: None,
+            scope: Scope::all(),
             progress_interval: Duration::from_secs(30),
             resync_interval: Duration::from_secs(300),
             concurrency: 8,
@@ -197,10 +202,29 @@ impl Context {
         Ok(served)
     }
 
-    /// Why an automatic rollback must wait now, if it must: the kill switch
-    /// is on, or the policy cannot be read (fail closed). Reconciliation of
-    /// what the user wrote goes on regardless.
-    pub async fn rollback_held(&self) -> Option<String> {
+    /// Why an automatic rollback of `obj` must wait now, if it must: it or
+    /// its namespace is hands-off or out of scope, the namespace cannot be
+    /// read to tell (fail closed), the kill switch is on, or the policy
+    /// cannot be read (fail closed). Reconciliation of what the user wrote
+    /// goes on regardless.
+    pub async fn rollback_held<K>(&self, obj: &K) -> Option<String>
+    where
+        K: kube::Resource,
+    {
+        let namespace = obj.meta().namespace.clone().unwrap_or_default();
+        let read = Api::<Namespace>::all(self.client.clone())
+            .get(&namespace)
+            .await
+            .map(|n| n.metadata.labels.unwrap_or_default())
+            .map_err(|e| e.to_string());
+        if let Some(why) = scope_hold(
+            &self.settings.scope,
+            &namespace,
+            read.as_ref().map_err(String::as_str),
+            obj.meta().labels.as_ref(),
+        ) {
+            return Some(why);
+        }
         let ns = self.settings.policy_namespace.as_deref()?;
         match crate::act::executor::fetch_policy(&self.client, ns).await {
             Ok(p) if p.kill_switch => Some(format!(
@@ -217,6 +241,27 @@ impl Context {
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client.clone(), namespace)
+    }
+}
+
+/// Why the scope holds an automatic rollback in `namespace`, if it does:
+/// outside the allow-list, or the hands-off label on the namespace or the
+/// resource. Namespace labels that could not be read (`Err`, the reason)
+/// hold too: a rollback is never sent on a guess.
+pub fn scope_hold(
+    scope: &Scope,
+    namespace: &str,
+    namespace_labels: Result<&BTreeMap<String, String>, &str>,
+    object_labels: Option<&BTreeMap<String, String>>,
+) -> Option<String> {
+    match namespace_labels {
+        Err(e) => Some(format!(
+            "namespace {namespace} cannot be read to check {HANDS_OFF_LABEL}: {e}"
+        )),
+        Ok(labels) => scope
+            .check(namespace, Some(labels), object_labels)
+            .err()
+            .map(|out| out.to_string()),
     }
 }
 
@@ -283,8 +328,44 @@ where
         + 'static,
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {
+    // One Controller per allowed namespace, each watching its kind and the
+    // owned kinds there through `Api::namespaced`: a scoped install needs
+    // no cluster-wide list or watch. (Merging per-namespace watcher streams
+    // into one Controller needs kube-runtime's unstable stream API and our
+    // own reflector stores; reconciles are keyed by namespace and name
+    // either way, so separate Controllers never contend for an object.)
+    let scope = &ctx.settings.scope;
+    let namespaces: Vec<Option<String>> = if scope.is_all() {
+        vec![None]
+    } else {
+        scope.list().iter().cloned().map(Some).collect()
+    };
+    let controllers: Vec<_> = namespaces
+        .into_iter()
+        .map(|ns| namespace_controller(owns, ctx.clone(), ns, reconcile, error_policy))
+        .collect();
+    futures::future::join_all(controllers).map(|_| ()).boxed()
+}
+
+/// The controller of one kind in one namespace (`None`: every namespace).
+fn namespace_controller<K, Fut>(
+    owns: &[Owned],
+    ctx: Arc<Context>,
+    ns: Option<String>,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+    error_policy: fn(Arc<K>, &Error, Arc<Context>) -> Action,
+) -> BoxFuture<'static, ()>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
     let client = ctx.client.clone();
-    let ns = ctx.settings.namespace.clone();
     let cfg = watcher::Config::default();
     let mut controller = Controller::new(scoped::<K>(&client, &ns), cfg.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
@@ -340,4 +421,36 @@ fn requeue(ctx: &Context, busy: bool) -> Action {
     } else {
         ctx.settings.resync_interval
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_scope_holds_a_rollback_hands_off_out_of_scope_or_unknown() {
+        let scope = Scope::namespaces(["pay"]);
+        let none = labels(&[]);
+        let off = labels(&[(HANDS_OFF_LABEL, "true")]);
+        assert_eq!(scope_hold(&scope, "pay", Ok(&none), None), None);
+        assert_eq!(scope_hold(&scope, "pay", Ok(&none), Some(&none)), None);
+        let hold = |ns, ns_labels, obj| scope_hold(&scope, ns, ns_labels, obj).expect("held");
+        assert!(hold("pay", Ok(&off), None).contains("namespace pay is labelled"));
+        assert!(hold("pay", Ok(&none), Some(&off)).contains("the target is labelled"));
+        assert!(hold("other", Ok(&none), None).contains("not in the agent's scope"));
+        // Fail closed: labels that could not be read hold the rollback.
+        let why = hold("pay", Err("forbidden"), None);
+        assert!(
+            why.contains("namespace pay cannot be read") && why.contains("forbidden"),
+            "{why}"
+        );
+        assert_eq!(scope_hold(&Scope::all(), "any", Ok(&none), None), None);
+    }
 }

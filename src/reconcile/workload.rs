@@ -172,7 +172,15 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
     // plan → apply
     let spec_version = obj.spec_version();
     let target = rollout::target_version(spec_version, &previous).to_string();
-    let observed = apply_version::<K>(ctx, &validated, &id, &facts, &target).await?;
+    let applied = apply_version::<K>(ctx, &validated, &id, &facts, &target).await?;
+    let Some(deployment) = &applied.deployment else {
+        // The Deployment is someone else's, or held back because what it
+        // would run on is: there is no rollout of ours to judge or roll back.
+        let (status, events) = compute_conflict_status(&previous, &applied, generation, now);
+        write_status(ctx, obj, &previous, &status, &events, now).await?;
+        return Ok(requeue(ctx, true));
+    };
+    let observed = Observed::from_deployment(deployment);
 
     // judge the rollout; roll back when it failed
     let upgrading = previous.current_version.as_deref() != Some(target.as_str());
@@ -194,7 +202,7 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
     };
     let judgement = rollout::judge(&input);
     let target_back = match rollout::rollback_target(&input, &judgement) {
-        Some(good) => match ctx.rollback_held().await {
+        Some(good) => match ctx.rollback_held(obj).await {
             Some(why) => {
                 tracing::warn!(from = %target, to = %good, %why, "rollout failed; rollback held");
                 let note = format!("rollout of {target} failed; rollback to {good} held: {why}");
@@ -205,14 +213,19 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
         },
         None => None,
     };
-    let (mut status, events) = match (target_back, &judgement) {
+    let (mut status, mut events) = match (target_back, &judgement) {
         (Some(good), Judgement::Failed { reason, message }) => {
             tracing::warn!(from = %target, to = %good, reason, "rollout failed; rolling back");
             ctx.metrics
                 .rollbacks
                 .with_label_values(&[K::kind(&()).as_ref(), reason])
                 .inc();
-            let observed = apply_version::<K>(ctx, &validated, &id, &facts, good).await?;
+            let back_applied = apply_version::<K>(ctx, &validated, &id, &facts, good).await?;
+            let observed = back_applied
+                .deployment
+                .as_ref()
+                .map(Observed::from_deployment)
+                .unwrap_or_default();
             let back = Input {
                 target: good,
                 observed: &observed,
@@ -226,8 +239,55 @@ async fn reconcile_inner<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Acti
     for c in obj.extra_conditions(&facts) {
         conditions::set(&mut status.conditions, c, generation, now);
     }
+    // The Deployment is ours, but another object of our names is not.
+    if let Some(e) = conditions::set_conflicts(
+        &mut status.conditions,
+        &previous.conditions,
+        &applied.conflicts,
+        &applied.held,
+        false,
+        generation,
+        now,
+    ) {
+        status.phase = Phase::Degraded;
+        events.push(e);
+    } else if !applied.conflicts.is_empty() {
+        status.phase = Phase::Degraded;
+    }
     write_status(ctx, obj, &previous, &status, &events, now).await?;
-    Ok(next_reconcile(ctx, &status, obj.upgrade_policy(), now))
+    let next = next_reconcile(ctx, &status, obj.upgrade_policy(), now);
+    // A foreign object wakes no watch of ours when it goes: look again soon.
+    Ok(if applied.conflicts.is_empty() {
+        next
+    } else {
+        requeue(ctx, true)
+    })
+}
+
+/// Status when the Deployment could not be applied because an object of our
+/// names is someone else's: the rollout state is kept as it was, the
+/// conditions say which object and whose, and the phase is `Failed` (the
+/// resource cannot be realised until the name is free). The Event is the
+/// conflict's, when it is new.
+pub fn compute_conflict_status(
+    previous: &WorkloadStatus,
+    applied: &act::Applied,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> (WorkloadStatus, Vec<EventIntent>) {
+    let mut s = previous.clone();
+    s.phase = Phase::Failed;
+    s.observed_generation = generation;
+    let event = conditions::set_conflicts(
+        &mut s.conditions,
+        &previous.conditions,
+        &applied.conflicts,
+        &applied.held,
+        true,
+        generation,
+        now,
+    );
+    (s, event.into_iter().collect())
 }
 
 /// What the plan needs to know of the cluster: the live replica count (kept
@@ -247,19 +307,21 @@ async fn fetch_facts<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Facts, E
     })
 }
 
-/// Applies the owned objects running `version` and reads the rollout from
-/// the Deployment the API server returned.
+/// Applies the owned objects running `version`: the Deployment the API
+/// server returned (the rollout is read from it), or none when it is not
+/// ours to apply, and the conflicts met.
 async fn apply_version<K: WorkloadKind>(
     ctx: &Context,
     validated: &K::Validated<'_>,
     id: &Identity,
     facts: &Facts,
     version: &str,
-) -> Result<Observed, Error> {
+) -> Result<act::Applied, Error> {
     let applied = act::apply_owned(
         &ctx.client,
         &id.namespace,
         &id.name,
+        &id.owner.uid,
         K::plan(validated, id, facts, version)?,
     )
     .await?;
@@ -267,11 +329,7 @@ async fn apply_version<K: WorkloadKind>(
         .writes
         .with_label_values(&[K::kind(&()).as_ref()])
         .inc_by(applied.writes as u64);
-    Ok(applied
-        .deployment
-        .as_ref()
-        .map(Observed::from_deployment)
-        .unwrap_or_default())
+    Ok(applied)
 }
 
 /// When to look again. Deployment status changes (progress, readiness, the

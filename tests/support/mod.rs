@@ -5,6 +5,7 @@
 
 pub mod chart;
 pub mod kubelet;
+pub mod objects;
 
 use std::{
     future::Future,
@@ -126,12 +127,25 @@ pub fn start_controllers_with(
     namespace: &str,
     policy_namespace: Option<&str>,
 ) -> Controllers {
+    start_controllers_in(
+        client,
+        autopilot::scope::Scope::namespaces([namespace]),
+        policy_namespace,
+    )
+}
+
+/// The controllers of the namespaces of `scope` (one watch per namespace).
+pub fn start_controllers_in(
+    client: Client,
+    scope: autopilot::scope::Scope,
+    policy_namespace: Option<&str>,
+) -> Controllers {
     use autopilot::reconcile::{Context, Metrics, Settings, SharedVerdicts};
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry).expect("metrics");
     let gate = Arc::new(SharedVerdicts::default());
     let settings = Settings {
-        namespace: Some(namespace.to_string()),
+        scope,
         progress_interval: Duration::from_millis(500),
         resync_interval: Duration::from_secs(30),
         concurrency: 4,
@@ -276,4 +290,79 @@ pub async fn agent_client(cp: &ControlPlane) -> Client {
         })
         .await;
     as_service_account(cp, AGENT_NAMESPACE, AGENT_RELEASE).await
+}
+
+/// A client acting as a new service account `sa` of `home`, granted `rules`
+/// (RBAC `rules` entries as JSON) by a Role in each of `namespaces` and
+/// nothing else, through impersonation by the admin client. Returns once the
+/// authorizer applies the Roles.
+pub async fn service_account_with_roles(
+    cp: &autopilot::testenv::ControlPlane,
+    admin: &Client,
+    home: &str,
+    sa: &str,
+    namespaces: &[&str],
+    rules: &[serde_json::Value],
+) -> Client {
+    use k8s_openapi::api::{
+        authorization::v1::SelfSubjectAccessReview,
+        core::v1::ServiceAccount,
+        rbac::v1::{Role, RoleBinding},
+    };
+    use serde_json::json;
+    fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("RBAC object")
+    }
+    let pp = PostParams::default();
+    Api::<ServiceAccount>::namespaced(admin.clone(), home)
+        .create(&pp, &typed(json!({"metadata": {"name": sa}})))
+        .await
+        .expect("create the service account");
+    for ns in namespaces {
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .create(
+                &pp,
+                &typed(json!({"metadata": {"name": sa}, "rules": rules})),
+            )
+            .await
+            .expect("create the Role");
+        Api::<RoleBinding>::namespaced(admin.clone(), ns)
+            .create(
+                &pp,
+                &typed(json!({
+                    "metadata": {"name": sa},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+                    "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": home}],
+                })),
+            )
+            .await
+            .expect("create the RoleBinding");
+    }
+    let mut config = cp.config().await.expect("config");
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{home}:{sa}"));
+    let client = Client::try_from(config).expect("impersonating client");
+    let first = &rules[0];
+    for ns in namespaces {
+        let review: SelfSubjectAccessReview = typed(json!({"spec": {"resourceAttributes": {
+            "namespace": ns, "verb": "list",
+            "group": first["apiGroups"][0], "resource": first["resources"][0],
+        }}}));
+        wait_for(
+            "the Role to be in force",
+            Duration::from_secs(30),
+            || async {
+                let answer = Api::<SelfSubjectAccessReview>::all(client.clone())
+                    .create(&pp, &review)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                answer
+                    .status
+                    .is_some_and(|s| s.allowed)
+                    .then_some(())
+                    .ok_or_else(|| format!("{ns}: not yet allowed"))
+            },
+        )
+        .await;
+    }
+    client
 }
