@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use super::nab::{self, Counts, LabeledFile, Profile, Scored, Sweep};
+use super::nab::{self, Counts, LabeledFile, Profile, Ranked, Scored, Sweep};
 
 /// The group of a NAB file name (`realTraffic/speed_t4013.csv` →
 /// `realTraffic`).
@@ -74,33 +74,36 @@ impl Corpus<'_> {
         groups.into_iter().collect()
     }
 
-    fn select<'s>(
-        &'s self,
-        scores: &'s [Vec<f64>],
-        keep: impl Fn(&str) -> bool,
-    ) -> Vec<Scored<'s>> {
-        self.files
+    /// Each candidate's rows ranked once (`candidates[c][i]`: candidate
+    /// `c`'s scores of file `i`), for the sweeps of every fold and profile.
+    pub fn rank<'s>(&'s self, candidates: &'s [Vec<Vec<f64>>]) -> Vec<Ranked<'s>> {
+        candidates
             .iter()
-            .zip(&self.groups)
-            .zip(scores)
-            .filter(|((_, g), _)| keep(g))
-            .map(|((f, _), s)| (*f, s.as_slice()))
+            .map(|scores| {
+                let files: Vec<Scored> = self
+                    .files
+                    .iter()
+                    .zip(scores)
+                    .map(|(f, s)| (*f, s.as_slice()))
+                    .collect();
+                Ranked::new(&files)
+            })
             .collect()
     }
 }
 
 /// The best candidate and threshold on the files whose group `keep`
-/// accepts; `candidates[c][i]` are candidate `c`'s scores of file `i`. Ties
-/// keep the earlier candidate, so list the current defaults first.
+/// accepts. Ties keep the earlier candidate, so list the current defaults
+/// first.
 pub fn choose(
     corpus: &Corpus,
-    candidates: &[Vec<Vec<f64>>],
+    ranked: &[Ranked],
     p: Profile,
     keep: impl Fn(&str) -> bool,
 ) -> Option<(usize, Sweep)> {
     let mut best: Option<(usize, Sweep)> = None;
-    for (c, scores) in candidates.iter().enumerate() {
-        let s = nab::sweep(&corpus.select(scores, &keep), p);
+    for (c, r) in ranked.iter().enumerate() {
+        let s = r.sweep(p, |i| keep(corpus.groups[i]));
         if best.is_none_or(|(_, b)| s.normalized > b.normalized) {
             best = Some((c, s));
         }
@@ -108,19 +111,22 @@ pub fn choose(
     best
 }
 
-/// The leave-one-group-out evaluation of choosing among `candidates` (see
-/// the module doc).
-pub fn leave_one_group_out(corpus: &Corpus, candidates: &[Vec<Vec<f64>>], p: Profile) -> Logo {
+/// The leave-one-group-out evaluation of choosing among the `ranked`
+/// candidates (see the module doc).
+pub fn leave_one_group_out(corpus: &Corpus, ranked: &[Ranked], p: Profile) -> Logo {
     let mut folds = Vec::new();
     for group in corpus.labelled_groups() {
-        let Some((candidate, train)) = choose(corpus, candidates, p, |g| g != group) else {
+        let Some((candidate, train)) = choose(corpus, ranked, p, |g| g != group) else {
             continue;
         };
-        let held = nab::score_at(
-            &corpus.select(&candidates[candidate], |g| g == group),
-            train.threshold,
-            p,
-        );
+        let held: Vec<Scored> = ranked[candidate]
+            .files()
+            .iter()
+            .zip(&corpus.groups)
+            .filter(|(_, g)| **g == group)
+            .map(|(s, _)| *s)
+            .collect();
+        let held = nab::score_at(&held, train.threshold, p);
         folds.push(Fold {
             group: group.to_string(),
             candidate,
@@ -168,7 +174,8 @@ mod tests {
         };
         let c0 = vec![peak_at(500, 0.9), peak_at(300, 0.9)];
         let c1 = vec![peak_at(300, 0.9), peak_at(700, 0.9)];
-        let logo = leave_one_group_out(&corpus, &[c0, c1], nab::STANDARD);
+        let c = [c0, c1];
+        let logo = leave_one_group_out(&corpus, &corpus.rank(&c), nab::STANDARD);
         let chosen: Vec<_> = logo
             .folds
             .iter()
@@ -180,14 +187,15 @@ mod tests {
             assert!(f.score < 0.0, "a false positive and a miss: {f:?}");
             assert_eq!((f.counts.tp, f.counts.fp, f.counts.fn_), (0, 1, 1));
         }
-        // The full-data choice sees both and cannot be perfect on both.
-        let (_, all) = choose(
-            &corpus,
-            &[vec![peak_at(500, 0.9), peak_at(700, 0.9)]],
-            nab::STANDARD,
-            |_| true,
-        )
-        .expect("a candidate");
+        // On all groups, a third candidate that hits both windows wins.
+        let both = [
+            c[0].clone(),
+            c[1].clone(),
+            vec![peak_at(500, 0.9), peak_at(700, 0.9)],
+        ];
+        let (chosen, all) =
+            choose(&corpus, &corpus.rank(&both), nab::STANDARD, |_| true).expect("a candidate");
+        assert_eq!(chosen, 2);
         assert!((all.normalized - 100.0).abs() < 1e-9);
     }
 
@@ -203,7 +211,7 @@ mod tests {
                 files: vec![fa, fb],
                 groups: vec!["a", "b"],
             };
-            let logo = leave_one_group_out(&corpus, &c, nab::STANDARD);
+            let logo = leave_one_group_out(&corpus, &corpus.rank(&c), nab::STANDARD);
             let f = logo.folds.into_iter().find(|f| f.group == "a");
             f.map(|f| (f.candidate, (f.threshold * 1000.0).round() as i64))
         };
@@ -233,7 +241,8 @@ mod tests {
         // quiet: only the quiet file tells them apart.
         let c0 = vec![peak_at(500, 0.5), peak_at(700, 0.5), peak_at(600, 0.9)];
         let c1 = vec![peak_at(500, 0.5), peak_at(700, 0.5), vec![0.1; 1000]];
-        let logo = leave_one_group_out(&corpus, &[c0, c1], nab::STANDARD);
+        let c = [c0, c1];
+        let logo = leave_one_group_out(&corpus, &corpus.rank(&c), nab::STANDARD);
         assert_eq!(logo.folds.len(), 2);
         assert!(logo.folds.iter().all(|f| f.candidate == 1), "{logo:?}");
         assert!((logo.mean() - 100.0).abs() < 1e-9);

@@ -267,89 +267,130 @@ pub fn score_at(corpus: &[Scored], threshold: f64, p: Profile) -> Sweep {
 
 /// Scores a corpus (files with their detector scores) at every distinct
 /// score as threshold and keeps the best: one threshold for all files, as NAB
-/// does. Exact and O(n log n): rows are visited from the highest score down,
-/// and the raw total is updated as each row becomes a detection. Ties keep
-/// the highest threshold (the fewest detections), reported as the middle of
-/// its plateau: halfway to the next lower score, which detects nothing more
-/// on this corpus (NAB reports the plateau's top; the score is the same).
+/// does. See [`Ranked::sweep`].
 pub fn sweep(corpus: &[Scored], p: Profile) -> Sweep {
-    let null: f64 = corpus.iter().map(|(f, _)| f.null_score(p)).sum();
-    let perfect: f64 = corpus.iter().map(|(f, _)| f.perfect_score(p)).sum();
-    let normalize = |raw: f64| normalize(raw, null, perfect);
-    // (score, file, row) of every scorable row.
-    let mut events: Vec<(f64, usize, usize)> = Vec::new();
-    let mut window_base = Vec::with_capacity(corpus.len());
-    let mut windows = 0;
-    for (fi, (f, scores)) in corpus.iter().enumerate() {
-        window_base.push(windows);
-        windows += f.windows;
-        for (ri, (row, s)) in f.rows.iter().zip(scores.iter()).enumerate() {
-            if s.is_finite() && !matches!(row, Row::Probation) {
-                events.push((*s, fi, ri));
+    Ranked::new(corpus).sweep(p, |_| true)
+}
+
+/// A corpus's scorable rows sorted by score, highest first: sorted once,
+/// then swept for any profile and any subset of its files.
+pub struct Ranked<'a> {
+    corpus: Vec<Scored<'a>>,
+    /// (score, file, row) of every scorable row.
+    events: Vec<(f64, u32, u32)>,
+}
+
+impl<'a> Ranked<'a> {
+    pub fn new(corpus: &[Scored<'a>]) -> Self {
+        let mut events = Vec::new();
+        for (fi, (f, scores)) in corpus.iter().enumerate() {
+            for (ri, (row, s)) in f.rows.iter().zip(scores.iter()).enumerate() {
+                if s.is_finite() && !matches!(row, Row::Probation) {
+                    events.push((*s, fi as u32, ri as u32));
+                }
             }
         }
+        events.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Ranked {
+            corpus: corpus.to_vec(),
+            events,
+        }
     }
-    events.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut best_in_window: Vec<Option<f64>> = vec![None; windows];
-    let mut counts = Counts {
-        fn_: windows,
-        raw: null,
-        ..Counts::default()
-    };
-    let mut best = Sweep {
-        threshold: f64::INFINITY,
-        counts,
-        normalized: normalize(null),
-    };
-    let mut i = 0;
-    while i < events.len() {
-        let threshold = events[i].0;
-        // Every row with this exact score becomes a detection together.
-        while i < events.len() && events[i].0 == threshold {
-            let (_, fi, ri) = events[i];
-            match corpus[fi].0.rows[ri] {
-                Row::Probation => {}
-                Row::Window { window, value } => {
-                    let slot = &mut best_in_window[window_base[fi] + window];
-                    match *slot {
-                        None => {
-                            counts.tp += 1;
-                            counts.fn_ -= 1;
-                            counts.raw += p.fn_ + p.tp * value / max_tp();
-                            *slot = Some(value);
+
+    /// The files, in the order given to [`Ranked::new`].
+    pub fn files(&self) -> &[Scored<'a>] {
+        &self.corpus
+    }
+
+    /// The best threshold over the files `keep` accepts (by index). Exact
+    /// and linear: rows are visited from the highest score down, and the raw
+    /// total is updated as each row becomes a detection. Ties keep the
+    /// highest threshold (the fewest detections), reported as the middle of
+    /// its plateau: halfway to the next lower score, which detects nothing
+    /// more on these files (NAB reports the plateau's top; the score is the
+    /// same).
+    pub fn sweep(&self, p: Profile, keep: impl Fn(usize) -> bool) -> Sweep {
+        let kept: Vec<bool> = (0..self.corpus.len()).map(&keep).collect();
+        let (mut null, mut perfect) = (0.0, 0.0);
+        let mut window_base = Vec::with_capacity(self.corpus.len());
+        let mut windows = 0;
+        for (fi, (f, _)) in self.corpus.iter().enumerate() {
+            window_base.push(windows);
+            if kept[fi] {
+                windows += f.windows;
+                null += f.null_score(p);
+                perfect += f.perfect_score(p);
+            }
+        }
+        let normalize = |raw: f64| normalize(raw, null, perfect);
+        let events: Vec<(f64, u32, u32)> = self
+            .events
+            .iter()
+            .filter(|e| kept[e.1 as usize])
+            .copied()
+            .collect();
+        let mut best_in_window: Vec<Option<f64>> = vec![None; windows];
+        let mut counts = Counts {
+            fn_: windows,
+            raw: null,
+            ..Counts::default()
+        };
+        let mut best = Sweep {
+            threshold: f64::INFINITY,
+            counts,
+            normalized: normalize(null),
+        };
+        let mut i = 0;
+        while i < events.len() {
+            let threshold = events[i].0;
+            // Every row with this exact score becomes a detection together.
+            while i < events.len() && events[i].0 == threshold {
+                let (_, fi, ri) = events[i];
+                let fi = fi as usize;
+                match self.corpus[fi].0.rows[ri as usize] {
+                    Row::Probation => {}
+                    Row::Window { window, value } => {
+                        let slot = &mut best_in_window[window_base[fi] + window];
+                        match *slot {
+                            None => {
+                                counts.tp += 1;
+                                counts.fn_ -= 1;
+                                counts.raw += p.fn_ + p.tp * value / max_tp();
+                                *slot = Some(value);
+                            }
+                            // An earlier row of the window is worth more.
+                            Some(v) if value > v => {
+                                counts.raw += p.tp * (value - v) / max_tp();
+                                *slot = Some(value);
+                            }
+                            Some(_) => {}
                         }
-                        // An earlier row of the window is worth more.
-                        Some(v) if value > v => {
-                            counts.raw += p.tp * (value - v) / max_tp();
-                            *slot = Some(value);
-                        }
-                        Some(_) => {}
+                    }
+                    Row::Outside { value } => {
+                        counts.fp += 1;
+                        counts.raw += p.fp * value;
                     }
                 }
-                Row::Outside { value } => {
-                    counts.fp += 1;
-                    counts.raw += p.fp * value;
-                }
+                i += 1;
             }
-            i += 1;
+            let n = normalize(counts.raw);
+            if n > best.normalized {
+                // Any threshold down to the next lower score detects the
+                // same rows: take the middle of that plateau, so a threshold
+                // carried to other files keeps a margin on both sides.
+                let threshold = match events.get(i) {
+                    Some(&(next, _, _)) => threshold - (threshold - next) / 2.0,
+                    None => threshold,
+                };
+                best = Sweep {
+                    threshold,
+                    counts,
+                    normalized: n,
+                };
+            }
         }
-        let n = normalize(counts.raw);
-        if n > best.normalized {
-            // Any threshold down to the next lower score detects the same
-            // rows: take the middle of that plateau, so a threshold carried
-            // to other files keeps a margin on both sides.
-            let threshold = match events.get(i) {
-                Some(&(next, _, _)) => threshold - (threshold - next) / 2.0,
-                None => threshold,
-            };
-            best = Sweep {
-                threshold,
-                counts,
-                normalized: n,
-            };
-        }
+        best
     }
-    best
 }
 
 /// Reads NAB's `combined_windows.json`: file name → windows in unix seconds.

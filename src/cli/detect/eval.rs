@@ -156,15 +156,24 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
     }
 
     // Leave one group out, per profile.
-    let logos: Vec<Vec<Logo>> = evaluated
-        .iter()
-        .map(|e| {
+    let mut logos: Vec<Vec<Logo>> = Vec::new();
+    let mut chosen = Vec::new();
+    for e in &evaluated {
+        let start = Instant::now();
+        let ranked = logo_corpus.rank(&e.scores);
+        logos.push(
             profiles
                 .iter()
-                .map(|(_, p)| logo::leave_one_group_out(&logo_corpus, &e.scores, *p))
-                .collect()
-        })
-        .collect();
+                .map(|(_, p)| logo::leave_one_group_out(&logo_corpus, &ranked, *p))
+                .collect(),
+        );
+        chosen.push(logo::choose(&logo_corpus, &ranked, nab::STANDARD, |_| true));
+        eprintln!(
+            "eval: {} leave-one-group-out in {:.1}s",
+            e.name,
+            start.elapsed().as_secs_f64()
+        );
+    }
     let _ = write!(
         out,
         "\n## Leave one group out: parameters and threshold chosen on the other groups\n\n\
@@ -215,10 +224,9 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
     // What the same procedure picks on every group: the parameter set the
     // LOGO figure vouches for, and the one to make the default.
     out.push_str("\n## Chosen on all groups (standard profile)\n\n");
-    for e in &evaluated {
-        if let Some((c, s)) = logo::choose(&logo_corpus, &e.scores, nab::STANDARD, |_| true) {
-            let folds: Vec<String> = logos
-                [evaluated.iter().position(|x| x.name == e.name).unwrap_or(0)][0]
+    for ((e, l), chosen) in evaluated.iter().zip(&logos).zip(&chosen) {
+        if let Some((c, s)) = *chosen {
+            let folds: Vec<String> = l[0]
                 .folds
                 .iter()
                 .map(|f| (f.candidate + 1).to_string())
