@@ -1,6 +1,7 @@
 //! The univariate online detectors: EWMA z-score, robust median/MAD, a
 //! seasonal (time-of-period) baseline, two-sided CUSUM change points, a Holt
-//! trend forecast with time to threshold, and an ensemble of them.
+//! trend forecast with time to threshold, a contextual novelty detector
+//! (`context.rs`), and an ensemble of them.
 //!
 //! Each detector keeps its own state for one series and costs O(1) per sample
 //! (MAD: O(window), a constant). Scores are computed *before* the sample is
@@ -11,11 +12,13 @@
 
 use std::collections::VecDeque;
 
-use super::stats::{Ewm, SortedWindow, erfc, score_from_excess};
+use super::stats::{Episodes, Ewm, SortedWindow, erfc, score_from_excess};
 
+mod context;
 mod forecast;
 mod params;
 
+use context::ContextDetector;
 use forecast::ForecastDetector;
 pub use forecast::human_duration;
 pub use params::{DetectorKind, DetectorParams, Direction, defaults};
@@ -102,10 +105,21 @@ impl DetectorParams {
                 refractory,
             } => Box::new(EnsembleDetector {
                 members: members.iter().map(DetectorParams::build).collect(),
-                recent: VecDeque::new(),
-                refractory: u64::from(refractory),
-                n: 0,
+                episodes: Episodes::new(u64::from(refractory)),
             }),
+            DetectorParams::Context {
+                levels,
+                order,
+                rest,
+                warmup,
+                max_contexts,
+            } => Box::new(ContextDetector::new(
+                levels,
+                order,
+                rest,
+                warmup,
+                max_contexts,
+            )),
         }
     }
 }
@@ -446,11 +460,7 @@ impl Detector for DiffDetector {
 
 struct EnsembleDetector {
     members: Vec<Box<dyn Detector>>,
-    /// (sample index, raw score), decreasing scores: the front is the
-    /// maximum of the last `refractory` samples (O(1) amortized).
-    recent: VecDeque<(u64, f64)>,
-    refractory: u64,
-    n: u64,
+    episodes: Episodes,
 }
 
 impl Detector for EnsembleDetector {
@@ -470,35 +480,14 @@ impl Detector for EnsembleDetector {
             }
         }
         let mut s = best?;
-        let raw = s.score;
-        while self
-            .recent
-            .front()
-            .is_some_and(|&(i, _)| self.n - i > self.refractory)
-        {
-            self.recent.pop_front();
-        }
-        let recent_max = self.recent.front().map_or(0.0, |&(_, v)| v);
-        if raw <= recent_max {
-            // Still inside the same episode: keep it below the peak already
-            // reported so a threshold crossing happens once.
-            s.score = raw * 0.5;
-        }
-        if self.refractory > 0 {
-            while self.recent.back().is_some_and(|&(_, v)| v <= raw) {
-                self.recent.pop_back();
-            }
-            self.recent.push_back((self.n, raw));
-        }
-        self.n += 1;
+        s.score = self.episodes.damp(s.score);
         Some(s)
     }
     fn reset(&mut self) {
         for m in &mut self.members {
             m.reset();
         }
-        self.recent.clear();
-        self.n = 0;
+        self.episodes.clear();
     }
     fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
         format!(

@@ -6,14 +6,19 @@
 //! - a row is a detection when its score reaches the threshold; one threshold
 //!   per detector for every file;
 //! - in each window only the earliest detection counts, worth
-//!   `A_TP · σ(y)` with `σ(y) = 2/(1+e^{5y}) − 1` and `y` the row's position
-//!   relative to the window's end (−1 at its first row, about 0 at its last);
+//!   `A_TP · σ(y) / σ(−1)` with `σ(y) = 2/(1+e^{5y}) − 1` and `y` the row's
+//!   position relative to the window's end (−1 at its first row, about 0 at
+//!   its last); the division by `σ(−1)` is NAB's sweeper's, so a detection on
+//!   a window's first row is worth exactly `A_TP`;
 //! - a detection outside every window costs `A_FP · σ(y)` with `y` its distance
 //!   past the preceding window's end in window widths (σ is −1 past 3 widths,
 //!   and before the first window);
 //! - a window without detection costs `A_FN`;
 //! - the corpus total is normalized so that the detector that never fires
-//!   scores 0 and the one that fires on every window's first row scores 100.
+//!   scores 0 and `A_TP` per window (NAB's "perfect", the detector that fires
+//!   on every window's first row) scores 100.
+//!
+//! Three profiles, NAB's weights: standard, reward low FP, reward low FN.
 //!
 //! Pure: timestamps, scores and label text in, numbers out.
 
@@ -35,6 +40,42 @@ pub const STANDARD: Profile = Profile {
     fp: 0.11,
     fn_: 1.0,
 };
+
+/// NAB's `reward_low_FP_rate` profile: false positives cost twice as much.
+pub const REWARD_LOW_FP: Profile = Profile {
+    tp: 1.0,
+    fp: 0.22,
+    fn_: 1.0,
+};
+
+/// NAB's `reward_low_FN_rate` profile: a missed window costs twice as much.
+pub const REWARD_LOW_FN: Profile = Profile {
+    tp: 1.0,
+    fp: 0.11,
+    fn_: 2.0,
+};
+
+/// The three profiles with the names NAB's scoreboard uses.
+pub const PROFILES: [(&str, Profile); 3] = [
+    ("standard", STANDARD),
+    ("reward_low_FP_rate", REWARD_LOW_FP),
+    ("reward_low_FN_rate", REWARD_LOW_FN),
+];
+
+/// What a detection on the first row of a window is worth, unweighted:
+/// NAB divides every true positive by it.
+fn max_tp() -> f64 {
+    scaled_sigmoid(-1.0)
+}
+
+/// `100 · (raw − null) / (perfect − null)`; 0 when the corpus has no window.
+pub fn normalize(raw: f64, null: f64, perfect: f64) -> f64 {
+    if perfect > null {
+        100.0 * (raw - null) / (perfect - null)
+    } else {
+        0.0
+    }
+}
 
 /// NAB's scaled sigmoid.
 pub fn scaled_sigmoid(y: f64) -> f64 {
@@ -151,7 +192,7 @@ impl LabeledFile {
                     if !detected[window] {
                         detected[window] = true;
                         c.tp += 1;
-                        c.raw += p.tp * value;
+                        c.raw += p.tp * value / max_tp();
                     }
                 }
                 Row::Outside { value } => {
@@ -171,9 +212,10 @@ impl LabeledFile {
         -p.fn_ * self.windows as f64
     }
 
-    /// Raw score of the detector that fires on each window's first row.
+    /// Raw score of the detector that fires on each window's first row
+    /// (NAB's "perfect": `A_TP` per window).
     pub fn perfect_score(&self, p: Profile) -> f64 {
-        p.tp * scaled_sigmoid(-1.0) * self.windows as f64
+        p.tp * self.windows as f64
     }
 }
 
@@ -204,87 +246,151 @@ pub struct Sweep {
     pub normalized: f64,
 }
 
+/// Files with one detector's scores, one per row.
+pub type Scored<'a> = (&'a LabeledFile, &'a [f64]);
+
+/// Scores a corpus at a fixed `threshold` (normalized over this corpus).
+pub fn score_at(corpus: &[Scored], threshold: f64, p: Profile) -> Sweep {
+    let mut counts = Counts::default();
+    let (mut null, mut perfect) = (0.0, 0.0);
+    for (f, scores) in corpus {
+        counts += f.score(scores, threshold, p);
+        null += f.null_score(p);
+        perfect += f.perfect_score(p);
+    }
+    Sweep {
+        threshold,
+        counts,
+        normalized: normalize(counts.raw, null, perfect),
+    }
+}
+
 /// Scores a corpus (files with their detector scores) at every distinct
 /// score as threshold and keeps the best: one threshold for all files, as NAB
-/// does. Exact and O(n log n): rows are visited from the highest score down,
-/// and the raw total is updated as each row becomes a detection.
-pub fn sweep(corpus: &[(LabeledFile, Vec<f64>)], p: Profile) -> Sweep {
-    let null: f64 = corpus.iter().map(|(f, _)| f.null_score(p)).sum();
-    let perfect: f64 = corpus.iter().map(|(f, _)| f.perfect_score(p)).sum();
-    let normalize = |raw: f64| {
-        if perfect > null {
-            100.0 * (raw - null) / (perfect - null)
-        } else {
-            0.0
-        }
-    };
-    // (score, file, row) of every scorable row.
-    let mut events: Vec<(f64, usize, usize)> = Vec::new();
-    let mut window_base = Vec::with_capacity(corpus.len());
-    let mut windows = 0;
-    for (fi, (f, scores)) in corpus.iter().enumerate() {
-        window_base.push(windows);
-        windows += f.windows;
-        for (ri, (row, s)) in f.rows.iter().zip(scores).enumerate() {
-            if s.is_finite() && !matches!(row, Row::Probation) {
-                events.push((*s, fi, ri));
+/// does. See [`Ranked::sweep`].
+pub fn sweep(corpus: &[Scored], p: Profile) -> Sweep {
+    Ranked::new(corpus).sweep(p, |_| true)
+}
+
+/// A corpus's scorable rows sorted by score, highest first: sorted once,
+/// then swept for any profile and any subset of its files.
+pub struct Ranked<'a> {
+    corpus: Vec<Scored<'a>>,
+    /// (score, file, row) of every scorable row.
+    events: Vec<(f64, u32, u32)>,
+}
+
+impl<'a> Ranked<'a> {
+    pub fn new(corpus: &[Scored<'a>]) -> Self {
+        let mut events = Vec::new();
+        for (fi, (f, scores)) in corpus.iter().enumerate() {
+            for (ri, (row, s)) in f.rows.iter().zip(scores.iter()).enumerate() {
+                if s.is_finite() && !matches!(row, Row::Probation) {
+                    events.push((*s, fi as u32, ri as u32));
+                }
             }
         }
+        events.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Ranked {
+            corpus: corpus.to_vec(),
+            events,
+        }
     }
-    events.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut best_in_window: Vec<Option<f64>> = vec![None; windows];
-    let mut counts = Counts {
-        fn_: windows,
-        raw: null,
-        ..Counts::default()
-    };
-    let mut best = Sweep {
-        threshold: f64::INFINITY,
-        counts,
-        normalized: normalize(null),
-    };
-    let mut i = 0;
-    while i < events.len() {
-        let threshold = events[i].0;
-        // Every row with this exact score becomes a detection together.
-        while i < events.len() && events[i].0 == threshold {
-            let (_, fi, ri) = events[i];
-            match corpus[fi].0.rows[ri] {
-                Row::Probation => {}
-                Row::Window { window, value } => {
-                    let slot = &mut best_in_window[window_base[fi] + window];
-                    match *slot {
-                        None => {
-                            counts.tp += 1;
-                            counts.fn_ -= 1;
-                            counts.raw += p.fn_ + p.tp * value;
-                            *slot = Some(value);
+
+    /// The files, in the order given to [`Ranked::new`].
+    pub fn files(&self) -> &[Scored<'a>] {
+        &self.corpus
+    }
+
+    /// The best threshold over the files `keep` accepts (by index). Exact
+    /// and linear: rows are visited from the highest score down, and the raw
+    /// total is updated as each row becomes a detection. Ties keep the
+    /// highest threshold (the fewest detections), reported as the middle of
+    /// its plateau: halfway to the next lower score, which detects nothing
+    /// more on these files (NAB reports the plateau's top; the score is the
+    /// same).
+    pub fn sweep(&self, p: Profile, keep: impl Fn(usize) -> bool) -> Sweep {
+        let kept: Vec<bool> = (0..self.corpus.len()).map(&keep).collect();
+        let (mut null, mut perfect) = (0.0, 0.0);
+        let mut window_base = Vec::with_capacity(self.corpus.len());
+        let mut windows = 0;
+        for (fi, (f, _)) in self.corpus.iter().enumerate() {
+            window_base.push(windows);
+            if kept[fi] {
+                windows += f.windows;
+                null += f.null_score(p);
+                perfect += f.perfect_score(p);
+            }
+        }
+        let normalize = |raw: f64| normalize(raw, null, perfect);
+        let events: Vec<(f64, u32, u32)> = self
+            .events
+            .iter()
+            .filter(|e| kept[e.1 as usize])
+            .copied()
+            .collect();
+        let mut best_in_window: Vec<Option<f64>> = vec![None; windows];
+        let mut counts = Counts {
+            fn_: windows,
+            raw: null,
+            ..Counts::default()
+        };
+        let mut best = Sweep {
+            threshold: f64::INFINITY,
+            counts,
+            normalized: normalize(null),
+        };
+        let mut i = 0;
+        while i < events.len() {
+            let threshold = events[i].0;
+            // Every row with this exact score becomes a detection together.
+            while i < events.len() && events[i].0 == threshold {
+                let (_, fi, ri) = events[i];
+                let fi = fi as usize;
+                match self.corpus[fi].0.rows[ri as usize] {
+                    Row::Probation => {}
+                    Row::Window { window, value } => {
+                        let slot = &mut best_in_window[window_base[fi] + window];
+                        match *slot {
+                            None => {
+                                counts.tp += 1;
+                                counts.fn_ -= 1;
+                                counts.raw += p.fn_ + p.tp * value / max_tp();
+                                *slot = Some(value);
+                            }
+                            // An earlier row of the window is worth more.
+                            Some(v) if value > v => {
+                                counts.raw += p.tp * (value - v) / max_tp();
+                                *slot = Some(value);
+                            }
+                            Some(_) => {}
                         }
-                        // An earlier row of the window is worth more.
-                        Some(v) if value > v => {
-                            counts.raw += p.tp * (value - v);
-                            *slot = Some(value);
-                        }
-                        Some(_) => {}
+                    }
+                    Row::Outside { value } => {
+                        counts.fp += 1;
+                        counts.raw += p.fp * value;
                     }
                 }
-                Row::Outside { value } => {
-                    counts.fp += 1;
-                    counts.raw += p.fp * value;
-                }
+                i += 1;
             }
-            i += 1;
+            let n = normalize(counts.raw);
+            if n > best.normalized {
+                // Any threshold down to the next lower score detects the
+                // same rows: take the middle of that plateau, so a threshold
+                // carried to other files keeps a margin on both sides.
+                let threshold = match events.get(i) {
+                    Some(&(next, _, _)) => threshold - (threshold - next) / 2.0,
+                    None => threshold,
+                };
+                best = Sweep {
+                    threshold,
+                    counts,
+                    normalized: n,
+                };
+            }
         }
-        let n = normalize(counts.raw);
-        if n > best.normalized {
-            best = Sweep {
-                threshold,
-                counts,
-                normalized: n,
-            };
-        }
+        best
     }
-    best
 }
 
 /// Reads NAB's `combined_windows.json`: file name → windows in unix seconds.
@@ -454,10 +560,55 @@ mod tests {
         let f = file(1000, &[(500 * 300, 599 * 300)]);
         let mut perfect = vec![0.0; 1000];
         perfect[500] = 0.9;
-        let best = sweep(&[(f.clone(), perfect)], STANDARD);
+        let best = sweep(&[(&f, &perfect)], STANDARD);
         assert!((best.normalized - 100.0).abs() < 1e-9, "{best:?}");
-        let null = sweep(&[(f, vec![0.0; 1000])], STANDARD);
+        let null = sweep(&[(&f, &[0.0; 1000])], STANDARD);
         assert!(null.normalized.abs() < 1e-9, "{null:?}");
+    }
+
+    #[test]
+    fn null_scores_0_and_perfect_100_in_every_profile_by_construction() {
+        // Two labelled files (three windows, one of them a single row) and a
+        // quiet one, of different lengths.
+        let ts = |n: i64| (0..n).map(|i| i * 300).collect::<Vec<_>>();
+        let files = [
+            LabeledFile::new(&ts(1000), &[(300 * 300, 349 * 300), (800 * 300, 800 * 300)]),
+            LabeledFile::new(&ts(6000), &[(4000 * 300, 4399 * 300)]),
+            LabeledFile::new(&ts(500), &[]),
+        ];
+        let firsts: [&[usize]; 3] = [&[300, 800], &[4000], &[]];
+        let null: Vec<Vec<f64>> = files.iter().map(|f| vec![0.0; f.len()]).collect();
+        let perfect: Vec<Vec<f64>> = files
+            .iter()
+            .zip(firsts)
+            .map(|(f, rows)| {
+                let mut s = vec![0.0; f.len()];
+                for &r in rows {
+                    s[r] = 1.0;
+                }
+                s
+            })
+            .collect();
+        let corpus = |scores: &[Vec<f64>]| -> Vec<(LabeledFile, Vec<f64>)> {
+            files.iter().cloned().zip(scores.iter().cloned()).collect()
+        };
+        let (null, perfect) = (corpus(&null), corpus(&perfect));
+        let n: Vec<Scored> = null.iter().map(|(f, s)| (f, s.as_slice())).collect();
+        let q: Vec<Scored> = perfect.iter().map(|(f, s)| (f, s.as_slice())).collect();
+        for (name, p) in PROFILES {
+            assert!(sweep(&n, p).normalized.abs() < 1e-9, "{name}");
+            assert!(score_at(&n, 0.5, p).normalized.abs() < 1e-9, "{name}");
+            assert!((sweep(&q, p).normalized - 100.0).abs() < 1e-9, "{name}");
+            let at = score_at(&q, 0.5, p);
+            assert!((at.normalized - 100.0).abs() < 1e-9, "{name}");
+            assert_eq!((at.counts.tp, at.counts.fp, at.counts.fn_), (3, 0, 0));
+            // One more detection outside the windows costs exactly A_FP.
+            let mut extra = perfect.clone();
+            extra[2].1[499] = 1.0;
+            let e: Vec<Scored> = extra.iter().map(|(f, s)| (f, s.as_slice())).collect();
+            let raw = score_at(&e, 0.5, p).counts.raw;
+            assert!((raw - (3.0 * p.tp - p.fp)).abs() < 1e-9, "{name}: {raw}");
+        }
     }
 
     #[test]
@@ -466,7 +617,7 @@ mod tests {
         let scores: Vec<f64> = (0..1000)
             .map(|i| ((i * 7919) % 1000) as f64 / 1000.0)
             .collect();
-        let best = sweep(&[(f.clone(), scores.clone())], STANDARD);
+        let best = sweep(&[(&f, &scores)], STANDARD);
         let direct = f.score(&scores, best.threshold, STANDARD);
         assert_eq!(
             (direct.tp, direct.fp, direct.fn_),

@@ -360,7 +360,8 @@ fn validate_multivariate(
 }
 
 /// The detectors a model spec may name, in the order errors list them. The
-/// rest (`gaussian`, `diff`, `ensemble`) are benchmark and CLI tools.
+/// rest (`gaussian`, `diff`, `ensemble`, `context`) are benchmark and CLI
+/// tools until the evaluation supports them for operational signals.
 const SPEC_KINDS: [DetectorKind; 5] = [
     DetectorKind::Ewma,
     DetectorKind::Mad,
@@ -518,7 +519,10 @@ fn validate_detector(c: &Check, at: &str, d: &RawDetector) -> Result<DetectorPar
             }
         }
         DetectorKind::Forecast => validate_forecast(&p)?,
-        DetectorKind::Gaussian | DetectorKind::Diff | DetectorKind::Ensemble => {
+        DetectorKind::Gaussian
+        | DetectorKind::Diff
+        | DetectorKind::Ensemble
+        | DetectorKind::Context => {
             return Err(p.not_in_specs());
         }
     })

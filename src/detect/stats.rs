@@ -148,6 +148,59 @@ impl SortedWindow {
     }
 }
 
+/// One alarm per episode: a raw score counts fully only when it exceeds
+/// every raw score of the last `span` samples; otherwise it is halved, so a
+/// threshold is crossed once per episode instead of on every sample of it.
+/// O(1) amortized (a monotone queue of the recent maxima).
+#[derive(Clone, Debug)]
+pub struct Episodes {
+    /// (sample index, raw score), decreasing scores: the front is the
+    /// maximum of the last `span` samples.
+    recent: VecDeque<(u64, f64)>,
+    span: u64,
+    n: u64,
+}
+
+impl Episodes {
+    pub fn new(span: u64) -> Self {
+        Episodes {
+            recent: VecDeque::new(),
+            span,
+            n: 0,
+        }
+    }
+
+    pub fn span(&self) -> u64 {
+        self.span
+    }
+
+    pub fn clear(&mut self) {
+        self.recent.clear();
+        self.n = 0;
+    }
+
+    /// The score to report for `raw`, then remembers `raw`.
+    pub fn damp(&mut self, raw: f64) -> f64 {
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(i, _)| self.n - i > self.span)
+        {
+            self.recent.pop_front();
+        }
+        let recent_max = self.recent.front().map_or(0.0, |&(_, v)| v);
+        let out = if raw <= recent_max { raw * 0.5 } else { raw };
+        if self.span > 0 {
+            while self.recent.back().is_some_and(|&(_, v)| v <= raw) {
+                self.recent.pop_back();
+            }
+            self.recent.push_back((self.n, raw));
+        }
+        self.n += 1;
+        out
+    }
+}
+
 fn median_of_sorted(v: &[f64]) -> Option<f64> {
     let n = v.len();
     if n == 0 {

@@ -1,0 +1,182 @@
+//! `autopilot detect eval` end to end on a small NAB-format corpus written
+//! here (the real one is a bench run, see BENCHMARKS.md): the full-corpus
+//! and leave-one-group-out tables, the baselines, and a seeded search that
+//! reproduces itself.
+
+use std::{fmt::Write as _, path::Path, process::Command};
+
+const T0: i64 = 1_400_000_000;
+const STEP: i64 = 300;
+const ROWS: i64 = 1500;
+
+fn timestamp(t: i64) -> String {
+    // NAB's format, computed without a date library: days since the epoch.
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+fn civil(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A wavy series with a spike at `spike` (if any).
+fn series(phase: f64, spike: Option<i64>) -> String {
+    let mut out = String::from("timestamp,value\n");
+    for i in 0..ROWS {
+        let mut v = 100.0 + 5.0 * ((i as f64) * 0.05 + phase).sin();
+        if spike == Some(i) {
+            v += 80.0;
+        }
+        let _ = writeln!(out, "{},{v}", timestamp(T0 + i * STEP));
+    }
+    out
+}
+
+/// Groups `gA` and `gB` with one spiked file each, and a quiet group.
+fn write_corpus(dir: &Path) {
+    let files = [
+        ("gA/a.csv", 0.0, Some(900)),
+        ("gB/b.csv", 1.0, Some(1200)),
+        ("quiet/q.csv", 2.0, None),
+    ];
+    let mut labels = String::from("{");
+    for (i, (name, phase, spike)) in files.iter().enumerate() {
+        let path = dir.join("data").join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, series(*phase, *spike)).expect("write");
+        let windows = match spike {
+            Some(s) => format!(
+                "[[\"{}\", \"{}\"]]",
+                timestamp(T0 + (s - 20) * STEP),
+                timestamp(T0 + (s + 20) * STEP)
+            ),
+            None => "[]".into(),
+        };
+        let _ = write!(
+            labels,
+            "{}\"{name}\": {windows}",
+            if i > 0 { ", " } else { "" }
+        );
+    }
+    labels.push('}');
+    std::fs::create_dir_all(dir.join("labels")).expect("mkdir");
+    std::fs::write(dir.join("labels/combined_windows.json"), labels).expect("write");
+}
+
+fn eval(dir: &Path, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .args(["detect", "eval", "--nab"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("run autopilot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The cells of the table row that starts with `| {first} |` after `heading`.
+fn row(text: &str, heading: &str, first: &str) -> Vec<String> {
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?} in\n{text}"));
+    text[start..]
+        .lines()
+        .find(|l| l.starts_with(&format!("| {first} |")))
+        .unwrap_or_else(|| panic!("no row {first:?} under {heading:?} in\n{text}"))
+        .split('|')
+        .map(|c| c.trim().trim_matches('*').to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+#[test]
+fn eval_reports_full_corpus_and_leave_one_group_out_per_profile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_corpus(dir.path());
+    let text = eval(
+        dir.path(),
+        &[
+            "--detector",
+            "mad",
+            "--detector",
+            "null",
+            "--detector",
+            "random",
+            "--trials",
+            "3",
+        ],
+    );
+    assert!(text.contains("Held out in turn: gA, gB."), "{text}");
+    // The null detector scores 0 in every table and profile.
+    let full = "## Full corpus";
+    let logo = "## Leave one group out";
+    assert_eq!(row(&text, full, "null")[1..4], ["0.0", "0.0", "0.0"]);
+    assert_eq!(row(&text, logo, "null")[1..5], ["1", "0.0", "0.0", "0.0"]);
+    // A spike five σ out is found in each held-out group, early in its window.
+    let mad = row(&text, logo, "mad");
+    assert_eq!(mad[1], "3", "{text}");
+    for score in &mad[2..5] {
+        let s: f64 = score.parse().expect("number");
+        assert!(s > 80.0, "{text}");
+    }
+    // Per-group rows for both held-out groups, never the quiet one.
+    let per_group = &text[text.find("## Per held-out group").expect("per group")..];
+    assert!(per_group.contains("| mad | gA |") && per_group.contains("| mad | gB |"));
+    assert!(!per_group.contains("| quiet |"), "{per_group}");
+    // The search is seeded: the same command prints the same report.
+    assert_eq!(
+        text,
+        eval(
+            dir.path(),
+            &[
+                "--detector",
+                "mad",
+                "--detector",
+                "null",
+                "--detector",
+                "random",
+                "--trials",
+                "3"
+            ]
+        )
+    );
+}
+
+#[test]
+fn eval_refuses_an_unknown_detector_and_a_missing_corpus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_corpus(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .args(["detect", "eval", "--detector", "prophet", "--nab"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown detector \"prophet\""), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .args(["detect", "eval", "--nab"])
+        .arg(dir.path().join("nothing"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+}
