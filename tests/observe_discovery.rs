@@ -64,7 +64,7 @@ async fn every_spec_kind_is_discoverable_and_silent_components_are_unobserved() 
 
     let specs =
         load_model_specs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("specs");
-    let mut cache = ResourceCache::new(client.clone());
+    let mut cache = ResourceCache::new(client.clone(), autopilot::scope::Scope::all());
     let mut found: Vec<ComponentId> = Vec::new();
     for s in &specs {
         let list = cache
@@ -117,7 +117,7 @@ async fn watched_copies_follow_the_cluster_and_a_missing_kind_is_an_error() {
     let (_, other) = support::client_and_namespace(cp, "cache-other").await;
     let gvk = ("cachetest.autopilot.io", "v1", "Widget", "widgets");
     let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(gvk.0, gvk.1, gvk.2), gvk.3);
-    let mut cache = ResourceCache::new(client.clone());
+    let mut cache = ResourceCache::new(client.clone(), autopilot::scope::Scope::all());
 
     match cache.snapshot(&ar, None).await {
         Err(Error::Watch { kind, reason }) => {

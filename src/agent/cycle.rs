@@ -128,7 +128,17 @@ impl Autopilot {
         Autopilot {
             reader: Reader::new(
                 p.prometheus,
-                ResourceCache::new(p.client.clone()),
+                // Scoped like the controllers: a list of namespaces, as
+                // --namespace takes it.
+                ResourceCache::new(
+                    p.client.clone(),
+                    crate::scope::Scope::namespaces(
+                        p.settings
+                            .watch_namespace
+                            .iter()
+                            .flat_map(|ns| ns.split(',')),
+                    ),
+                ),
                 p.settings.watch_namespace.clone(),
                 p.metrics.clone(),
             ),

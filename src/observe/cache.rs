@@ -2,9 +2,10 @@
 //!
 //! The loop needs, each cycle, the components of every kind a model scores
 //! and the resources its runbooks decide on. Listing them again every cycle
-//! costs the API server a LIST per kind per cycle; instead each kind gets one
-//! cluster-wide reflector (`kube::runtime::reflector`) on first use, and a
-//! cycle reads its store.
+//! costs the API server a LIST per kind per cycle; instead each kind gets
+//! reflectors (`kube::runtime::reflector`) on first use, and a cycle reads
+//! their stores. A scoped agent opens one per namespace of its scope, never a
+//! cluster-wide one: its Roles grant nothing else (issue #10).
 //!
 //! A store is only as good as its watch. A kind is readable once its initial
 //! list has completed and while its watch has not failed. A watch that
@@ -29,7 +30,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::detect::ComponentId;
+use crate::{detect::ComponentId, scope::Scope};
 
 /// How long the first read of a kind waits for its initial list.
 const FIRST_SYNC: Duration = Duration::from_secs(10);
@@ -89,26 +90,37 @@ impl Drop for Watched {
     }
 }
 
-/// One reflector per kind, started on first use and kept while the cache lives.
+/// Which objects of a kind one reflector holds: (apiVersion, kind, and the
+/// namespace, or `None` for all).
+type Key = (String, String, Option<String>);
+
+/// One reflector per kind and namespace of the scope (one per kind when the
+/// scope is every namespace), started on first use and kept while the cache
+/// lives.
 pub struct ResourceCache {
     client: Client,
-    watched: HashMap<(String, String), Watched>,
+    scope: Scope,
+    watched: HashMap<Key, Watched>,
 }
 
 impl ResourceCache {
-    pub fn new(client: Client) -> Self {
+    /// A cache of the objects in `scope`.
+    pub fn new(client: Client, scope: Scope) -> Self {
         Self {
             client,
+            scope,
             watched: HashMap::new(),
         }
     }
 
-    /// Kinds watched so far.
+    /// Reflectors running: one per kind read so far, or one per kind and
+    /// namespace when scoped.
     pub fn watched(&self) -> usize {
         self.watched.len()
     }
 
-    /// The objects of `resource` (of one namespace, or all), keyed by
+    /// The objects of `resource` in the scope (narrowed to `namespace`
+    /// when given), keyed by
     /// component, as JSON with `apiVersion` and `kind` set. An error when
     /// the kind cannot be read: its watch is failing (a CRD not installed,
     /// RBAC, the API server down) or it has never finished listing.
@@ -117,13 +129,62 @@ impl ResourceCache {
         resource: &ApiResource,
         namespace: Option<&str>,
     ) -> Result<BTreeMap<ComponentId, Value>, Error> {
-        let key = (resource.api_version.clone(), resource.kind.clone());
+        let namespaces: Vec<Option<String>> = if self.scope.is_all() {
+            vec![None]
+        } else {
+            self.scope.list().iter().cloned().map(Some).collect()
+        };
+        let mut out = BTreeMap::new();
+        for watched_ns in namespaces {
+            let key = (
+                resource.api_version.clone(),
+                resource.kind.clone(),
+                watched_ns,
+            );
+            let w = self.watch(resource, key).await;
+            if let Some(reason) = w.error() {
+                return Err(Error::Watch {
+                    kind: resource.kind.clone(),
+                    reason,
+                });
+            }
+            if !w.synced() {
+                return Err(Error::NotSynced {
+                    kind: resource.kind.clone(),
+                });
+            }
+            out.extend(
+                w.store
+                    .state()
+                    .iter()
+                    .filter(|o| {
+                        namespace.is_none_or(|ns| o.metadata.namespace.as_deref() == Some(ns))
+                    })
+                    .map(|o| {
+                        let id = ComponentId {
+                            kind: resource.kind.clone(),
+                            namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                            name: o.metadata.name.clone().unwrap_or_default(),
+                        };
+                        let mut value = serde_json::to_value(o.as_ref()).unwrap_or(Value::Null);
+                        value["apiVersion"] = json!(resource.api_version);
+                        value["kind"] = json!(resource.kind);
+                        (id, value)
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The reflector of `key`, started (and its first list waited for,
+    /// bounded) when absent or failed.
+    async fn watch(&mut self, resource: &ApiResource, key: Key) -> &Watched {
         if self.watched.get(&key).is_some_and(Watched::failed) {
             // Start over: a fresh list rather than a copy that missed events.
             self.watched.remove(&key);
         }
         if !self.watched.contains_key(&key) {
-            let w = self.start(resource);
+            let w = self.start(resource, key.2.as_deref());
             // A new watch is waited for (bounded): its initial list or its error.
             let _ = tokio::time::timeout(FIRST_SYNC, async {
                 while !w.synced() && !w.failed() {
@@ -133,41 +194,17 @@ impl ResourceCache {
             .await;
             self.watched.insert(key.clone(), w);
         }
-        let w = &self.watched[&key];
-        if let Some(reason) = w.error() {
-            return Err(Error::Watch {
-                kind: resource.kind.clone(),
-                reason,
-            });
-        }
-        if !w.synced() {
-            return Err(Error::NotSynced {
-                kind: resource.kind.clone(),
-            });
-        }
-        Ok(w.store
-            .state()
-            .iter()
-            .filter(|o| namespace.is_none_or(|ns| o.metadata.namespace.as_deref() == Some(ns)))
-            .map(|o| {
-                let id = ComponentId {
-                    kind: resource.kind.clone(),
-                    namespace: o.metadata.namespace.clone().unwrap_or_default(),
-                    name: o.metadata.name.clone().unwrap_or_default(),
-                };
-                let mut value = serde_json::to_value(o.as_ref()).unwrap_or(Value::Null);
-                value["apiVersion"] = json!(resource.api_version);
-                value["kind"] = json!(resource.kind);
-                (id, value)
-            })
-            .collect())
+        &self.watched[&key]
     }
 
-    fn start(&self, resource: &ApiResource) -> Watched {
+    fn start(&self, resource: &ApiResource, namespace: Option<&str>) -> Watched {
         let writer = reflector::store::Writer::new(resource.clone());
         let store = writer.as_reader();
         let state = Arc::new(Mutex::new(State::default()));
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
+            None => Api::all_with(self.client.clone(), resource),
+        };
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()));
         let kind = resource.kind.clone();
         let shared = state.clone();
