@@ -258,64 +258,11 @@ fn the_old_watch_namespace_still_scopes_and_bad_values_are_refused() {
 /// identity, leads and acts without a Forbidden.
 #[tokio::test]
 async fn helm_install_then_the_agent_leads_and_acts_as_its_service_account() {
+    let _one_agent = ONE_AGENT.lock().await;
     let (client, ns) = support::client_and_namespace(cp(), "helm").await;
     let _kubelet = support::kubelet::start(client.clone(), &ns).await;
-    // Cluster-scoped objects carry the release name: one release per namespace.
-    let release = format!("autopilot-{ns}");
-    // The journal's claim needs a volume: one made for it, as an
-    // administrator pre-binds a volume (no provisioner runs here); the real
-    // PersistentVolume controller binds the two.
+    let release = helm_install(&client, &ns, &[]).await;
     let claim = format!("{release}-journal");
-    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": format!("journal-{ns}")},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "hostPath": {"path": format!("/var/lib/autopilot-test/{ns}")},
-            "claimRef": {"namespace": ns, "name": claim},
-        }
-    }))
-    .expect("PersistentVolume");
-    Api::<PersistentVolume>::all(client.clone())
-        .create(&PostParams::default(), &pv)
-        .await
-        .expect("create the journal's PersistentVolume");
-    let mut install = Command::new(chart::helm());
-    install
-        .args(["install", &release])
-        .arg(chart::chart_dir())
-        .args(["--namespace", &ns, "--wait", "--timeout", "120s"])
-        .arg("--kubeconfig")
-        .arg(cp().kubeconfig())
-        // Helm's cache and config stay out of the user's home.
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        );
-    // Blocking: on a thread of its own, so the fake kubelet keeps running the pod.
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::task::spawn_blocking(move || install.output()),
-    )
-    .await
-    .expect("helm install --wait returns")
-    .expect("helm install thread")
-    .expect("run helm install");
-    assert!(
-        out.status.success(),
-        "helm install failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
         .get(&release)
         .await
@@ -363,8 +310,43 @@ async fn helm_install_then_the_agent_leads_and_acts_as_its_service_account() {
             .as_deref(),
         Some("Recreate")
     );
-    the_installed_agent_leads_and_acts_with_its_rights(&client, &ns, &release).await;
+    let (_, watched) = support::client_and_namespace(cp(), "watched").await;
+    the_installed_agent_leads_and_acts_with_its_rights(&client, &ns, &release, &watched).await;
 }
+
+/// A scoped install (`watchNamespaces`): the agent runs with Roles in its own
+/// and the watched namespace and a ClusterRole that only reads namespaces,
+/// and still leads, reconciles and cycles without a Forbidden (its watches
+/// are per namespace, never cluster-wide).
+#[tokio::test]
+async fn a_scoped_install_leads_and_acts_with_roles_only() {
+    let _one_agent = ONE_AGENT.lock().await;
+    let (client, ns) = support::client_and_namespace(cp(), "scoped").await;
+    let (_, watched) = support::client_and_namespace(cp(), "watched").await;
+    let _kubelet = support::kubelet::start(client.clone(), &ns).await;
+    let release = helm_install(
+        &client,
+        &ns,
+        &[format!("watchNamespaces={}", chart::scoped_to(&[&watched]))],
+    )
+    .await;
+    let cluster_role = Api::<ClusterRole>::all(client.clone())
+        .get(&release)
+        .await
+        .expect("the release's ClusterRole");
+    let rules = serde_json::to_value(cluster_role.rules).expect("rules");
+    assert_eq!(
+        rules,
+        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]),
+        "a scoped install writes nothing cluster-wide"
+    );
+    the_installed_agent_leads_and_acts_with_its_rights(&client, &ns, &release, &watched).await;
+}
+
+/// One agent process at a time in this binary: an agent of an all-namespace
+/// install would also reconcile the scoped test's gateway, and the scoped
+/// agent's work would not be shown to be its own.
+static ONE_AGENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The release's agent, run as a local process with what the cluster holds:
 /// the installed Deployment's arguments and environment (paths that exist
@@ -377,6 +359,7 @@ async fn the_installed_agent_leads_and_acts_with_its_rights(
     client: &Client,
     ns: &str,
     release: &str,
+    watched: &str,
 ) {
     let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
         .get(release)
@@ -438,22 +421,21 @@ async fn the_installed_agent_leads_and_acts_with_its_rights(
 
     // Acting: a PaymentGateway in a watched namespace gets its Deployment and
     // a status.
-    let (_, watched) = support::client_and_namespace(cp(), "watched").await;
-    let _kubelet = support::kubelet::start(client.clone(), &watched).await;
+    let _kubelet = support::kubelet::start(client.clone(), watched).await;
     let gateway: PaymentGateway = serde_json::from_value(serde_json::json!({
         "apiVersion": "payments.io/v1", "kind": "PaymentGateway",
         "metadata": {"name": "checkout"},
         "spec": {"version": "1.0.0", "replicas": 1}
     }))
     .expect("PaymentGateway");
-    let gateways = Api::<PaymentGateway>::namespaced(client.clone(), &watched);
+    let gateways = Api::<PaymentGateway>::namespaced(client.clone(), watched);
     gateways
         .create(&PostParams::default(), &gateway)
         .await
         .expect("create the PaymentGateway");
     support::wait_for("the gateway's Deployment", WAIT, || async {
         agent.check_running()?;
-        Api::<Deployment>::namespaced(client.clone(), &watched)
+        Api::<Deployment>::namespaced(client.clone(), watched)
             .get_opt("checkout")
             .await
             .map_err(|e| e.to_string())?
@@ -725,6 +707,70 @@ impl Drop for AgentProcess {
             eprintln!("--- the agent's log ---\n{}", self.log());
         }
     }
+}
+
+/// `helm install --wait` of the chart as release `autopilot-<ns>` in `ns`
+/// with `set` values, its journal's claim pre-bound to a volume made for it;
+/// the release's name.
+async fn helm_install(client: &Client, ns: &str, set: &[String]) -> String {
+    // Cluster-scoped objects carry the release name: one release per namespace.
+    let release = format!("autopilot-{ns}");
+    // The journal's claim needs a volume: one made for it, as an
+    // administrator pre-binds a volume (no provisioner runs here); the real
+    // PersistentVolume controller binds the two.
+    let claim = format!("{release}-journal");
+    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("journal-{ns}")},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": format!("/var/lib/autopilot-test/{ns}")},
+            "claimRef": {"namespace": ns, "name": claim},
+        }
+    }))
+    .expect("PersistentVolume");
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .expect("create the journal's PersistentVolume");
+    let mut install = Command::new(chart::helm());
+    install
+        .args(["install", &release])
+        .arg(chart::chart_dir())
+        .args(["--namespace", ns, "--wait", "--timeout", "120s"])
+        .arg("--kubeconfig")
+        .arg(cp().kubeconfig())
+        .args(set.iter().flat_map(|s| ["--set", s.as_str()]))
+        // Helm's cache and config stay out of the user's home.
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("autopilot-helm"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("autopilot-helm"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("autopilot-helm"),
+        );
+    // Blocking: on a thread of its own, so the fake kubelet keeps running the pod.
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::task::spawn_blocking(move || install.output()),
+    )
+    .await
+    .expect("helm install --wait returns")
+    .expect("helm install thread")
+    .expect("run helm install");
+    assert!(
+        out.status.success(),
+        "helm install failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    release
 }
 
 async fn installed<K>(api: Api<K>, name: &str)
