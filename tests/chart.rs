@@ -1,20 +1,35 @@
 //! The chart as Helm renders and installs it: each supported values
 //! combination renders (and an unsupported one is refused), and
 //! `helm install --wait` on the real control plane brings the agent's pod to
-//! Ready (the fake kubelet runs it) with every object of the release in place.
+//! Ready (the fake kubelet runs it) with every object of the release in place;
+//! then the agent, run locally with the installed Deployment's arguments and
+//! the release's service account's token, leads and acts within its rights.
 
 mod support;
 
-use std::{process::Command, time::Duration};
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use autopilot::testenv::{ControlPlane, Options};
+use autopilot::{
+    crd::PaymentGateway,
+    testenv::{ControlPlane, Options},
+};
 use k8s_openapi::api::{
     admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
     apps::v1::Deployment,
-    core::v1::{PersistentVolume, PersistentVolumeClaim, Service, ServiceAccount},
+    authentication::v1::TokenRequest,
+    coordination::v1::Lease,
+    core::v1::{
+        ConfigMap, EnvVar, PersistentVolume, PersistentVolumeClaim, Service, ServiceAccount,
+    },
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
-use kube::{Api, api::PostParams};
+use kube::{Api, Client, api::PostParams};
 use serde_json::Value;
 use support::chart;
 
@@ -238,67 +253,16 @@ fn the_old_watch_namespace_still_scopes_and_bad_values_are_refused() {
 }
 
 /// `helm install --wait` with the default values: the Deployment rolls out
-/// under the real kube-controller-manager and the release's objects exist.
+/// under the real kube-controller-manager and the release's objects exist;
+/// the agent, started as the installed Deployment says with the release's
+/// identity, leads and acts without a Forbidden.
 #[tokio::test]
-async fn helm_installs_the_chart_and_waits_for_the_agent_to_be_ready() {
+async fn helm_install_then_the_agent_leads_and_acts_as_its_service_account() {
+    let _one_agent = ONE_AGENT.lock().await;
     let (client, ns) = support::client_and_namespace(cp(), "helm").await;
     let _kubelet = support::kubelet::start(client.clone(), &ns).await;
-    // Cluster-scoped objects carry the release name: one release per namespace.
-    let release = format!("autopilot-{ns}");
-    // The journal's claim needs a volume: one made for it, as an
-    // administrator pre-binds a volume (no provisioner runs here); the real
-    // PersistentVolume controller binds the two.
+    let release = helm_install(&client, &ns, &[]).await;
     let claim = format!("{release}-journal");
-    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": format!("journal-{ns}")},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "hostPath": {"path": format!("/var/lib/autopilot-test/{ns}")},
-            "claimRef": {"namespace": ns, "name": claim},
-        }
-    }))
-    .expect("PersistentVolume");
-    Api::<PersistentVolume>::all(client.clone())
-        .create(&PostParams::default(), &pv)
-        .await
-        .expect("create the journal's PersistentVolume");
-    let mut install = Command::new(chart::helm());
-    install
-        .args(["install", &release])
-        .arg(chart::chart_dir())
-        .args(["--namespace", &ns, "--wait", "--timeout", "120s"])
-        .arg("--kubeconfig")
-        .arg(cp().kubeconfig())
-        // Helm's cache and config stay out of the user's home.
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        );
-    // Blocking: on a thread of its own, so the fake kubelet keeps running the pod.
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::task::spawn_blocking(move || install.output()),
-    )
-    .await
-    .expect("helm install --wait returns")
-    .expect("helm install thread")
-    .expect("run helm install");
-    assert!(
-        out.status.success(),
-        "helm install failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
         .get(&release)
         .await
@@ -346,6 +310,467 @@ async fn helm_installs_the_chart_and_waits_for_the_agent_to_be_ready() {
             .as_deref(),
         Some("Recreate")
     );
+    let (_, watched) = support::client_and_namespace(cp(), "watched").await;
+    the_installed_agent_leads_and_acts_with_its_rights(&client, &ns, &release, &watched).await;
+}
+
+/// A scoped install (`watchNamespaces`): the agent runs with Roles in its own
+/// and the watched namespace and a ClusterRole that only reads namespaces,
+/// and still leads, reconciles and cycles without a Forbidden (its watches
+/// are per namespace, never cluster-wide).
+#[tokio::test]
+async fn a_scoped_install_leads_and_acts_with_roles_only() {
+    let _one_agent = ONE_AGENT.lock().await;
+    let (client, ns) = support::client_and_namespace(cp(), "scoped").await;
+    let (_, watched) = support::client_and_namespace(cp(), "watched").await;
+    let _kubelet = support::kubelet::start(client.clone(), &ns).await;
+    let release = helm_install(
+        &client,
+        &ns,
+        &[format!("watchNamespaces={}", chart::scoped_to(&[&watched]))],
+    )
+    .await;
+    let cluster_role = Api::<ClusterRole>::all(client.clone())
+        .get(&release)
+        .await
+        .expect("the release's ClusterRole");
+    let rules = serde_json::to_value(cluster_role.rules).expect("rules");
+    assert_eq!(
+        rules,
+        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]),
+        "a scoped install writes nothing cluster-wide"
+    );
+    the_installed_agent_leads_and_acts_with_its_rights(&client, &ns, &release, &watched).await;
+}
+
+/// One agent process at a time in this binary: an agent of an all-namespace
+/// install would also reconcile the scoped test's gateway, and the scoped
+/// agent's work would not be shown to be its own.
+static ONE_AGENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The release's agent, run as a local process with what the cluster holds:
+/// the installed Deployment's arguments and environment (paths that exist
+/// only in the image swapped for the repo's) and a token of the release's
+/// ServiceAccount. It takes the leader Lease, reconciles a PaymentGateway in
+/// another namespace and completes a cycle, and never meets a Forbidden: the
+/// chart grants what the agent does, as the API server authorizes and admits
+/// it (RBAC and the release's admission policies).
+async fn the_installed_agent_leads_and_acts_with_its_rights(
+    client: &Client,
+    ns: &str,
+    release: &str,
+    watched: &str,
+) {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(release)
+        .await
+        .expect("the release's Deployment");
+    let pod = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("the Deployment's pod spec");
+    assert_eq!(pod.service_account_name.as_deref(), Some(release));
+    let container = pod
+        .containers
+        .into_iter()
+        .find(|c| c.name == "autopilot")
+        .expect("the autopilot container");
+    let work = tempfile::tempdir().expect("the agent's work dir");
+    let port = free_port();
+    let pod_name = format!("{release}-local");
+    let args = local_args(container.args.as_deref().unwrap_or_default(), port);
+    let lease_name = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--lease-name="))
+        .expect("the Deployment names its Lease")
+        .to_string();
+    // The runbooks in the ConfigMap the Deployment names, as the chart's
+    // values tell an operator to create it.
+    let rules_configmap = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--rules-configmap="))
+        .expect("the default values read the runbooks from a ConfigMap")
+        .to_string();
+    let runbooks = create_rules_configmap(client, ns, &rules_configmap).await;
+    let mut env = local_env(
+        container.env.as_deref().unwrap_or_default(),
+        ns,
+        &pod_name,
+        &work.path().join("journal.db"),
+    );
+    let kubeconfig = work.path().join("kubeconfig");
+    write_token_kubeconfig(client, ns, release, &kubeconfig).await;
+    env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+    env.push(("RUST_LOG".into(), "info".into()));
+    let agent = AgentProcess::start(&args, &env);
+
+    // Leading: the Lease the chart names, held by this process.
+    support::wait_for("the agent to hold the leader Lease", WAIT, || async {
+        agent.check_running()?;
+        let lease = Api::<Lease>::namespaced(client.clone(), ns)
+            .get_opt(&lease_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no Lease yet")?;
+        match lease.spec.and_then(|s| s.holder_identity) {
+            Some(holder) if holder == pod_name => Ok(()),
+            other => Err(format!("holder {other:?}")),
+        }
+    })
+    .await;
+
+    // Acting: a PaymentGateway in a watched namespace gets its Deployment and
+    // a status.
+    let _kubelet = support::kubelet::start(client.clone(), watched).await;
+    let gateway: PaymentGateway = serde_json::from_value(serde_json::json!({
+        "apiVersion": "payments.io/v1", "kind": "PaymentGateway",
+        "metadata": {"name": "checkout"},
+        "spec": {"version": "1.0.0", "replicas": 1}
+    }))
+    .expect("PaymentGateway");
+    let gateways = Api::<PaymentGateway>::namespaced(client.clone(), watched);
+    gateways
+        .create(&PostParams::default(), &gateway)
+        .await
+        .expect("create the PaymentGateway");
+    support::wait_for("the gateway's Deployment", WAIT, || async {
+        agent.check_running()?;
+        Api::<Deployment>::namespaced(client.clone(), watched)
+            .get_opt("checkout")
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|_| ())
+            .ok_or_else(|| "no Deployment yet".to_string())
+    })
+    .await;
+    support::wait_for("the gateway's status", WAIT, || async {
+        agent.check_running()?;
+        let gw = gateways.get("checkout").await.map_err(|e| e.to_string())?;
+        match &gw.status {
+            Some(s)
+                if s.observed_generation.is_some()
+                    && s.observed_generation == gw.metadata.generation
+                    && !s.conditions.is_empty() =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // The loop ran as well: the policy, namespaces and the model kinds read,
+    // the runbooks loaded from the release's ConfigMap.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let metric = |name: &'static str| {
+        let http = http.clone();
+        async move {
+            let body = http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<f64, String>(
+                body.lines()
+                    .filter(|l| {
+                        l.strip_prefix(name)
+                            .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum(),
+            )
+        }
+    };
+    support::wait_for(
+        "a cycle of the loop and the runbooks loaded",
+        WAIT,
+        || async {
+            agent.check_running()?;
+            let cycles = metric("autopilot_cycles_total").await?;
+            let loaded = metric("autopilot_runbooks_loaded").await?;
+            if cycles >= 1.0 && loaded == runbooks as f64 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{cycles} cycles, {loaded} of {runbooks} runbooks loaded"
+                ))
+            }
+        },
+    )
+    .await;
+
+    let log = agent.log().to_lowercase();
+    // A refusal by RBAC or admission, however the agent logged it (not a
+    // bare "403": timestamps and ports may hold that).
+    for refused in ["forbidden", "code: 403", "\"code\":403", "denied"] {
+        assert!(
+            !log.contains(refused),
+            "the agent was refused something ({refused:?} in its log); its log:\n{}",
+            agent.log()
+        );
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// The container's arguments with the image's paths replaced by the repo's
+/// and the listener on loopback; each replaced flag must be there, so a
+/// renamed flag in the chart fails here rather than go unnoticed.
+fn local_args(args: &[String], port: u16) -> Vec<String> {
+    let local = [
+        ("--models", repo("models")),
+        ("--rules", repo("rules")),
+        ("--listen", format!("127.0.0.1:{port}")),
+    ];
+    for (flag, _) in &local {
+        assert!(
+            args.iter()
+                .any(|a| a.split_once('=').map(|(f, _)| f) == Some(*flag)),
+            "the Deployment passes {flag}=…: {args:?}"
+        );
+    }
+    args.iter()
+        .map(|a| {
+            let flag = a.split_once('=').map(|(f, _)| f);
+            match local.iter().find(|(f, _)| Some(*f) == flag) {
+                Some((f, value)) => format!("{f}={value}"),
+                None => a.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The container's environment as the kubelet would give it: field
+/// references resolved, the journal on a local SQLite file.
+fn local_env(env: &[EnvVar], ns: &str, pod_name: &str, journal: &Path) -> Vec<(String, String)> {
+    env.iter()
+        .map(|e| {
+            let value = if e.name == "AUTOPILOT_DATABASE_URL" {
+                journal.display().to_string()
+            } else if let Some(v) = &e.value {
+                v.clone()
+            } else {
+                let field = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|f| f.field_ref.as_ref())
+                    .map(|f| f.field_path.as_str());
+                match field {
+                    Some("metadata.name") => pod_name.to_string(),
+                    Some("metadata.namespace") => ns.to_string(),
+                    _ => panic!("no local value for the container's env {e:?}"),
+                }
+            };
+            (e.name.clone(), value)
+        })
+        .collect()
+}
+
+/// The ConfigMap `ns`/`name` holding the repo's runbooks (`NAME.rhai`
+/// keys, as `kubectl create configmap --from-file=rules/` makes it); their
+/// count.
+async fn create_rules_configmap(client: &Client, ns: &str, name: &str) -> usize {
+    let mut data = serde_json::Map::new();
+    for entry in std::fs::read_dir(repo("rules")).expect("read rules/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "rhai") {
+            let key = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read_to_string(&path).expect("read a runbook");
+            data.insert(key, serde_json::Value::String(text));
+        }
+    }
+    let count = data.len();
+    assert!(count > 0, "runbooks in rules/");
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": ns}, "data": data,
+    }))
+    .expect("ConfigMap");
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create the rules ConfigMap");
+    count
+}
+
+/// A kubeconfig for the test API server that authenticates with a token of
+/// the ServiceAccount `ns`/`name` (TokenRequest, as the kubelet mounts one).
+async fn write_token_kubeconfig(client: &Client, ns: &str, name: &str, path: &Path) {
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "spec": {"audiences": [], "expirationSeconds": 3600}
+    }))
+    .expect("TokenRequest");
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("a token for the release's ServiceAccount")
+        .status
+        .expect("the TokenRequest's status")
+        .token;
+    let admin = kube::config::Kubeconfig::read_from(cp().kubeconfig()).expect("admin kubeconfig");
+    let ca = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.certificate_authority.clone())
+        .expect("the test cluster's CA file");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: testenv\n  cluster:\n    server: {}\n    certificate-authority: {ca}\nusers:\n- name: agent\n  user:\n    token: {token}\ncontexts:\n- name: agent\n  context:\n    cluster: testenv\n    user: agent\ncurrent-context: agent\n",
+        cp().server()
+    );
+    std::fs::write(path, yaml).expect("write the agent's kubeconfig");
+}
+
+/// `autopilot run` as a child process, its stderr collected; killed when
+/// dropped, and its log printed when that happens during a panic.
+struct AgentProcess {
+    child: Mutex<Child>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl AgentProcess {
+    fn start(args: &[String], env: &[(String, String)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_autopilot"))
+            .args(args)
+            // Only what the Deployment sets (and the kubeconfig): nothing
+            // from the test's environment leaks in.
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start autopilot run");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("the agent's stderr");
+        let into = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut log = into.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        AgentProcess {
+            child: Mutex::new(child),
+            stderr,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().expect("log lock").clone()
+    }
+
+    /// An error (for `wait_for`) that ends the wait at once when the agent
+    /// has exited: a panic with its status and log.
+    fn check_running(&self) -> Result<(), String> {
+        let status = self
+            .child
+            .lock()
+            .expect("child lock")
+            .try_wait()
+            .expect("try_wait");
+        if let Some(status) = status {
+            panic!("the agent exited ({status}); its log:\n{}", self.log());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- the agent's log ---\n{}", self.log());
+        }
+    }
+}
+
+/// `helm install --wait` of the chart as release `autopilot-<ns>` in `ns`
+/// with `set` values, its journal's claim pre-bound to a volume made for it;
+/// the release's name.
+async fn helm_install(client: &Client, ns: &str, set: &[String]) -> String {
+    // Cluster-scoped objects carry the release name: one release per namespace.
+    let release = format!("autopilot-{ns}");
+    // The journal's claim needs a volume: one made for it, as an
+    // administrator pre-binds a volume (no provisioner runs here); the real
+    // PersistentVolume controller binds the two.
+    let claim = format!("{release}-journal");
+    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("journal-{ns}")},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": format!("/var/lib/autopilot-test/{ns}")},
+            "claimRef": {"namespace": ns, "name": claim},
+        }
+    }))
+    .expect("PersistentVolume");
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .expect("create the journal's PersistentVolume");
+    let mut install = Command::new(chart::helm());
+    install
+        .args(["install", &release])
+        .arg(chart::chart_dir())
+        .args(["--namespace", ns, "--wait", "--timeout", "120s"])
+        .arg("--kubeconfig")
+        .arg(cp().kubeconfig())
+        .args(set.iter().flat_map(|s| ["--set", s.as_str()]))
+        // Helm's cache and config stay out of the user's home.
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("autopilot-helm"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("autopilot-helm"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("autopilot-helm"),
+        );
+    // Blocking: on a thread of its own, so the fake kubelet keeps running the pod.
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::task::spawn_blocking(move || install.output()),
+    )
+    .await
+    .expect("helm install --wait returns")
+    .expect("helm install thread")
+    .expect("run helm install");
+    assert!(
+        out.status.success(),
+        "helm install failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    release
 }
 
 async fn installed<K>(api: Api<K>, name: &str)
