@@ -264,26 +264,35 @@ async fn payment_gateway_owns_wired_objects_follows_the_spec_and_heals_drift() {
     .await;
 }
 
+/// Creates gateway `name` at 1.0.0 (two replicas, a rollout deadline of
+/// `deadline` seconds) and waits until it is Ready with 1.0.0 as its
+/// running and last good version: the start of every rollback test.
+async fn ready_gateway(client: &Client, ns: &str, name: &str, deadline: u32) {
+    create::<PaymentGateway>(
+        client,
+        ns,
+        json!({"apiVersion": "payments.io/v1", "kind": "PaymentGateway", "metadata": {"name": name},
+               "spec": {"version": "1.0.0", "replicas": 2,
+                        "upgrade": {"progressDeadlineSeconds": deadline, "unavailableToleranceSeconds": 30}}}),
+    )
+    .await;
+    wait_gateway(client, ns, name, "1.0.0 to be Ready", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.phase == Phase::Ready
+                && s.current_version.as_deref() == Some("1.0.0")
+                && s.last_good_version.as_deref() == Some("1.0.0")
+        })
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn upgrade_succeeds_then_a_bad_version_is_rolled_back_and_not_retried() {
     let (client, ns) = support::client_and_namespace(cp(), "upgrade").await;
     let _kubelet = support::kubelet::start(client.clone(), &ns).await;
     let _controllers = support::start_controllers(client.clone(), &ns);
     let name = "gw";
-    create::<PaymentGateway>(
-        &client,
-        &ns,
-        json!({"apiVersion": "payments.io/v1", "kind": "PaymentGateway", "metadata": {"name": name},
-               "spec": {"version": "1.0.0", "replicas": 2,
-                        "upgrade": {"progressDeadlineSeconds": 8, "unavailableToleranceSeconds": 30}}}),
-    )
-    .await;
-    wait_gateway(&client, &ns, name, "1.0.0 to be Ready", |p| {
-        p.status.as_ref().is_some_and(|s| {
-            s.phase == Phase::Ready && s.current_version.as_deref() == Some("1.0.0")
-        })
-    })
-    .await;
+    ready_gateway(&client, &ns, name, 8).await;
 
     // Success path: currentVersion and lastGoodVersion move once the rollout completes.
     patch_spec::<PaymentGateway>(&client, &ns, name, json!({"version": "1.1.0"})).await;
@@ -398,20 +407,7 @@ async fn the_kill_switch_holds_an_automatic_rollback() {
     support::install_default_policy(&client, &ns).await;
     let _controllers = support::start_controllers_with(client.clone(), &ns, Some(&ns));
     let name = "gw";
-    create::<PaymentGateway>(
-        &client,
-        &ns,
-        json!({"apiVersion": "payments.io/v1", "kind": "PaymentGateway", "metadata": {"name": name},
-               "spec": {"version": "1.0.0", "replicas": 2,
-                        "upgrade": {"progressDeadlineSeconds": 6, "unavailableToleranceSeconds": 30}}}),
-    )
-    .await;
-    wait_gateway(&client, &ns, name, "1.0.0 to be Ready", |p| {
-        p.status.as_ref().is_some_and(|s| {
-            s.phase == Phase::Ready && s.last_good_version.as_deref() == Some("1.0.0")
-        })
-    })
-    .await;
+    ready_gateway(&client, &ns, name, 6).await;
 
     let kill_switch = |on: bool| {
         let client = client.clone();
@@ -486,20 +482,7 @@ async fn hands_off_holds(on_namespace: bool) {
     let _kubelet = support::kubelet::start(client.clone(), &ns).await;
     let _controllers = support::start_controllers(client.clone(), &ns);
     let name = "gw";
-    create::<PaymentGateway>(
-        &client,
-        &ns,
-        json!({"apiVersion": "payments.io/v1", "kind": "PaymentGateway", "metadata": {"name": name},
-               "spec": {"version": "1.0.0", "replicas": 2,
-                        "upgrade": {"progressDeadlineSeconds": 6, "unavailableToleranceSeconds": 30}}}),
-    )
-    .await;
-    wait_gateway(&client, &ns, name, "1.0.0 to be Ready", |p| {
-        p.status.as_ref().is_some_and(|s| {
-            s.phase == Phase::Ready && s.last_good_version.as_deref() == Some("1.0.0")
-        })
-    })
-    .await;
+    ready_gateway(&client, &ns, name, 6).await;
     let label = |value: &str| json!({"metadata": {"labels": {HANDS_OFF_LABEL: value}}});
     let labelled = |value: &'static str| {
         let (client, ns) = (client.clone(), ns.clone());

@@ -426,13 +426,7 @@ fn requeue(ctx: &Context, busy: bool) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::scope::tests::labels;
 
     #[test]
     fn the_scope_holds_a_rollback_hands_off_out_of_scope_or_unknown() {
