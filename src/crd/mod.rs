@@ -4,6 +4,7 @@
 //!
 //! Pure data and schema generation: no client, no I/O.
 
+pub mod approval;
 pub mod batch_processor;
 pub mod clearing_adapter;
 pub mod common;
@@ -11,6 +12,7 @@ pub mod payment_gateway;
 pub mod policy;
 pub mod saga_orchestrator;
 
+pub use approval::{Approval, Recommendation};
 pub use batch_processor::{BatchProcessor, BatchProcessorSpec, BatchProcessorStatus};
 pub use clearing_adapter::{ClearingAdapter, ClearingAdapterSpec, ClearingAdapterStatus};
 pub use common::{Phase, WorkloadStatus, condition, reason};
@@ -43,11 +45,12 @@ pub fn crd_of(id: PaymentsKind) -> CustomResourceDefinition {
 }
 
 /// Every CRD we define: the payments kinds in the registry's order
-/// (`crate::kinds`), then the agent's own policy kind.
+/// (`crate::kinds`), then the agent's own kinds: its policy, and the
+/// recommendations and approvals of recommend mode.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     crate::kinds::payments()
         .map(|(_, p)| crd_of(p.id))
-        .chain([AutopilotPolicy::crd()])
+        .chain([AutopilotPolicy::crd(), Recommendation::crd(), Approval::crd()])
         .collect()
 }
 
@@ -79,11 +82,12 @@ mod tests {
         let all = crds();
         let kinds: Vec<_> = all.iter().map(|c| c.spec.names.kind.clone()).collect();
         let mut expected: Vec<_> = crate::kinds::payments_kind_names().collect();
-        expected.push("AutopilotPolicy");
+        let own = ["AutopilotPolicy", "Recommendation", "Approval"];
+        expected.extend(own);
         assert_eq!(kinds, expected);
         for crd in all
             .iter()
-            .filter(|c| c.spec.names.kind != "AutopilotPolicy")
+            .filter(|c| !own.contains(&c.spec.names.kind.as_str()))
         {
             assert_eq!(crd.spec.group, GROUP);
             let v = &crd.spec.versions[0];
