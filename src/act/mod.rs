@@ -298,3 +298,18 @@ pub async fn publish_event_on(
         tracing::warn!(error = %e, reason = %event.reason, "publishing an Event failed");
     }
 }
+
+/// The user name the API server knows `client` by (a SelfSubjectReview):
+/// the approver the CLI records, and the agent's own name, whose approvals
+/// it refuses.
+pub async fn whoami(client: &Client) -> Result<String, kube::Error> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await?;
+    Ok(review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default())
+}

@@ -27,7 +27,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 
 use crate::{
-    act::executor::{self, Executor, Observer},
+    act::executor::{self, Approvals, Executor, Observer},
     decide::{Limits, Mode, RunbookSet},
     detect::Estate,
     observe::{self, Prometheus},
@@ -118,6 +118,8 @@ pub struct Options {
     pub mode: Mode,
     pub cycle_interval: Duration,
     pub warmup_history: Duration,
+    /// The admission policy that proves approvers (`--approval-policy`).
+    pub approval_policy: Option<String>,
 }
 
 #[derive(Clone)]
@@ -376,6 +378,30 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         Some(p) => Observer::Prometheus(p.clone()),
         None => Observer::Nothing,
     };
+    // Who the agent is, to refuse its own approvals; unknown refuses all.
+    let own_user = match crate::act::whoami(&client).await {
+        Ok(user) if !user.is_empty() => Some(user),
+        Ok(_) => {
+            tracing::warn!(
+                "the API server gave the agent no user name (SelfSubjectReview); no Approval will be accepted"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::warn!(error = %crate::telemetry::chain(&error), "cannot tell the agent's own user name (SelfSubjectReview); no Approval will be accepted");
+            None
+        }
+    };
+    if opts.approval_policy.is_none() {
+        tracing::warn!(
+            "no --approval-policy: recommendations are published, but no Approval is accepted"
+        );
+    }
+    let approvals = Approvals {
+        admission_policy: opts.approval_policy.clone(),
+        own_user,
+        ..Approvals::default()
+    };
     let autopilot = cycle::Autopilot::new(cycle::Parts {
         client: client.clone(),
         prometheus,
@@ -384,7 +410,8 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         executor: Executor::new(client.clone(), journal, act_metrics)
             .with_mode(opts.mode)
             .with_scope(opts.reconcile.scope.clone())
-            .with_observer(observer),
+            .with_observer(observer)
+            .with_approvals(approvals),
         metrics: metrics.clone(),
         recorder,
         settings: cycle::Settings {
