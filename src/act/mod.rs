@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod executor;
+pub mod fence;
 pub mod guard;
 pub mod journal;
 pub mod verify;
@@ -70,6 +71,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("not written")]
+    Fenced(#[from] fence::Fenced),
 }
 
 impl Error {
@@ -82,6 +85,7 @@ impl Error {
             Error::ApplyObject { .. } => "apply_object",
             Error::DeleteObject { .. } => "delete_object",
             Error::PatchStatus { .. } => "patch_status",
+            Error::Fenced(_) => "fenced",
         }
     }
 }
@@ -225,6 +229,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
+    fence::check()?;
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);

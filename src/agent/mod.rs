@@ -249,6 +249,11 @@ struct Election {
     always_leader: Option<watch::Sender<bool>>,
 }
 
+/// Seconds before the Lease expires at which its holder renews it.
+fn lease_grace_seconds(lease_seconds: u64) -> u64 {
+    (lease_seconds / 3).max(1)
+}
+
 /// Joins the election for the Lease (or, disabled, leads at once).
 async fn elect(
     client: &kube::Client,
@@ -263,7 +268,7 @@ async fn elect(
             always_leader: Some(tx),
         });
     }
-    let grace = (lease.lease_seconds / 3).max(1);
+    let grace = lease_grace_seconds(lease.lease_seconds);
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
         .with_namespace(namespace)
         .with_identity(&lease.identity)
@@ -366,6 +371,27 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         return Ok(());
     }
     metrics.leader.set(1);
+    // From now on every write first checks that this replica's hold on the
+    // Lease is current (`act::fence`): a leader paused past its Lease writes
+    // nothing when it wakes. The fence closes half the grace before the
+    // Lease could expire and is refreshed four times per grace, so the
+    // renewal (a grace before expiry) is seen long before it would close.
+    let fence = if lease.enabled {
+        let grace = Duration::from_secs(lease_grace_seconds(lease.lease_seconds));
+        Some(
+            crate::act::fence::install(
+                client.clone(),
+                &opts.namespace,
+                &lease.lease_name,
+                &lease.identity,
+                grace / 2,
+                grace / 4,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
     tracing::info!(identity = %lease.identity, "leading: starting the controllers and the loop");
 
     let reporter = Reporter {
@@ -457,6 +483,9 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         tracing::warn!(%error, "releasing the leader Lease failed; it expires by itself");
     }
     drop(always_leader);
+    if let Some(task) = fence {
+        task.abort();
+    }
     server.abort();
     result
 }

@@ -90,6 +90,8 @@ pub enum SendError {
     ConflictOnTarget { target: String },
     #[error("{target} changed since the action; not undone")]
     ChangedSinceAction { target: String },
+    #[error("not sent to {target}: {reason}")]
+    Fenced { target: String, reason: String },
 }
 
 impl SendError {
@@ -119,6 +121,7 @@ impl SendError {
             SendError::CreateObject { .. } => "create_object",
             SendError::ConflictOnTarget { .. } => "conflict",
             SendError::ChangedSinceAction { .. } => "changed_since_action",
+            SendError::Fenced { .. } => "fenced",
         }
     }
 }

@@ -175,6 +175,7 @@ impl<J: Journal> Executor<J> {
         entry: &NewEntry,
         target: &ComponentId,
     ) -> Result<(), String> {
+        crate::act::fence::check().map_err(|e| e.to_string())?;
         let obj = self
             .fetch_target(target)
             .await
