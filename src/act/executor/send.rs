@@ -438,7 +438,18 @@ impl<J: Journal> Executor<J> {
                         tracing::warn!(target = %tk, attempt, error = %source, "patching failed transiently; reading the target back, then retrying if it did not land");
                         tokio::time::sleep(*pause).await;
                     }
-                    None => return Err(SendError::PatchTarget { target: tk, source }),
+                    None => {
+                        // Out of retries: one last read decides whether it
+                        // landed; otherwise the outcome stays unknown.
+                        if let Ok(Some(now)) = self.fetch_target(write.target).await
+                            && landed(patch, to.subresource, &now, write.uid)
+                        {
+                            return Ok(format!(
+                                "patched {tk}: the last attempt's reply was lost; read back in effect"
+                            ));
+                        }
+                        return Err(SendError::PatchTarget { target: tk, source });
+                    }
                 },
                 Err(source) => return Err(SendError::PatchTarget { target: tk, source }),
             }
