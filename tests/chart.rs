@@ -225,11 +225,75 @@ fn watch_namespaces_render_as_the_agents_flag_and_a_role_in_each() {
         namespaces.sort();
         assert_eq!(namespaces, ["autopilot", "ledger", "payments"], "{kind}");
     }
-    let cluster_role = &chart::of_kinds(&docs, &["ClusterRole"])[0];
-    assert_eq!(
-        cluster_role["rules"],
-        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}])
+    let cluster_role = chart::of_kinds(&docs, &["ClusterRole"])
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "autopilot")
+        .expect("the agent's ClusterRole");
+    assert_eq!(cluster_role["rules"], scoped_cluster_rules("autopilot"));
+}
+
+/// What a scoped install's ClusterRole holds: reads of namespaces, who the
+/// agent is (a SelfSubjectReview), and the approvals policy and its binding
+/// by name. Nothing that changes anything.
+fn scoped_cluster_rules(release: &str) -> Value {
+    serde_json::json!([
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+        {"apiGroups": ["admissionregistration.k8s.io"],
+         "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+         "resourceNames": [format!("{release}-approvals")], "verbs": ["get"]},
+    ])
+}
+
+/// The env var of the agent container named `name`, if set.
+fn env_value(container: &Value, name: &str) -> Option<Value> {
+    container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| e["value"].clone())
+}
+
+/// With the admission policies, the agent is told which one holds Approvals
+/// to their senders; the chart's policy names its installer when told
+/// (`changedBy`), and nobody otherwise.
+#[test]
+fn the_agent_is_told_its_approvals_policy_and_the_policy_names_its_installer() {
+    let docs = chart::render(
+        "autopilot",
+        "autopilot",
+        &[("changedBy", "alice@example.com")],
     );
+    assert_eq!(
+        env_value(&container(&docs), "AUTOPILOT_APPROVAL_POLICY"),
+        Some(serde_json::json!("autopilot-approvals"))
+    );
+    let policies: Vec<_> = chart::of_kinds(&docs, &["ValidatingAdmissionPolicy"])
+        .iter()
+        .map(|p| p["metadata"]["name"].clone())
+        .collect();
+    for name in ["autopilot-approvals", "autopilot-changed-by"] {
+        assert!(policies.contains(&serde_json::json!(name)), "{policies:?}");
+    }
+    let policy = &chart::of_kinds(&docs, &["AutopilotPolicy"])[0];
+    assert_eq!(
+        policy["metadata"]["annotations"],
+        serde_json::json!({"autopilot.payments.io/changed-by": "alice@example.com"})
+    );
+    let docs = chart::render("autopilot", "autopilot", &[]);
+    let policy = &chart::of_kinds(&docs, &["AutopilotPolicy"])[0];
+    assert!(policy["metadata"].get("annotations").is_none(), "{policy}");
+    let docs = chart::render(
+        "autopilot",
+        "autopilot",
+        &[("admissionPolicy.enabled", "false")],
+    );
+    assert_eq!(
+        env_value(&container(&docs), "AUTOPILOT_APPROVAL_POLICY"),
+        None
+    );
+    assert!(chart::of_kinds(&docs, &["ValidatingAdmissionPolicy"]).is_empty());
 }
 
 /// The chart's old single `watchNamespace` still scopes an upgraded install;
@@ -283,7 +347,12 @@ async fn helm_install_then_the_agent_leads_and_acts_as_its_service_account() {
     let own = format!("{release}-self");
     installed(Api::<Role>::namespaced(client.clone(), &ns), &own).await;
     installed(Api::<RoleBinding>::namespaced(client.clone(), &ns), &own).await;
-    for policy in ["owned-objects", "own-lease"] {
+    installed(
+        Api::<ClusterRole>::all(client.clone()),
+        &format!("{release}-approver"),
+    )
+    .await;
+    for policy in ["owned-objects", "own-lease", "approvals", "changed-by"] {
         let name = format!("{release}-{policy}");
         installed(Api::<ValidatingAdmissionPolicy>::all(client.clone()), &name).await;
         installed(
@@ -337,8 +406,8 @@ async fn a_scoped_install_leads_and_acts_with_roles_only() {
     let rules = serde_json::to_value(cluster_role.rules).expect("rules");
     assert_eq!(
         rules,
-        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]),
-        "a scoped install writes nothing cluster-wide"
+        scoped_cluster_rules(&release),
+        "a scoped install changes nothing cluster-wide"
     );
     the_installed_agent_leads_and_acts_with_its_rights(&client, &ns, &release, &watched).await;
 }
@@ -603,8 +672,12 @@ async fn create_rules_configmap(client: &Client, ns: &str, name: &str) -> usize 
     }
     let count = data.len();
     assert!(count > 0, "runbooks in rules/");
+    // Named after its editor, as the release's admission policy requires.
+    let editor = support::whoami(client).await;
     let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "namespace": ns}, "data": data,
+        "metadata": {"name": name, "namespace": ns,
+            "annotations": {support::CHANGED_BY: editor}},
+        "data": data,
     }))
     .expect("ConfigMap");
     Api::<ConfigMap>::namespaced(client.clone(), ns)
@@ -733,11 +806,14 @@ async fn helm_install(client: &Client, ns: &str, set: &[String]) -> String {
         .create(&PostParams::default(), &pv)
         .await
         .expect("create the journal's PersistentVolume");
+    // As the values tell an operator: the installer names themselves.
+    let changed_by = format!("changedBy={}", support::whoami(client).await);
     let mut install = Command::new(chart::helm());
     install
         .args(["install", &release])
         .arg(chart::chart_dir())
         .args(["--namespace", ns, "--wait", "--timeout", "120s"])
+        .args(["--set", &changed_by])
         .arg("--kubeconfig")
         .arg(cp().kubeconfig())
         .args(set.iter().flat_map(|s| ["--set", s.as_str()]))
