@@ -16,7 +16,7 @@ use std::{
 };
 
 use autopilot::{
-    crd::PaymentGateway,
+    crd::{AutopilotPolicy, PaymentGateway},
     testenv::{ControlPlane, Options},
 };
 use k8s_openapi::api::{
@@ -412,6 +412,84 @@ async fn a_scoped_install_leads_and_acts_with_roles_only() {
     the_installed_agent_leads_and_acts_with_its_rights(&client, &ns, &release, &watched).await;
 }
 
+/// With the admission policies installed, an upgrade goes through only in
+/// its installer's name (`--set changedBy=…`, as values.yaml says): without
+/// it, or in another user's name, the API server refuses the change of the
+/// chart's AutopilotPolicy and helm fails.
+#[tokio::test]
+async fn an_upgrade_changes_the_policy_only_in_its_installers_name() {
+    let (client, ns) = support::client_and_namespace(cp(), "upgrade").await;
+    let _kubelet = support::kubelet::start(client.clone(), &ns).await;
+    let release = helm_install(&client, &ns, &[]).await;
+    let me = support::whoami(&client).await;
+    let policies = Api::<AutopilotPolicy>::namespaced(client.clone(), &ns);
+    let named = |p: &AutopilotPolicy| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(support::CHANGED_BY).cloned())
+    };
+    let installed = policies.get("autopilot").await.expect("the chart's policy");
+    assert_eq!(
+        named(&installed),
+        Some(me.clone()),
+        "installed in its installer's name"
+    );
+    // The policy is in force once it refuses the same change as a dry run.
+    support::wait_for(
+        "the changed-by policy to refuse an unnamed change",
+        Duration::from_secs(30),
+        || async {
+            let params = kube::api::PatchParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let unnamed =
+                serde_json::json!({"metadata": {"annotations": {support::CHANGED_BY: null}}});
+            match policies
+                .patch("autopilot", &params, &kube::api::Patch::Merge(&unnamed))
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.code == 403 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let cooldown = |seconds: u32| format!("policy.cooldownSeconds={seconds}");
+    for (set, who) in [
+        (vec![cooldown(600)], "without changedBy"),
+        (
+            vec![cooldown(600), "changedBy=mallory".to_string()],
+            "in another user's name",
+        ),
+    ] {
+        let out = helm_upgrade(&ns, &release, &set).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "an upgrade {who} went through");
+        assert!(
+            stderr.contains(&format!("{release}-changed-by"))
+                && stderr.contains("autopilot.payments.io/changed-by"),
+            "an upgrade {who}: {stderr}"
+        );
+    }
+    let unchanged = policies.get("autopilot").await.expect("policy");
+    assert_eq!(
+        unchanged.spec.cooldown_seconds,
+        installed.spec.cooldown_seconds
+    );
+    assert_eq!(named(&unchanged), Some(me.clone()));
+    let out = helm_upgrade(&ns, &release, &[cooldown(600), format!("changedBy={me}")]).await;
+    assert!(
+        out.status.success(),
+        "an upgrade in the installer's name: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let upgraded = policies.get("autopilot").await.expect("policy");
+    assert_eq!(upgraded.spec.cooldown_seconds, 600);
+    assert_eq!(named(&upgraded), Some(me));
+}
+
 /// One agent process at a time in this binary: an agent of an all-namespace
 /// install would also reconcile the scoped test's gateway, and the scoped
 /// agent's work would not be shown to be its own.
@@ -782,6 +860,35 @@ impl Drop for AgentProcess {
     }
 }
 
+/// `helm` against the test control plane, its cache and config out of the
+/// user's home.
+fn helm_command() -> Command {
+    let mut cmd = Command::new(chart::helm());
+    let home = std::env::temp_dir().join("autopilot-helm");
+    cmd.arg("--kubeconfig")
+        .arg(cp().kubeconfig())
+        .env("HELM_CACHE_HOME", &home)
+        .env("HELM_CONFIG_HOME", &home)
+        .env("HELM_DATA_HOME", &home)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `helm upgrade` of `release` in `ns` with `set` values (no --wait), and
+/// what it printed.
+async fn helm_upgrade(ns: &str, release: &str, set: &[String]) -> std::process::Output {
+    let mut upgrade = helm_command();
+    upgrade
+        .args(["upgrade", release])
+        .arg(chart::chart_dir())
+        .args(["--namespace", ns])
+        .args(set.iter().flat_map(|s| ["--set", s.as_str()]));
+    tokio::task::spawn_blocking(move || upgrade.output())
+        .await
+        .expect("helm upgrade thread")
+        .expect("run helm upgrade")
+}
+
 /// `helm install --wait` of the chart as release `autopilot-<ns>` in `ns`
 /// with `set` values, its journal's claim pre-bound to a volume made for it;
 /// the release's name.
@@ -808,28 +915,13 @@ async fn helm_install(client: &Client, ns: &str, set: &[String]) -> String {
         .expect("create the journal's PersistentVolume");
     // As the values tell an operator: the installer names themselves.
     let changed_by = format!("changedBy={}", support::whoami(client).await);
-    let mut install = Command::new(chart::helm());
+    let mut install = helm_command();
     install
         .args(["install", &release])
         .arg(chart::chart_dir())
         .args(["--namespace", ns, "--wait", "--timeout", "120s"])
         .args(["--set", &changed_by])
-        .arg("--kubeconfig")
-        .arg(cp().kubeconfig())
-        .args(set.iter().flat_map(|s| ["--set", s.as_str()]))
-        // Helm's cache and config stay out of the user's home.
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        );
+        .args(set.iter().flat_map(|s| ["--set", s.as_str()]));
     // Blocking: on a thread of its own, so the fake kubelet keeps running the pod.
     let out = tokio::time::timeout(
         Duration::from_secs(180),
