@@ -145,7 +145,7 @@ pub fn content_matches_digest(rec: &Recommendation) -> bool {
 async fn review(args: ReviewArgs, decision: Decision) -> anyhow::Result<()> {
     use kube::{
         Api, ResourceExt,
-        api::{PostParams, WatchEvent, WatchParams},
+        api::{WatchEvent, WatchParams},
     };
     let client = kube::Client::try_default()
         .await
@@ -200,27 +200,20 @@ async fn review(args: ReviewArgs, decision: Decision) -> anyhow::Result<()> {
             .map_or("none (cannot be undone)".to_string(), |v| v.to_string()),
         s.digest,
     );
-    let approval: Approval = serde_json::from_value(serde_json::json!({
-        "apiVersion": "payments.io/v1",
-        "kind": "Approval",
-        "metadata": {"generateName": format!("{}-", args.name), "namespace": ns},
-        "spec": {
-            "recommendation": args.name,
-            "digest": s.digest,
-            "approver": me,
-            "decision": decision,
-            "reason": args.reason,
-        },
-    }))?;
+    let created = crate::act::executor::submit_approval(
+        &client,
+        ns,
+        &args.name,
+        &s.digest,
+        &me,
+        decision,
+        &args.reason,
+    )
+    .await
+    .with_context(|| {
+        format!("creating an Approval in {ns} as {me} (RBAC: create approvals.payments.io there)")
+    })?;
     let api = Api::<Approval>::namespaced(client, ns);
-    let created = api
-        .create(&PostParams::default(), &approval)
-        .await
-        .with_context(|| {
-            format!(
-                "creating an Approval in {ns} as {me} (RBAC: create approvals.payments.io there)"
-            )
-        })?;
     let name = created.name_any();
     println!("Approval {ns}/{name} created by {me} ({decision:?})");
     if args.wait_seconds == 0 {

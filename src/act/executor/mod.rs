@@ -43,7 +43,7 @@ mod review;
 mod send;
 mod undo;
 
-pub use review::{ACTION_ID_LABEL, AdmissionState, Approvals, admission_vouches};
+pub use review::{ACTION_ID_LABEL, AdmissionState, Approvals, admission_vouches, submit_approval};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

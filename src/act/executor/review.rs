@@ -153,6 +153,37 @@ fn entry_digest(entry: &NewEntry, target_uid: &str) -> Option<String> {
     ))
 }
 
+/// A person's decision on Recommendation `recommendation` in `namespace`,
+/// created with `client` — the person's own credentials (the CLI's
+/// kubeconfig): RBAC and the admission policy judge it as theirs, and
+/// `approver` must be who the API server says they are.
+pub async fn submit_approval(
+    client: &kube::Client,
+    namespace: &str,
+    recommendation: &str,
+    digest: &str,
+    approver: &str,
+    decision: Decision,
+    reason: &str,
+) -> Result<Approval, kube::Error> {
+    let approval: Approval = serde_json::from_value(json!({
+        "apiVersion": "payments.io/v1",
+        "kind": "Approval",
+        "metadata": {"generateName": format!("{recommendation}-"), "namespace": namespace},
+        "spec": {
+            "recommendation": recommendation,
+            "digest": digest,
+            "approver": approver,
+            "decision": decision,
+            "reason": reason,
+        },
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<Approval>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &approval)
+        .await
+}
+
 /// The Approval's verdict before the gate.
 enum Accepted {
     Approve { id: i64, by: String },
