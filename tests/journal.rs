@@ -192,7 +192,7 @@ async fn postgres_journal_suite() {
         return;
     };
     let j = SqlJournal::connect(&url).await.expect("connect");
-    assert!(matches!(j, SqlJournal::Postgres(_)));
+    assert!(matches!(j, SqlJournal::Postgres(..)));
     round_trip(&j).await;
     j.close().await;
     let Some(url2) = postgres_url("approvals").await else {
@@ -202,6 +202,59 @@ async fn postgres_journal_suite() {
     unresolved_and_approvals(&j2).await;
     j2.close().await;
     survives_reopen(&url).await;
+}
+
+/// Two replicas on one PostgreSQL journal: once the second takes the next
+/// leader epoch, the first (paused, deposed, unaware) journals nothing —
+/// and, since nothing is sent that is not journaled first, sends nothing.
+#[tokio::test]
+async fn a_deposed_leader_journals_nothing_on_postgres() {
+    let Some(url) = postgres_url("epoch").await else {
+        return;
+    };
+    let old = SqlJournal::connect(&url).await.expect("connect");
+    let new = SqlJournal::connect(&url).await.expect("connect");
+    // Without an epoch (the CLI, a single replica) nothing is checked.
+    old.record_intent(&entry(1, "auto", "allowed"))
+        .await
+        .expect("no epoch taken: journaled");
+    assert_eq!(
+        old.begin_leader_epoch("pod-a", 10).await.expect("epoch"),
+        Some(1)
+    );
+    old.record_intent(&entry(11, "auto", "allowed"))
+        .await
+        .expect("the leader journals");
+    assert_eq!(
+        new.begin_leader_epoch("pod-b", 20).await.expect("epoch"),
+        Some(2)
+    );
+    let refused = old
+        .record_intent(&entry(21, "auto", "allowed"))
+        .await
+        .expect_err("the deposed leader is refused");
+    assert!(
+        refused.reason.contains("epoch 1") && refused.reason.contains("at 2"),
+        "{refused}"
+    );
+    new.record_intent(&entry(22, "auto", "allowed"))
+        .await
+        .expect("the new leader journals");
+    let rows = new.list(10, false).await.expect("rows");
+    assert_eq!(
+        rows.iter().map(|r| r.entry.at).collect::<Vec<_>>(),
+        [22, 11, 1],
+        "nothing of the deposed leader's after the new epoch"
+    );
+    // SQLite has one replica: no epoch.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lite = SqlJournal::connect(&sqlite_url(&dir))
+        .await
+        .expect("sqlite");
+    assert_eq!(
+        lite.begin_leader_epoch("pod-a", 1).await.expect("none"),
+        None
+    );
 }
 
 #[tokio::test]

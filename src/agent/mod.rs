@@ -69,6 +69,8 @@ pub enum Error {
         "lost the leader Lease {namespace}/{name}; exiting so that only one replica acts (the restart rejoins as a standby)"
     )]
     LostLeadership { namespace: String, name: String },
+    #[error("taking the leader epoch in the journal failed; not leading without it")]
+    LeaderEpoch(#[source] crate::act::journal::Error),
 }
 
 impl Error {
@@ -83,6 +85,7 @@ impl Error {
             Error::ConfigurePrometheus(_) => "configure_prometheus",
             Error::LeaderElection { .. } => "leader_election",
             Error::LostLeadership { .. } => "lost_leadership",
+            Error::LeaderEpoch(_) => "leader_epoch",
         }
     }
 }
@@ -392,6 +395,24 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
     } else {
         None
     };
+    // A PostgreSQL journal shared by replicas refuses an older leader's
+    // intents from now on (the epoch check in the intent's transaction).
+    let now = chrono::Utc::now().timestamp();
+    match journal.begin_leader_epoch(&lease.identity, now).await {
+        Ok(Some(epoch)) => {
+            tracing::info!(
+                epoch,
+                "leader epoch taken: the journal refuses intents of any earlier leader"
+            )
+        }
+        Ok(None) => {}
+        Err(error) => {
+            if let Some(task) = &fence {
+                task.abort();
+            }
+            return Err(Error::LeaderEpoch(error));
+        }
+    }
     tracing::info!(identity = %lease.identity, "leading: starting the controllers and the loop");
 
     let reporter = Reporter {

@@ -29,12 +29,17 @@ impl Error {
     }
 }
 
-/// The journal on SQLite or PostgreSQL.
+/// The journal on SQLite or PostgreSQL. A PostgreSQL journal shared by
+/// replicas carries the leader epoch this replica holds (0: none taken, as
+/// for the CLI): see [`SqlJournal::begin_leader_epoch`].
 #[derive(Clone, Debug)]
 pub enum SqlJournal {
     Sqlite(SqlitePool),
-    Postgres(PgPool),
+    Postgres(PgPool, Epoch),
 }
+
+/// The leader epoch a replica took, shared by the clones of its journal.
+pub type Epoch = std::sync::Arc<std::sync::atomic::AtomicI64>;
 
 /// Runs a query macro on whichever pool backs the journal, with the name of
 /// the backend. Every query is checked at compile time against its backend's
@@ -45,7 +50,7 @@ macro_rules! on_pool {
     ($self:expr, $m:ident!($($args:tt)*)) => {
         match $self {
             SqlJournal::Sqlite(p) => $m!(p, "sqlite", $($args)*),
-            SqlJournal::Postgres(p) => $m!(p, "postgres", $($args)*),
+            SqlJournal::Postgres(p, _) => $m!(p, "postgres", $($args)*),
         }
     };
 }
@@ -204,7 +209,7 @@ impl SqlJournal {
                 .run(&pool)
                 .await
                 .map_err(Error::Migrate)?;
-            Ok(SqlJournal::Postgres(pool))
+            Ok(SqlJournal::Postgres(pool, Epoch::default()))
         } else {
             let path = url
                 .strip_prefix("sqlite://")
@@ -227,8 +232,32 @@ impl SqlJournal {
     pub async fn close(&self) {
         match self {
             SqlJournal::Sqlite(p) => p.close().await,
-            SqlJournal::Postgres(p) => p.close().await,
+            SqlJournal::Postgres(p, _) => p.close().await,
         }
+    }
+
+    /// Takes the next leader epoch for `holder`, on becoming leader and
+    /// before resolving or sending anything: from then on an older leader's
+    /// intents are refused by the journal (PostgreSQL). Returns the epoch;
+    /// `None` for SQLite, which has one replica and nothing to fence.
+    pub async fn begin_leader_epoch(
+        &self,
+        holder: &str,
+        at: i64,
+    ) -> Result<Option<i64>, journal::Error> {
+        let SqlJournal::Postgres(p, epoch) = self else {
+            return Ok(None);
+        };
+        let taken = sqlx::query_scalar!(
+            "INSERT INTO leader_epoch (id, epoch, holder, at) VALUES (1, 1, $1, $2) ON CONFLICT (id) DO UPDATE SET epoch = leader_epoch.epoch + 1, holder = EXCLUDED.holder, at = EXCLUDED.at RETURNING epoch -- postgres",
+            holder,
+            at
+        )
+        .fetch_one(p)
+        .await
+        .map_err(query_error("begin_leader_epoch"))?;
+        epoch.store(taken, std::sync::atomic::Ordering::SeqCst);
+        Ok(Some(taken))
     }
 }
 
@@ -250,7 +279,35 @@ fn text(v: &Option<serde_json::Value>) -> Option<String> {
 
 impl Journal for SqlJournal {
     async fn record_intent(&self, e: &NewEntry) -> Result<i64, journal::Error> {
-        on_pool!(self, insert_intent!(e)).map_err(query_error("record_intent"))
+        let q = query_error("record_intent");
+        match self {
+            SqlJournal::Sqlite(p) => insert_intent!(p, "sqlite", e).map_err(q),
+            SqlJournal::Postgres(p, epoch) => {
+                let mine = epoch.load(std::sync::atomic::Ordering::SeqCst);
+                let mut tx = p.begin().await.map_err(query_error("record_intent"))?;
+                if mine > 0 {
+                    let current = sqlx::query_scalar!(
+                        "SELECT epoch FROM leader_epoch WHERE id = 1 FOR SHARE -- postgres"
+                    )
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query_error("record_intent"))?;
+                    if current != Some(mine) {
+                        return Err(journal::Error {
+                            operation: "record_intent",
+                            reason: format!(
+                                "this replica led in epoch {mine}, the journal is at {}: another replica leads now; nothing is journaled or sent",
+                                current.map_or("none".into(), |c| c.to_string())
+                            ),
+                        });
+                    }
+                }
+                let id = insert_intent!(&mut *tx, "postgres", e)
+                    .map_err(query_error("record_intent"))?;
+                tx.commit().await.map_err(q)?;
+                Ok(id)
+            }
+        }
     }
 
     async fn record_dry_run(&self, id: i64, result: &str) -> Result<(), journal::Error> {
