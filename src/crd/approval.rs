@@ -186,7 +186,12 @@ pub fn recommendation_name(uid: &str) -> String {
 /// the target object's uid, the change, its inverse and the runbook's hash,
 /// as canonical JSON (keys sorted at every level), so it is the same after a
 /// round trip through the API server or the journal.
-pub fn digest(target_uid: &str, change: &Value, inverse: Option<&Value>, runbook_hash: &str) -> String {
+pub fn digest(
+    target_uid: &str,
+    change: &Value,
+    inverse: Option<&Value>,
+    runbook_hash: &str,
+) -> String {
     let bound = serde_json::json!({
         "targetUid": target_uid,
         "change": change,
@@ -249,7 +254,10 @@ mod tests {
         let inverse = json!({"type": "merge", "patch": {"spec": {"replicas": 3}}});
         let d = digest("uid-1", &change, Some(&inverse), "h1");
         assert_eq!(d.len(), 64);
-        assert!(d.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            d.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         // Key order does not matter; every bound value does.
         let reordered = json!({"patch": {"spec": {"replicas": 5}}, "type": "merge"});
         assert_eq!(d, digest("uid-1", &reordered, Some(&inverse), "h1"));
