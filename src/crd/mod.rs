@@ -50,7 +50,11 @@ pub fn crd_of(id: PaymentsKind) -> CustomResourceDefinition {
 pub fn crds() -> Vec<CustomResourceDefinition> {
     crate::kinds::payments()
         .map(|(_, p)| crd_of(p.id))
-        .chain([AutopilotPolicy::crd(), Recommendation::crd(), Approval::crd()])
+        .chain([
+            AutopilotPolicy::crd(),
+            Recommendation::crd(),
+            Approval::crd(),
+        ])
         .collect()
 }
 
