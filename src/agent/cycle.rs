@@ -144,10 +144,16 @@ impl Autopilot {
         }
     }
 
-    /// Reloads the runbooks when their source changed.
-    pub async fn refresh_rules(&mut self) {
+    /// Reloads the runbooks when their source changed, and records new
+    /// versions with their editor.
+    pub async fn refresh_rules(&mut self, now: i64) {
         self.rules
-            .refresh(&mut self.runbooks, self.estate.specs())
+            .refresh(
+                &mut self.runbooks,
+                self.estate.specs(),
+                self.executor.journal(),
+                now,
+            )
             .await;
     }
 
@@ -217,7 +223,7 @@ impl Autopilot {
         let last = self.last.unwrap_or(now - 1);
 
         // 1. Runbooks.
-        self.refresh_rules().await;
+        self.refresh_rules(now).await;
 
         // 2. Observe and detect.
         let (report, series) = self.observe(now).await;

@@ -290,12 +290,17 @@ pub struct Proposal {
     pub mode: Mode,
 }
 
+    /// Who made that version of the runbook (`decide::Runbook::editor`).
+    pub runbook_editor: Option<String>,
 impl Proposal {
     /// A runbook's intent in the runbook's effective mode: the agent's mode,
     /// lowered by the runbook's pin.
     pub fn from_runbook(
         runbook: &crate::decide::Runbook,
         intent: Intent,
+    /// Why the mode was lowered further, if it was (a new runbook version
+    /// not yet trusted in auto mode); journaled with the verdict's detail.
+    pub mode_note: Option<String>,
         agent_mode: Mode,
         trigger: &str,
         evidence: Value,
@@ -311,9 +316,11 @@ impl Proposal {
 }
 
 /// What happened to one proposal.
+            runbook_editor: runbook.editor.clone(),
 #[derive(Clone, Debug, PartialEq)]
 pub struct Executed {
     pub id: i64,
+            mode_note: None,
     pub outcome: String,
     pub detail: String,
     /// A refusal that repeats journal entry `id` and was not journaled again.
