@@ -1186,7 +1186,7 @@ fn cli(
 }
 
 #[tokio::test]
-async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch() {
+async fn the_actions_cli_reviews_and_undoes_as_its_caller_and_obeys_the_kill_switch() {
     let (client, ns, ex, dir, _registry) = setup("act-cli").await;
     let cp = support::control_plane(Default::default());
     let db = dir.path().join("j.db");
@@ -1207,40 +1207,12 @@ async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch()
         ok && list.contains("scale_replicas") && list.contains("recommended"),
         "{list}"
     );
-
-    // No policy: nothing is sent (fail closed), not "defaults, kill switch
-    // off".
-    let approve = ["approve", &id, "--by", "alice", "--policy-namespace", &ns];
-    let (ok, out) = cli(cp, &db, &approve);
-    assert!(!ok && out.contains("does not exist"), "{out}");
-    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
-
-    // The kill switch, flipped the way an SRE would (the policy object),
-    // stops approvals.
-    support::install_policy(&client, &ns, json!({"killSwitch": true})).await;
-    let (ok, out) = cli(cp, &db, &approve);
-    assert!(!ok && out.contains("kill_switch"), "{out}");
-    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
-    let kill_switch = |on: bool| {
-        let client = client.clone();
-        let ns = ns.clone();
-        async move { support::set_kill_switch(&client, &ns, on).await }
-    };
-    kill_switch(false).await;
-
-    // An agent in dry-run changes nothing, whoever approves.
-    let mut dry = approve.to_vec();
-    dry.extend(["--agent-mode", "dry-run"]);
-    let (ok, out) = cli(cp, &db, &dry);
-    assert!(!ok && out.contains("mode"), "{out}");
-    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
-
-    let (ok, out) = cli(
-        cp,
-        &db,
-        &["approve", &id, "--by", "alice", "--policy-namespace", &ns],
-    );
-    assert!(ok && out.contains("applied"), "{out}");
+    // Approved (tests/approvals.rs covers the Approval objects end to end).
+    let done = ex
+        .approve(rec.id, "alice", &permissive(), NOW + 1)
+        .await
+        .expect("approve");
+    assert_eq!(done.outcome, outcome::APPLIED, "{}", done.detail);
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 4);
     let (ok, show) = cli(cp, &db, &["show", &id]);
     assert!(
@@ -1248,125 +1220,39 @@ async fn the_actions_cli_reviews_approves_and_undoes_and_obeys_the_kill_switch()
         "{show}"
     );
 
-    // An undo passes the same gate: under the kill switch it is journaled
-    // as refused and nothing is sent.
-    kill_switch(true).await;
-    let undo = ["undo", &id, "--by", "bob", "--policy-namespace", &ns];
+    // No policy: nothing is sent (fail closed), not "defaults, kill switch
+    // off".
+    let undo = ["undo", &id, "--policy-namespace", &ns];
+    let (ok, out) = cli(cp, &db, &undo);
+    assert!(!ok && out.contains("does not exist"), "{out}");
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 4);
+
+    // The kill switch, flipped the way an SRE would (the policy object),
+    // stops the undo: journaled as refused, nothing sent.
+    support::install_policy(&client, &ns, json!({"killSwitch": true})).await;
     let (ok, out) = cli(cp, &db, &undo);
     assert!(
         ok && out.contains("refused") && out.contains("kill_switch"),
         "{out}"
     );
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 4);
-    kill_switch(false).await;
+    support::set_kill_switch(&client, &ns, false).await;
+
+    // An agent in dry-run changes nothing, whoever asks.
+    let mut dry = undo.to_vec();
+    dry.extend(["--agent-mode", "dry-run"]);
+    let (_, out) = cli(cp, &db, &dry);
+    assert!(out.contains("mode"), "{out}");
+    assert_eq!(get(&client, &gw).await["spec"]["replicas"], 4);
+
+    // The undo names the caller as the API server knows them, not a flag.
     let (ok, out) = cli(cp, &db, &undo);
     assert!(ok && out.contains("applied"), "{out}");
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 3);
+    let me = autopilot::act::whoami(&client).await.expect("whoami");
+    assert!(!me.is_empty());
+    let (ok, show) = cli(cp, &db, &["show", &id]);
+    assert!(ok && show.contains(&format!("({me})")), "{me}: {show}");
     let (ok, out) = cli(cp, &db, &["show", "99999"]);
     assert!(!ok && out.contains("no journal entry 99999"), "{out}");
-}
-
-#[tokio::test]
-async fn recommendations_can_be_approved_or_rejected_by_annotation() {
-    let (client, ns, ex, _dir, _registry) = setup("act-annot").await;
-    let p = permissive();
-    let a = create(
-        &client,
-        &ns,
-        "PaymentGateway",
-        "a",
-        json!({"version": "2.5.0", "replicas": 3}),
-        None,
-    )
-    .await;
-    let b = create(
-        &client,
-        &ns,
-        "PaymentGateway",
-        "b",
-        json!({"version": "2.5.0", "replicas": 3}),
-        None,
-    )
-    .await;
-    let ra = run_one(&ex, scale(&a, 4), Mode::Recommend, &p, NOW).await;
-    let rb = run_one(&ex, scale(&b, 4), Mode::Recommend, &p, NOW).await;
-    // Nothing annotated yet: nothing happens.
-    assert!(
-        ex.apply_annotated_approvals(&p, NOW + 10)
-            .await
-            .expect("scan")
-            .is_empty()
-    );
-    let annotate = |name: &'static str, key: &'static str, listed: String| {
-        let api = api(&client, &ns, "PaymentGateway");
-        async move {
-            api.patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {key: listed}}})),
-            )
-            .await
-            .expect("kubectl annotate");
-        }
-    };
-    let uid = |id: i64| {
-        let ex = &ex;
-        async move {
-            ex.journal()
-                .get(id)
-                .await
-                .expect("get")
-                .expect("row")
-                .entry
-                .uid
-        }
-    };
-    // Approvals name action IDs, never row numbers: a row number (left by
-    // an earlier journal, whose rows had the same numbers) approves nothing.
-    annotate("a", "autopilot.payments.io/approve", ra.id.to_string()).await;
-    assert!(
-        ex.apply_annotated_approvals(&p, NOW + 12)
-            .await
-            .expect("scan")
-            .is_empty(),
-        "a row number is not an action ID"
-    );
-    annotate(
-        "a",
-        "autopilot.payments.io/approve",
-        format!("01JDZ7Q8W3V6X2K9M4N5P6R7S8,{}", uid(ra.id).await),
-    )
-    .await;
-    annotate("b", "autopilot.payments.io/reject", uid(rb.id).await).await;
-    // Under the kill switch the approval waits (still pending, nothing
-    // sent) and the scan goes on to the rejection.
-    let killed = Policy {
-        kill_switch: true,
-        ..p.clone()
-    };
-    let done = ex
-        .apply_annotated_approvals(&killed, NOW + 15)
-        .await
-        .expect("scan");
-    let outcomes: BTreeMap<i64, String> = done.into_iter().map(|e| (e.id, e.outcome)).collect();
-    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
-    assert_eq!(outcomes[&rb.id], outcome::REJECTED);
-    assert_eq!(get(&client, &a).await["spec"]["replicas"], 3);
-    // Switched off: the waiting approval goes through.
-    let done = ex
-        .apply_annotated_approvals(&p, NOW + 20)
-        .await
-        .expect("scan");
-    let outcomes: BTreeMap<i64, String> = done.into_iter().map(|e| (e.id, e.outcome)).collect();
-    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
-    assert_eq!(outcomes[&ra.id], outcome::APPLIED);
-    assert_eq!(get(&client, &a).await["spec"]["replicas"], 4);
-    assert_eq!(get(&client, &b).await["spec"]["replicas"], 3);
-    assert!(
-        ex.apply_annotated_approvals(&p, NOW + 30)
-            .await
-            .expect("scan")
-            .is_empty(),
-        "once only"
-    );
 }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use autopilot::{
-    crd::PaymentGateway,
+    crd::{AutopilotPolicy, PaymentGateway},
     testenv::{ControlPlane, Options},
 };
 use k8s_openapi::api::{
@@ -225,11 +225,75 @@ fn watch_namespaces_render_as_the_agents_flag_and_a_role_in_each() {
         namespaces.sort();
         assert_eq!(namespaces, ["autopilot", "ledger", "payments"], "{kind}");
     }
-    let cluster_role = &chart::of_kinds(&docs, &["ClusterRole"])[0];
-    assert_eq!(
-        cluster_role["rules"],
-        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}])
+    let cluster_role = chart::of_kinds(&docs, &["ClusterRole"])
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "autopilot")
+        .expect("the agent's ClusterRole");
+    assert_eq!(cluster_role["rules"], scoped_cluster_rules("autopilot"));
+}
+
+/// What a scoped install's ClusterRole holds: reads of namespaces, who the
+/// agent is (a SelfSubjectReview), and the approvals policy and its binding
+/// by name. Nothing that changes anything.
+fn scoped_cluster_rules(release: &str) -> Value {
+    serde_json::json!([
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+        {"apiGroups": ["admissionregistration.k8s.io"],
+         "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+         "resourceNames": [format!("{release}-approvals")], "verbs": ["get"]},
+    ])
+}
+
+/// The env var of the agent container named `name`, if set.
+fn env_value(container: &Value, name: &str) -> Option<Value> {
+    container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| e["value"].clone())
+}
+
+/// With the admission policies, the agent is told which one holds Approvals
+/// to their senders; the chart's policy names its installer when told
+/// (`changedBy`), and nobody otherwise.
+#[test]
+fn the_agent_is_told_its_approvals_policy_and_the_policy_names_its_installer() {
+    let docs = chart::render(
+        "autopilot",
+        "autopilot",
+        &[("changedBy", "alice@example.com")],
     );
+    assert_eq!(
+        env_value(&container(&docs), "AUTOPILOT_APPROVAL_POLICY"),
+        Some(serde_json::json!("autopilot-approvals"))
+    );
+    let policies: Vec<_> = chart::of_kinds(&docs, &["ValidatingAdmissionPolicy"])
+        .iter()
+        .map(|p| p["metadata"]["name"].clone())
+        .collect();
+    for name in ["autopilot-approvals", "autopilot-changed-by"] {
+        assert!(policies.contains(&serde_json::json!(name)), "{policies:?}");
+    }
+    let policy = &chart::of_kinds(&docs, &["AutopilotPolicy"])[0];
+    assert_eq!(
+        policy["metadata"]["annotations"],
+        serde_json::json!({"autopilot.payments.io/changed-by": "alice@example.com"})
+    );
+    let docs = chart::render("autopilot", "autopilot", &[]);
+    let policy = &chart::of_kinds(&docs, &["AutopilotPolicy"])[0];
+    assert!(policy["metadata"].get("annotations").is_none(), "{policy}");
+    let docs = chart::render(
+        "autopilot",
+        "autopilot",
+        &[("admissionPolicy.enabled", "false")],
+    );
+    assert_eq!(
+        env_value(&container(&docs), "AUTOPILOT_APPROVAL_POLICY"),
+        None
+    );
+    assert!(chart::of_kinds(&docs, &["ValidatingAdmissionPolicy"]).is_empty());
 }
 
 /// The chart's old single `watchNamespace` still scopes an upgraded install;
@@ -283,7 +347,12 @@ async fn helm_install_then_the_agent_leads_and_acts_as_its_service_account() {
     let own = format!("{release}-self");
     installed(Api::<Role>::namespaced(client.clone(), &ns), &own).await;
     installed(Api::<RoleBinding>::namespaced(client.clone(), &ns), &own).await;
-    for policy in ["owned-objects", "own-lease"] {
+    installed(
+        Api::<ClusterRole>::all(client.clone()),
+        &format!("{release}-approver"),
+    )
+    .await;
+    for policy in ["owned-objects", "own-lease", "approvals", "changed-by"] {
         let name = format!("{release}-{policy}");
         installed(Api::<ValidatingAdmissionPolicy>::all(client.clone()), &name).await;
         installed(
@@ -337,10 +406,88 @@ async fn a_scoped_install_leads_and_acts_with_roles_only() {
     let rules = serde_json::to_value(cluster_role.rules).expect("rules");
     assert_eq!(
         rules,
-        serde_json::json!([{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]),
-        "a scoped install writes nothing cluster-wide"
+        scoped_cluster_rules(&release),
+        "a scoped install changes nothing cluster-wide"
     );
     the_installed_agent_leads_and_acts_with_its_rights(&client, &ns, &release, &watched).await;
+}
+
+/// With the admission policies installed, an upgrade goes through only in
+/// its installer's name (`--set changedBy=…`, as values.yaml says): without
+/// it, or in another user's name, the API server refuses the change of the
+/// chart's AutopilotPolicy and helm fails.
+#[tokio::test]
+async fn an_upgrade_changes_the_policy_only_in_its_installers_name() {
+    let (client, ns) = support::client_and_namespace(cp(), "upgrade").await;
+    let _kubelet = support::kubelet::start(client.clone(), &ns).await;
+    let release = helm_install(&client, &ns, &[]).await;
+    let me = support::whoami(&client).await;
+    let policies = Api::<AutopilotPolicy>::namespaced(client.clone(), &ns);
+    let named = |p: &AutopilotPolicy| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(support::CHANGED_BY).cloned())
+    };
+    let installed = policies.get("autopilot").await.expect("the chart's policy");
+    assert_eq!(
+        named(&installed),
+        Some(me.clone()),
+        "installed in its installer's name"
+    );
+    // The policy is in force once it refuses the same change as a dry run.
+    support::wait_for(
+        "the changed-by policy to refuse an unnamed change",
+        Duration::from_secs(30),
+        || async {
+            let params = kube::api::PatchParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let unnamed =
+                serde_json::json!({"metadata": {"annotations": {support::CHANGED_BY: null}}});
+            match policies
+                .patch("autopilot", &params, &kube::api::Patch::Merge(&unnamed))
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.code == 403 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let cooldown = |seconds: u32| format!("policy.cooldownSeconds={seconds}");
+    for (set, who) in [
+        (vec![cooldown(600)], "without changedBy"),
+        (
+            vec![cooldown(600), "changedBy=mallory".to_string()],
+            "in another user's name",
+        ),
+    ] {
+        let out = helm_upgrade(&ns, &release, &set).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "an upgrade {who} went through");
+        assert!(
+            stderr.contains(&format!("{release}-changed-by"))
+                && stderr.contains("autopilot.payments.io/changed-by"),
+            "an upgrade {who}: {stderr}"
+        );
+    }
+    let unchanged = policies.get("autopilot").await.expect("policy");
+    assert_eq!(
+        unchanged.spec.cooldown_seconds,
+        installed.spec.cooldown_seconds
+    );
+    assert_eq!(named(&unchanged), Some(me.clone()));
+    let out = helm_upgrade(&ns, &release, &[cooldown(600), format!("changedBy={me}")]).await;
+    assert!(
+        out.status.success(),
+        "an upgrade in the installer's name: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let upgraded = policies.get("autopilot").await.expect("policy");
+    assert_eq!(upgraded.spec.cooldown_seconds, 600);
+    assert_eq!(named(&upgraded), Some(me));
 }
 
 /// One agent process at a time in this binary: an agent of an all-namespace
@@ -603,8 +750,12 @@ async fn create_rules_configmap(client: &Client, ns: &str, name: &str) -> usize 
     }
     let count = data.len();
     assert!(count > 0, "runbooks in rules/");
+    // Named after its editor, as the release's admission policy requires.
+    let editor = support::whoami(client).await;
     let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "namespace": ns}, "data": data,
+        "metadata": {"name": name, "namespace": ns,
+            "annotations": {support::CHANGED_BY: editor}},
+        "data": data,
     }))
     .expect("ConfigMap");
     Api::<ConfigMap>::namespaced(client.clone(), ns)
@@ -709,6 +860,35 @@ impl Drop for AgentProcess {
     }
 }
 
+/// `helm` against the test control plane, its cache and config out of the
+/// user's home.
+fn helm_command() -> Command {
+    let mut cmd = Command::new(chart::helm());
+    let home = std::env::temp_dir().join("autopilot-helm");
+    cmd.arg("--kubeconfig")
+        .arg(cp().kubeconfig())
+        .env("HELM_CACHE_HOME", &home)
+        .env("HELM_CONFIG_HOME", &home)
+        .env("HELM_DATA_HOME", &home)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `helm upgrade` of `release` in `ns` with `set` values (no --wait), and
+/// what it printed.
+async fn helm_upgrade(ns: &str, release: &str, set: &[String]) -> std::process::Output {
+    let mut upgrade = helm_command();
+    upgrade
+        .args(["upgrade", release])
+        .arg(chart::chart_dir())
+        .args(["--namespace", ns])
+        .args(set.iter().flat_map(|s| ["--set", s.as_str()]));
+    tokio::task::spawn_blocking(move || upgrade.output())
+        .await
+        .expect("helm upgrade thread")
+        .expect("run helm upgrade")
+}
+
 /// `helm install --wait` of the chart as release `autopilot-<ns>` in `ns`
 /// with `set` values, its journal's claim pre-bound to a volume made for it;
 /// the release's name.
@@ -733,27 +913,15 @@ async fn helm_install(client: &Client, ns: &str, set: &[String]) -> String {
         .create(&PostParams::default(), &pv)
         .await
         .expect("create the journal's PersistentVolume");
-    let mut install = Command::new(chart::helm());
+    // As the values tell an operator: the installer names themselves.
+    let changed_by = format!("changedBy={}", support::whoami(client).await);
+    let mut install = helm_command();
     install
         .args(["install", &release])
         .arg(chart::chart_dir())
         .args(["--namespace", ns, "--wait", "--timeout", "120s"])
-        .arg("--kubeconfig")
-        .arg(cp().kubeconfig())
-        .args(set.iter().flat_map(|s| ["--set", s.as_str()]))
-        // Helm's cache and config stay out of the user's home.
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("autopilot-helm"),
-        );
+        .args(["--set", &changed_by])
+        .args(set.iter().flat_map(|s| ["--set", s.as_str()]));
     // Blocking: on a thread of its own, so the fake kubelet keeps running the pod.
     let out = tokio::time::timeout(
         Duration::from_secs(180),

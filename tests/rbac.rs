@@ -37,6 +37,8 @@ fn cp() -> &'static ControlPlane {
 const KUBE_SYSTEM: &str = "kube-system";
 const LEASE: &str = "autopilot-leader";
 const RULES: &str = "autopilot-rules";
+/// The Recommendation and Approval laid where the agent acts.
+const PROBE: &str = "probe";
 
 /// One install under test: the release's namespace, the namespaces it
 /// watches (empty: all), one it does not watch.
@@ -104,13 +106,25 @@ impl Install {
                 )
                 .await;
         }
+        // Named after its editor, as the chart's admission policy requires.
+        let editor = support::whoami(&install.admin).await;
         install
             .lay(
                 &install.namespace.clone(),
                 "configmaps",
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": RULES}}),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": RULES,
+                    "annotations": {support::CHANGED_BY: editor}}}),
             )
             .await;
+        // A Recommendation and a person's Approval of it where it acts.
+        for ns in install.acting_namespaces() {
+            install
+                .lay(&ns, "recommendations", support::recommendation(PROBE))
+                .await;
+            install
+                .lay(&ns, "approvals", support::approval(PROBE, PROBE, &editor))
+                .await;
+        }
         install
     }
 
@@ -136,8 +150,16 @@ impl Install {
 
     async fn lay(&self, ns: &str, plural: &str, obj: Value) {
         let kind = obj["kind"].as_str().expect("kind").to_string();
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.admin.clone(), ns, &resource("", "v1", &kind, plural));
+        let (group, version) = obj["apiVersion"]
+            .as_str()
+            .expect("apiVersion")
+            .split_once('/')
+            .unwrap_or(("", "v1"));
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.admin.clone(),
+            ns,
+            &resource(group, version, &kind, plural),
+        );
         let obj: DynamicObject = serde_json::from_value(obj).expect("object");
         match api.create(&PostParams::default(), &obj).await {
             Ok(_) => {}
@@ -584,6 +606,93 @@ fn dangers(i: &Install) -> Vec<(String, Target, Op)> {
         ),
         ("delete its own Lease".into(), lease(ns), Op::Delete(LEASE)),
     ];
+    // No self-approval: no write on Approvals anywhere, by RBAC (and the
+    // admission policy behind it); Recommendations never changed after
+    // they are created.
+    let approvals = |n: &str| Target::new(n, "payments.io", "v1", "Approval", "approvals");
+    let recommendations =
+        |n: &str| Target::new(n, "payments.io", "v1", "Recommendation", "recommendations");
+    let agent_user = format!("system:serviceaccount:{ns}:{}", i.release);
+    for n in i.namespaces_involved() {
+        out.push((
+            format!("create an Approval in {n}"),
+            approvals(&n),
+            Op::Create(support::approval("self", PROBE, &agent_user)),
+        ));
+        for (verb, op) in [
+            ("update", Op::Replace(PROBE)),
+            ("patch", Op::Patch(PROBE)),
+            ("delete", Op::Delete(PROBE)),
+        ] {
+            out.push((format!("{verb} an Approval in {n}"), approvals(&n), op));
+        }
+    }
+    out.extend([
+        (
+            "update a Recommendation (its spec) where it acts".into(),
+            recommendations(&watched),
+            Op::Replace(PROBE),
+        ),
+        (
+            "patch a Recommendation where it acts".into(),
+            recommendations(&watched),
+            Op::Patch(PROBE),
+        ),
+        (
+            "delete a Recommendation where it acts".into(),
+            recommendations(&watched),
+            Op::Delete(PROBE),
+        ),
+    ]);
+    // The admission policies that hold it: never written, and only the
+    // approvals policy and binding read.
+    let approvals_policy = leak(&format!("{}-approvals", i.release));
+    let owned_policy = leak(&format!("{}-owned-objects", i.release));
+    for (kind, plural, object) in [
+        (
+            "ValidatingAdmissionPolicy",
+            "validatingadmissionpolicies",
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": "probe"},
+                "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["CREATE"], "resources": ["configmaps"]}]},
+                    "validations": [{"expression": "true"}]}}),
+        ),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": "probe"},
+                "spec": {"policyName": "probe", "validationActions": ["Deny"]}}),
+        ),
+    ] {
+        let t = || Target::cluster("admissionregistration.k8s.io", "v1", kind, plural);
+        out.extend([
+            (format!("create a {kind}"), t(), Op::Create(object)),
+            (
+                format!("update its {kind} {approvals_policy}"),
+                t(),
+                Op::Replace(approvals_policy),
+            ),
+            (
+                format!("patch its {kind} {approvals_policy}"),
+                t(),
+                Op::Patch(approvals_policy),
+            ),
+            (
+                format!("delete its {kind} {approvals_policy}"),
+                t(),
+                Op::Delete(approvals_policy),
+            ),
+            (
+                format!("delete its {kind} {owned_policy}"),
+                t(),
+                Op::Delete(owned_policy),
+            ),
+            (format!("get another {kind}"), t(), Op::Get(owned_policy)),
+            (format!("list {plural}"), t(), Op::List),
+        ]);
+    }
     if !i.watched.is_empty() {
         // Out of scope, even as a payments.io resource's owned object.
         out.extend([
@@ -767,6 +876,106 @@ async fn prove(i: &Install) -> Vec<String> {
             format!("allowed (dry run): {what} ({:?})", result.as_ref().err()),
             result.is_ok(),
         );
+    }
+    // Recommend mode, where it acts: Recommendations created, both kinds'
+    // status written (through admission too: the approvals policy does not
+    // hold status), Approvals read.
+    for ns in i.acting_namespaces() {
+        let recommendations = Target::new(
+            &ns,
+            "payments.io",
+            "v1",
+            "Recommendation",
+            "recommendations",
+        );
+        let approvals = Target::new(&ns, "payments.io", "v1", "Approval", "approvals");
+        for (target, verbs, sub) in [
+            (
+                &recommendations,
+                &["create", "get", "list", "watch"][..],
+                "",
+            ),
+            (&recommendations, &["get", "patch", "update"][..], "status"),
+            (&approvals, &["get", "list", "watch"][..], ""),
+            (&approvals, &["get", "patch", "update"][..], "status"),
+        ] {
+            for verb in verbs {
+                let plural = &target.resource.plural;
+                let what = if sub.is_empty() {
+                    plural.clone()
+                } else {
+                    format!("{plural}/{sub}")
+                };
+                report(
+                    format!("allowed: {verb} payments.io/{what} in {ns}"),
+                    access(&i.agent, target, verb, sub, None).await,
+                );
+            }
+        }
+        let created = attempt(
+            &i.agent,
+            &recommendations,
+            &Op::Create(support::recommendation("agents-own")),
+        )
+        .await;
+        report(
+            format!(
+                "allowed (dry run): create a Recommendation in {ns} ({:?})",
+                created.as_ref().err()
+            ),
+            created.is_ok(),
+        );
+        for target in [&recommendations, &approvals] {
+            let status = json!({"status": {"message": "probe"}});
+            let patched = target
+                .api(&i.agent)
+                .patch_status(
+                    PROBE,
+                    &PatchParams {
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                    &Patch::Merge(&status),
+                )
+                .await;
+            report(
+                format!(
+                    "allowed (dry run): patch {}/status in {ns} ({:?})",
+                    target.resource.plural,
+                    patched.as_ref().err()
+                ),
+                patched.is_ok(),
+            );
+        }
+    }
+    // Who it is, and that the approvals policy and its binding are there.
+    let review =
+        Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(i.agent.clone())
+            .create(&PostParams::default(), &Default::default())
+            .await;
+    report(
+        format!(
+            "allowed: create a SelfSubjectReview ({:?})",
+            review.as_ref().err()
+        ),
+        review.is_ok(),
+    );
+    if i.admission {
+        let name = leak(&format!("{}-approvals", i.release));
+        for (kind, plural) in [
+            ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+            (
+                "ValidatingAdmissionPolicyBinding",
+                "validatingadmissionpolicybindings",
+            ),
+        ] {
+            let t = Target::cluster("admissionregistration.k8s.io", "v1", kind, plural);
+            let got = attempt(&i.agent, &t, &Op::Get(name)).await;
+            report(
+                format!("allowed: get the {kind} {name} ({:?})", got.as_ref().err()),
+                got.is_ok(),
+            );
+        }
     }
     // Refused.
     for (what, target, op) in dangers(i) {

@@ -36,7 +36,8 @@ fn every_payments_kind_has_its_crd_in_the_chart() {
         }
     }
     assert!(missing.is_empty(), "no CRD in the chart for {missing:?}");
-    // Besides the payments kinds, only the agent's own policy kind.
+    // Besides the payments kinds, only the agent's own: its policy, and the
+    // recommendations and approvals of recommend mode.
     let others: Vec<&serde_json::Value> = crds
         .iter()
         .filter(|c| !kinds::payments().any(|(k, _)| c["spec"]["names"]["kind"] == k.kind))
@@ -44,7 +45,11 @@ fn every_payments_kind_has_its_crd_in_the_chart() {
         .collect();
     assert_eq!(
         others,
-        [&serde_json::json!("AutopilotPolicy")],
+        [
+            &serde_json::json!("AutopilotPolicy"),
+            &serde_json::json!("Recommendation"),
+            &serde_json::json!("Approval")
+        ],
         "a CRD no kind lists"
     );
 }
@@ -175,6 +180,7 @@ fn the_chart_grants_nothing_the_agent_does_not_need() {
                         .contains(&verb.as_str())
                     || (verb == "update"
                         && !resource.ends_with("/finalizers")
+                        && !RECOMMEND_STATUS.contains(&resource.as_str())
                         && resource != "leases")
                     || (verb == "delete" && !owned_delete);
                 if bad {
@@ -184,7 +190,9 @@ fn the_chart_grants_nothing_the_agent_does_not_need() {
         }
         if name == "scoped" {
             for (group, resource, verb) in &rbac.cluster {
-                if !["get", "list", "watch"].contains(&verb.as_str()) {
+                // A SelfSubjectReview only tells the agent who it is.
+                let whoami = group == "authentication.k8s.io" && resource == "selfsubjectreviews";
+                if !["get", "list", "watch"].contains(&verb.as_str()) && !whoami {
                     excess.push(format!(
                         "scoped ClusterRole writes: {verb} {group}/{resource}"
                     ));
@@ -203,6 +211,223 @@ fn the_chart_grants_nothing_the_agent_does_not_need() {
         excess.is_empty(),
         "the chart grants more than needed: {excess:#?}"
     );
+}
+
+/// The status subresources the agent writes whole (update) in recommend mode.
+const RECOMMEND_STATUS: [&str; 2] = ["recommendations/status", "approvals/status"];
+
+/// What the agent may do with recommendations and approvals, wherever it
+/// acts, and nothing else: it creates Recommendations and writes both kinds'
+/// status, and only reads Approvals (no self-approval); never in a scoped
+/// install's ClusterRole.
+#[test]
+fn the_agent_creates_recommendations_reads_approvals_and_writes_only_their_status() {
+    let expected: Vec<(&str, &[&str])> = vec![
+        ("recommendations", &["create", "get", "list", "watch"]),
+        ("recommendations/status", &["get", "patch", "update"]),
+        ("approvals", &["get", "list", "watch"]),
+        ("approvals/status", &["get", "patch", "update"]),
+    ];
+    let of = |grants: &chart::Grants, resource: &str| -> Vec<String> {
+        grants
+            .iter()
+            .filter(|(g, r, _)| g == "payments.io" && r == resource)
+            .map(|(_, _, v)| v.clone())
+            .collect()
+    };
+    let sorted = |verbs: &[&str]| {
+        let mut v: Vec<String> = verbs.iter().map(|v| v.to_string()).collect();
+        v.sort();
+        v
+    };
+    for (name, rbac) in installs() {
+        for (resource, verbs) in &expected {
+            if name == "cluster-wide" {
+                assert_eq!(
+                    of(&rbac.cluster, resource),
+                    sorted(verbs),
+                    "{name} {resource}"
+                );
+            } else {
+                assert!(
+                    of(&rbac.cluster, resource).is_empty(),
+                    "{name} ClusterRole {resource}"
+                );
+                for ns in SCOPED {
+                    let grants = &rbac.by_namespace[ns];
+                    assert_eq!(
+                        of(grants, resource),
+                        sorted(verbs),
+                        "{name} {ns} {resource}"
+                    );
+                }
+                // Not in its own namespace, which it does not watch.
+                assert!(of(&rbac.by_namespace["autopilot"], resource).is_empty());
+            }
+        }
+    }
+}
+
+/// In both modes the ClusterRole lets the agent ask who it is and get the
+/// approvals policy and its binding, by name: no other policy, no write.
+#[test]
+fn the_agent_gets_only_its_approvals_policy_and_binding_by_name() {
+    for set in [vec![], vec![("watchNamespaces", chart::scoped_to(&SCOPED))]] {
+        let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let docs = chart::render("autopilot", "autopilot", &set);
+        let role = chart::of_kinds(&docs, &["ClusterRole"])
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "autopilot")
+            .expect("the agent's ClusterRole");
+        let rules = role["rules"].as_array().expect("rules");
+        let admission: Vec<_> = rules
+            .iter()
+            .filter(|r| r["apiGroups"] == serde_json::json!(["admissionregistration.k8s.io"]))
+            .collect();
+        assert_eq!(
+            admission,
+            [&serde_json::json!({
+                "apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings"],
+                "resourceNames": ["autopilot-approvals"],
+                "verbs": ["get"],
+            })],
+            "{set:?}"
+        );
+        assert!(
+            rules.contains(&serde_json::json!({
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["selfsubjectreviews"],
+                "verbs": ["create"],
+            })),
+            "{set:?}: {rules:?}"
+        );
+    }
+    // Without the policy, nothing to get.
+    let docs = chart::render(
+        "autopilot",
+        "autopilot",
+        &[("admissionPolicy.enabled", "false")],
+    );
+    let grants = chart::cluster_role_grants(&docs, "autopilot");
+    assert!(
+        !grants
+            .iter()
+            .any(|(g, _, _)| g == "admissionregistration.k8s.io"),
+        "{grants:?}"
+    );
+}
+
+/// The `-approver` ClusterRole, for people: read recommendations, read and
+/// create approvals; bound where `approvers` says, to whom it says.
+#[test]
+fn approvers_get_the_approver_cluster_role_in_their_namespace() {
+    let docs = chart::render(
+        "autopilot",
+        "autopilot",
+        &[
+            ("approvers[0].namespace", "payments"),
+            ("approvers[0].kind", "User"),
+            ("approvers[0].name", "alice"),
+            ("approvers[1].namespace", "payments"),
+            ("approvers[1].kind", "Group"),
+            ("approvers[1].name", "payments-oncall"),
+            ("approvers[2].namespace", "ledger"),
+            ("approvers[2].kind", "ServiceAccount"),
+            ("approvers[2].name", "release-bot"),
+            ("approvers[2].serviceAccountNamespace", "ci"),
+        ],
+    );
+    let grants = chart::cluster_role_grants(&docs, "autopilot-approver");
+    let expected: chart::Grants = [
+        ("recommendations", "get"),
+        ("recommendations", "list"),
+        ("recommendations", "watch"),
+        ("approvals", "get"),
+        ("approvals", "list"),
+        ("approvals", "watch"),
+        ("approvals", "create"),
+    ]
+    .iter()
+    .map(|(r, v)| ("payments.io".to_string(), r.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(grants, expected);
+    let mut bindings: Vec<_> = chart::of_kinds(&docs, &["RoleBinding"])
+        .into_iter()
+        .filter(|b| b["roleRef"]["name"] == "autopilot-approver")
+        .map(|b| {
+            assert_eq!(b["roleRef"]["kind"], "ClusterRole");
+            (b["metadata"]["namespace"].clone(), b["subjects"].clone())
+        })
+        .collect();
+    bindings.sort_by_key(|(ns, _)| ns.to_string());
+    let user = |kind: &str, name: &str| serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name});
+    assert_eq!(
+        bindings,
+        [
+            (
+                serde_json::json!("ledger"),
+                serde_json::json!([{"kind": "ServiceAccount", "name": "release-bot", "namespace": "ci"}])
+            ),
+            (
+                serde_json::json!("payments"),
+                serde_json::json!([user("User", "alice"), user("Group", "payments-oncall")])
+            ),
+        ]
+    );
+    // None by default: the ClusterRole alone binds nobody.
+    let docs = chart::render("autopilot", "autopilot", &[]);
+    assert!(
+        !chart::of_kinds(&docs, &["RoleBinding"])
+            .iter()
+            .any(|b| b["roleRef"]["name"] == "autopilot-approver")
+    );
+}
+
+/// An approvers entry the chart cannot bind, or the agent itself, is
+/// refused at render time rather than guessed at.
+#[test]
+fn bad_approvers_and_the_agent_as_approver_are_refused() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[
+                ("approvers[0].kind", "User"),
+                ("approvers[0].name", "alice"),
+            ],
+            "needs namespace",
+        ),
+        (
+            &[
+                ("approvers[0].namespace", "payments"),
+                ("approvers[0].kind", "Person"),
+                ("approvers[0].name", "alice"),
+            ],
+            "needs kind",
+        ),
+        (
+            &[
+                ("approvers[0].namespace", "autopilot"),
+                ("approvers[0].kind", "ServiceAccount"),
+                ("approvers[0].name", "autopilot"),
+            ],
+            "no self-approval",
+        ),
+        (
+            &[
+                ("approvers[0].namespace", "payments"),
+                ("approvers[0].kind", "User"),
+                (
+                    "approvers[0].name",
+                    "system:serviceaccount:autopilot:autopilot",
+                ),
+            ],
+            "no self-approval",
+        ),
+    ];
+    for (set, expected) in cases {
+        let err = chart::render_fails("autopilot", "autopilot", set);
+        assert!(err.contains(expected), "{set:?}: {err}");
+    }
 }
 
 /// The registry and the executor agree: every kind resolves to its API.

@@ -85,6 +85,19 @@ the chart grants both, tests/rbac.rs proves it on the real authorizer).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Recommend mode: a Recommendation per recommended change, next to its
+# target, never changed after (its spec is immutable); the Approvals people
+# create, read only (the admission policy RELEASE-approvals refuses any the
+# agent would write); what became of both, in their status.
+- apiGroups: ["payments.io"]
+  resources: ["recommendations"]
+  verbs: ["create", "get", "list", "watch"]
+- apiGroups: ["payments.io"]
+  resources: ["approvals"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["payments.io"]
+  resources: ["recommendations/status", "approvals/status"]
+  verbs: ["get", "patch", "update"]
 # The observe loop watches (list + watch) every kind a model spec scores
 # (models/*.yaml), so a component without series shows up as unobserved,
 # and every kind a runbook triggers on, for its ctx.resource.
@@ -133,4 +146,50 @@ the chart grants both, tests/rbac.rs proves it on the real authorizer).
 - apiGroups: ["app.redislabs.com"]
   resources: ["redisenterpriseclusters", "redisenterprisedatabases"]
   verbs: ["get", "list", "watch", "patch"]
+{{- end -}}
+
+{{/*
+The `approvers` value as a JSON object: each namespace to the RBAC subjects
+that may approve there. An entry that is not {namespace, kind, name} with
+kind Group, User or ServiceAccount, or that names the agent itself, is an
+error rather than a guess.
+*/}}
+{{- define "autopilot.approvers" -}}
+{{- $list := .Values.approvers | default list -}}
+{{- if not (kindIs "slice" $list) -}}
+{{- fail (printf "approvers must be a list of {namespace, kind, name}, e.g. approvers: [{namespace: payments, kind: Group, name: payments-oncall}] (got %v)" $list) -}}
+{{- end -}}
+{{- $byNamespace := dict -}}
+{{- range $list -}}
+{{- if not (kindIs "map" .) -}}
+{{- fail (printf "approvers: %v is not {namespace, kind, name}" .) -}}
+{{- end -}}
+{{- $ns := toString (.namespace | default "") -}}
+{{- $kind := toString (.kind | default "") -}}
+{{- $name := toString (.name | default "") -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $ns) -}}
+{{- fail (printf "approvers: %v needs namespace: the namespace where it may approve" .) -}}
+{{- end -}}
+{{- if not (has $kind (list "Group" "User" "ServiceAccount")) -}}
+{{- fail (printf "approvers: %v needs kind: Group, User or ServiceAccount" .) -}}
+{{- end -}}
+{{- if not $name -}}
+{{- fail (printf "approvers: %v needs name: the user, group or service account as the API server knows it" .) -}}
+{{- end -}}
+{{- $subject := dict "kind" $kind "name" $name -}}
+{{- if eq $kind "ServiceAccount" -}}
+{{- $saNamespace := toString (.serviceAccountNamespace | default $ns) -}}
+{{- if and (eq $saNamespace $.Release.Namespace) (eq $name $.Release.Name) -}}
+{{- fail "approvers: the agent's own service account may not approve (no self-approval)" -}}
+{{- end -}}
+{{- $_ := set $subject "namespace" $saNamespace -}}
+{{- else -}}
+{{- $_ := set $subject "apiGroup" "rbac.authorization.k8s.io" -}}
+{{- if and (eq $kind "User") (eq $name (include "autopilot.serviceAccountUser" $)) -}}
+{{- fail "approvers: the agent's own service account may not approve (no self-approval)" -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $byNamespace $ns (append (get $byNamespace $ns | default list) $subject) -}}
+{{- end -}}
+{{- toJson $byNamespace -}}
 {{- end -}}

@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod executor;
+pub mod fence;
 pub mod guard;
 pub mod journal;
 pub mod verify;
@@ -70,6 +71,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("not written")]
+    Fenced(#[from] fence::Fenced),
 }
 
 impl Error {
@@ -82,6 +85,7 @@ impl Error {
             Error::ApplyObject { .. } => "apply_object",
             Error::DeleteObject { .. } => "delete_object",
             Error::PatchStatus { .. } => "patch_status",
+            Error::Fenced(_) => "fenced",
         }
     }
 }
@@ -225,6 +229,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
+    fence::check()?;
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
@@ -297,4 +302,19 @@ pub async fn publish_event_on(
     if let Err(e) = recorder.publish(&event, regarding).await {
         tracing::warn!(error = %e, reason = %event.reason, "publishing an Event failed");
     }
+}
+
+/// The user name the API server knows `client` by (a SelfSubjectReview):
+/// the approver the CLI records, and the agent's own name, whose approvals
+/// it refuses.
+pub async fn whoami(client: &Client) -> Result<String, kube::Error> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await?;
+    Ok(review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default())
 }

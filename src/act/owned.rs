@@ -294,6 +294,7 @@ impl Target<'_> {
                 Ok(Step::Done(None))
             }
             (Desired::Apply(obj), Ownership::Absent) => {
+                crate::act::fence::check()?;
                 out.writes += 1;
                 self.create(api, kind, &name, obj)
                     .await
@@ -304,6 +305,7 @@ impl Target<'_> {
                 // replaced since the read, the server answers 409 instead
                 // of taking the new one over.
                 obj.meta_mut().uid = Some(uid);
+                crate::act::fence::check()?;
                 out.writes += 1;
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 let applied = api
@@ -323,6 +325,7 @@ impl Target<'_> {
                     }),
                     ..DeleteParams::background()
                 };
+                crate::act::fence::check()?;
                 match api.delete(&name, &params).await {
                     Ok(_) => {
                         out.writes += 1;

@@ -253,15 +253,30 @@ impl Autopilot {
             facts: inputs.facts,
         };
 
-        // 4. Decide.
-        let mut evaluated = evaluate_runbooks(
-            &mut self.runbooks,
-            &observed,
-            last,
-            now,
-            self.settings.mode,
-            &self.metrics,
-        );
+        // 4. Decide, on the blocking pool: a runbook may run for up to its
+        // operation limit, and the async workers must stay free to renew
+        // the leader Lease and refresh the fence meanwhile.
+        let runbooks = std::mem::replace(&mut self.runbooks, RunbookSet::new(Default::default()));
+        let (mode, metrics) = (self.settings.mode, self.metrics.clone());
+        let decided = tokio::task::spawn_blocking(move || {
+            let mut runbooks = runbooks;
+            let evaluated = evaluate_runbooks(&mut runbooks, &observed, last, now, mode, &metrics);
+            (runbooks, evaluated)
+        })
+        .await;
+        let mut evaluated = match decided {
+            Ok((runbooks, evaluated)) => {
+                self.runbooks = runbooks;
+                evaluated
+            }
+            Err(error) => {
+                // A panic in the engine: the runbooks are lost with the
+                // thread; reload them from source next cycle.
+                tracing::error!(%error, "evaluating the runbooks panicked; nothing is acted on this cycle, the runbooks are reloaded");
+                self.rules.invalidate();
+                Default::default()
+            }
+        };
         summary.decisions = evaluated.decisions;
         summary.decision_errors = evaluated.errors;
         summary.proposals = evaluated.proposals.len();

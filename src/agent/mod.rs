@@ -27,7 +27,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 
 use crate::{
-    act::executor::{self, Executor, Observer},
+    act::executor::{self, Approvals, Executor, Observer},
     decide::{Limits, Mode, RunbookSet},
     detect::Estate,
     observe::{self, Prometheus},
@@ -118,6 +118,8 @@ pub struct Options {
     pub mode: Mode,
     pub cycle_interval: Duration,
     pub warmup_history: Duration,
+    /// The admission policy that proves approvers (`--approval-policy`).
+    pub approval_policy: Option<String>,
 }
 
 #[derive(Clone)]
@@ -247,6 +249,11 @@ struct Election {
     always_leader: Option<watch::Sender<bool>>,
 }
 
+/// Seconds before the Lease expires at which its holder renews it.
+fn lease_grace_seconds(lease_seconds: u64) -> u64 {
+    (lease_seconds / 3).max(1)
+}
+
 /// Joins the election for the Lease (or, disabled, leads at once).
 async fn elect(
     client: &kube::Client,
@@ -261,7 +268,7 @@ async fn elect(
             always_leader: Some(tx),
         });
     }
-    let grace = (lease.lease_seconds / 3).max(1);
+    let grace = lease_grace_seconds(lease.lease_seconds);
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
         .with_namespace(namespace)
         .with_identity(&lease.identity)
@@ -364,6 +371,27 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         return Ok(());
     }
     metrics.leader.set(1);
+    // From now on every write first checks that this replica's hold on the
+    // Lease is current (`act::fence`): a leader paused past its Lease writes
+    // nothing when it wakes. The fence closes half the grace before the
+    // Lease could expire and is refreshed four times per grace, so the
+    // renewal (a grace before expiry) is seen long before it would close.
+    let fence = if lease.enabled {
+        let grace = Duration::from_secs(lease_grace_seconds(lease.lease_seconds));
+        Some(
+            crate::act::fence::install(
+                client.clone(),
+                &opts.namespace,
+                &lease.lease_name,
+                &lease.identity,
+                grace / 2,
+                grace / 4,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
     tracing::info!(identity = %lease.identity, "leading: starting the controllers and the loop");
 
     let reporter = Reporter {
@@ -376,6 +404,30 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         Some(p) => Observer::Prometheus(p.clone()),
         None => Observer::Nothing,
     };
+    // Who the agent is, to refuse its own approvals; unknown refuses all.
+    let own_user = match crate::act::whoami(&client).await {
+        Ok(user) if !user.is_empty() => Some(user),
+        Ok(_) => {
+            tracing::warn!(
+                "the API server gave the agent no user name (SelfSubjectReview); no Approval will be accepted"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::warn!(error = %crate::telemetry::chain(&error), "cannot tell the agent's own user name (SelfSubjectReview); no Approval will be accepted");
+            None
+        }
+    };
+    if opts.approval_policy.is_none() {
+        tracing::warn!(
+            "no --approval-policy: recommendations are published, but no Approval is accepted"
+        );
+    }
+    let approvals = Approvals {
+        admission_policy: opts.approval_policy.clone(),
+        own_user,
+        ..Approvals::default()
+    };
     let autopilot = cycle::Autopilot::new(cycle::Parts {
         client: client.clone(),
         prometheus,
@@ -384,7 +436,8 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         executor: Executor::new(client.clone(), journal, act_metrics)
             .with_mode(opts.mode)
             .with_scope(opts.reconcile.scope.clone())
-            .with_observer(observer),
+            .with_observer(observer)
+            .with_approvals(approvals),
         metrics: metrics.clone(),
         recorder,
         settings: cycle::Settings {
@@ -430,6 +483,9 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         tracing::warn!(%error, "releasing the leader Lease failed; it expires by itself");
     }
     drop(always_leader);
+    if let Some(task) = fence {
+        task.abort();
+    }
     server.abort();
     result
 }

@@ -268,6 +268,15 @@ impl Rules {
         }
     }
 
+    /// Forgets what was loaded, so the next refresh loads the runbooks
+    /// again from their source (after the loaded set was lost).
+    pub fn invalidate(&mut self) {
+        self.loaded = None;
+        if let Some(rx) = &mut self.rx {
+            rx.mark_changed();
+        }
+    }
+
     /// Step 1: loads the runbooks into `runbooks` when their source changed
     /// since the last load; keeps the loaded ones when it cannot be read.
     /// New versions are recorded in `journal` with their editor.

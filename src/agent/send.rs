@@ -138,15 +138,15 @@ pub async fn send_proposals<J: Journal>(
     }
 }
 
-/// Applies the approvals an engineer annotated on targets.
+/// Applies the Approvals people created (`act::executor` `review`).
 #[tracing::instrument(skip_all)]
 pub async fn apply_approvals<J: Journal>(
     executor: &Executor<J>,
     policy: &impl PolicySource,
     now: i64,
 ) {
-    if let Err(error) = executor.apply_annotated_approvals(policy, now).await {
-        tracing::warn!(error = %crate::telemetry::chain(&error), "applying annotated approvals failed");
+    if let Err(error) = executor.apply_approvals(policy, now).await {
+        tracing::warn!(error = %crate::telemetry::chain(&error), "applying approvals failed");
     }
 }
 

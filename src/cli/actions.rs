@@ -1,15 +1,18 @@
 //! `autopilot actions list|show|approve|reject|undo`: review the journal.
-//! Approve and undo write to the cluster through `act`'s executor, so they
-//! leave the same journal row, Event and counter as the agent's own actions.
+//! Approve and reject create an Approval as the caller (their own
+//! credentials; the agent applies it). Undo writes to the cluster through
+//! `act`'s executor, so it leaves the same journal row, Event and counter as
+//! the agent's own actions, naming the caller as the API server knows them.
 
 use anyhow::Context;
 
-use super::{ActionsCommand, DatabaseArgs, GateArgs};
+use super::{ActionsCommand, DatabaseArgs, GateArgs, ReviewArgs};
 use crate::{
     act::{
         executor::{ClusterPolicy, Executor, Metrics, Observer, fetch_policy},
         journal::{Journal, JournalEntry},
     },
+    crd::approval::{Approval, Decision, Recommendation, digest, phase},
     observe::Prometheus,
     scope::Scope,
     store::SqlJournal,
@@ -109,17 +112,13 @@ pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("no journal entry {id}"))?;
             print!("{}", serde_yaml::to_string(&e)?);
         }
-        ActionsCommand::Approve { db, id, by, gate } => {
+        ActionsCommand::Approve(args) => review(args, Decision::Approve).await?,
+        ActionsCommand::Reject(args) => review(args, Decision::Reject).await?,
+        ActionsCommand::Undo { db, id, gate } => {
             let (ex, policy) = gated(&db, &gate).await?;
-            let done = ex.approve(id, &by, &policy, now).await?;
-            println!("#{id}: {} — {}", done.outcome, done.detail);
-        }
-        ActionsCommand::Reject { db, id, by } => {
-            let done = executor(&db).await?.reject(id, &by, now).await?;
-            println!("#{id}: {} — {}", done.outcome, done.detail);
-        }
-        ActionsCommand::Undo { db, id, by, gate } => {
-            let (ex, policy) = gated(&db, &gate).await?;
+            let by = crate::act::whoami(ex.client())
+                .await
+                .context("asking the API server who you are (SelfSubjectReview)")?;
             let done = ex.undo(id, &by, &policy, now).await?;
             println!(
                 "#{} (undo of #{id}): {} — {}",
@@ -127,5 +126,126 @@ pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Whether a Recommendation's content is what its digest says: the change,
+/// the inverse, the runbook version and the target object it was made for.
+pub fn content_matches_digest(rec: &Recommendation) -> bool {
+    let s = &rec.spec;
+    digest(
+        &s.target.uid,
+        &s.change,
+        s.inverse.as_ref(),
+        &s.runbook_hash,
+    ) == s.digest
+}
+
+/// `actions approve|reject`: checks the Recommendation, then creates an
+/// Approval as the caller and, with --wait-seconds, waits for the agent's
+/// result.
+async fn review(args: ReviewArgs, decision: Decision) -> anyhow::Result<()> {
+    use kube::{
+        Api, ResourceExt,
+        api::{PostParams, WatchEvent, WatchParams},
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (kubeconfig or in-cluster)")?;
+    let me = crate::act::whoami(&client)
+        .await
+        .context("asking the API server who you are (SelfSubjectReview)")?;
+    anyhow::ensure!(
+        !me.is_empty(),
+        "the API server gave no user name for your credentials"
+    );
+    let ns = &args.namespace;
+    let rec = Api::<Recommendation>::namespaced(client.clone(), ns)
+        .get_opt(&args.name)
+        .await
+        .with_context(|| format!("reading Recommendation {ns}/{}", args.name))?
+        .with_context(|| {
+            format!(
+                "no Recommendation {ns}/{} (kubectl get recommendations -n {ns})",
+                args.name
+            )
+        })?;
+    anyhow::ensure!(
+        content_matches_digest(&rec),
+        "Recommendation {ns}/{} does not match its own digest: its content is not what the agent recommended; do not approve it",
+        args.name
+    );
+    let state = rec.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+    anyhow::ensure!(
+        state == phase::PENDING,
+        "Recommendation {ns}/{} is {}, not pending",
+        args.name,
+        if state.is_empty() {
+            "not yet published"
+        } else {
+            state
+        }
+    );
+    let s = &rec.spec;
+    println!(
+        "{} by runbook {} ({}) on {} {}/{}\n  reason: {}\n  change: {}\n  inverse: {}\n  digest: {}",
+        s.action,
+        s.runbook,
+        &s.runbook_hash[..s.runbook_hash.len().min(12)],
+        s.target.kind,
+        ns,
+        s.target.name,
+        s.reason,
+        s.change,
+        s.inverse
+            .as_ref()
+            .map_or("none (cannot be undone)".to_string(), |v| v.to_string()),
+        s.digest,
+    );
+    let approval: Approval = serde_json::from_value(serde_json::json!({
+        "apiVersion": "payments.io/v1",
+        "kind": "Approval",
+        "metadata": {"generateName": format!("{}-", args.name), "namespace": ns},
+        "spec": {
+            "recommendation": args.name,
+            "digest": s.digest,
+            "approver": me,
+            "decision": decision,
+            "reason": args.reason,
+        },
+    }))?;
+    let api = Api::<Approval>::namespaced(client, ns);
+    let created = api
+        .create(&PostParams::default(), &approval)
+        .await
+        .with_context(|| {
+            format!(
+                "creating an Approval in {ns} as {me} (RBAC: create approvals.payments.io there)"
+            )
+        })?;
+    let name = created.name_any();
+    println!("Approval {ns}/{name} created by {me} ({decision:?})");
+    if args.wait_seconds == 0 {
+        println!("the agent applies it on its next cycle: kubectl get approval -n {ns} {name}");
+        return Ok(());
+    }
+    let wp = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(args.wait_seconds.min(290) as u32);
+    let mut stream = std::pin::pin!(api.watch(&wp, "0").await?);
+    use futures::StreamExt;
+    while let Some(event) = stream.next().await {
+        if let WatchEvent::Added(a) | WatchEvent::Modified(a) = event? {
+            if let Some(st) = a.status.filter(|st| !st.result.is_empty()) {
+                println!("{}: {}", st.result, st.message);
+                anyhow::ensure!(st.result != "Refused", "the agent refused the Approval");
+                return Ok(());
+            }
+        }
+    }
+    println!(
+        "no result after {}s; kubectl get approval -n {ns} {name}",
+        args.wait_seconds
+    );
     Ok(())
 }

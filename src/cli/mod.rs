@@ -107,6 +107,13 @@ pub struct RunArgs {
     /// changes are seen at once through watches).
     #[arg(long, default_value_t = 30)]
     pub progress_interval_seconds: u64,
+    /// The ValidatingAdmissionPolicy (and its binding, of the same name)
+    /// that makes the API server refuse an Approval whose approver is not
+    /// its sender; the chart installs `<release>-approvals`. Approvals are
+    /// accepted only while both exist and are older than the Approval.
+    /// Unset: no Approval is accepted (recommendations still are made).
+    #[arg(long, env = "AUTOPILOT_APPROVAL_POLICY")]
+    pub approval_policy: Option<String>,
 }
 
 impl RunArgs {
@@ -145,6 +152,7 @@ impl RunArgs {
             mode: self.mode,
             cycle_interval: Duration::from_secs(self.cycle_seconds.max(1)),
             warmup_history: Duration::from_secs(self.warmup_history_seconds),
+            approval_policy: self.approval_policy.filter(|p| !p.trim().is_empty()),
         }
     }
 }
@@ -189,7 +197,8 @@ pub enum Command {
     /// Compile, lint and test runbooks (rules/*.rhai).
     #[command(subcommand)]
     Runbook(RunbookCommand),
-    /// Review the action journal: list, show, approve, reject, undo.
+    /// Review the action journal (list, show, undo) and decide on
+    /// Recommendations (approve, reject).
     #[command(subcommand)]
     Actions(ActionsCommand),
 }
@@ -239,35 +248,41 @@ pub enum ActionsCommand {
         db: DatabaseArgs,
         id: i64,
     },
-    /// Approve a recommendation and apply it now (kubeconfig or in-cluster).
-    Approve {
-        #[command(flatten)]
-        db: DatabaseArgs,
-        id: i64,
-        /// Who approves (recorded).
-        #[arg(long, env = "USER", default_value = "unknown")]
-        by: String,
-        #[command(flatten)]
-        gate: GateArgs,
-    },
-    /// Reject a recommendation; it will never be applied.
-    Reject {
-        #[command(flatten)]
-        db: DatabaseArgs,
-        id: i64,
-        #[arg(long, env = "USER", default_value = "unknown")]
-        by: String,
-    },
-    /// Undo an applied action with its inverse patch (journaled as a new entry).
+    /// Approve a Recommendation (`kubectl get recommendations -A`): checks
+    /// its content against its digest, then creates an Approval in its
+    /// namespace as you — your kubeconfig's user, as the API server knows
+    /// it (`kubectl auth whoami`). RBAC there decides whether you may; the
+    /// agent applies it on its next cycle, through its gate (kill switch,
+    /// scope, mode, guards), and journals your name.
+    Approve(ReviewArgs),
+    /// Reject a Recommendation (an Approval with decision Reject, as you):
+    /// it will never be applied.
+    Reject(ReviewArgs),
+    /// Undo an applied action with its inverse patch (journaled as a new
+    /// entry, with your user name as the API server knows it).
     Undo {
         #[command(flatten)]
         db: DatabaseArgs,
         id: i64,
-        #[arg(long, env = "USER", default_value = "unknown")]
-        by: String,
         #[command(flatten)]
         gate: GateArgs,
     },
+}
+
+/// Which Recommendation to decide on, and how.
+#[derive(clap::Args, Debug)]
+pub struct ReviewArgs {
+    /// The Recommendation's name (its action ID in lower case).
+    pub name: String,
+    /// Its namespace (the target's).
+    #[arg(short = 'n', long)]
+    pub namespace: String,
+    /// Why, recorded on the Approval and in the journal.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Wait up to this many seconds for the agent's result (0: do not wait).
+    #[arg(long, default_value_t = 120)]
+    pub wait_seconds: u64,
 }
 
 /// What an approval or an undo is judged against when it is sent, like

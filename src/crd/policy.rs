@@ -5,10 +5,13 @@
 //! A kind rather than ConfigMap strings, so that `kubectl apply` rejects a
 //! typo or a negative cooldown before the agent sees it, and so that RBAC
 //! can let the agent read its policy but never edit it. Stop every action
-//! with:
+//! with (the chart's admission policy wants every change to name its
+//! author, checked against the API server's own user):
 //!
 //! ```text
-//! kubectl -n autopilot patch autopilotpolicy autopilot --type merge -p '{"spec":{"killSwitch":true}}'
+//! ME=$(kubectl auth whoami -o jsonpath='{.status.userInfo.username}')
+//! kubectl -n autopilot patch autopilotpolicy autopilot --type merge \
+//!   -p '{"metadata":{"annotations":{"autopilot.payments.io/changed-by":"'"$ME"'"}},"spec":{"killSwitch":true}}'
 //! ```
 //!
 //! Types only: the guards that read it are `act::guard`'s.

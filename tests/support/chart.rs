@@ -96,6 +96,27 @@ pub fn render(release: &str, namespace: &str, set: &[(&str, &str)]) -> Vec<serde
         .collect()
 }
 
+/// Helm's error when `helm template` with `set` does not render (panics
+/// when it does).
+pub fn render_fails(release: &str, namespace: &str, set: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", release])
+        .arg(chart_dir())
+        .args(["--namespace", namespace]);
+    for (key, value) in set {
+        cmd.arg("--set").arg(format!("{key}={value}"));
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", helm().display()));
+    assert!(
+        !out.status.success(),
+        "helm template {release} deploy/ -n {namespace} {set:?} rendered"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The rendered documents of `kinds` only, in Helm's order.
 pub fn of_kinds(docs: &[serde_json::Value], kinds: &[&str]) -> Vec<serde_json::Value> {
     docs.iter()
@@ -124,9 +145,10 @@ pub fn scoped_to(namespaces: &[&str]) -> String {
     format!("{{{}}}", namespaces.join(","))
 }
 
-/// What the chart's ClusterRole and Roles grant. A rule limited by
-/// `resourceNames` counts as a grant here; the authorizer test
-/// (tests/rbac.rs) checks names.
+/// What the chart's ClusterRole and Roles grant the agent (those bound to
+/// its ServiceAccount; not the `-approver` ClusterRole, which is for
+/// people). A rule limited by `resourceNames` counts as a grant here; the
+/// authorizer test (tests/rbac.rs) checks names.
 pub struct ChartRbac {
     pub cluster: Grants,
     /// Every Role's grants, whatever its namespace.
@@ -147,14 +169,30 @@ impl ChartRbac {
         Self::from_documents(&render("autopilot", "autopilot", set))
     }
 
-    /// The grants of the ClusterRoles and Roles among `docs`.
+    /// The grants of the ClusterRoles and Roles among `docs` that are bound
+    /// to the chart's ServiceAccount.
     pub fn from_documents(docs: &[serde_json::Value]) -> Self {
         let mut out = Self {
             cluster: Grants::new(),
             namespaced: Grants::new(),
             by_namespace: Default::default(),
         };
+        let bound = agent_roles(docs);
         for doc in docs {
+            let key = (
+                doc["kind"].as_str().unwrap_or_default().to_string(),
+                doc["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                doc["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            if !bound.contains(&key) {
+                continue;
+            }
             if doc["kind"] == "Role" {
                 let ns = doc["metadata"]["namespace"]
                     .as_str()
@@ -172,7 +210,7 @@ impl ChartRbac {
         out
     }
 
-    fn add_rules(doc: &serde_json::Value, into: &mut Grants) {
+    pub fn add_rules(doc: &serde_json::Value, into: &mut Grants) {
         for rule in doc["rules"].as_array().expect("rules") {
             for g in rule["apiGroups"].as_array().expect("groups") {
                 for r in rule["resources"].as_array().expect("resources") {
@@ -206,4 +244,55 @@ impl ChartRbac {
         self.namespaced
             .contains(&(group.to_string(), resource.to_string(), verb.to_string()))
     }
+}
+
+/// The (kind, namespace, name) of every ClusterRole and Role that a binding
+/// among `docs` grants the chart's ServiceAccount (the one ServiceAccount
+/// it renders); a ClusterRole bound by a RoleBinding counts as the
+/// ClusterRole.
+pub fn agent_roles(docs: &[serde_json::Value]) -> BTreeSet<(String, String, String)> {
+    let accounts = of_kinds(docs, &["ServiceAccount"]);
+    assert_eq!(accounts.len(), 1, "one ServiceAccount: {accounts:?}");
+    let (sa, sa_ns) = (
+        &accounts[0]["metadata"]["name"],
+        &accounts[0]["metadata"]["namespace"],
+    );
+    let mut out = BTreeSet::new();
+    for binding in of_kinds(docs, &["ClusterRoleBinding", "RoleBinding"]) {
+        let to_agent = binding["subjects"].as_array().is_some_and(|s| {
+            s.iter().any(|s| {
+                s["kind"] == "ServiceAccount" && &s["name"] == sa && &s["namespace"] == sa_ns
+            })
+        });
+        if !to_agent {
+            continue;
+        }
+        let role = &binding["roleRef"];
+        let kind = role["kind"].as_str().expect("roleRef.kind").to_string();
+        let ns = if kind == "Role" {
+            binding["metadata"]["namespace"]
+                .as_str()
+                .expect("a RoleBinding's namespace")
+                .to_string()
+        } else {
+            String::new()
+        };
+        out.insert((
+            kind,
+            ns,
+            role["name"].as_str().expect("roleRef.name").to_string(),
+        ));
+    }
+    out
+}
+
+/// What the ClusterRole `name` among `docs` grants.
+pub fn cluster_role_grants(docs: &[serde_json::Value], name: &str) -> Grants {
+    let mut out = Grants::new();
+    for doc in of_kinds(docs, &["ClusterRole"]) {
+        if doc["metadata"]["name"] == name {
+            ChartRbac::add_rules(&doc, &mut out);
+        }
+    }
+    out
 }

@@ -269,6 +269,68 @@ pub async fn as_service_account(cp: &ControlPlane, namespace: &str, name: &str) 
     Client::try_from(config).expect("impersonating client")
 }
 
+/// The annotation that names who changed the agent's runbooks or policy
+/// (the chart's `-changed-by` admission policy holds it to the sender).
+pub const CHANGED_BY: &str = "autopilot.payments.io/changed-by";
+
+/// The user `client` acts as, as the API server says (a SelfSubjectReview,
+/// what `kubectl auth whoami` prints).
+pub async fn whoami(client: &Client) -> String {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect("SelfSubjectReview")
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .expect("the API server names the user")
+}
+
+/// A client that acts as the user `name` (no groups but those the API
+/// server adds): the admin impersonates it.
+pub async fn as_user(cp: &ControlPlane, name: &str) -> Client {
+    let mut config = cp.config().await.expect("admin config");
+    config.auth_info.impersonate = Some(name.to_string());
+    Client::try_from(config).expect("impersonating client")
+}
+
+/// A valid `Recommendation` named `name` (as JSON), as the agent would
+/// create it: a digest of 64 hex digits, a change and its target.
+pub fn recommendation(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "payments.io/v1", "kind": "Recommendation",
+        "metadata": {"name": name},
+        "spec": {
+            "actionId": "01JDZ7Q8W3V6X2K9M4N5P6R7S8",
+            "runbook": "gateway-latency",
+            "runbookHash": "h1",
+            "action": "scale_replicas",
+            "target": {"apiVersion": "payments.io/v1", "kind": "PaymentGateway",
+                "name": "checkout", "uid": "00000000-0000-0000-0000-000000000001"},
+            "reason": "p99 latency over budget",
+            "change": {"type": "merge", "patch": {"spec": {"replicas": 5}}},
+            "digest": "0".repeat(64),
+        }
+    })
+}
+
+/// An `Approval` `name` (as JSON) of the Recommendation `recommendation`,
+/// naming `approver`.
+pub fn approval(name: &str, recommendation: &str, approver: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "payments.io/v1", "kind": "Approval",
+        "metadata": {"name": name},
+        "spec": {
+            "recommendation": recommendation,
+            "digest": "0".repeat(64),
+            "approver": approver,
+            "decision": "Approve",
+            "reason": "reviewed the change",
+        }
+    })
+}
+
 /// The release the agent-as-service-account tests install once per test
 /// binary: the chart with its default values (all namespaces).
 pub const AGENT_RELEASE: &str = "autopilot";

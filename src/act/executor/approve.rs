@@ -1,13 +1,13 @@
-//! Approval and rejection of recommendations, by the CLI or by annotations
-//! on the targets. An approval sends the recommended change only if the
-//! target is still as it was when it was recommended and the guards, judged
-//! again now, allow it.
+//! Approval and rejection of recommendations, once `review` has accepted a
+//! person's Approval (the approver proven by the API server). An approval
+//! sends the recommended change only if the target is still as it was when
+//! it was recommended and the gate, judged again now, allows it.
 //!
 //! Must not write to a target but through `send`; an approval is claimed in
 //! the journal (once) before anything is sent.
 
 use super::{
-    APPROVE_ANNOTATION, Error, Executed, Executor, PolicySource, REJECT_ANNOTATION, Recorded,
+    Error, Executed, Executor, PolicySource, Recorded,
     gate::{Admitted, Decider, Refused},
     send::{Write, sent_detail},
 };
@@ -18,7 +18,10 @@ use crate::act::{
 
 impl<J: Journal> Executor<J> {
     /// Approves a recommendation and applies it, if the target is still as
-    /// it was when it was recommended and the guards still allow it.
+    /// it was when it was recommended and the guards still allow it. `by`
+    /// is journaled as the approver: the caller must have authenticated it
+    /// (`apply_approvals` takes it from an Approval the admission policy
+    /// checked).
     pub async fn approve(
         &self,
         id: i64,
@@ -91,49 +94,6 @@ impl<J: Journal> Executor<J> {
                 "the {guard} guard refuses it now ({detail}); it stays pending"
             ))),
         }
-    }
-
-    /// Approvals and rejections given as annotations on the targets:
-    /// `autopilot.payments.io/approve: "01JDZ…,01JE0…"` or
-    /// `autopilot.payments.io/reject: "01JDZ…"` (action IDs, as `autopilot
-    /// actions list` shows them), for SREs who
-    /// prefer `kubectl annotate` to the CLI. Each is applied once (the
-    /// journal's approval is set only if empty).
-    pub async fn apply_annotated_approvals(
-        &self,
-        policy: &(impl PolicySource + ?Sized),
-        now: i64,
-    ) -> Result<Vec<Executed>, Error> {
-        let mut out = Vec::new();
-        for row in self.journal.list(1000, true).await? {
-            let r = Recorded::parse(row)?;
-            let id = r.row.id;
-            let Ok(Some(obj)) = self.fetch_target(r.target()).await else {
-                continue;
-            };
-            // By action ID, never the row id: an annotation left from an
-            // earlier journal must not approve this one's row of that number.
-            let uid = r.row.entry.uid.as_str();
-            let listed = |key: &str| {
-                obj["metadata"]["annotations"][key]
-                    .as_str()
-                    .is_some_and(|v| v.split(',').any(|listed| listed.trim() == uid))
-            };
-            if listed(REJECT_ANNOTATION) {
-                out.push(self.reject(id, "annotation", now).await?);
-            } else if listed(APPROVE_ANNOTATION) {
-                match self.approve(id, "annotation", policy, now).await {
-                    Ok(done) => out.push(done),
-                    // Refused for now (a guard, the kill switch): it stays
-                    // pending and is tried again next cycle; the others go on.
-                    Err(error @ Error::ApproveEntry { .. }) => {
-                        tracing::info!(id, %error, "approval by annotation waits");
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Rejects a recommendation: it is never applied.

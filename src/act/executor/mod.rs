@@ -8,8 +8,9 @@
 //! One file per concern: `propose` (a batch: plan, guard, journal, act by
 //! mode), `send` (the one write to a target, and "send, then finish"),
 //! `finish` (the outcome in the journal, the Event, the counter), `approve` (approval and
-//! rejection of recommendations), `resolve` (intents a restart interrupted)
-//! and `undo` (verification and undo through the inverse patch).
+//! rejection of recommendations), `review` (recommendations published as
+//! objects, and people's Approvals of them), `resolve` (intents a restart
+//! interrupted) and `undo` (verification and undo through the inverse patch).
 //!
 //! Must not write to a target anywhere but `send::send`: every path (act,
 //! approve, resolve, undo) goes through it, so a check on writes has one
@@ -38,13 +39,11 @@ mod finish;
 pub mod gate;
 mod propose;
 mod resolve;
+mod review;
 mod send;
 mod undo;
 
-/// Annotation on a target approving pending recommendations by journal id.
-pub const APPROVE_ANNOTATION: &str = "autopilot.payments.io/approve";
-/// Annotation on a target rejecting pending recommendations by journal id.
-pub const REJECT_ANNOTATION: &str = "autopilot.payments.io/reject";
+pub use review::{ACTION_ID_LABEL, AdmissionState, Approvals, admission_vouches};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -91,6 +90,8 @@ pub enum SendError {
     ConflictOnTarget { target: String },
     #[error("{target} changed since the action; not undone")]
     ChangedSinceAction { target: String },
+    #[error("not sent to {target}: {reason}")]
+    Fenced { target: String, reason: String },
 }
 
 impl SendError {
@@ -120,6 +121,7 @@ impl SendError {
             SendError::CreateObject { .. } => "create_object",
             SendError::ConflictOnTarget { .. } => "conflict",
             SendError::ChangedSinceAction { .. } => "changed_since_action",
+            SendError::Fenced { .. } => "fenced",
         }
     }
 }
@@ -360,6 +362,8 @@ pub struct Executor<J> {
     scope: Scope,
     /// The agent's own observations for the guards.
     observer: Observer,
+    /// How people's Approvals are accepted.
+    approvals: Approvals,
 }
 
 impl<J: Journal> Executor<J> {
@@ -380,6 +384,7 @@ impl<J: Journal> Executor<J> {
             mode: Mode::DryRun,
             scope: Scope::all(),
             observer: Observer::Nothing,
+            approvals: Approvals::default(),
         }
     }
 

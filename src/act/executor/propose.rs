@@ -349,7 +349,25 @@ impl<J: Journal> Executor<J> {
             None => ("no patch journaled".to_string(), outcome::FAILED),
         };
         self.journal.record_dry_run(id, &result).await?;
-        let detail = format!("server-side dry run: {result}");
+        let mut detail = format!("server-side dry run: {result}");
+        // Reviewable only as an object people can approve under RBAC.
+        let out = match out {
+            outcome::RECOMMENDED => match self.publish_recommendation(id, entry, target).await {
+                Ok(()) => {
+                    detail.push_str(&format!(
+                        "; Recommendation {}/{}",
+                        target.namespace,
+                        crate::crd::approval::recommendation_name(&entry.uid)
+                    ));
+                    out
+                }
+                Err(reason) => {
+                    detail.push_str(&format!("; not reviewable: {reason}"));
+                    outcome::FAILED
+                }
+            },
+            out => out,
+        };
         self.finish_target(id, entry, target, out, &detail, now)
             .await
     }
@@ -371,6 +389,10 @@ impl<J: Journal> Executor<J> {
                 self.journal
                     .record_outcome(old.id, outcome::ABANDONED, &note, now)
                     .await?;
+                let ns = &old.entry.namespace;
+                let phase = crate::crd::approval::phase::SUPERSEDED;
+                self.mark_recommendation(ns, &old.entry.uid, phase, &note, None)
+                    .await;
                 tracing::info!(id = old.id, by = id, target = %entry.target, "recommendation superseded");
             }
         }

@@ -30,6 +30,39 @@ use crate::{
 /// Conflict): each try reads the target again and checks the precondition.
 const CONFLICT_RETRIES: usize = 3;
 
+/// Back-off before each retry of a write that failed transiently (429 Too
+/// Many Requests, a 5xx, a broken connection or a timeout). Every retry
+/// first reads the target back: a write whose reply was lost is found in
+/// effect (tagged with its action ID) and not sent again; one that did not
+/// land is sent again only if its precondition still holds, locked to the
+/// resourceVersion just read — so a retry never applies a change twice.
+const TRANSIENT_BACKOFF: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(800),
+    std::time::Duration::from_millis(2000),
+];
+
+/// Whether a failed request is worth another try: the server was busy or
+/// failed (429, 5xx) or the reply never came. A 4xx refusal is final.
+fn transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether `current` shows that an earlier attempt of this write landed: on
+/// the main resource, the object carries this action's ID (unique to it,
+/// so nobody else's write); the status subresource has no tag, so there the
+/// patch in effect is the evidence.
+fn landed(patch: &Value, subresource: Subresource, current: &Value, uid: &str) -> bool {
+    match subresource {
+        Subresource::Main => current["metadata"]["annotations"][ACTION_ID_ANNOTATION] == json!(uid),
+        Subresource::Status => patch_is_applied(patch, current),
+    }
+}
+
 /// Whether a write takes effect or is only validated by the API server.
 /// A write that takes effect carries the gate's proof that it may.
 #[derive(Debug)]
@@ -273,7 +306,24 @@ impl<J: Journal> Executor<J> {
             .get_or_insert_with(Default::default)
             .insert(ACTION_ID_ANNOTATION.into(), write.uid.to_string());
         let api = self.api(kind, &write.target.namespace);
-        match api.create(&post_params(effect), &obj).await {
+        let mut retries = TRANSIENT_BACKOFF.iter();
+        let created = loop {
+            crate::act::fence::check().map_err(|e| SendError::Fenced {
+                target: target.clone(),
+                reason: e.to_string(),
+            })?;
+            match api.create(&post_params(effect), &obj).await {
+                Err(e) if transient(&e) => match retries.next() {
+                    Some(pause) => {
+                        tracing::warn!(%target, error = %e, "creating failed transiently; retrying (an object created meanwhile is recognised by its action ID)");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    None => break Err(e),
+                },
+                other => break other,
+            }
+        };
+        match created {
             Ok(o) => Ok(format!(
                 "created {} {}",
                 kind.kind,
@@ -317,12 +367,26 @@ impl<J: Journal> Executor<J> {
         let api = self.api(to.kind, to.namespace);
         let params = patch_params(effect);
         let mut attempt = 0;
+        let mut conflicts = 0;
+        let mut retries = TRANSIENT_BACKOFF.iter();
+        // An earlier attempt failed in a way that may have reached the
+        // cluster: read back before sending again.
+        let mut ambiguous = false;
         loop {
             attempt += 1;
             let current = self
                 .fetch_target(write.target)
                 .await?
                 .ok_or_else(|| SendError::MissingTarget { target: tk.clone() })?;
+            if ambiguous && landed(patch, to.subresource, &current, write.uid) {
+                return Ok(format!(
+                    "{}patched {tk}: an earlier attempt's reply was lost; read back in effect (resourceVersion {})",
+                    if effect.dry_run() { "dry-run " } else { "" },
+                    current["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                ));
+            }
             let check = write.precondition.check(
                 write.change,
                 patch,
@@ -339,6 +403,13 @@ impl<J: Journal> Executor<J> {
             if let Some(hook) = &self.before_write {
                 hook(attempt).await;
             }
+            // A deposed leader sends nothing (checked as late as possible).
+            if !effect.dry_run() {
+                crate::act::fence::check().map_err(|e| SendError::Fenced {
+                    target: tk.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
             let result = match to.subresource {
                 Subresource::Main => api.patch(to.name, &params, &Patch::Merge(&body)).await,
                 Subresource::Status => {
@@ -354,12 +425,32 @@ impl<J: Journal> Executor<J> {
                         o.metadata.resource_version.unwrap_or_default()
                     ));
                 }
-                Err(kube::Error::Api(s)) if s.is_conflict() && attempt < CONFLICT_RETRIES => {
+                Err(kube::Error::Api(s)) if s.is_conflict() && conflicts + 1 < CONFLICT_RETRIES => {
+                    conflicts += 1;
                     tracing::info!(target = %tk, attempt, "the target changed while patching (409 Conflict); reading it again");
                 }
                 Err(kube::Error::Api(s)) if s.is_conflict() => {
                     return Err(SendError::ConflictOnTarget { target: tk });
                 }
+                Err(source) if transient(&source) => match retries.next() {
+                    Some(pause) => {
+                        ambiguous = true;
+                        tracing::warn!(target = %tk, attempt, error = %source, "patching failed transiently; reading the target back, then retrying if it did not land");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    None => {
+                        // Out of retries: one last read decides whether it
+                        // landed; otherwise the outcome stays unknown.
+                        if let Ok(Some(now)) = self.fetch_target(write.target).await
+                            && landed(patch, to.subresource, &now, write.uid)
+                        {
+                            return Ok(format!(
+                                "patched {tk}: the last attempt's reply was lost; read back in effect"
+                            ));
+                        }
+                        return Err(SendError::PatchTarget { target: tk, source });
+                    }
+                },
                 Err(source) => return Err(SendError::PatchTarget { target: tk, source }),
             }
         }
@@ -465,6 +556,63 @@ mod tests {
             pre.changed("PaymentGateway/pay/gw".into()),
             SendError::ChangedSinceAction { .. }
         ));
+    }
+
+    #[test]
+    fn a_lost_reply_is_told_from_a_write_that_did_not_land_by_reading_back() {
+        let uid = "01JDZ7Q8W3V6X2K9M4N5P6R7S8";
+        let patch = json!({"spec": {"replicas": 5}});
+        let tagged = gateway(5, json!({ACTION_ID_ANNOTATION: uid}));
+        assert!(landed(&patch, Subresource::Main, &tagged, uid));
+        // Our tag, even if someone moved the value on since: it landed.
+        let moved = gateway(6, json!({ACTION_ID_ANNOTATION: uid}));
+        assert!(landed(&patch, Subresource::Main, &moved, uid));
+        // The same value by someone else (another action's tag, or none).
+        let other = gateway(
+            5,
+            json!({ACTION_ID_ANNOTATION: "01JE0000000000000000000000"}),
+        );
+        assert!(!landed(&patch, Subresource::Main, &other, uid));
+        assert!(!landed(
+            &patch,
+            Subresource::Main,
+            &gateway(5, json!({})),
+            uid
+        ));
+        // Status: no tag, the patch in effect is the evidence.
+        assert!(landed(
+            &patch,
+            Subresource::Status,
+            &gateway(5, json!({})),
+            uid
+        ));
+        assert!(!landed(
+            &patch,
+            Subresource::Status,
+            &gateway(3, json!({})),
+            uid
+        ));
+    }
+
+    #[test]
+    fn only_busy_failed_or_unanswered_requests_are_retried() {
+        let status = |code| {
+            kube::Error::Api(
+                serde_json::from_value(
+                    json!({"status": "Failure", "message": "m", "reason": "r", "code": code}),
+                )
+                .expect("status"),
+            )
+        };
+        assert!(transient(&status(429)));
+        assert!(transient(&status(500)));
+        assert!(transient(&status(503)));
+        assert!(!transient(&status(409)));
+        assert!(!transient(&status(422)));
+        assert!(!transient(&status(403)));
+        assert!(!transient(&kube::Error::SerdeError(
+            serde_json::from_str::<Value>("{").expect_err("bad json")
+        )));
     }
 
     #[test]

@@ -294,6 +294,8 @@ fn agent_options(
         mode: Mode::DryRun,
         cycle_interval: Duration::from_secs(2),
         warmup_history: Duration::ZERO,
+        // Dry-run: nothing to approve.
+        approval_policy: None,
     }
 }
 
