@@ -138,10 +138,7 @@ impl Setup {
 
     /// A client acting as user `name` (the admin impersonates them).
     async fn as_user(&self, name: &str) -> Client {
-        let cp = support::control_plane(Default::default());
-        let mut config = cp.config().await.expect("config");
-        config.auth_info.impersonate = Some(name.into());
-        Client::try_from(config).expect("client")
+        support::as_user(support::control_plane(Default::default()), name).await
     }
 
     async fn recommendation(&self, uid: &str) -> Recommendation {

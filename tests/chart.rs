@@ -502,12 +502,25 @@ static ONE_AGENT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// another namespace and completes a cycle, and never meets a Forbidden: the
 /// chart grants what the agent does, as the API server authorizes and admits
 /// it (RBAC and the release's admission policies).
-async fn the_installed_agent_leads_and_acts_with_its_rights(
+/// The release's agent started locally as its Deployment says (arguments,
+/// environment, the release's service account's token), its runbooks in the
+/// ConfigMap the Deployment names: `runbooks` (`NAME.rhai` → source), or
+/// the repo's `rules/` when `None`.
+struct Installed {
+    agent: AgentProcess,
+    work: tempfile::TempDir,
+    port: u16,
+    pod_name: String,
+    lease_name: String,
+    runbooks: usize,
+}
+
+async fn start_installed_agent(
     client: &Client,
     ns: &str,
     release: &str,
-    watched: &str,
-) {
+    runbooks: Option<serde_json::Map<String, Value>>,
+) -> Installed {
     let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
         .get(release)
         .await
@@ -538,7 +551,7 @@ async fn the_installed_agent_leads_and_acts_with_its_rights(
         .find_map(|a| a.strip_prefix("--rules-configmap="))
         .expect("the default values read the runbooks from a ConfigMap")
         .to_string();
-    let runbooks = create_rules_configmap(client, ns, &rules_configmap).await;
+    let runbooks = create_rules_configmap(client, ns, &rules_configmap, runbooks).await;
     let mut env = local_env(
         container.env.as_deref().unwrap_or_default(),
         ns,
@@ -550,6 +563,30 @@ async fn the_installed_agent_leads_and_acts_with_its_rights(
     env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
     env.push(("RUST_LOG".into(), "info".into()));
     let agent = AgentProcess::start(&args, &env);
+    Installed {
+        agent,
+        work,
+        port,
+        pod_name,
+        lease_name,
+        runbooks,
+    }
+}
+
+async fn the_installed_agent_leads_and_acts_with_its_rights(
+    client: &Client,
+    ns: &str,
+    release: &str,
+    watched: &str,
+) {
+    let Installed {
+        agent,
+        work: _work,
+        port,
+        pod_name,
+        lease_name,
+        runbooks,
+    } = start_installed_agent(client, ns, release, None).await;
 
     // Leading: the Lease the chart names, held by this process.
     support::wait_for("the agent to hold the leader Lease", WAIT, || async {
@@ -661,6 +698,148 @@ async fn the_installed_agent_leads_and_acts_with_its_rights(
     }
 }
 
+/// The approval workflow on an installed release in recommend mode: the
+/// agent (its service account) publishes a Recommendation; alice, an
+/// approver of that namespace through the chart's `approvers`, approves it
+/// with `autopilot actions approve` under her own credentials; the agent
+/// applies it and journals her name.
+#[tokio::test]
+async fn an_installed_agent_applies_what_a_named_approver_approved() {
+    use autopilot::crd::approval::{Approval, Recommendation};
+    let _one_agent = ONE_AGENT.lock().await;
+    let (client, ns) = support::client_and_namespace(cp(), "review").await;
+    let (_, watched) = support::client_and_namespace(cp(), "payments").await;
+    let _kubelet = support::kubelet::start(client.clone(), &ns).await;
+    let approver = [
+        format!("approvers[0].namespace={watched}"),
+        "approvers[0].kind=User".to_string(),
+        "approvers[0].name=alice".to_string(),
+    ];
+    let mut set = vec!["mode=recommend".to_string(), "cycleSeconds=2".to_string()];
+    set.extend(approver);
+    let release = helm_install(&client, &ns, &set).await;
+    let runbook = r#"
+fn runbook() { #{ trigger: #{ cron: #{ schedule: "* * * * * *", kind: "PaymentGateway" } } } }
+fn decide(ctx) { [scale(ctx.component, 3).reason("peak traffic expected")] }
+"#;
+    let mut runbooks = serde_json::Map::new();
+    runbooks.insert("review-scale.rhai".into(), Value::String(runbook.into()));
+    let installed = start_installed_agent(&client, &ns, &release, Some(runbooks)).await;
+    let agent = &installed.agent;
+    let _watched_kubelet = support::kubelet::start(client.clone(), &watched).await;
+    let gateway: PaymentGateway = serde_json::from_value(serde_json::json!({
+        "apiVersion": "payments.io/v1", "kind": "PaymentGateway",
+        "metadata": {"name": "checkout"},
+        "spec": {"version": "1.0.0", "replicas": 2}
+    }))
+    .expect("PaymentGateway");
+    let gateways = Api::<PaymentGateway>::namespaced(client.clone(), &watched);
+    gateways
+        .create(&PostParams::default(), &gateway)
+        .await
+        .expect("create the PaymentGateway");
+
+    // Recommended, not applied: a Recommendation waits in the namespace.
+    let recs = Api::<Recommendation>::namespaced(client.clone(), &watched);
+    let rec = support::wait_for("a pending Recommendation", WAIT, || async {
+        agent.check_running()?;
+        let list = recs
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .into_iter()
+            .find(|r| r.status.as_ref().is_some_and(|s| s.phase == "Pending"))
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    let rec_name = rec.metadata.name.clone().expect("name");
+    assert_eq!(
+        gateways.get("checkout").await.expect("get").spec.replicas,
+        2
+    );
+    // The admission policy has had time to load (the agent refuses an
+    // Approval made within 10 s of it).
+    let vap = Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .get(&format!("{release}-approvals"))
+        .await
+        .expect("the approvals policy");
+    let created = vap
+        .metadata
+        .creation_timestamp
+        .expect("created")
+        .0
+        .as_second();
+    let wait = created + 11 - chrono::Utc::now().timestamp();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_secs(wait as u64)).await;
+    }
+
+    // alice's own credentials: the admin's kubeconfig, impersonating her.
+    let mut kc: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(cp().kubeconfig()).expect("kubeconfig"))
+            .expect("kubeconfig yaml");
+    for user in kc["users"].as_array_mut().expect("users") {
+        user["user"]["as"] = serde_json::json!("alice");
+    }
+    let alice = installed.work.path().join("alice.kubeconfig");
+    std::fs::write(&alice, serde_yaml::to_string(&kc).expect("yaml")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .args([
+            "actions",
+            "approve",
+            &rec_name,
+            "-n",
+            &watched,
+            "--wait-seconds",
+            "60",
+        ])
+        .env("KUBECONFIG", &alice)
+        .output()
+        .expect("run autopilot actions approve");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("created by alice") && text.contains("Applied"),
+        "{text}\nagent log:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        gateways.get("checkout").await.expect("get").spec.replicas,
+        3
+    );
+    let approvals = Api::<Approval>::namespaced(client.clone(), &watched)
+        .list(&Default::default())
+        .await
+        .expect("approvals");
+    assert_eq!(approvals.items.len(), 1);
+    assert_eq!(approvals.items[0].spec.approver, "alice");
+    let rec = recs.get(&rec_name).await.expect("the Recommendation");
+    let st = rec.status.expect("status");
+    assert_eq!(
+        (st.phase.as_str(), st.decided_by.as_deref()),
+        ("Applied", Some("alice"))
+    );
+    // The journal names her.
+    let journal = autopilot::store::SqlJournal::connect(&format!(
+        "sqlite:{}",
+        installed.work.path().join("journal.db").display()
+    ))
+    .await
+    .expect("the agent's journal");
+    use autopilot::act::journal::Journal;
+    let rows = journal.list(100, false).await.expect("rows");
+    let approved: Vec<_> = rows
+        .iter()
+        .filter_map(|r| r.approval.as_deref())
+        .filter(|a| a.starts_with("approved by alice (Approval "))
+        .collect();
+    assert_eq!(approved.len(), 1, "{rows:#?}");
+}
+
 const WAIT: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
@@ -731,12 +910,20 @@ fn local_env(env: &[EnvVar], ns: &str, pod_name: &str, journal: &Path) -> Vec<(S
         .collect()
 }
 
-/// The ConfigMap `ns`/`name` holding the repo's runbooks (`NAME.rhai`
-/// keys, as `kubectl create configmap --from-file=rules/` makes it); their
-/// count.
-async fn create_rules_configmap(client: &Client, ns: &str, name: &str) -> usize {
-    let mut data = serde_json::Map::new();
-    for entry in std::fs::read_dir(repo("rules")).expect("read rules/") {
+/// The ConfigMap `ns`/`name` holding `runbooks`, or else the repo's
+/// (`NAME.rhai` keys, as `kubectl create configmap --from-file=rules/` makes
+/// it); their count.
+async fn create_rules_configmap(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    runbooks: Option<serde_json::Map<String, Value>>,
+) -> usize {
+    let mut data = runbooks.clone().unwrap_or_default();
+    for entry in std::fs::read_dir(repo("rules"))
+        .expect("read rules/")
+        .filter(|_| runbooks.is_none())
+    {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "rhai") {
             let key = path

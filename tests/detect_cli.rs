@@ -123,3 +123,70 @@ fn unknown_detector_and_bad_spec_are_errors_that_say_why() {
         "{err}"
     );
 }
+
+/// Runs `detect score --detector ewma` on `rows` written to a file after a
+/// header and two good rows (lines 1–3), so the first row given is line 4.
+/// Returns the exit code, the number of rows scored and stderr.
+fn score_rows(rows: &str) -> (Option<i32>, usize, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("series.csv");
+    std::fs::write(
+        &input,
+        format!("timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,2\n{rows}"),
+    )
+    .expect("write series");
+    let out = autopilot(&[
+        "detect",
+        "score",
+        "--input",
+        input.to_str().expect("path"),
+        "--detector",
+        "ewma",
+    ]);
+    let scored = String::from_utf8_lossy(&out.stdout).lines().count();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), scored.saturating_sub(1), stderr)
+}
+
+#[test]
+fn bad_rows_fail_naming_the_file_the_line_and_the_problem() {
+    for (rows, problem) in [
+        (
+            "2024-01-01 00:10:00,3\n2024-01-01 00:15:00,n/a\n",
+            "line 5: value \"n/a\" is not a number",
+        ),
+        (
+            "2024-01-01 00:10:00,nan\n",
+            "line 4: value \"nan\" is not a finite number",
+        ),
+        (
+            "2024-01-01 00:10:00,-inf\n",
+            "line 4: value \"-inf\" is not a finite number",
+        ),
+        ("2024-01-01 00:10:00,\n", "line 4: empty value"),
+        (
+            "2024-01-01 00:05:00,3\n",
+            "line 4: timestamp 2024-01-01 00:05:00 is not after the previous row's (2024-01-01 00:05:00, line 3)",
+        ),
+        (
+            "2024-01-01 00:10:00,3\n2024-01-01 00:00:00,4\n",
+            "line 5: timestamp 2024-01-01 00:00:00 is not after the previous row's (2024-01-01 00:10:00, line 4)",
+        ),
+        (
+            "2024-02-30 00:10:00,3\n",
+            "line 4: bad timestamp \"2024-02-30 00:10:00\"",
+        ),
+    ] {
+        let (code, scored, stderr) = score_rows(rows);
+        assert_eq!((code, scored), (Some(1), 0), "{rows:?}: {stderr}");
+        assert!(
+            stderr.contains("parsing series ")
+                && stderr.contains("series.csv, ")
+                && stderr.contains(problem),
+            "{rows:?}: want {problem:?} in {stderr}"
+        );
+    }
+    // The same file without the bad rows scores.
+    let (code, scored, stderr) = score_rows("2024-01-01 00:10:00,3\n");
+    assert_eq!((code, scored), (Some(0), 3), "{stderr}");
+}

@@ -301,6 +301,41 @@ mod tests {
     }
 
     #[test]
+    fn a_runbook_over_the_intent_cap_proposes_nothing_and_is_counted_each_cycle() {
+        let metrics = Metrics::register(&prometheus::Registry::new()).expect("metrics");
+        let mut set = RunbookSet::new(Limits::default());
+        let fanout = |n: usize| {
+            format!(
+                "fn runbook() {{ #{{ trigger: #{{ findings: #{{ kind: \"PaymentGateway\" }} }} }} }}\n\
+                 fn decide(ctx) {{ let out = []; for i in 0..{n} {{ out.push(scale(ctx.component, 2)); }} out }}"
+            )
+        };
+        let errors = set.load(&[("wide".into(), fanout(21)), ("narrow".into(), fanout(20))]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let f = finding("PaymentGateway", "cpu", 0.9);
+        let mut observed = Observed {
+            findings: vec![f.clone()],
+            ..Observed::default()
+        };
+        observed
+            .resources
+            .insert(f.component.clone(), serde_json::json!({"spec": {}}));
+        let errors = || {
+            metrics
+                .runbook_errors
+                .with_label_values(&["wide", "too_many_intents"])
+                .get()
+        };
+        for cycle in 1..=2 {
+            let out = evaluate_runbooks(&mut set, &observed, 0, 60, Mode::Auto, &metrics);
+            assert_eq!((out.decisions, out.errors), (2, 1));
+            assert_eq!(out.proposals.len(), 20, "only the narrow runbook's");
+            assert!(out.proposals.iter().all(|p| p.intent.runbook == "narrow"));
+            assert_eq!(errors(), cycle);
+        }
+    }
+
+    #[test]
     fn latest_values_are_the_last_samples_when_finite() {
         let gateway = ComponentId {
             kind: "PaymentGateway".into(),

@@ -24,8 +24,10 @@ mod eval;
 #[derive(Subcommand, Debug)]
 pub enum DetectCommand {
     /// Score a `timestamp,value` CSV and print `timestamp,value,anomaly_score`
-    /// (NAB's results format). Rows a detector cannot score (warm-up, NaN)
-    /// get 0 in this output format.
+    /// (NAB's results format). Rows a detector cannot score yet (warm-up)
+    /// get 0 in this output format. A row with an empty, non-numeric or
+    /// non-finite value, a bad timestamp, or a timestamp not after the
+    /// previous row's is an error naming the file and the line.
     Score {
         /// The CSV to read.
         #[arg(long)]
@@ -104,7 +106,8 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<()> {
             };
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("reading {}", input.display()))?;
-            let series = nab::parse_series(&text)?;
+            let series =
+                nab::parse_series(&input.display().to_string(), &text, nab::Order::Increasing)?;
             write_stdout(&score_csv(&params, &series))?;
         }
         DetectCommand::Eval {
@@ -186,7 +189,7 @@ fn model_detector(path: &Path, signal: Option<&str>) -> anyhow::Result<DetectorP
     }
 }
 
-/// Scores every row; unscored rows (warm-up, NaN) are 0 in NAB's format.
+/// Scores every row; unscored rows (warm-up) are 0 in NAB's format.
 pub fn score_rows(params: &DetectorParams, series: &[(i64, f64)]) -> Vec<f64> {
     let mut d = params.build();
     series
@@ -226,7 +229,13 @@ pub fn load_nab(dir: &Path) -> anyhow::Result<Vec<NabFile>> {
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let series = nab::parse_series(&text).with_context(|| format!("parsing {name}"))?;
+        // NAB's own files repeat a timestamp here and there; NAB scores
+        // every row, and so do we.
+        let series = nab::parse_series(
+            &path.display().to_string(),
+            &text,
+            nab::Order::NonDecreasing,
+        )?;
         let ts: Vec<i64> = series.iter().map(|(t, _)| *t).collect();
         files.push(NabFile {
             labels: LabeledFile::new(&ts, &w),

@@ -179,6 +179,40 @@ mod tests {
     }
 
     #[test]
+    fn a_case_can_expect_the_intent_cap_to_refuse_an_evaluation() {
+        let mut set = RunbookSet::new(crate::decide::Limits::default());
+        let fanout = "fn runbook() { #{ trigger: #{ cron: #{ schedule: \"0 3 * * *\" } } } }\n\
+            fn decide(ctx) { let out = []; for i in 0..ctx.facts.n { out.push(scale(ctx.component, 2)); } out }\n";
+        assert!(set.load(&[("fanout".into(), fanout.into())]).is_empty());
+        let case = |n: usize, expect: &str| {
+            format!(
+                "- name: {n} intents\n  context: {{now: 0, trigger: cron, component: {{kind: PaymentGateway, namespace: p, name: gw}}, facts: {{n: {n}}}}}\n  expect: {expect}\n"
+            )
+        };
+        let text = [
+            case(25, "{error: \"returned 25 intents, more than the 20\"}"),
+            case(20, "{error: \"too_many_intents\"}"),
+            case(25, "{actions: []}"),
+        ]
+        .concat();
+        let cases = parse_cases("fanout.cases.yaml", &text).expect("parses");
+        let results = run_cases(&mut set, "fanout", &cases);
+        assert_eq!(results[0].failure, None);
+        let failure = |i: usize| results[i].failure.clone().unwrap_or_default();
+        assert!(
+            failure(1)
+                .starts_with("expected an error containing \"too_many_intents\", got actions"),
+            "{}",
+            failure(1)
+        );
+        assert!(
+            failure(2).starts_with("expected 0 action(s), got error: fanout: evaluating runbook failed (too_many_intents)"),
+            "{}",
+            failure(2)
+        );
+    }
+
+    #[test]
     fn diff_marks_changed_lines() {
         let d = diff("a\nb\nc\n", "a\nx\nc\n");
         assert!(

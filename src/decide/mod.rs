@@ -36,6 +36,14 @@ pub enum Error {
         line: usize,
         column: usize,
     },
+    #[error(
+        "{runbook}: evaluating runbook failed (too_many_intents): decide(ctx) returned {count} intents, more than the {max} one evaluation may propose; none was proposed"
+    )]
+    TooManyIntents {
+        runbook: String,
+        count: usize,
+        max: usize,
+    },
     #[error("no runbook named {runbook} is loaded")]
     UnknownRunbook { runbook: String },
     #[error("{file}: reading the cases failed: {reason}")]
@@ -48,6 +56,7 @@ impl Error {
         match self {
             Error::CompileRunbook { .. } => "compile",
             Error::EvaluateRunbook { kind, .. } => kind,
+            Error::TooManyIntents { .. } => "too_many_intents",
             Error::UnknownRunbook { .. } => "unknown_runbook",
             Error::ReadCases { .. } => "read_cases",
         }

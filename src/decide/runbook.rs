@@ -12,7 +12,7 @@
 //! Pure: sources come in as text, the time as `now`; nothing is read from
 //! disk or the cluster here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
 use serde::{Deserialize, Serialize};
@@ -399,6 +399,15 @@ pub fn evaluate_runbook(
     } else {
         vec![out]
     };
+    // All or nothing: the first `max_intents` would be an arbitrary cut of
+    // what the runbook meant to do.
+    if items.len() > limits.max_intents {
+        return Err(Error::TooManyIntents {
+            runbook: runbook.name.clone(),
+            count: items.len(),
+            max: limits.max_intents,
+        });
+    }
     items
         .into_iter()
         .map(|d| {
@@ -427,6 +436,30 @@ pub struct RunbookSet {
     limits: Limits,
     runbooks: BTreeMap<String, Runbook>,
     errors: BTreeMap<(String, &'static str), u64>,
+    /// Too-many-intents refusals already logged, see [`first_report`].
+    reported: Reported,
+}
+
+/// Per runbook: the version (source hash) whose refusals were logged, and
+/// the intent counts logged for it.
+type Reported = BTreeMap<String, (String, BTreeSet<usize>)>;
+
+/// Whether a refusal of runbook `name` at version `hash` for returning
+/// `count` intents should be logged: only the first time for that version
+/// and count. A runbook over the cap is refused every cycle it is
+/// triggered, and one log line per cycle would bury everything else; a new
+/// count (the estate grew) or a new version is news again. The memory is
+/// bounded: counts of the current version only, each at most the engine's
+/// array limit.
+fn first_report(reported: &mut Reported, name: &str, hash: &str, count: usize) -> bool {
+    let (version, counts) = reported
+        .entry(name.to_string())
+        .or_insert_with(|| (hash.to_string(), BTreeSet::new()));
+    if version != hash {
+        *version = hash.to_string();
+        counts.clear();
+    }
+    counts.insert(count)
 }
 
 impl RunbookSet {
@@ -436,6 +469,7 @@ impl RunbookSet {
             limits,
             runbooks: BTreeMap::new(),
             errors: BTreeMap::new(),
+            reported: BTreeMap::new(),
         }
     }
 
@@ -450,6 +484,8 @@ impl RunbookSet {
     pub fn load(&mut self, sources: &[(String, String)]) -> Vec<Error> {
         let mut errors = Vec::new();
         self.runbooks
+            .retain(|name, _| sources.iter().any(|(n, _)| n == name));
+        self.reported
             .retain(|name, _| sources.iter().any(|(n, _)| n == name));
         for (name, source) in sources {
             match compile(&self.engine, name, source) {
@@ -494,8 +530,24 @@ impl RunbookSet {
                 runbook: name.to_string(),
             })?;
         let out = evaluate_runbook(&self.engine, rb, ctx, &self.limits);
-        if let Err(e @ Error::EvaluateRunbook { kind, .. }) = &out {
-            *self.errors.entry((name.to_string(), kind)).or_default() += 1;
+        let Err(e) = &out else {
+            return out;
+        };
+        let log = match e {
+            Error::EvaluateRunbook { .. } => Some("runbook evaluation failed"),
+            Error::TooManyIntents { count, .. } => first_report(
+                &mut self.reported,
+                name,
+                &rb.hash,
+                *count,
+            )
+            .then_some(
+                "runbook evaluation refused (logged once per runbook version and intent count, counted every time)",
+            ),
+            _ => return out,
+        };
+        *self.errors.entry((name.to_string(), e.kind())).or_default() += 1;
+        if let Some(message) = log {
             tracing::warn!(
                 runbook = name,
                 hash = %rb.hash,
@@ -504,7 +556,7 @@ impl RunbookSet {
                 name = %ctx.component.name,
                 trigger = %ctx.trigger,
                 error = %e,
-                "runbook evaluation failed"
+                "{message}"
             );
         }
         out

@@ -36,8 +36,14 @@ pub enum Error {
         field: String,
         expected: String,
     },
-    #[error("parsing labels or series: {0}")]
+    #[error("parsing labels: {0}")]
     ParseLabels(String),
+    #[error("parsing series {file}, line {line}: {problem}")]
+    ParseSeries {
+        file: String,
+        line: usize,
+        problem: String,
+    },
 }
 
 impl Error {
@@ -49,6 +55,7 @@ impl Error {
             Error::ParseSpec { .. } => "parse_spec",
             Error::ValidateSpec { .. } => "validate_spec",
             Error::ParseLabels(_) => "parse_labels",
+            Error::ParseSeries { .. } => "parse_series",
         }
     }
 }

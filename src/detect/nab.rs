@@ -20,11 +20,16 @@
 //!
 //! Three profiles, NAB's weights: standard, reward low FP, reward low FN.
 //!
-//! Pure: timestamps, scores and label text in, numbers out.
+//! Pure: timestamps, scores and label text in, numbers out. NAB's data
+//! files (`timestamp,value` CSV) are read by `csv`.
 
 use std::collections::BTreeMap;
 
 use super::Error;
+
+mod csv;
+
+pub use csv::{Order, format_timestamp, parse_series, parse_timestamp};
 
 /// Weights of a NAB profile.
 #[derive(Clone, Copy, Debug)]
@@ -417,88 +422,6 @@ pub fn parse_windows(json: &str) -> Result<BTreeMap<String, Vec<(i64, i64)>>, Er
     Ok(out)
 }
 
-/// Parses `YYYY-MM-DD HH:MM:SS[.ffffff]` (NAB's format, UTC) to unix
-/// seconds; fractions are dropped.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, time) = s.split_once([' ', 'T'])?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let time = time.split('.').next()?.trim_end_matches('Z');
-    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next().unwrap_or(Some(0))?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// Formats unix seconds as NAB does (`YYYY-MM-DD HH:MM:SS`).
-pub fn format_timestamp(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
-}
-
-// Howard Hinnant's civil calendar algorithms.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Parses a `timestamp,value` CSV (header optional; timestamps as NAB's
-/// `YYYY-MM-DD HH:MM:SS` or unix seconds). Empty, `nan` or unparsable values
-/// become NaN — "no data" for the detectors, never zero.
-pub fn parse_series(text: &str) -> Result<Vec<(i64, f64)>, Error> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let (ts, value) = line.split_once(',').unwrap_or((line, ""));
-        let at = match ts.trim().parse::<i64>() {
-            Ok(t) => Some(t),
-            Err(_) => parse_timestamp(ts),
-        };
-        let Some(at) = at else {
-            if n == 0 {
-                continue; // header
-            }
-            return Err(Error::ParseLabels(format!(
-                "line {}: bad timestamp {ts:?}",
-                n + 1
-            )));
-        };
-        let value = value.trim().parse::<f64>().unwrap_or(f64::NAN);
-        out.push((at, value));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,14 +429,6 @@ mod tests {
     fn file(n: usize, windows: &[(i64, i64)]) -> LabeledFile {
         let ts: Vec<i64> = (0..n as i64).map(|i| i * 300).collect();
         LabeledFile::new(&ts, windows)
-    }
-
-    #[test]
-    fn timestamps_round_trip() {
-        let t = parse_timestamp("2014-04-10 07:15:00.000000").expect("parses");
-        assert_eq!(t, 1_397_114_100);
-        assert_eq!(format_timestamp(t), "2014-04-10 07:15:00");
-        assert_eq!(parse_timestamp("2014-13-10 07:15:00"), None);
     }
 
     #[test]

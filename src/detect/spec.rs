@@ -16,6 +16,10 @@ use super::detectors::{DetectorKind, DetectorParams, Direction, defaults};
 use super::gmm::GmmParams;
 use super::series::SeriesOptions;
 
+mod check;
+
+use check::Check;
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
@@ -139,43 +143,6 @@ pub struct ValidatedMultivariate {
     /// Indexes into `signals`.
     pub signals: Vec<usize>,
     pub params: GmmParams,
-}
-
-struct Check<'a> {
-    file: &'a str,
-}
-
-impl Check<'_> {
-    fn fail(&self, field: impl Into<String>, expected: impl Into<String>) -> Error {
-        Error::ValidateSpec {
-            file: self.file.to_string(),
-            field: field.into(),
-            expected: expected.into(),
-        }
-    }
-
-    fn non_empty(&self, field: &str, v: &str) -> Result<(), Error> {
-        if v.trim().is_empty() {
-            return Err(self.fail(field, "must not be empty"));
-        }
-        Ok(())
-    }
-
-    fn range<T: PartialOrd + Copy + std::fmt::Display>(
-        &self,
-        field: &str,
-        v: Option<T>,
-        default: T,
-        lo: T,
-        hi: T,
-        what: &str,
-    ) -> Result<T, Error> {
-        let v = v.unwrap_or(default);
-        if v < lo || v > hi {
-            return Err(self.fail(field, format!("must be {what} (got {v})")));
-        }
-        Ok(v)
-    }
 }
 
 /// Parses and validates one spec file's text; `file` is only used in errors.
@@ -539,12 +506,19 @@ fn validate_forecast(p: &DetectorCheck) -> Result<DetectorParams, Error> {
         "horizon_seconds",
         "warmup",
     ])?;
-    let threshold = d.threshold.filter(|t| t.is_finite()).ok_or_else(|| {
-        c.fail(
-            p.field("threshold"),
-            "is required for a forecast: the value not to cross",
-        )
-    })?;
+    let what = "the value not to cross";
+    let threshold = match d.threshold {
+        None => {
+            return Err(c.fail(
+                p.field("threshold"),
+                format!("is required for a forecast: {what}"),
+            ));
+        }
+        Some(t) if !t.is_finite() => {
+            return Err(c.not_finite(&p.field("threshold"), &format!("a number, {what}"), t));
+        }
+        Some(t) => t,
+    };
     let direction = match d.direction.as_deref() {
         Some("above") | None => Direction::Above,
         Some("below") => Direction::Below,

@@ -6,8 +6,20 @@ use super::*;
 const T0: i64 = 1_699_920_000;
 const STEP: i64 = 300;
 
+/// A fixture's rows. Not `nab::parse_series`, which refuses the NaNs that
+/// `gaps_nan.csv` holds on purpose: the detectors must treat them as no data.
 fn series(text: &str) -> Vec<(i64, f64)> {
-    nab::parse_series(text).expect("fixture parses")
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (at, v) = l.split_once(',').expect("timestamp,value");
+            (
+                at.trim().parse().expect("unix seconds"),
+                v.trim().parse().expect("a float, nan included"),
+            )
+        })
+        .collect()
 }
 
 macro_rules! fixture {

@@ -276,15 +276,9 @@ pub const CHANGED_BY: &str = "autopilot.payments.io/changed-by";
 /// The user `client` acts as, as the API server says (a SelfSubjectReview,
 /// what `kubectl auth whoami` prints).
 pub async fn whoami(client: &Client) -> String {
-    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-    Api::<SelfSubjectReview>::all(client.clone())
-        .create(&PostParams::default(), &SelfSubjectReview::default())
+    autopilot::act::whoami(client)
         .await
         .expect("SelfSubjectReview")
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .expect("the API server names the user")
 }
 
 /// A client that acts as the user `name` (no groups but those the API

@@ -36,6 +36,11 @@ pub struct Limits {
     pub max_map_size: usize,
     /// Wall-clock budget of one evaluation.
     pub budget: Duration,
+    /// Most intents one evaluation may return. Each intent is guarded and
+    /// journaled every cycle, so a runbook proposing more (a loop over a
+    /// large estate) is refused as a whole: none of its intents reaches the
+    /// executor.
+    pub max_intents: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +53,7 @@ impl Default for Limits {
             max_array_size: 10_000,
             max_map_size: 10_000,
             budget: Duration::from_millis(250),
+            max_intents: 20,
         }
     }
 }
@@ -162,8 +168,13 @@ metadata, spec, status) and `facts` (for a CloudNativePG `Cluster`: `last_backup
 (unix seconds), `last_backup_phase` (`completed` or `failed`) and `replica_lag_seconds` (pod → \
 seconds); a fact that could not be read is absent, so `require` it). Scripts run under operation, \
 call-depth, expression-depth, \
-string, array and map limits and a wall-clock budget; `eval` and imports are unavailable.\n\n",
+string, array and map limits and a wall-clock budget; `eval` and imports are unavailable. ",
     );
+    out.push_str(&format!(
+        "One evaluation may return at most {} intents: a runbook that returns more is refused as a whole \
+(none of its intents is proposed) and the error names the runbook and the count.\n\n",
+        Limits::default().max_intents
+    ));
     for f in HOST_API {
         out.push_str(&format!(
             "## `{}`\n\n{}\n\n```rhai\n{}\n```\nreturns `{}`\n\n",

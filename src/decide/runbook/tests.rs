@@ -384,3 +384,147 @@ fn direction_filters_two_sided_findings_but_not_forecasts() {
     let errors = set.load(&[("typo".into(), bad.into())]);
     assert_eq!(errors.len(), 1, "an unknown direction is a compile error");
 }
+
+/// A cron runbook returning `n` intents.
+fn proposing(n: usize) -> String {
+    body(&format!(
+        "let out = []; for i in 0..{n} {{ out.push(scale(ctx.component, 2)); }} out"
+    ))
+}
+
+#[test]
+fn more_intents_than_the_cap_are_refused_as_a_whole() {
+    let mut set = set_with("fanout", &proposing(20));
+    let at_cap = set
+        .evaluate("fanout", &ctx(serde_json::json!({})))
+        .expect("20 is allowed");
+    assert_eq!(at_cap.len(), 20);
+
+    let mut set = set_with("fanout", &proposing(21));
+    for _ in 0..2 {
+        let err = set
+            .evaluate("fanout", &ctx(serde_json::json!({})))
+            .expect_err("21 is too many");
+        assert_eq!(err.kind(), "too_many_intents");
+        assert_eq!(
+            err.to_string(),
+            "fanout: evaluating runbook failed (too_many_intents): decide(ctx) returned 21 intents, more than the 20 one evaluation may propose; none was proposed"
+        );
+    }
+    assert_eq!(
+        set.error_counts()[&("fanout".to_string(), "too_many_intents")],
+        2,
+        "counted every time"
+    );
+}
+
+#[test]
+fn the_cap_comes_from_the_limits() {
+    let mut set = RunbookSet::new(Limits {
+        max_intents: 2,
+        ..Limits::default()
+    });
+    let errs = set.load(&[
+        ("two".into(), proposing(2)),
+        ("three".into(), proposing(3)),
+        ("none".into(), body("()")),
+    ]);
+    assert!(errs.is_empty(), "{errs:?}");
+    let c = ctx(serde_json::json!({}));
+    assert_eq!(set.evaluate("two", &c).map(|v| v.len()).ok(), Some(2));
+    assert_eq!(set.evaluate("none", &c).map(|v| v.len()).ok(), Some(0));
+    let err = set.evaluate("three", &c).expect_err("over");
+    assert!(
+        matches!(err, Error::TooManyIntents { ref runbook, count: 3, max: 2 } if runbook == "three"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_refusal_is_news_once_per_runbook_version_and_count() {
+    let mut r = Reported::new();
+    assert!(first_report(&mut r, "fanout", "v1", 25));
+    assert!(!first_report(&mut r, "fanout", "v1", 25), "the next cycle");
+    assert!(first_report(&mut r, "fanout", "v1", 26), "the estate grew");
+    assert!(!first_report(&mut r, "fanout", "v1", 25));
+    assert!(first_report(&mut r, "other", "v1", 25), "per runbook");
+    assert!(first_report(&mut r, "fanout", "v2", 25), "a new version");
+    assert!(!first_report(&mut r, "fanout", "v2", 25));
+    assert_eq!(
+        r["fanout"].1.len(),
+        1,
+        "the old version's counts are forgotten"
+    );
+}
+
+/// Log lines written while `f` runs.
+fn logged(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf(Arc::default());
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buf.0.lock().expect("log buffer").clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn a_runbook_over_the_cap_is_logged_once_per_version_and_count_not_every_cycle() {
+    let mut set = set_with("fanout", &proposing(21));
+    let c = ctx(serde_json::json!({}));
+    let refusals = |log: &str| log.matches("runbook evaluation refused").count();
+    let log = logged(|| {
+        for _ in 0..3 {
+            assert!(set.evaluate("fanout", &c).is_err());
+        }
+    });
+    assert_eq!(refusals(&log), 1, "{log}");
+    assert!(
+        log.contains("returned 21 intents") && log.contains("fanout"),
+        "{log}"
+    );
+    // A new version over the cap is reported again, once.
+    assert!(set.load(&[("fanout".into(), proposing(22))]).is_empty());
+    let log = logged(|| {
+        for _ in 0..3 {
+            assert!(set.evaluate("fanout", &c).is_err());
+        }
+    });
+    assert_eq!(refusals(&log), 1, "{log}");
+    assert!(log.contains("returned 22 intents"), "{log}");
+    assert_eq!(
+        set.error_counts()[&("fanout".to_string(), "too_many_intents")],
+        6
+    );
+}
+
+#[test]
+fn other_runtime_errors_are_still_logged_every_time_and_unloading_forgets() {
+    let c = ctx(serde_json::json!({}));
+    let mut set = set_with("bad", &body("missing_function()"));
+    let log = logged(|| {
+        for _ in 0..2 {
+            assert!(set.evaluate("bad", &c).is_err());
+        }
+    });
+    assert_eq!(log.matches("runbook evaluation failed").count(), 2, "{log}");
+    // An unloaded runbook's memory goes with it.
+    let mut set = set_with("fanout", &proposing(21));
+    assert!(set.evaluate("fanout", &c).is_err());
+    assert!(set.load(&[]).is_empty());
+    assert!(set.reported.is_empty());
+}

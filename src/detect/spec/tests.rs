@@ -137,3 +137,143 @@ fn a_forecast_gets_the_forecast_defaults() {
         }
     );
 }
+
+/// Every float a spec accepts, one per class of field: each `V` is replaced
+/// by a non-finite value, with the field the error must name and what it
+/// must say was expected.
+const FLOAT_FIELDS: &[(&str, &str, &str)] = &[
+    // Detector parameters shared by several detectors.
+    (
+        "{type: ewma, alpha: V}",
+        "signals[0].detector.alpha",
+        "in (0, 1]",
+    ),
+    (
+        "{type: ewma, limit: V}",
+        "signals[0].detector.limit",
+        "positive",
+    ),
+    (
+        "{type: mad, limit: V}",
+        "signals[0].detector.limit",
+        "positive",
+    ),
+    (
+        "{type: seasonal, alpha: V}",
+        "signals[0].detector.alpha",
+        "in (0, 1]",
+    ),
+    (
+        "{type: seasonal, limit: V}",
+        "signals[0].detector.limit",
+        "positive",
+    ),
+    (
+        "{type: cusum, alpha: V}",
+        "signals[0].detector.alpha",
+        "in (0, 1]",
+    ),
+    (
+        "{type: cusum, limit: V}",
+        "signals[0].detector.limit",
+        "positive",
+    ),
+    // Parameters of one detector.
+    (
+        "{type: cusum, k: V}",
+        "signals[0].detector.k",
+        "between 0 and 100",
+    ),
+    (
+        "{type: forecast, threshold: 0.9, alpha: V}",
+        "signals[0].detector.alpha",
+        "in (0, 1]",
+    ),
+    (
+        "{type: forecast, threshold: 0.9, beta: V}",
+        "signals[0].detector.beta",
+        "in (0, 1]",
+    ),
+    (
+        "{type: forecast, threshold: 0.9, horizon_seconds: V}",
+        "signals[0].detector.horizon_seconds",
+        "a positive number of seconds",
+    ),
+    // A forecast's limit: any number, but a number.
+    (
+        "{type: forecast, threshold: V}",
+        "signals[0].detector.threshold",
+        "a number, the value not to cross",
+    ),
+];
+
+/// Non-finite YAML floats and how the error spells them back.
+const NON_FINITE: [(&str, &str); 5] = [
+    (".nan", ".nan"),
+    (".NaN", ".nan"),
+    (".inf", ".inf"),
+    ("+.inf", ".inf"),
+    ("-.inf", "-.inf"),
+];
+
+fn not_finite(field: &str, what: &str, shown: &str) -> String {
+    format!(
+        "validating model spec models/x.yaml: field `{field}` must be {what} (got {shown}, which is not a finite number)"
+    )
+}
+
+#[test]
+fn non_finite_detector_parameters_are_refused_naming_the_field() {
+    for (detector, field, what) in FLOAT_FIELDS {
+        for (yaml, shown) in NON_FINITE {
+            let text = with_detector(&detector.replace('V', yaml));
+            assert_eq!(
+                err(&text),
+                not_finite(field, what, shown),
+                "{detector} {yaml}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_non_finite_signal_threshold_is_refused() {
+    let at = "    detector: {type: ewma, alpha: 0.05}\n";
+    for (yaml, shown) in NON_FINITE {
+        let text = GOOD.replace(at, &format!("{at}    threshold: {yaml}\n"));
+        assert_eq!(
+            err(&text),
+            not_finite("signals[0].threshold", "in (0, 1]", shown),
+            "{yaml}"
+        );
+    }
+}
+
+#[test]
+fn a_non_finite_multivariate_limit_is_refused() {
+    let at = "[replication_lag, disk_fill]}";
+    for (yaml, shown) in NON_FINITE {
+        let text = GOOD.replace(
+            at,
+            &format!("[replication_lag, disk_fill], limit: {yaml}}}"),
+        );
+        assert_eq!(
+            err(&text),
+            not_finite("multivariate.limit", "positive", shown),
+            "{yaml}"
+        );
+    }
+}
+
+#[test]
+fn finite_floats_out_of_range_still_say_what_they_got() {
+    // The finiteness check comes first but does not replace the range.
+    let e = err(&with_detector("{type: cusum, k: 101}"));
+    assert!(
+        e.ends_with("field `signals[0].detector.k` must be between 0 and 100 (got 101)"),
+        "{e}"
+    );
+    // A number too large for a float is not silently infinity either.
+    let e = err(&with_detector("{type: ewma, limit: 1e999}"));
+    assert!(e.contains("parsing model spec models/x.yaml"), "{e}");
+}

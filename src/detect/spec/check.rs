@@ -1,0 +1,112 @@
+//! The checks every spec field goes through: each failure names the file,
+//! the field and what was expected. Numbers are range-checked, and floats
+//! must be finite first: YAML's `.nan` and `.inf` are numbers to serde, and
+//! NaN slips through any range written as `v < lo || v > hi`.
+//!
+//! Pure; must not know which fields a spec has (that is `spec`).
+
+use crate::detect::Error;
+
+pub(super) struct Check<'a> {
+    pub(super) file: &'a str,
+}
+
+impl Check<'_> {
+    pub(super) fn fail(&self, field: impl Into<String>, expected: impl Into<String>) -> Error {
+        Error::ValidateSpec {
+            file: self.file.to_string(),
+            field: field.into(),
+            expected: expected.into(),
+        }
+    }
+
+    pub(super) fn non_empty(&self, field: &str, v: &str) -> Result<(), Error> {
+        if v.trim().is_empty() {
+            return Err(self.fail(field, "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// `v` (or `default` when the spec leaves it out) within `[lo, hi]`;
+    /// `what` says the range in words for the error.
+    pub(super) fn range<T: SpecNumber>(
+        &self,
+        field: &str,
+        v: Option<T>,
+        default: T,
+        lo: T,
+        hi: T,
+        what: &str,
+    ) -> Result<T, Error> {
+        let v = v.unwrap_or(default);
+        if !v.finite() {
+            return Err(self.not_finite(field, what, v));
+        }
+        // Written so that an incomparable value fails too: `v < lo || v >
+        // hi` lets NaN through.
+        if !(lo <= v && v <= hi) {
+            return Err(self.fail(field, format!("must be {what} (got {v})")));
+        }
+        Ok(v)
+    }
+
+    /// The error for a NaN or ±inf (YAML `.nan`, `.inf`, `-.inf`) where
+    /// `what` was expected.
+    pub(super) fn not_finite(&self, field: &str, what: &str, v: impl SpecNumber) -> Error {
+        self.fail(
+            field,
+            format!(
+                "must be {what} (got {}, which is not a finite number)",
+                v.yaml()
+            ),
+        )
+    }
+}
+
+/// A number a spec accepts. Floats can be NaN or infinite, which no range
+/// check catches by comparison alone, so each type says whether a value is
+/// finite; there is deliberately no default, so a new float type cannot skip
+/// the check.
+pub(super) trait SpecNumber: PartialOrd + Copy + std::fmt::Display {
+    fn finite(self) -> bool;
+    /// The value as YAML spells it (`.nan`, `.inf`), so the error matches
+    /// what the user wrote.
+    fn yaml(self) -> String {
+        self.to_string()
+    }
+}
+
+impl SpecNumber for f64 {
+    fn finite(self) -> bool {
+        self.is_finite()
+    }
+    fn yaml(self) -> String {
+        if self.is_nan() {
+            ".nan".into()
+        } else if self == f64::INFINITY {
+            ".inf".into()
+        } else if self == f64::NEG_INFINITY {
+            "-.inf".into()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+impl SpecNumber for i64 {
+    fn finite(self) -> bool {
+        true
+    }
+}
+
+impl SpecNumber for u32 {
+    fn finite(self) -> bool {
+        true
+    }
+}
+
+impl SpecNumber for usize {
+    fn finite(self) -> bool {
+        true
+    }
+}
