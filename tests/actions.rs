@@ -147,9 +147,11 @@ fn proposal(action: Action, mode: Mode) -> Proposal {
     Proposal {
         intent,
         runbook_hash: "0".repeat(64),
+        runbook_editor: None,
         trigger: "finding".into(),
         evidence: json!([]),
         mode,
+        mode_note: None,
     }
 }
 
@@ -1066,6 +1068,7 @@ async fn journal_entry(
             at,
             runbook: intent.runbook.clone(),
             runbook_hash: "0".repeat(64),
+            runbook_editor: None,
             trigger: "finding".into(),
             evidence: json!([]),
             action: serde_json::to_value(&intent).expect("json"),

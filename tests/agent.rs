@@ -161,13 +161,29 @@ async fn create_gateway(client: &Client, ns: &str, name: &str, replicas: i64) {
 }
 
 async fn rules_configmap(client: &Client, ns: &str, runbooks: &[(&str, &str)]) {
+    rules_configmap_by(client, ns, runbooks, None).await;
+}
+
+/// The rules ConfigMap as `editor` writes it: with the changed-by
+/// annotation the chart's admission policy requires (here set by the test,
+/// as that policy would check it), or without it.
+async fn rules_configmap_by(
+    client: &Client,
+    ns: &str,
+    runbooks: &[(&str, &str)],
+    editor: Option<&str>,
+) {
     let data: serde_json::Map<String, serde_json::Value> = runbooks
         .iter()
         .map(|(k, v)| (format!("{k}.rhai"), json!(v)))
         .collect();
+    let annotations: serde_json::Map<String, serde_json::Value> = editor
+        .map(|e| (autopilot::crd::CHANGED_BY_ANNOTATION.to_string(), json!(e)))
+        .into_iter()
+        .collect();
     let cm: ConfigMap = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "autopilot-rules", "namespace": ns},
+        "metadata": {"name": "autopilot-rules", "namespace": ns, "annotations": annotations},
         "data": data,
     }))
     .expect("configmap");
@@ -625,4 +641,200 @@ fn the_charts_rbac_covers_the_models_the_runbook_actions_and_the_lease() {
         }
     }
     assert!(missing.is_empty(), "the chart's RBAC lacks: {missing:#?}");
+}
+
+/// A runbook scaling the gateway to `replicas` every second.
+fn scale_every_second(replicas: i64) -> String {
+    EVERY_SECOND.replace(
+        "scale(ctx.component, 5)",
+        &format!("scale(ctx.component, {replicas})"),
+    )
+}
+
+/// The version (SHA-256) the agent records for a runbook source.
+fn version_of(source: &str) -> String {
+    let mut set = autopilot::decide::RunbookSet::new(Default::default());
+    assert!(set.load(&[("r".into(), source.into())]).is_empty());
+    set.get("r").expect("loaded").hash.clone()
+}
+
+/// The rows of one runbook version, once there is one with an outcome.
+async fn rows_of_version(db: &Path, version: &str) -> Vec<autopilot::act::journal::JournalEntry> {
+    support::wait_for(&format!("an action of version {version}"), LONG, || async {
+        let rows: Vec<_> = journal_rows(db)
+            .await
+            .into_iter()
+            .filter(|r| r.entry.runbook_hash == version && r.outcome.is_some())
+            .collect();
+        if rows.is_empty() {
+            Err("none yet".to_string())
+        } else {
+            Ok(rows)
+        }
+    })
+    .await
+}
+
+/// Issue #11: whoever edits the rules ConfigMap holds the agent's write
+/// authority in auto mode, so every action names the editor of the runbook
+/// version behind it (the annotation the admission policy vouches for), and
+/// with `newRunbookApprovals` a new version only recommends until people
+/// approved and applied enough of its actions.
+#[tokio::test]
+async fn actions_name_the_editor_of_their_runbook_and_a_new_version_only_recommends() {
+    let (client, ns) = support::client_and_namespace(cp(), "editor").await;
+    support::install_policy(
+        &client,
+        &ns,
+        json!({
+            "newRunbookApprovals": 1,
+            "cooldownSeconds": 0, "runbookPerHour": 10000, "globalPerHour": 10000,
+            "maxRelativeChange": 100.0,
+        }),
+    )
+    .await;
+    create_gateway(&client, &ns, "gw", 2).await;
+    let (v1, v2, v3) = (
+        scale_every_second(5),
+        scale_every_second(4),
+        scale_every_second(6),
+    );
+    rules_configmap_by(
+        &client,
+        &ns,
+        &[("every-second", &v1)],
+        Some("alice@example.com"),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("journal.db");
+    let agent = Agent::start(
+        &ns,
+        free_port(),
+        &[
+            "--mode",
+            "auto",
+            "--leader-election",
+            "false",
+            "--models",
+            &repo("tests/fixtures/agent/models").to_string_lossy(),
+            "--rules-configmap",
+            "autopilot-rules",
+            "--database-url",
+            &db.to_string_lossy(),
+            "--warmup-history-seconds",
+            "0",
+        ],
+    );
+    // The agent migrates its journal before its first cycle; reading it
+    // before then would race the migration.
+    agent
+        .wait_metric(
+            "a first cycle",
+            "autopilot_cycles_total{result=\"ok\"}",
+            |v| v >= 1.0,
+        )
+        .await;
+    let gateways = Api::<PaymentGateway>::namespaced(client.clone(), &ns);
+
+    // Alice's version: named on its actions, and new, so it only recommends.
+    let rows = rows_of_version(&db, &version_of(&v1)).await;
+    for r in &rows {
+        assert_eq!(
+            r.entry.runbook_editor.as_deref(),
+            Some("alice@example.com"),
+            "{r:#?}"
+        );
+        assert_eq!(r.entry.mode, "recommend", "{r:#?}");
+        assert!(
+            r.entry.verdict_detail.contains("0 of 1 approved actions"),
+            "{r:#?}"
+        );
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r.outcome.as_deref() == Some("recommended")),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        gateways.get("gw").await.expect("gw").spec.replicas,
+        2,
+        "nothing applied"
+    );
+
+    // Bob's version, of which a person already approved an action that was
+    // applied (history written as the executor would): trusted, it acts.
+    let j = SqlJournal::connect(&db.to_string_lossy())
+        .await
+        .expect("journal");
+    let approved = autopilot::act::journal::NewEntry {
+        runbook_hash: version_of(&v2),
+        ..rows[0].entry.clone()
+    };
+    let approved = autopilot::act::journal::NewEntry {
+        uid: autopilot::act::journal::new_uid(),
+        mode: "recommend".into(),
+        verdict_detail: String::new(),
+        runbook_editor: Some("bob@example.com".into()),
+        ..approved
+    };
+    let id = j.record_intent(&approved).await.expect("seed");
+    assert!(
+        j.record_approval(id, "approved by carol@example.com")
+            .await
+            .expect("approve")
+    );
+    j.record_outcome(id, "applied", "seeded", approved.at)
+        .await
+        .expect("outcome");
+    j.close().await;
+    rules_configmap_by(
+        &client,
+        &ns,
+        &[("every-second", &v2)],
+        Some("bob@example.com"),
+    )
+    .await;
+    support::wait_for("bob's version to scale the gateway to 4", LONG, || async {
+        match gateways
+            .get("gw")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .replicas
+        {
+            4 => Ok(()),
+            other => Err(format!("replicas {other}")),
+        }
+    })
+    .await;
+    let rows: Vec<_> = rows_of_version(&db, &version_of(&v2))
+        .await
+        .into_iter()
+        .filter(|r| r.id != id)
+        .collect();
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(
+            r.entry.runbook_editor.as_deref(),
+            Some("bob@example.com"),
+            "{r:#?}"
+        );
+        assert_eq!(r.entry.mode, "auto", "{r:#?}");
+    }
+    assert!(
+        rows.iter().any(|r| r.outcome.as_deref() == Some("applied")),
+        "{rows:#?}"
+    );
+
+    // A change without the annotation (admission off): an unknown editor,
+    // and a new version again, so it only recommends.
+    rules_configmap_by(&client, &ns, &[("every-second", &v3)], None).await;
+    let rows = rows_of_version(&db, &version_of(&v3)).await;
+    for r in &rows {
+        assert_eq!(r.entry.runbook_editor, None, "{r:#?}");
+        assert_eq!(r.entry.mode, "recommend", "{r:#?}");
+    }
+    assert_eq!(gateways.get("gw").await.expect("gw").spec.replicas, 4);
 }

@@ -232,9 +232,11 @@ impl Setup {
         let p = Proposal {
             intent,
             runbook_hash: "b".repeat(64),
+            runbook_editor: None,
             trigger: "finding".into(),
             evidence: json!([]),
             mode: Mode::Auto,
+            mode_note: None,
         };
         let policy = Policy {
             cooldown_seconds: 0,
@@ -314,9 +316,11 @@ async fn a_write_that_keeps_failing_is_unknown_and_counts_against_the_cooldown()
     let p = Proposal {
         intent,
         runbook_hash: "b".repeat(64),
+        runbook_editor: None,
         trigger: "finding".into(),
         evidence: json!([]),
         mode: Mode::Auto,
+        mode_note: None,
     };
     let next =
         s.ex.run_batch(&[p], &Policy::default(), NOW + 60)

@@ -189,9 +189,11 @@ async fn recommend(
     let p = Proposal {
         intent,
         runbook_hash: "a".repeat(64),
+        runbook_editor: None,
         trigger: "finding".into(),
         evidence: json!([]),
         mode: Mode::Recommend,
+        mode_note: None,
     };
     let done = ex
         .run_batch(&[p], &permissive(), NOW)

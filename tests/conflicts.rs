@@ -93,9 +93,11 @@ fn scale_to(ns: &str, replicas: i64) -> Proposal {
     Proposal {
         intent,
         runbook_hash: "0".repeat(64),
+        runbook_editor: None,
         trigger: "finding".into(),
         evidence: json!([]),
         mode: Mode::Auto,
+        mode_note: None,
     }
 }
 

@@ -138,9 +138,11 @@ fn scale(target: &ComponentId, replicas: i64) -> Proposal {
     Proposal {
         intent,
         runbook_hash: "0".repeat(64),
+        runbook_editor: None,
         trigger: "finding".into(),
         evidence: json!([]),
         mode: Mode::Auto,
+        mode_note: None,
     }
 }
 
@@ -396,9 +398,11 @@ async fn a_switchover_is_judged_on_the_lag_the_agent_observed() {
         Proposal {
             intent,
             runbook_hash: "0".repeat(64),
+            runbook_editor: None,
             trigger: "finding".into(),
             evidence: json!([]),
             mode: Mode::Auto,
+            mode_note: None,
         }
     };
     let observed = |lag: f64| Observed {
@@ -482,6 +486,7 @@ async fn a_new_journal_never_takes_an_old_tag_for_its_own() {
             at: NOW + 10,
             runbook: intent.runbook.clone(),
             runbook_hash: "0".repeat(64),
+            runbook_editor: None,
             trigger: "finding".into(),
             evidence: json!([]),
             action: serde_json::to_value(&intent).expect("json"),

@@ -47,6 +47,8 @@ fn entry(at: i64, mode: &str, verdict: &str) -> NewEntry {
         at,
         runbook: "autoscale-gateway".into(),
         runbook_hash: "ab".repeat(32),
+        // Kept as written, so the round trip proves the column.
+        runbook_editor: Some("alice@example.com".into()),
         trigger: "finding".into(),
         evidence: json!([{"signal": "cpu_saturation", "score": 0.93}]),
         action: json!({"action": "scale_replicas", "replicas": 5}),
@@ -154,12 +156,96 @@ async fn unresolved_and_approvals(j: &SqlJournal) {
     assert_eq!(j.since(2003).await.expect("since").len(), 3);
 }
 
+/// The editor of a runbook version is its first: recording the same
+/// source again (a restart, another runbook of the ConfigMap edited) with
+/// another editor, or with none, does not change it; a new version gets
+/// its own.
+async fn runbook_versions(j: &SqlJournal) {
+    let v1 = "11".repeat(32);
+    let v2 = "22".repeat(32);
+    let v3 = "33".repeat(32);
+    let record = |hash: String, editor: Option<&'static str>, at: i64| async move {
+        j.record_runbook_version("autoscale-gateway", &hash, editor, at)
+            .await
+            .expect("record runbook version")
+    };
+    assert_eq!(
+        record(v1.clone(), Some("alice"), 10).await.as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        record(v1.clone(), Some("mallory"), 20).await.as_deref(),
+        Some("alice"),
+        "the first editor of a version stays"
+    );
+    assert_eq!(record(v1.clone(), None, 30).await.as_deref(), Some("alice"));
+    assert_eq!(
+        record(v2.clone(), Some("bob"), 40).await.as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        record(v3.clone(), None, 50).await,
+        None,
+        "an unknown editor"
+    );
+    assert_eq!(
+        record(v3, Some("carol"), 60).await,
+        None,
+        "nor does an unknown editor become known later"
+    );
+}
+
+/// Only actions of that version a person approved and that were applied
+/// count toward trusting it.
+async fn approved_counts(j: &SqlJournal) {
+    let hash = "ab".repeat(32);
+    assert_eq!(j.approved_count(&hash).await.expect("count"), 0);
+    for (approval, out) in [
+        (Some("approved by alice"), outcome::APPLIED),
+        (Some("approved by bob"), outcome::UNDONE),
+        (Some("approved by carol"), outcome::UNKNOWN),
+        (Some("approved by dave"), outcome::FAILED),
+        (Some("rejected by erin"), outcome::REJECTED),
+        (Some("superseded by recommendation 9"), outcome::ABANDONED),
+        (None, outcome::APPLIED),
+        (None, outcome::RECOMMENDED),
+    ] {
+        let id = j
+            .record_intent(&entry(4000, "recommend", "allowed"))
+            .await
+            .expect("r");
+        if let Some(a) = approval {
+            assert!(j.record_approval(id, a).await.expect("approval"));
+        }
+        j.record_outcome(id, out, "", 4001).await.expect("o");
+    }
+    assert_eq!(
+        j.approved_count(&hash).await.expect("count"),
+        3,
+        "alice's, bob's and carol's"
+    );
+    // Another version's approvals are its own.
+    let mut other = entry(4002, "recommend", "allowed");
+    other.runbook_hash = "cd".repeat(32);
+    let id = j.record_intent(&other).await.expect("r");
+    assert!(j.record_approval(id, "approved by alice").await.expect("a"));
+    j.record_outcome(id, outcome::APPLIED, "", 4003)
+        .await
+        .expect("o");
+    assert_eq!(j.approved_count(&hash).await.expect("count"), 3);
+    assert_eq!(j.approved_count(&"cd".repeat(32)).await.expect("count"), 1);
+}
+
 async fn survives_reopen(url: &str) {
     let j = SqlJournal::connect(url).await.expect("connect");
     let id = j
         .record_intent(&entry(3000, "auto", "allowed"))
         .await
         .expect("r");
+    let version = "99".repeat(32);
+    j.record_runbook_version("scale", &version, Some("alice"), 3000)
+        .await
+        .expect("record version");
     j.close().await;
     // A new process: migrations run again (no-op), the in-flight intent is there.
     let j = SqlJournal::connect(url).await.expect("reconnect");
@@ -167,6 +253,14 @@ async fn survives_reopen(url: &str) {
     assert!(
         unresolved.iter().any(|e| e.id == id),
         "in-flight intent survives"
+    );
+    assert_eq!(
+        j.record_runbook_version("scale", &version, Some("mallory"), 3001)
+            .await
+            .expect("record version")
+            .as_deref(),
+        Some("alice"),
+        "who made a version survives a restart"
     );
     j.close().await;
 }
@@ -182,6 +276,12 @@ async fn sqlite_journal_suite() {
         .await
         .expect("connect");
     unresolved_and_approvals(&j2).await;
+    runbook_versions(&j2).await;
+    let dir3 = tempfile::tempdir().expect("tempdir");
+    let j3 = SqlJournal::connect(&sqlite_url(&dir3))
+        .await
+        .expect("connect");
+    approved_counts(&j3).await;
     j.close().await;
     survives_reopen(&url).await;
 }
@@ -200,7 +300,14 @@ async fn postgres_journal_suite() {
     };
     let j2 = SqlJournal::connect(&url2).await.expect("connect");
     unresolved_and_approvals(&j2).await;
+    runbook_versions(&j2).await;
     j2.close().await;
+    let Some(url3) = postgres_url("approved_counts").await else {
+        return;
+    };
+    let j3 = SqlJournal::connect(&url3).await.expect("connect");
+    approved_counts(&j3).await;
+    j3.close().await;
     survives_reopen(&url).await;
 }
 

@@ -180,9 +180,11 @@ async fn every_third_party_patch_passes_a_server_side_dry_run_against_the_upstre
             let p = Proposal {
                 intent,
                 runbook_hash: String::new(),
+                runbook_editor: None,
                 trigger: "test".into(),
                 evidence: json!([]),
                 mode,
+                mode_note: None,
             };
             let at = now + i as i64 + if mode == Mode::Auto { 100 } else { 0 };
             let out = ex

@@ -19,6 +19,13 @@ pub struct NewEntry {
     pub runbook: String,
     /// SHA-256 of the runbook source that decided.
     pub runbook_hash: String,
+    /// Who made that version of the runbook: the rules ConfigMap's
+    /// [`CHANGED_BY_ANNOTATION`](crate::crd::CHANGED_BY_ANNOTATION) when the
+    /// version was first seen (see [`Journal::record_runbook_version`]);
+    /// `None` for a runbook from a folder, an unknown editor, an undo, and
+    /// rows journaled before it was recorded.
+    #[serde(default)]
+    pub runbook_editor: Option<String>,
     /// `finding`, `cron`, `condition`, `undo`, …
     pub trigger: String,
     /// The findings (or other facts) behind the decision, as JSON.
@@ -65,6 +72,7 @@ impl NewEntry {
             at: 0,
             runbook: "autoscale-gateway".into(),
             runbook_hash: "h".into(),
+            runbook_editor: None,
             trigger: "finding".into(),
             evidence: serde_json::json!([]),
             action: serde_json::json!({}),
@@ -178,4 +186,21 @@ pub trait Journal: Send + Sync {
     /// Entries a crash interrupted: any entry without an outcome, and
     /// approved recommendations not yet applied.
     fn unresolved(&self) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
+    /// Records that version `hash` of `runbook` was loaded at `at`, made by
+    /// `editor`, unless the version is known already; returns the editor
+    /// stored for it: the one who first made that exact source, whoever
+    /// loads it again later (a restart, an edit of another runbook).
+    fn record_runbook_version(
+        &self,
+        runbook: &str,
+        hash: &str,
+        editor: Option<&str>,
+        at: i64,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+    /// How many actions of runbook version `runbook_hash` a person approved
+    /// (approval `approved by …`) and that were applied: outcome applied,
+    /// undone later, or unknown (possibly applied). Superseded, rejected and
+    /// failed ones do not count.
+    fn approved_count(&self, runbook_hash: &str)
+    -> impl Future<Output = Result<i64, Error>> + Send;
 }

@@ -32,7 +32,10 @@ use super::{
     read::Reader,
     rules::{Rules, RulesSource, Snapshot},
     samples::RecentSamples,
-    send::{apply_approvals, fetch_guard_policy, send_proposals, verify_applied},
+    send::{
+        apply_approvals, fetch_guard_policy, pin_new_runbook_versions, policy_change_note,
+        send_proposals, verify_applied,
+    },
 };
 use crate::{
     act::executor::{ClusterPolicy, Executed, Executor, Proposal},
@@ -90,6 +93,9 @@ pub struct Autopilot {
     /// resolved: done by the first cycle that can read the guard policy,
     /// since a resolution that sends passes the gate like any write.
     unresolved: bool,
+    /// The resourceVersion of the guard policy read last (its changes are
+    /// logged with who made them).
+    policy_version: Option<String>,
 }
 
 /// Everything the loop is built from.
@@ -139,15 +145,22 @@ impl Autopilot {
             metrics: p.metrics,
             settings: p.settings,
             unresolved: false,
+            policy_version: None,
             samples: RecentSamples::default(),
             last: None,
         }
     }
 
-    /// Reloads the runbooks when their source changed.
-    pub async fn refresh_rules(&mut self) {
+    /// Reloads the runbooks when their source changed, and records new
+    /// versions with their editor.
+    pub async fn refresh_rules(&mut self, now: i64) {
         self.rules
-            .refresh(&mut self.runbooks, self.estate.specs())
+            .refresh(
+                &mut self.runbooks,
+                self.estate.specs(),
+                self.executor.journal(),
+                now,
+            )
             .await;
     }
 
@@ -217,7 +230,7 @@ impl Autopilot {
         let last = self.last.unwrap_or(now - 1);
 
         // 1. Runbooks.
-        self.refresh_rules().await;
+        self.refresh_rules(now).await;
 
         // 2. Observe and detect.
         let (report, series) = self.observe(now).await;
@@ -251,7 +264,7 @@ impl Autopilot {
             (runbooks, evaluated)
         })
         .await;
-        let evaluated = match decided {
+        let mut evaluated = match decided {
             Ok((runbooks, evaluated)) => {
                 self.runbooks = runbooks;
                 evaluated
@@ -270,7 +283,7 @@ impl Autopilot {
 
         // 5. Act, then verify earlier actions.
         match self
-            .act(&evaluated.proposals, &latest_values(&series), now)
+            .act(&mut evaluated.proposals, &latest_values(&series), now)
             .await
         {
             Ok(done) => summary.executed = done.into_iter().map(|e| (e.id, e.outcome)).collect(),
@@ -304,19 +317,29 @@ impl Autopilot {
     /// shared borrow held across an await would make `run` not `Send`.)
     /// Everything that may write, under the guard policy read now: first
     /// the intents a previous run left unresolved, then this cycle's
-    /// proposals, the annotated approvals, and the verification of earlier
-    /// actions against `latest` (whose failure undoes them). Without a
-    /// policy none of it runs: the kill switch cannot be known.
+    /// proposals (new runbook versions lowered to recommend mode as the
+    /// policy says), the annotated approvals, and the verification of
+    /// earlier actions against `latest` (whose failure undoes them). Without
+    /// a policy none of it runs: the kill switch cannot be known.
     async fn act(
         &mut self,
-        proposals: &[Proposal],
+        proposals: &mut [Proposal],
         latest: &BTreeMap<(String, String), f64>,
         now: i64,
     ) -> Result<Vec<Executed>, String> {
         let namespace = &self.settings.namespace;
-        fetch_guard_policy(&self.client, namespace, proposals.len(), &self.metrics)
+        let read = fetch_guard_policy(&self.client, namespace, proposals.len(), &self.metrics)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(note) = policy_change_note(&mut self.policy_version, &read) {
+            tracing::info!(%namespace, "{note}");
+        }
+        pin_new_runbook_versions(
+            self.executor.journal(),
+            read.spec.new_runbook_approvals,
+            proposals,
+        )
+        .await;
         // Read again by the gate for every write, so a kill switch turned on
         // during this cycle stops its next write.
         let policy = ClusterPolicy {

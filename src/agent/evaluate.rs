@@ -152,6 +152,39 @@ pub fn evaluate_runbooks(
     out
 }
 
+/// Lowers to recommend mode the auto proposals of runbook versions not yet
+/// trusted (AutopilotPolicy `newRunbookApprovals`): with `required` > 0, a
+/// version (hash) of which fewer than `required` actions were approved by a
+/// person and applied (`approved`, per hash) only recommends, and its
+/// proposals say why. A version missing from `approved` (the journal could
+/// not count) is not trusted either. Proposals not in auto mode are left
+/// as they are. Returns how many were lowered.
+pub fn pin_new_versions(
+    proposals: &mut [Proposal],
+    required: u32,
+    approved: &BTreeMap<String, i64>,
+) -> usize {
+    if required == 0 {
+        return 0;
+    }
+    let mut lowered = 0;
+    for p in proposals.iter_mut().filter(|p| p.mode == Mode::Auto) {
+        let note = match approved.get(&p.runbook_hash) {
+            Some(&n) if n >= i64::from(required) => continue,
+            Some(&n) => format!(
+                "new runbook version: {n} of {required} approved actions applied (AutopilotPolicy newRunbookApprovals), so it recommends"
+            ),
+            None => format!(
+                "new runbook version: its approved actions could not be counted (AutopilotPolicy newRunbookApprovals {required}), so it recommends"
+            ),
+        };
+        p.mode = Mode::Recommend;
+        p.mode_note = Some(note);
+        lowered += 1;
+    }
+    lowered
+}
+
 /// The latest finite value of every series, keyed by (`Kind/namespace/name`,
 /// signal): what step 5 verifies earlier actions against.
 pub fn latest_values(series: &[SeriesSamples]) -> BTreeMap<(String, String), f64> {
@@ -203,6 +236,68 @@ mod tests {
             kinds(&[finding("PaymentGateway", "cpu", 0.9)]),
             ["BatchProcessor", "Cluster", "PaymentGateway"]
         );
+    }
+
+    #[test]
+    fn a_new_runbook_version_recommends_until_enough_approved_actions() {
+        let gateway = ComponentId {
+            kind: "PaymentGateway".into(),
+            namespace: "pay".into(),
+            name: "gw".into(),
+        };
+        let proposal = |hash: &str, mode: Mode| Proposal {
+            intent: crate::decide::Intent::new(crate::decide::Action::ScaleReplicas {
+                target: gateway.clone(),
+                replicas: 3,
+            }),
+            runbook_hash: hash.into(),
+            runbook_editor: None,
+            trigger: "cron".into(),
+            evidence: Value::Null,
+            mode,
+            mode_note: None,
+        };
+        let approved: BTreeMap<String, i64> =
+            [("trusted".to_string(), 2), ("new".to_string(), 1)].into();
+        let batch = || {
+            vec![
+                proposal("trusted", Mode::Auto),
+                proposal("new", Mode::Auto),
+                proposal("uncounted", Mode::Auto),
+                proposal("new", Mode::DryRun),
+            ]
+        };
+        let modes = |ps: &[Proposal]| ps.iter().map(|p| p.mode).collect::<Vec<_>>();
+
+        // Off: nothing changes.
+        let mut off = batch();
+        assert_eq!(pin_new_versions(&mut off, 0, &approved), 0);
+        assert_eq!(modes(&off), modes(&batch()));
+
+        let mut pinned = batch();
+        assert_eq!(pin_new_versions(&mut pinned, 2, &approved), 2);
+        assert_eq!(
+            modes(&pinned),
+            [Mode::Auto, Mode::Recommend, Mode::Recommend, Mode::DryRun],
+            "two approved actions are enough; one is not; none counted is not; dry-run stays"
+        );
+        assert_eq!(pinned[0].mode_note, None);
+        let note = pinned[1].mode_note.as_deref().expect("a reason");
+        assert!(
+            note.contains("1 of 2") && note.contains("newRunbookApprovals"),
+            "{note}"
+        );
+        assert!(
+            pinned[2]
+                .mode_note
+                .as_deref()
+                .is_some_and(|n| n.contains("could not be counted"))
+        );
+        assert_eq!(pinned[3].mode_note, None);
+
+        let mut stricter = batch();
+        assert_eq!(pin_new_versions(&mut stricter, 3, &approved), 3);
+        assert_eq!(stricter[0].mode, Mode::Recommend);
     }
 
     #[test]

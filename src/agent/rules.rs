@@ -7,6 +7,12 @@
 //! ConfigMap — and its last good version keeps running. `Rules` loads each
 //! new version into the loop's `RunbookSet` (step 1 of a cycle).
 //!
+//! Every runbook version loaded is recorded in the journal with its editor
+//! (who made it: the ConfigMap's `changed-by` annotation, which the chart's
+//! admission policy holds equal to the user who wrote it), and the loaded
+//! runbook carries the editor the journal keeps for that version, so every
+//! action names who wrote the rule behind it (issue #11).
+//!
 //! Must not evaluate runbooks nor write to the cluster other than through
 //! `act::publish_event`.
 
@@ -25,7 +31,8 @@ use tokio::sync::watch;
 
 use super::metrics::Metrics;
 use crate::{
-    act,
+    act::{self, journal::Journal},
+    crd::CHANGED_BY_ANNOTATION,
     decide::{self, RunbookSet},
     detect::spec::ValidatedSpec,
 };
@@ -90,6 +97,93 @@ pub struct Snapshot {
     pub configmap: Option<ConfigMap>,
 }
 
+impl Snapshot {
+    /// Who made this version of the rules: the ConfigMap's
+    /// [`CHANGED_BY_ANNOTATION`]; `None` for a folder, or a ConfigMap
+    /// without it (the admission policy that requires it is off).
+    pub fn editor(&self) -> Option<String> {
+        let annotations = self.configmap.as_ref()?.metadata.annotations.as_ref()?;
+        annotations
+            .get(CHANGED_BY_ANNOTATION)
+            .filter(|e| !e.is_empty())
+            .cloned()
+    }
+}
+
+/// The editors of the runbook versions loaded: each new version is
+/// recorded in the journal with the editor of the rules version that
+/// brought it, and takes the editor the journal keeps for it (the first to
+/// make that exact source). A version the journal could not record yet is
+/// tried again every cycle, meanwhile without an editor.
+#[derive(Debug, Default)]
+pub struct Editors {
+    /// Versions (hashes) recorded, with the editor the journal keeps.
+    recorded: BTreeMap<String, Option<String>>,
+    /// Versions loaded but not recorded yet: runbook name and the editor
+    /// of the rules version that first brought them.
+    unrecorded: BTreeMap<String, (String, Option<String>)>,
+}
+
+impl Editors {
+    /// Notes the versions `runbooks` holds after loading a rules version
+    /// made by `editor`.
+    pub fn loaded(&mut self, runbooks: &RunbookSet, editor: Option<&str>) {
+        for rb in runbooks.runbooks() {
+            if !self.recorded.contains_key(&rb.hash) {
+                self.unrecorded
+                    .entry(rb.hash.clone())
+                    .or_insert_with(|| (rb.name.clone(), editor.map(str::to_string)));
+            }
+        }
+    }
+
+    /// Records the new versions in the journal, then gives every loaded
+    /// runbook the editor kept for its version. `warn_unknown`: a version
+    /// without an editor is news (it came from a ConfigMap, where the
+    /// admission policy should have named one), said once per version.
+    pub async fn record(
+        &mut self,
+        journal: &impl Journal,
+        runbooks: &mut RunbookSet,
+        warn_unknown: bool,
+        now: i64,
+    ) {
+        for (hash, (name, editor)) in std::mem::take(&mut self.unrecorded) {
+            match journal
+                .record_runbook_version(&name, &hash, editor.as_deref(), now)
+                .await
+            {
+                Ok(Some(by)) => {
+                    tracing::info!(runbook = %name, %hash, editor = %by, "runbook {name}: this version was made by {by}");
+                    self.recorded.insert(hash, Some(by));
+                }
+                Ok(None) => {
+                    if warn_unknown {
+                        tracing::warn!(runbook = %name, %hash, annotation = CHANGED_BY_ANNOTATION,
+                            "runbook {name} changed by an unknown editor (the rules ConfigMap does not name one: is the chart's admission policy off?)");
+                    }
+                    self.recorded.insert(hash, None);
+                }
+                Err(error) => {
+                    tracing::warn!(runbook = %name, %hash, error = %crate::telemetry::chain(&error),
+                        "recording the runbook version failed; its actions name no editor until it is recorded (retried next cycle)");
+                    self.unrecorded.insert(hash, (name, editor));
+                }
+            }
+        }
+        let known: Vec<(String, String, Option<String>)> = runbooks
+            .runbooks()
+            .filter_map(|rb| {
+                let editor = self.recorded.get(&rb.hash)?;
+                (rb.editor != *editor).then(|| (rb.name.clone(), rb.hash.clone(), editor.clone()))
+            })
+            .collect();
+        for (name, hash, editor) in known {
+            runbooks.set_editor(&name, &hash, editor);
+        }
+    }
+}
+
 /// Watches the rules ConfigMap and publishes every version of its runbooks.
 /// A deleted ConfigMap publishes nothing: the runbooks loaded last keep
 /// running (stop them with the kill switch, not by deleting the rules).
@@ -137,6 +231,7 @@ pub struct Rules {
     loaded: Option<Sources>,
     recorder: Recorder,
     metrics: Metrics,
+    editors: Editors,
 }
 
 impl Rules {
@@ -152,6 +247,7 @@ impl Rules {
             loaded: None,
             recorder,
             metrics,
+            editors: Editors::default(),
         }
     }
 
@@ -183,11 +279,24 @@ impl Rules {
 
     /// Step 1: loads the runbooks into `runbooks` when their source changed
     /// since the last load; keeps the loaded ones when it cannot be read.
+    /// New versions are recorded in `journal` with their editor.
     #[tracing::instrument(skip_all, fields(source = %self.source))]
-    pub async fn refresh(&mut self, runbooks: &mut RunbookSet, specs: &[ValidatedSpec]) {
+    pub async fn refresh(
+        &mut self,
+        runbooks: &mut RunbookSet,
+        specs: &[ValidatedSpec],
+        journal: &impl Journal,
+        now: i64,
+    ) {
         if let Some(snapshot) = self.changed() {
+            let editor = snapshot.editor();
             self.load(snapshot, runbooks, specs).await;
+            self.editors.loaded(runbooks, editor.as_deref());
         }
+        let from_configmap = matches!(self.source, RulesSource::ConfigMap { .. });
+        self.editors
+            .record(journal, runbooks, from_configmap, now)
+            .await;
     }
 
     /// A version of the sources not loaded yet, if any.
@@ -324,6 +433,118 @@ mod tests {
                 ("scale".to_string(), "a".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn the_editor_of_a_rules_version_is_the_configmaps_annotation() {
+        let snapshot = |annotations: Option<BTreeMap<String, String>>| Snapshot {
+            sources: Vec::new(),
+            configmap: Some(ConfigMap {
+                metadata: kube::api::ObjectMeta {
+                    annotations,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+        };
+        let one = |k: &str, v: &str| Some([(k.to_string(), v.to_string())].into());
+        assert_eq!(
+            snapshot(one(CHANGED_BY_ANNOTATION, "alice"))
+                .editor()
+                .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(snapshot(one(CHANGED_BY_ANNOTATION, "")).editor(), None);
+        assert_eq!(snapshot(one("other", "alice")).editor(), None);
+        assert_eq!(snapshot(None).editor(), None);
+        let folder = Snapshot {
+            sources: Vec::new(),
+            configmap: None,
+        };
+        assert_eq!(folder.editor(), None);
+    }
+
+    fn cron(note: &str) -> String {
+        format!(
+            "fn runbook() {{ #{{ trigger: #{{ cron: #{{ schedule: \"0 3 * * *\" }} }} }} }}\nfn decide(ctx) {{ [] }}\n// {note}\n"
+        )
+    }
+
+    fn editor_of(set: &RunbookSet, name: &str) -> Option<String> {
+        set.get(name).expect("loaded").editor.clone()
+    }
+
+    /// Each version keeps the editor of the rules version that first
+    /// brought it, in the journal: an edit of one runbook does not make its
+    /// editor the editor of the others, and a restart changes nothing.
+    #[tokio::test]
+    async fn each_runbook_version_keeps_the_editor_who_made_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite:{}", dir.path().join("j.db").display());
+        let journal = crate::store::SqlJournal::connect(&url)
+            .await
+            .expect("journal");
+        let mut set = RunbookSet::new(decide::Limits::default());
+        let mut editors = Editors::default();
+        let mut load =
+            async |set: &mut RunbookSet, sources: &[(&str, String)], by: Option<&str>, now| {
+                let sources: Sources = sources
+                    .iter()
+                    .map(|(n, s)| (n.to_string(), s.clone()))
+                    .collect();
+                assert!(set.load(&sources).is_empty());
+                editors.loaded(set, by);
+                editors.record(&journal, set, true, now).await;
+            };
+        load(
+            &mut set,
+            &[("a", cron("a1")), ("b", cron("b1"))],
+            Some("alice"),
+            10,
+        )
+        .await;
+        assert_eq!(editor_of(&set, "a").as_deref(), Some("alice"));
+        assert_eq!(editor_of(&set, "b").as_deref(), Some("alice"));
+        // Bob changes b only.
+        load(
+            &mut set,
+            &[("a", cron("a1")), ("b", cron("b2"))],
+            Some("bob"),
+            20,
+        )
+        .await;
+        assert_eq!(editor_of(&set, "a").as_deref(), Some("alice"));
+        assert_eq!(editor_of(&set, "b").as_deref(), Some("bob"));
+        // Someone adds c without the annotation (admission off).
+        let all = [("a", cron("a1")), ("b", cron("b2")), ("c", cron("c1"))];
+        load(&mut set, &all, None, 30).await;
+        assert_eq!(editor_of(&set, "a").as_deref(), Some("alice"));
+        assert_eq!(editor_of(&set, "c"), None);
+        // b back to the version alice made: hers again.
+        load(
+            &mut set,
+            &[("a", cron("a1")), ("b", cron("b1"))],
+            Some("carol"),
+            40,
+        )
+        .await;
+        assert_eq!(editor_of(&set, "b").as_deref(), Some("alice"));
+        journal.close().await;
+
+        // A restart: the ConfigMap now names its last editor, eve; the
+        // journal still knows who made each version.
+        let journal = crate::store::SqlJournal::connect(&url)
+            .await
+            .expect("journal");
+        let mut set = RunbookSet::new(decide::Limits::default());
+        let mut editors = Editors::default();
+        assert!(set.load(&all.map(|(n, s)| (n.to_string(), s))).is_empty());
+        editors.loaded(&set, Some("eve"));
+        editors.record(&journal, &mut set, true, 50).await;
+        assert_eq!(editor_of(&set, "a").as_deref(), Some("alice"));
+        assert_eq!(editor_of(&set, "b").as_deref(), Some("bob"));
+        assert_eq!(editor_of(&set, "c"), None);
+        journal.close().await;
     }
 
     #[test]

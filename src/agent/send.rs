@@ -7,25 +7,31 @@
 //! anything nor write to the cluster itself; it logs what the executor did
 //! and returns it. A driver that must not act (a replay) replaces this step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::metrics::Metrics;
-use crate::act::{
-    executor::{self, Executed, Executor, PolicyError, PolicySource, Proposal, fetch_policy},
-    guard::Policy,
-    journal::Journal,
-    verify::Verification,
+use super::{evaluate::pin_new_versions, metrics::Metrics};
+use crate::{
+    act::{
+        executor::{
+            self, Executed, Executor, PolicyError, PolicySource, Proposal, fetch_policy_object,
+        },
+        journal::Journal,
+        verify::Verification,
+    },
+    crd::{AutopilotPolicy, CHANGED_BY_ANNOTATION},
+    decide::Mode,
 };
 
-/// The guard policy as it is now. Without it nothing is sent this cycle.
+/// The guard policy as it is now (the object: its spec, and who changed
+/// it). Without it nothing is sent this cycle.
 #[tracing::instrument(skip_all, fields(namespace = %namespace, proposals = proposals))]
 pub async fn fetch_guard_policy(
     client: &kube::Client,
     namespace: &str,
     proposals: usize,
     metrics: &Metrics,
-) -> Result<Policy, PolicyError> {
-    let policy = fetch_policy(client, namespace).await;
+) -> Result<AutopilotPolicy, PolicyError> {
+    let policy = fetch_policy_object(client, namespace).await;
     if let Err(error) = &policy {
         metrics
             .read_errors
@@ -34,6 +40,72 @@ pub async fn fetch_guard_policy(
         tracing::error!(error = %crate::telemetry::chain(error), proposals, "reading the guard policy failed; nothing is sent this cycle");
     }
     policy
+}
+
+/// What to say about `policy` when it is a version not seen before (`seen`
+/// holds the resourceVersion read last, and is updated): who changed it
+/// (its [`CHANGED_BY_ANNOTATION`], which the chart's admission policy holds
+/// equal to the user who wrote it) and what its kill switch is.
+pub fn policy_change_note(seen: &mut Option<String>, policy: &AutopilotPolicy) -> Option<String> {
+    let version = policy.metadata.resource_version.clone();
+    if version.is_some() && *seen == version {
+        return None;
+    }
+    *seen = version;
+    let editor = policy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CHANGED_BY_ANNOTATION))
+        .filter(|e| !e.is_empty())
+        .map_or("an unknown editor", String::as_str);
+    let kill_switch = if policy.spec.kill_switch { "on" } else { "off" };
+    Some(format!(
+        "AutopilotPolicy last changed by {editor}; kill switch {kill_switch}"
+    ))
+}
+
+/// Before the send, in auto mode: the proposals of a runbook version with
+/// fewer approved-and-applied actions than the policy's
+/// `newRunbookApprovals` are lowered to recommend mode
+/// ([`pin_new_versions`]), on the counts the journal gives now; a version
+/// the journal cannot count only recommends.
+#[tracing::instrument(skip_all, fields(required = required))]
+pub async fn pin_new_runbook_versions<J: Journal>(
+    journal: &J,
+    required: u32,
+    proposals: &mut [Proposal],
+) {
+    if required == 0 {
+        return;
+    }
+    let versions: BTreeSet<&str> = proposals
+        .iter()
+        .filter(|p| p.mode == Mode::Auto)
+        .map(|p| p.runbook_hash.as_str())
+        .collect();
+    let mut approved = BTreeMap::new();
+    for hash in versions {
+        match journal.approved_count(hash).await {
+            Ok(n) => {
+                approved.insert(hash.to_string(), n);
+            }
+            Err(error) => {
+                tracing::warn!(%hash, error = %crate::telemetry::chain(&error), "counting the approved actions of a runbook version failed; it only recommends this cycle")
+            }
+        }
+    }
+    if pin_new_versions(proposals, required, &approved) == 0 {
+        return;
+    }
+    let mut said = BTreeSet::new();
+    for p in proposals.iter() {
+        if let Some(note) = &p.mode_note
+            && said.insert(&p.runbook_hash)
+        {
+            tracing::info!(runbook = %p.intent.runbook, hash = %p.runbook_hash, editor = p.runbook_editor.as_deref().unwrap_or("unknown"), %note, "runbook version not trusted yet: recommending");
+        }
+    }
 }
 
 /// Sends the cycle's proposals as one batch (none: no batch at all).
@@ -116,5 +188,41 @@ pub async fn verify_applied<J: Journal>(
         Err(error) => {
             tracing::warn!(error = %crate::telemetry::chain(&error), "verifying applied actions failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_version_is_told_once_with_its_editor_and_kill_switch() {
+        let policy = |version: &str, editor: Option<&str>, kill_switch: bool| {
+            let mut p = AutopilotPolicy::new(
+                "autopilot",
+                crate::act::guard::Policy {
+                    kill_switch,
+                    ..Default::default()
+                },
+            );
+            p.metadata.resource_version = Some(version.into());
+            p.metadata.annotations =
+                editor.map(|e| [(CHANGED_BY_ANNOTATION.to_string(), e.to_string())].into());
+            p
+        };
+        let mut seen = None;
+        assert_eq!(
+            policy_change_note(&mut seen, &policy("1", Some("alice"), false)).as_deref(),
+            Some("AutopilotPolicy last changed by alice; kill switch off")
+        );
+        assert_eq!(
+            policy_change_note(&mut seen, &policy("1", Some("alice"), false)),
+            None,
+            "the same version"
+        );
+        assert_eq!(
+            policy_change_note(&mut seen, &policy("2", None, true)).as_deref(),
+            Some("AutopilotPolicy last changed by an unknown editor; kill switch on")
+        );
     }
 }

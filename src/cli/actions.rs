@@ -33,12 +33,13 @@ fn time(at: i64) -> String {
 /// One line per entry, for `actions list`.
 pub fn format_row(e: &JournalEntry) -> String {
     format!(
-        "{:>6}  {:<26}  {}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  {}",
+        "{:>6}  {:<26}  {}  {:<9}  {:<24}  {:<20}  {:<24}  {:<48}  {:<12}  {:<11}  {}",
         e.id,
         e.entry.uid,
         time(e.entry.at),
         e.entry.mode,
         e.entry.runbook,
+        e.entry.runbook_editor.as_deref().unwrap_or("-"),
         e.entry.action_kind,
         e.entry.target,
         e.entry.verdict,
@@ -87,12 +88,13 @@ pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
         ActionsCommand::List { db, limit, pending } => {
             let rows = journal(&db).await?.list(limit, pending).await?;
             println!(
-                "{:>6}  {:<26}  {:<20}  {:<9}  {:<24}  {:<24}  {:<48}  {:<12}  {:<11}  APPROVAL",
+                "{:>6}  {:<26}  {:<20}  {:<9}  {:<24}  {:<20}  {:<24}  {:<48}  {:<12}  {:<11}  APPROVAL",
                 "ID",
                 "ACTION ID",
                 "TIME",
                 "MODE",
                 "RUNBOOK",
+                "EDITOR",
                 "ACTION",
                 "TARGET",
                 "VERDICT",

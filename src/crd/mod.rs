@@ -34,6 +34,13 @@ pub const FIELD_MANAGER: &str = "autopilot";
 /// The one finalizer Autopilot puts on resources it must clean up after.
 pub const FINALIZER: &str = "payments.io/autopilot";
 
+/// Who made the last change to the rules ConfigMap or the AutopilotPolicy:
+/// the chart's admission policy requires every create and update of either
+/// to carry it, equal to the requesting user, so the API server vouches for
+/// it. Whoever edits the rules holds the agent's write authority in auto
+/// mode (issue #11): the agent journals it with every action.
+pub const CHANGED_BY_ANNOTATION: &str = "autopilot.payments.io/changed-by";
+
 /// The CRD of one of our kinds, generated from its Rust type.
 pub fn crd_of(id: PaymentsKind) -> CustomResourceDefinition {
     match id {

@@ -76,6 +76,12 @@ pub struct Policy {
     /// sales day): every action, approval and undo waits.
     #[schemars(length(max = 100))]
     pub change_freezes: Vec<Freeze>,
+    /// In auto mode, a new runbook version (a change of its source) only
+    /// recommends until this many of its actions were approved by a person
+    /// and applied; then it acts on its own. Whoever edits the rules does
+    /// not get the agent's write authority at once. 0 (the default): off.
+    #[schemars(range(max = 100))]
+    pub new_runbook_approvals: u32,
 }
 
 impl Default for Policy {
@@ -91,6 +97,7 @@ impl Default for Policy {
             max_switchover_lag_seconds: 5.0,
             maintenance_windows: Vec::new(),
             change_freezes: Vec::new(),
+            new_runbook_approvals: 0,
         }
     }
 }

@@ -210,6 +210,11 @@ pub struct Runbook {
     pub name: String,
     /// SHA-256 of the source, recorded with every action.
     pub hash: String,
+    /// Who made this version: the editor the journal keeps for its hash
+    /// (the rules ConfigMap's `changed-by` annotation when the version was
+    /// first seen). Set by the agent once recorded, never by [`compile`];
+    /// `None` for a folder's runbooks and an unknown editor.
+    pub editor: Option<String>,
     pub meta: Meta,
     /// The text it was compiled from, for lints that read what `fn
     /// decide` uses (see `decide::lint`).
@@ -299,6 +304,7 @@ pub fn compile(engine: &Engine, name: &str, source: &str) -> Result<Runbook, Err
     Ok(Runbook {
         name: name.to_string(),
         hash: hex(&Sha256::digest(source.as_bytes())),
+        editor: None,
         meta,
         source: source.to_string(),
         ast,
@@ -483,7 +489,11 @@ impl RunbookSet {
             .retain(|name, _| sources.iter().any(|(n, _)| n == name));
         for (name, source) in sources {
             match compile(&self.engine, name, source) {
-                Ok(rb) => {
+                Ok(mut rb) => {
+                    // The same version keeps the editor it was given.
+                    if let Some(old) = self.runbooks.get(name).filter(|o| o.hash == rb.hash) {
+                        rb.editor = old.editor.clone();
+                    }
                     self.runbooks.insert(name.clone(), rb);
                 }
                 Err(e) => {
@@ -493,6 +503,14 @@ impl RunbookSet {
             }
         }
         errors
+    }
+
+    /// Gives the loaded runbook `name` its editor, if it is at version
+    /// `hash` (a newer version loaded meanwhile gets its own).
+    pub fn set_editor(&mut self, name: &str, hash: &str, editor: Option<String>) {
+        if let Some(rb) = self.runbooks.get_mut(name).filter(|r| r.hash == hash) {
+            rb.editor = editor;
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Runbook> {

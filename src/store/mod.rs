@@ -60,7 +60,7 @@ macro_rules! select {
     ($pool:expr, $db:literal, $tail:literal $(, $arg:expr)*) => {
         sqlx::query_as!(
             Row,
-            "SELECT id AS \"id!\", uid, at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of, dry_run, outcome, outcome_detail, outcome_at, verification, approval FROM journal "
+            "SELECT id AS \"id!\", uid, at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of, dry_run, outcome, outcome_detail, outcome_at, verification, approval, runbook_editor FROM journal "
                 + $tail
                 + " -- "
                 + $db
@@ -81,6 +81,15 @@ macro_rules! update {
     };
 }
 
+/// A query of one row and one column; yields that value.
+macro_rules! scalar {
+    ($pool:expr, $db:literal, $sql:literal $(, $arg:expr)*) => {
+        sqlx::query_scalar!($sql + " -- " + $db $(, $arg)*)
+            .fetch_one($pool)
+            .await
+    };
+}
+
 /// The intent row; yields its id.
 macro_rules! insert_intent {
     ($pool:expr, $db:literal, $e:expr) => {{
@@ -88,7 +97,7 @@ macro_rules! insert_intent {
         let (evidence, action) = (e.evidence.to_string(), e.action.to_string());
         let (patch, inverse, verify) = (text(&e.patch), text(&e.inverse), text(&e.verify));
         sqlx::query_scalar!(
-            "INSERT INTO journal (at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of, uid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id AS \"id!\""
+            "INSERT INTO journal (at, runbook, runbook_hash, trigger, evidence, action, action_kind, target, namespace, patch, inverse, disruptive, mode, verdict, verdict_detail, verify, undo_of, uid, runbook_editor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id AS \"id!\""
                 + " -- "
                 + $db,
             e.at,
@@ -108,7 +117,8 @@ macro_rules! insert_intent {
             e.verdict_detail,
             verify,
             e.undo_of,
-            e.uid
+            e.uid,
+            e.runbook_editor
         )
         .fetch_one($pool)
         .await
@@ -142,6 +152,7 @@ struct Row {
     outcome_at: Option<i64>,
     verification: Option<String>,
     approval: Option<String>,
+    runbook_editor: Option<String>,
 }
 
 fn json(s: &str) -> serde_json::Value {
@@ -157,6 +168,7 @@ impl From<Row> for JournalEntry {
                 at: r.at,
                 runbook: r.runbook,
                 runbook_hash: r.runbook_hash,
+                runbook_editor: r.runbook_editor,
                 trigger: r.trigger,
                 evidence: json(&r.evidence),
                 action: json(&r.action),
@@ -404,6 +416,49 @@ impl Journal for SqlJournal {
         )
         .map_err(query_error("unresolved"))?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn record_runbook_version(
+        &self,
+        runbook: &str,
+        hash: &str,
+        editor: Option<&str>,
+        at: i64,
+    ) -> Result<Option<String>, journal::Error> {
+        // The first to record a version keeps it; then read whoever that was.
+        on_pool!(
+            self,
+            update!(
+                "INSERT INTO runbook_versions (hash, runbook, editor, first_seen) VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+                hash,
+                runbook,
+                editor,
+                at
+            )
+        )
+        .map_err(query_error("record_runbook_version"))?;
+        on_pool!(
+            self,
+            scalar!(
+                "SELECT editor AS \"editor?\" FROM runbook_versions WHERE hash = $1",
+                hash
+            )
+        )
+        .map_err(query_error("record_runbook_version"))
+    }
+
+    async fn approved_count(&self, runbook_hash: &str) -> Result<i64, journal::Error> {
+        on_pool!(
+            self,
+            scalar!(
+                "SELECT COUNT(*) AS \"n!: i64\" FROM journal WHERE runbook_hash = $1 AND approval LIKE 'approved by %' AND outcome IN ($2, $3, $4)",
+                runbook_hash,
+                outcome::APPLIED,
+                outcome::UNDONE,
+                outcome::UNKNOWN
+            )
+        )
+        .map_err(query_error("approved_count"))
     }
 }
 

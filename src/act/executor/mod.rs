@@ -186,6 +186,15 @@ impl PolicyError {
 /// validate, is an error, not "defaults, kill switch off" (`spec: {}` gives
 /// the defaults).
 pub async fn fetch_policy(client: &Client, namespace: &str) -> Result<Policy, PolicyError> {
+    fetch_policy_object(client, namespace).await.map(|p| p.spec)
+}
+
+/// [`fetch_policy`], with the object's metadata (who changed it, its
+/// version).
+pub async fn fetch_policy_object(
+    client: &Client,
+    namespace: &str,
+) -> Result<crate::crd::AutopilotPolicy, PolicyError> {
     let found = Api::<crate::crd::AutopilotPolicy>::namespaced(client.clone(), namespace)
         .get_opt(POLICY_NAME)
         .await
@@ -194,13 +203,12 @@ pub async fn fetch_policy(client: &Client, namespace: &str) -> Result<Policy, Po
             name: POLICY_NAME,
             source,
         })?;
-    let policy = found
-        .ok_or_else(|| PolicyError::MissingPolicy {
-            namespace: namespace.into(),
-            name: POLICY_NAME,
-        })?
-        .spec;
+    let policy = found.ok_or_else(|| PolicyError::MissingPolicy {
+        namespace: namespace.into(),
+        name: POLICY_NAME,
+    })?;
     policy
+        .spec
         .validate()
         .map_err(|source| PolicyError::ReadPolicy {
             namespace: namespace.into(),
@@ -284,12 +292,17 @@ impl Observer {
 pub struct Proposal {
     pub intent: Intent,
     pub runbook_hash: String,
+    /// Who made that version of the runbook (`decide::Runbook::editor`).
+    pub runbook_editor: Option<String>,
     /// `finding`, `cron` or `condition`.
     pub trigger: String,
     /// The findings behind it.
     pub evidence: Value,
     /// Effective mode (agent's mode, lowered by the runbook's pin).
     pub mode: Mode,
+    /// Why the mode was lowered further, if it was (a new runbook version
+    /// not yet trusted in auto mode); journaled with the verdict's detail.
+    pub mode_note: Option<String>,
 }
 
 impl Proposal {
@@ -305,9 +318,11 @@ impl Proposal {
         Self {
             intent,
             runbook_hash: runbook.hash.clone(),
+            runbook_editor: runbook.editor.clone(),
             trigger: trigger.to_string(),
             evidence,
             mode: Mode::effective(agent_mode, runbook.meta.mode),
+            mode_note: None,
         }
     }
 }

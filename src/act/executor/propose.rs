@@ -114,6 +114,7 @@ fn new_entry(
         at: now,
         runbook: p.intent.runbook.clone(),
         runbook_hash: p.runbook_hash.clone(),
+        runbook_editor: p.runbook_editor.clone(),
         trigger: p.trigger.clone(),
         evidence: p.evidence.clone(),
         action: to_json(&p.intent),
@@ -125,7 +126,11 @@ fn new_entry(
         disruptive: planned.is_some_and(|pl| pl.disruptive),
         mode: p.mode.as_str().to_string(),
         verdict: verdict.to_string(),
-        verdict_detail: detail.to_string(),
+        verdict_detail: match (&p.mode_note, detail) {
+            (Some(note), "") => note.clone(),
+            (Some(note), detail) => format!("{detail}; {note}"),
+            (None, detail) => detail.to_string(),
+        },
         verify: p.intent.verify.as_ref().map(to_json),
         undo_of: None,
     }

@@ -118,6 +118,32 @@ fn a_syntax_error_names_file_line_and_column_and_the_last_good_version_stays() {
 }
 
 #[test]
+fn an_editor_stays_with_its_version_only() {
+    let mut set = set_with("autoscale", GOOD);
+    let first = set.get("autoscale").expect("loaded").hash.clone();
+    assert_eq!(set.get("autoscale").expect("loaded").editor, None);
+    set.set_editor("autoscale", "another-version", Some("mallory".into()));
+    assert_eq!(
+        set.get("autoscale").expect("loaded").editor,
+        None,
+        "an editor for another version is not taken"
+    );
+    set.set_editor("autoscale", &first, Some("alice".into()));
+    // Reloaded unchanged (another runbook of the ConfigMap changed): kept.
+    assert!(set.load(&[("autoscale".into(), GOOD.into())]).is_empty());
+    assert_eq!(
+        set.get("autoscale").expect("loaded").editor.as_deref(),
+        Some("alice")
+    );
+    // A new version has no editor until the agent gives it its own.
+    let changed = format!("{GOOD}\n// tuned\n");
+    assert!(set.load(&[("autoscale".into(), changed)]).is_empty());
+    let rb = set.get("autoscale").expect("loaded");
+    assert_ne!(rb.hash, first);
+    assert_eq!(rb.editor, None);
+}
+
+#[test]
 fn declarations_are_checked_at_load() {
     let engine = build_engine(&Limits::default());
     for (src, needle) in [
