@@ -271,7 +271,7 @@ pub async fn as_service_account(cp: &ControlPlane, namespace: &str, name: &str) 
 
 /// The annotation that names who changed the agent's runbooks or policy
 /// (the chart's `-changed-by` admission policy holds it to the sender).
-pub const CHANGED_BY: &str = "autopilot.payments.io/changed-by";
+pub const CHANGED_BY: &str = autopilot::crd::CHANGED_BY_ANNOTATION;
 
 /// The user `client` acts as, as the API server says (a SelfSubjectReview,
 /// what `kubectl auth whoami` prints).
