@@ -10,6 +10,12 @@
 //! holding it in a `static`, a SIGKILL): a small reaper process watches a pipe
 //! from us and cleans up on end-of-file.
 //!
+//! kube-apiserver writes an audit log of the writes to payments.io resources
+//! and Deployments ([`ControlPlane::audit_log`]): the API server's own record
+//! of what was written, by whom, with which body — what the fault-injection
+//! tests count an action's writes against. It can be stopped and started
+//! again on the same port and etcd ([`ControlPlane::stop_apiserver`]).
+//!
 //! This module never changes objects in the cluster; it only starts it. It is
 //! compiled only with the cargo feature `testenv` (with its dependencies,
 //! rcgen and tempfile), so the agent's default build never contains it.
@@ -25,7 +31,10 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -35,6 +44,26 @@ pub const BIN_DIR_ENV: &str = "AUTOPILOT_TESTENV_BIN";
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// How long a stopped kube-apiserver may take to finish the requests in
+/// flight (and write their audit events) before it is killed.
+const APISERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The audit policy: the request body (level `Request`) of every write —
+/// create, update, patch, delete — to a payments.io resource (status
+/// included) or to an apps/v1 Deployment; nothing else, reads least of all,
+/// so the log stays small. Events only at `ResponseComplete` (and `Panic`).
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+  - level: Request
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+    resources:
+      - group: "payments.io"
+      - group: "apps"
+        resources: ["deployments", "deployments/scale", "deployments/status"]
+  - level: None
+"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -137,14 +166,24 @@ struct Process {
     log: PathBuf,
 }
 
+/// How a process was started, to start it again the same way.
+#[derive(Clone, Debug)]
+struct Launch {
+    binary: PathBuf,
+    args: Vec<String>,
+}
+
 /// A running control plane. Dropping it stops every process and deletes its
 /// working directory.
 pub struct ControlPlane {
     work: PathBuf,
-    processes: Vec<Process>,
+    /// In start order; behind a lock so that a shared control plane's API
+    /// server can be stopped and started again.
+    processes: Mutex<Vec<Process>>,
     reaper: Option<(Child, ChildStdin)>,
     kubeconfig: PathBuf,
     server: String,
+    apiserver: Option<Launch>,
 }
 
 impl ControlPlane {
@@ -160,9 +199,10 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             reaper: Some(spawn_reaper(&work)?),
             work,
-            processes: Vec::new(),
+            processes: Mutex::new(Vec::new()),
             kubeconfig: PathBuf::new(),
             server: String::new(),
+            apiserver: None,
         };
         cp.boot(&bin, options).await?;
         Ok(cp)
@@ -288,7 +328,29 @@ impl ControlPlane {
             "--profiling=false".into(),
             "--v=0".into(),
         ];
-        self.spawn("kube-apiserver", bin.join("kube-apiserver"), args)
+        fs::write(self.work.join("audit-policy.yaml"), AUDIT_POLICY)
+            .map_err(io("writing the audit policy"))?;
+        let args = args
+            .into_iter()
+            .chain([
+                format!("--audit-policy-file={}", p("audit-policy.yaml")),
+                format!("--audit-log-path={}", self.audit_log().display()),
+                "--audit-log-format=json".into(),
+                // Each event is written before the response is sent: an
+                // answered write is always in the log.
+                "--audit-log-mode=blocking".into(),
+                // Megabytes; no test comes near it, so the log never rotates.
+                "--audit-log-maxsize=2048".into(),
+                "--audit-log-maxbackup=1".into(),
+            ])
+            .collect();
+        let launch = Launch {
+            binary: bin.join("kube-apiserver"),
+            args,
+        };
+        self.spawn("kube-apiserver", launch.binary.clone(), launch.args.clone())?;
+        self.apiserver = Some(launch);
+        Ok(())
     }
 
     /// Starts kube-controller-manager against the API server.
@@ -331,23 +393,42 @@ impl ControlPlane {
         binary: PathBuf,
         args: Vec<String>,
     ) -> Result<(), Error> {
+        let process = self.launch(name, &binary, &args)?;
+        self.processes
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(process);
+        Ok(())
+    }
+
+    /// Starts one process, its output appended to `<name>.log` (a restart
+    /// keeps the earlier lines), and hands its pid to the reaper.
+    fn launch(&self, name: &'static str, binary: &Path, args: &[String]) -> Result<Process, Error> {
         let log = self.work.join(format!("{name}.log"));
-        let out = fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io(format!("opening {}", log.display())))?;
         let err = out.try_clone().map_err(io("duplicating a log handle"))?;
-        let child = Command::new(&binary)
-            .args(&args)
+        let child = Command::new(binary)
+            .args(args)
             .current_dir(&self.work)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .map_err(io(format!("starting {}", binary.display())))?;
-        if let Some((_, stdin)) = self.reaper.as_mut() {
+        if let Some((_, stdin)) = self.reaper.as_ref() {
             // Best effort: if the reaper is gone, Drop still stops the child.
+            let mut stdin: &ChildStdin = stdin;
             let _ = writeln!(stdin, "{}", child.id());
         }
-        self.processes.push(Process { name, child, log });
-        Ok(())
+        Ok(Process { name, child, log })
+    }
+
+    fn processes(&self) -> MutexGuard<'_, Vec<Process>> {
+        self.processes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn wait_ready<F, Fut>(
@@ -362,15 +443,8 @@ impl ControlPlane {
     {
         let mut last = String::from("not probed yet");
         while started.elapsed() < STARTUP_TIMEOUT {
-            for p in &mut self.processes {
-                if let Ok(Some(status)) = p.child.try_wait() {
-                    return Err(Error::ProcessExited {
-                        name: p.name,
-                        status,
-                        log: p.log.clone(),
-                        tail: tail(&p.log, 30),
-                    });
-                }
+            if let Some(exited) = self.exited(None) {
+                return Err(exited);
             }
             match probe().await {
                 Ok(()) => return Ok(()),
@@ -415,6 +489,123 @@ impl ControlPlane {
         &self.server
     }
 
+    /// The first of the processes (or only the one named `only`) found to
+    /// have exited, as an error.
+    fn exited(&self, only: Option<&str>) -> Option<Error> {
+        self.processes()
+            .iter_mut()
+            .filter(|p| only.is_none_or(|n| n == p.name))
+            .find_map(|p| {
+                let status = p.child.try_wait().ok().flatten()?;
+                Some(Error::ProcessExited {
+                    name: p.name,
+                    status,
+                    log: p.log.clone(),
+                    tail: tail(&p.log, 30),
+                })
+            })
+    }
+
+    /// The API server's audit log: one JSON event per line for every
+    /// create, update, patch and delete of a payments.io resource or a
+    /// Deployment, with its request body, written before the API server
+    /// answered. It survives [`Self::stop_apiserver`].
+    pub fn audit_log(&self) -> PathBuf {
+        self.work.join("audit.log")
+    }
+
+    /// Stops kube-apiserver as a node shutdown would (SIGTERM: it stops
+    /// accepting, finishes the requests in flight and writes their audit
+    /// events; killed after a minute). etcd keeps running;
+    /// [`Self::start_apiserver_again`] brings it back on the same port.
+    pub async fn stop_apiserver(&self) -> Result<(), Error> {
+        let pid = {
+            let mut processes = self.processes();
+            let p = processes
+                .iter_mut()
+                .find(|p| p.name == "kube-apiserver")
+                .ok_or_else(|| io("finding kube-apiserver")(std::io::ErrorKind::NotFound.into()))?;
+            if let Ok(Some(_)) = p.child.try_wait() {
+                return Ok(());
+            }
+            p.child.id()
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + APISERVER_STOP_TIMEOUT;
+        loop {
+            {
+                let mut processes = self.processes();
+                if let Some(p) = processes.iter_mut().find(|p| p.name == "kube-apiserver") {
+                    match p.child.try_wait() {
+                        Ok(Some(_)) | Err(_) => return Ok(()),
+                        Ok(None) if Instant::now() > deadline => {
+                            let _ = p.child.kill();
+                            let _ = p.child.wait();
+                            return Ok(());
+                        }
+                        Ok(None) => {}
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts kube-apiserver again after [`Self::stop_apiserver`], with the
+    /// same flags: same port, certificates, etcd and audit log (appended).
+    /// Returns once it reports ready.
+    pub async fn start_apiserver_again(&self) -> Result<(), Error> {
+        let started = Instant::now();
+        let launch = self.apiserver.clone().ok_or_else(|| {
+            io("finding how kube-apiserver was started")(std::io::ErrorKind::NotFound.into())
+        })?;
+        {
+            let mut processes = self.processes();
+            let p = processes
+                .iter_mut()
+                .find(|p| p.name == "kube-apiserver")
+                .ok_or_else(|| io("finding kube-apiserver")(std::io::ErrorKind::NotFound.into()))?;
+            if let Ok(None) = p.child.try_wait() {
+                return Ok(());
+            }
+        }
+        let fresh = self.launch("kube-apiserver", &launch.binary, &launch.args)?;
+        {
+            let mut processes = self.processes();
+            if let Some(p) = processes.iter_mut().find(|p| p.name == "kube-apiserver") {
+                *p = fresh;
+            }
+        }
+        let client = self.client().await?;
+        let mut last = String::from("not probed yet");
+        while started.elapsed() < STARTUP_TIMEOUT {
+            if let Some(exited) = self.exited(Some("kube-apiserver")) {
+                return Err(exited);
+            }
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| e.to_string());
+            match req {
+                Ok(req) => match client.request_text(req).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let log = self.work.join("kube-apiserver.log");
+        Err(Error::NotReady {
+            name: "kube-apiserver",
+            waited: started.elapsed(),
+            last,
+            tail: tail(&log, 30),
+            log,
+        })
+    }
+
     /// The last `lines` lines of a component's log, for test failure messages.
     pub fn log_tail(&self, name: &str, lines: usize) -> String {
         tail(&self.work.join(format!("{name}.log")), lines)
@@ -430,7 +621,8 @@ impl ControlPlane {
     /// Stops the processes (controller manager first, etcd last) and removes
     /// the work directory.
     pub fn stop(&mut self) {
-        while let Some(mut p) = self.processes.pop() {
+        let processes = self.processes.get_mut().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut p) = processes.pop() {
             terminate(&mut p.child);
         }
         if let Some((mut reaper, stdin)) = self.reaper.take() {
