@@ -31,6 +31,21 @@ pub struct Postgres {
     child: Option<Child>,
     reaper: Option<(Child, ChildStdin)>,
     port: u16,
+    /// The directory of the server binaries, to start it again.
+    bin: PathBuf,
+}
+
+/// How [`Postgres::restart`] stops the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGINT, `pg_ctl restart -m fast`: open sessions are ended and their
+    /// transactions rolled back; committed data is written out.
+    Fast,
+    /// SIGQUIT, `-m immediate`: every server process quits at once, as in a
+    /// crash; the next start recovers from the write-ahead log. Only
+    /// transactions committed with `synchronous_commit` on (the server's
+    /// default is off here, to save time) are sure to survive it.
+    Immediate,
 }
 
 fn is_root() -> bool {
@@ -80,6 +95,7 @@ impl Postgres {
             work,
             child: None,
             port: 0,
+            bin: bin.clone(),
         };
         pg.boot(&bin)?;
         Ok(pg)
@@ -146,7 +162,20 @@ impl Postgres {
             });
         }
         self.port = free_port()?;
-        let logfile = fs::File::create(&log).map_err(io("creating the PostgreSQL log"))?;
+        self.serve(started)
+    }
+
+    /// Starts the server on the initialised data directory and port (its
+    /// log appended to); returns once it accepts connections.
+    fn serve(&mut self, started: Instant) -> Result<(), Error> {
+        let bin = self.bin.clone();
+        let data = self.work.join("data");
+        let log = self.work.join("postgres.log");
+        let logfile = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io("opening the PostgreSQL log"))?;
         let err = logfile
             .try_clone()
             .map_err(io("duplicating a log handle"))?;
@@ -214,6 +243,33 @@ impl Postgres {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops the server `how` and starts it again on the same port and
+    /// data; returns once it accepts connections. Clients' connections are
+    /// cut and must reconnect.
+    pub fn restart(&mut self, how: Shutdown) -> Result<(), Error> {
+        if let Some(mut child) = self.child.take() {
+            let signal = match how {
+                Shutdown::Fast => "-INT",
+                Shutdown::Immediate => "-QUIT",
+            };
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + STARTUP_TIMEOUT;
+            while matches!(child.try_wait(), Ok(None)) {
+                if Instant::now() > deadline {
+                    // Its children may still hold the shared memory; a
+                    // start would fail and say so.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.serve(Instant::now())
     }
 
     pub fn port(&self) -> u16 {

@@ -84,6 +84,9 @@ pub struct Prometheus {
     child: Option<Child>,
     reaper: Option<(Child, ChildStdin)>,
     url: String,
+    /// How the server is started, to start it again after [`Prometheus::kill`].
+    binary: PathBuf,
+    args: Vec<String>,
 }
 
 fn which(binary: &'static str) -> Result<PathBuf, Error> {
@@ -110,6 +113,8 @@ impl Prometheus {
             work,
             child: None,
             url: String::new(),
+            binary: PathBuf::new(),
+            args: Vec::new(),
         };
         let data = me.work.join("data");
         fs::create_dir_all(&data).map_err(io("creating the data directory"))?;
@@ -129,29 +134,45 @@ impl Prometheus {
         fs::write(&config_path, config).map_err(io("writing prometheus.yml"))?;
         let port = free_port()?;
         me.url = format!("http://127.0.0.1:{port}");
-        let log = me.work.join("prometheus.log");
-        let out = fs::File::create(&log).map_err(io("creating the prometheus log"))?;
-        let err = out.try_clone().map_err(io("duplicating a log handle"))?;
-        let child = Command::new(prometheus)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        me.args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", data.display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
             // Backfilled days must survive the retention check.
-            .arg("--storage.tsdb.retention.time=3650d")
-            .arg("--log.level=warn")
-            .current_dir(&me.work)
+            "--storage.tsdb.retention.time=3650d".into(),
+            "--log.level=warn".into(),
+        ];
+        me.binary = prometheus;
+        me.serve()?;
+        Ok(me)
+    }
+
+    /// Starts the server with the stored flags (its log appended to) and
+    /// waits until `/-/ready` answers.
+    fn serve(&mut self) -> Result<(), Error> {
+        let log = self.work.join("prometheus.log");
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io("opening the prometheus log"))?;
+        let err = out.try_clone().map_err(io("duplicating a log handle"))?;
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .current_dir(&self.work)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .map_err(io("starting prometheus"))?;
-        if let Some((_, stdin)) = me.reaper.as_mut() {
+        if let Some((_, stdin)) = self.reaper.as_mut() {
             let _ = writeln!(stdin, "{}", child.id());
         }
-        me.child = Some(child);
+        self.child = Some(child);
+        let addr = self.url.trim_start_matches("http://").to_string();
         let started = Instant::now();
         loop {
-            if let Some(c) = me.child.as_mut()
+            if let Some(c) = self.child.as_mut()
                 && let Ok(Some(_)) = c.try_wait()
             {
                 return Err(Error::Exited {
@@ -159,9 +180,8 @@ impl Prometheus {
                     log,
                 });
             }
-            if http_get(&format!("127.0.0.1:{port}"), "/-/ready").is_ok_and(|(code, _)| code == 200)
-            {
-                return Ok(me);
+            if http_get(&addr, "/-/ready").is_ok_and(|(code, _)| code == 200) {
+                return Ok(());
             }
             if started.elapsed() > STARTUP_TIMEOUT {
                 return Err(Error::NotReady {
@@ -185,6 +205,18 @@ impl Prometheus {
         if let Some(mut c) = self.child.take() {
             terminate(&mut c);
         }
+    }
+
+    /// Starts Prometheus again after [`Prometheus::kill`]: same port, same
+    /// data (the samples scraped before are kept), same targets. Returns
+    /// once it is ready; a running server is left alone.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(None) = c.try_wait()
+        {
+            return Ok(());
+        }
+        self.serve()
     }
 
     /// The last lines of Prometheus' log, for failure messages.
