@@ -3,6 +3,7 @@
 //! also after a panic), our CRDs installed, a fresh namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod audit;
 pub mod chart;
 pub mod kubelet;
 pub mod objects;
