@@ -249,6 +249,13 @@ impl Postgres {
     /// data; returns once it accepts connections. Clients' connections are
     /// cut and must reconnect.
     pub fn restart(&mut self, how: Shutdown) -> Result<(), Error> {
+        self.shut_down(how);
+        self.start_again()
+    }
+
+    /// Stops the server `how`, keeping its data and port for
+    /// [`Self::start_again`]: until then connections are refused.
+    pub fn shut_down(&mut self, how: Shutdown) {
         if let Some(mut child) = self.child.take() {
             let signal = match how {
                 Shutdown::Fast => "-INT",
@@ -268,6 +275,16 @@ impl Postgres {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+    }
+
+    /// Starts the server again after [`Self::shut_down`] (a running one is
+    /// left alone); returns once it accepts connections.
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(None) = c.try_wait()
+        {
+            return Ok(());
         }
         self.serve(Instant::now())
     }
