@@ -91,7 +91,11 @@ pub struct Autopilot {
     last: Option<i64>,
     /// Intents a previous run left without an outcome are still to be
     /// resolved: done by the first cycle that can read the guard policy,
-    /// since a resolution that sends passes the gate like any write.
+    /// since a resolution that sends passes the gate like any write. Set
+    /// again when a batch fails: a journal that stopped answering between
+    /// a write and its outcome left one, and it must be resolved before a
+    /// later action on the same target moves its action ID off the object
+    /// (after that, a resolution could no longer tell it was sent).
     unresolved: bool,
     /// The resourceVersion of the guard policy read last (its changes are
     /// logged with who made them).
@@ -352,6 +356,9 @@ impl Autopilot {
         let sent = send_proposals(&self.executor, proposals, &policy, now)
             .await
             .map_err(|e| e.to_string());
+        if sent.is_err() {
+            self.unresolved = true;
+        }
         apply_approvals(&self.executor, &policy, now).await;
         verify_applied(&self.executor, latest, &policy, now).await;
         sent
