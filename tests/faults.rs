@@ -458,6 +458,28 @@ impl NewestRow {
     }
 }
 
+/// A new database on `pg` for one test's journal, as a URL.
+async fn journal_database(pg: &Postgres, test: &str) -> String {
+    use sqlx::Connection;
+    let db = format!("faults_{test}_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
+        .await
+        .expect("connect as admin");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    // The test server saves time with synchronous_commit off; the journal's
+    // database gets PostgreSQL's default, so that a commit the agent saw
+    // survives an immediate shutdown (a crash).
+    sqlx::query(&format!("ALTER DATABASE {db} SET synchronous_commit = on"))
+        .execute(&mut admin)
+        .await
+        .expect("synchronous_commit");
+    admin.close().await.expect("close");
+    pg.url(&db)
+}
+
 /// Creates and migrates the journal before the first agent starts: the
 /// test reads it while the agent runs, and two processes migrating one new
 /// SQLite file at once collide ("duplicate column name").
@@ -699,7 +721,7 @@ impl fmt::Display for Reconciled {
         let resolved: usize = self.resolved_after_restart.values().sum();
         write!(
             f,
-            "journal rows {}, intents {}, outcomes {:?}, resolved after restart {} {:?}, stored PATCHes with an action id {} (of them answered 5xx yet stored {}; answered 5xx in all {}), already in effect {}, lost {}, duplicated {}",
+            "journal rows {}, intents {}, outcomes {:?}, resolved after an interruption {} {:?}, stored PATCHes with an action id {} (of them answered 5xx yet stored {}; answered 5xx in all {}), already in effect {}, lost {}, duplicated {}",
             self.rows,
             self.intents,
             self.outcomes,
@@ -834,7 +856,15 @@ async fn kill_9_at_random_points_loses_and_duplicates_no_action() {
     create_gateways(&client, &ns, &names, 3).await;
     let dir = Workdir::new("kill9");
     let rules = Rules::new(dir.path(), "fault", FLIP);
-    let db = format!("sqlite:{}", dir.path().join("journal.db").display());
+    // The journal: a SQLite file (the chart's default, on a PVC), or with
+    // AUTOPILOT_FAULT_JOURNAL=postgres a database on a real PostgreSQL.
+    let postgres = std::env::var("AUTOPILOT_FAULT_JOURNAL").is_ok_and(|j| j == "postgres");
+    let pg = postgres.then(|| Postgres::start().expect("PostgreSQL"));
+    let db = match &pg {
+        Some(pg) => journal_database(pg, "kill9").await,
+        None => format!("sqlite:{}", dir.path().join("journal.db").display()),
+    };
+    let journal = if postgres { "PostgreSQL" } else { "SQLite" };
     let spec = AgentSpec {
         ns: ns.clone(),
         rules: rules.dir.clone(),
@@ -885,7 +915,7 @@ async fn kill_9_at_random_points_loses_and_duplicates_no_action() {
     let (r, writes) = reconcile(&client, &ns, &db).await;
     dir.keep_audit_log();
     println!(
-        "kill -9 (SQLite journal, {gateways} gateways): runs {runs}, kills {} ({timed} after a delay, {on_intent} after a new intent), early exits {early_exits}, unresolved before the clean run {before_clean}; {r}; {:.0} s",
+        "kill -9 ({journal} journal, {gateways} gateways): runs {runs}, kills {} ({timed} after a delay, {on_intent} after a new intent), early exits {early_exits}, unresolved before the clean run {before_clean}; {r}; {:.0} s",
         timed + on_intent - early_exits,
         started.elapsed().as_secs_f64()
     );
@@ -900,6 +930,7 @@ async fn kill_9_at_random_points_loses_and_duplicates_no_action() {
     );
     r.assert_exactly_once("kill -9");
     assert_last_write_is_on_the_object(&client, &ns, &writes).await;
+    drop(pg);
 }
 
 /// Prometheus killed under a running agent: it keeps running, reports the
@@ -1116,26 +1147,7 @@ async fn postgres_restarted_mid_write_loses_and_duplicates_no_action() {
     }
     let _turn = TURN.lock().await;
     let mut pg = Postgres::start().expect("PostgreSQL");
-    let db = format!("faults_{}", std::process::id());
-    {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&pg.url("postgres"))
-            .await
-            .expect("connect as admin");
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        // The server saves time with synchronous_commit off; the journal's
-        // database gets PostgreSQL's default, so that a commit the agent saw
-        // survives the crash below.
-        sqlx::query(&format!("ALTER DATABASE {db} SET synchronous_commit = on"))
-            .execute(&mut admin)
-            .await
-            .expect("synchronous_commit");
-        admin.close().await.expect("close");
-    }
-    let url = pg.url(&db);
+    let url = journal_database(&pg, "restart").await;
 
     let (client, ns) = support::client_and_namespace(cp(), "pgrestart").await;
     install_open_policy(&client, &ns).await;
