@@ -208,7 +208,14 @@ struct AgentSpec {
     database_url: String,
     prometheus_url: Option<String>,
     log: PathBuf,
+    /// Elect a leader through the Lease `autopilot-leader` (3 s) under this
+    /// identity; `None`: lead at once, alone.
+    leader: Option<String>,
 }
+
+/// The Lease of the leader-election tests, in seconds (the smallest the
+/// agent takes is 2).
+const LEASE_SECONDS: u64 = 3;
 
 impl AgentSpec {
     fn start(&self) -> Agent {
@@ -228,7 +235,11 @@ impl AgentSpec {
             "--mode",
             "auto",
             "--leader-election",
-            "false",
+            if self.leader.is_some() {
+                "true"
+            } else {
+                "false"
+            },
             "--rules",
             &self.rules.to_string_lossy(),
             "--models",
@@ -243,6 +254,14 @@ impl AgentSpec {
         .collect();
         if let Some(url) = &self.prometheus_url {
             args.extend(["--prometheus-url".to_string(), url.clone()]);
+        }
+        if let Some(identity) = &self.leader {
+            args.extend([
+                "--identity".to_string(),
+                identity.clone(),
+                "--lease-seconds".to_string(),
+                LEASE_SECONDS.to_string(),
+            ]);
         }
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -871,6 +890,7 @@ async fn kill_9_at_random_points_loses_and_duplicates_no_action() {
         database_url: db.clone(),
         prometheus_url: None,
         log: dir.path().join("agent.log"),
+        leader: None,
     };
 
     // Where the kills land. Half the runs die after a delay from the start
@@ -967,6 +987,7 @@ async fn prometheus_killed_no_action_on_missing_data_and_recovery() {
         database_url: db.clone(),
         prometheus_url: Some(prom.url().to_string()),
         log: dir.path().join("agent.log"),
+        leader: None,
     };
     create_journal(&db).await;
     let agent = spec.start();
@@ -1088,6 +1109,7 @@ async fn api_server_restarted_mid_cycle_no_duplicate_and_the_agent_recovers() {
         database_url: db.clone(),
         prometheus_url: None,
         log: dir.path().join("agent.log"),
+        leader: None,
     };
     create_journal(&db).await;
     let mut agent = spec.start();
@@ -1161,6 +1183,7 @@ async fn postgres_restarted_mid_write_loses_and_duplicates_no_action() {
         database_url: url.clone(),
         prometheus_url: None,
         log: dir.path().join("agent.log"),
+        leader: None,
     };
     create_journal(&url).await;
     let mut agent = spec.start();
@@ -1235,4 +1258,131 @@ async fn postgres_restarted_mid_write_loses_and_duplicates_no_action() {
             .collect::<Vec<_>>()
     );
     drop(pg);
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the agent's process.
+fn signal(agent: &Agent, signal: &str) {
+    let pid = agent.child.as_ref().expect("a running agent").id();
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The leader frozen (SIGSTOP) in the middle of a batch — just after it
+/// journaled an intent, before it sent it — for three Leases while a standby
+/// takes over, then woken (SIGCONT): the API server's audit log shows no
+/// write of the old leader after its Lease could have expired, and it exits
+/// on waking. Each agent has its own journal, so the audit log's action IDs
+/// say whose each write was.
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
+    let _turn = TURN.lock().await;
+    let (client, ns) = support::client_and_namespace(cp(), "sigstop").await;
+    install_open_policy(&client, &ns).await;
+    let names = gateway_names(4);
+    create_gateways(&client, &ns, &names, 3).await;
+    let dir = Workdir::new("sigstop");
+    let rules = Rules::new(dir.path(), "fault", FLIP);
+    let spec = |who: &str| AgentSpec {
+        ns: ns.clone(),
+        rules: rules.dir.clone(),
+        database_url: format!("sqlite:{}", dir.path().join(format!("{who}.db")).display()),
+        prometheus_url: None,
+        log: dir.path().join(format!("{who}.log")),
+        leader: Some(format!("pod-{who}")),
+    };
+    let (a_spec, b_spec) = (spec("a"), spec("b"));
+    create_journal(&a_spec.database_url).await;
+    create_journal(&b_spec.database_url).await;
+
+    // A leads and acts; B waits as a standby.
+    let a = a_spec.start();
+    wait_applied(&a, &a_spec.database_url, &ns, 4).await;
+    let b = b_spec.start();
+    support::wait_for("the standby to serve /metrics", LONG, || async {
+        b.sum("autopilot_leader", &[]).await.map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        applied(&b_spec.database_url, &ns).await,
+        0,
+        "B is a standby"
+    );
+
+    // Freeze A the moment it journals a new intent: inside a batch, the
+    // sends still to come.
+    let newest = NewestRow::open(&a_spec.database_url).await;
+    let before = newest.id().await.expect("A's journal");
+    assert!(
+        newest.wait_past(before, &a, LONG).await,
+        "A journaled nothing new:\n{}",
+        a.log_tail(30)
+    );
+    signal(&a, "STOP");
+    let stopped = chrono::Utc::now();
+    newest.close().await;
+    // B takes over (after A's Lease expires) and acts.
+    wait_applied(&b, &b_spec.database_url, &ns, 4).await;
+    let pause = Duration::from_secs(3 * LEASE_SECONDS);
+    let since = (chrono::Utc::now() - stopped).to_std().unwrap_or_default();
+    tokio::time::sleep(pause.saturating_sub(since)).await;
+    signal(&a, "CONT");
+    let woke = chrono::Utc::now();
+    // On waking A finds its fence closed and its Lease lost, and exits.
+    support::wait_for("the old leader to exit", LONG, || async {
+        if a.alive() {
+            Err("still running".to_string())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    // B acts on: the pause did not stop the estate.
+    let b_applied = applied(&b_spec.database_url, &ns).await;
+    wait_applied(&b, &b_spec.database_url, &ns, b_applied + 4).await;
+
+    // A's Lease could have expired LEASE_SECONDS after it was frozen (it
+    // renewed nothing while stopped): no stored write of A's after that.
+    let expiry = stopped + chrono::Duration::seconds(LEASE_SECONDS as i64);
+    let a_ids: BTreeSet<String> = journal_rows(&a_spec.database_url, &ns)
+        .await
+        .into_iter()
+        .map(|r| r.entry.uid)
+        .collect();
+    let writes = audit::writes(&cp().audit_log());
+    let late: Vec<_> = writes
+        .iter()
+        .filter(|w| w.namespace == ns && w.succeeded())
+        .filter(|w| w.action_id().is_some_and(|id| a_ids.contains(id)))
+        .filter(|w| {
+            chrono::DateTime::parse_from_rfc3339(&w.stage_timestamp).is_ok_and(|t| t > expiry)
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the old leader wrote after its Lease could have expired ({expiry}; woken {woke}): {late:#?}\nA's log:\n{}",
+        a.log_tail(40)
+    );
+    let a_writes = writes
+        .iter()
+        .filter(|w| w.namespace == ns && w.succeeded())
+        .filter(|w| w.action_id().is_some_and(|id| a_ids.contains(id)))
+        .count();
+    // What A left in flight when frozen is not lost: it is journaled without
+    // an outcome or refused, never applied twice.
+    let a_rows = journal_rows(&a_spec.database_url, &ns).await;
+    let sent_late = a_rows
+        .iter()
+        .filter(|r| {
+            r.outcome.as_deref() == Some(outcome::APPLIED)
+                && r.outcome_at.is_some_and(|t| t > expiry.timestamp())
+        })
+        .count();
+    assert_eq!(sent_late, 0, "{a_rows:#?}");
+    eprintln!(
+        "sigstop: A wrote {a_writes} times before its pause, none after {expiry}; woken at {woke}; A's log ends:\n{}",
+        a.log_tail(8)
+    );
 }
