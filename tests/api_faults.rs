@@ -17,11 +17,11 @@ use std::{
 
 use autopilot::{
     act::{
-        executor::{Executor, Metrics, Proposal},
+        executor::{Executor, Metrics},
         guard::Policy,
         journal::{Journal, outcome},
     },
-    decide::{Action, Intent, Mode},
+    decide::Mode,
     detect::ComponentId,
     store::SqlJournal,
 };
@@ -224,20 +224,7 @@ impl Setup {
         faults: &[Fault],
         at: i64,
     ) -> (String, String, (usize, usize)) {
-        let mut intent = Intent::new(Action::ScaleReplicas {
-            target: target.clone(),
-            replicas,
-        });
-        intent.runbook = "autoscale-gateway".into();
-        let p = Proposal {
-            intent,
-            runbook_hash: "b".repeat(64),
-            runbook_editor: None,
-            trigger: "finding".into(),
-            evidence: json!([]),
-            mode: Mode::Auto,
-            mode_note: None,
-        };
+        let p = support::scale_proposal(target, replicas, Mode::Auto);
         let policy = Policy {
             cooldown_seconds: 0,
             max_relative_change: 100.0,
@@ -308,20 +295,7 @@ async fn a_write_that_keeps_failing_is_unknown_and_counts_against_the_cooldown()
     assert_eq!((attempted, forwarded), (4, 0), "one try and three retries");
     assert_eq!(s.replicas("gw").await, 3);
     // It may have taken effect, so the default cooldown holds the next one.
-    let mut intent = Intent::new(Action::ScaleReplicas {
-        target: gw.clone(),
-        replicas: 5,
-    });
-    intent.runbook = "autoscale-gateway".into();
-    let p = Proposal {
-        intent,
-        runbook_hash: "b".repeat(64),
-        runbook_editor: None,
-        trigger: "finding".into(),
-        evidence: json!([]),
-        mode: Mode::Auto,
-        mode_note: None,
-    };
+    let p = support::scale_proposal(&gw, 5, Mode::Auto);
     let next =
         s.ex.run_batch(&[p], &Policy::default(), NOW + 60)
             .await

@@ -11,12 +11,12 @@ mod support;
 
 use autopilot::{
     act::{
-        executor::{Approvals, Executed, Executor, Metrics, Proposal},
+        executor::{Approvals, Executed, Executor, Metrics},
         guard::Policy,
         journal::{Journal, outcome},
     },
     crd::approval::{Approval, Recommendation, recommendation_name},
-    decide::{Action, Intent, Mode},
+    decide::Mode,
     detect::ComponentId,
     store::SqlJournal,
 };
@@ -180,21 +180,7 @@ async fn recommend(
     target: &ComponentId,
     replicas: i64,
 ) -> (i64, String) {
-    let mut intent = Intent::new(Action::ScaleReplicas {
-        target: target.clone(),
-        replicas,
-    });
-    intent.runbook = "autoscale-gateway".into();
-    intent.reason = "p99 latency above objective".into();
-    let p = Proposal {
-        intent,
-        runbook_hash: "a".repeat(64),
-        runbook_editor: None,
-        trigger: "finding".into(),
-        evidence: json!([]),
-        mode: Mode::Recommend,
-        mode_note: None,
-    };
+    let p = support::scale_proposal(target, replicas, Mode::Recommend);
     let done = ex
         .run_batch(&[p], &permissive(), NOW)
         .await

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use autopilot::{
     act::{
-        executor::{Executor, Metrics, Proposal},
+        executor::{Executor, Metrics},
         guard::Policy,
         journal::outcome,
     },
-    decide::{Action, Intent, Mode},
+    decide::Mode,
     detect::ComponentId,
     store::SqlJournal,
 };
@@ -89,24 +89,12 @@ async fn a_replica_whose_lease_is_not_current_sends_nothing() {
         ..Policy::default()
     };
     let scale = |replicas: i64, at: i64| {
-        let mut intent = Intent::new(Action::ScaleReplicas {
-            target: ComponentId {
-                kind: "PaymentGateway".into(),
-                namespace: ns.clone(),
-                name: "gw".into(),
-            },
-            replicas,
-        });
-        intent.runbook = "autoscale-gateway".into();
-        let p = Proposal {
-            intent,
-            runbook_hash: "c".repeat(64),
-            runbook_editor: None,
-            trigger: "finding".into(),
-            evidence: json!([]),
-            mode: Mode::Auto,
-            mode_note: None,
+        let target = ComponentId {
+            kind: "PaymentGateway".into(),
+            namespace: ns.clone(),
+            name: "gw".into(),
         };
+        let p = support::scale_proposal(&target, replicas, Mode::Auto);
         let (ex, policy) = (&ex, &policy);
         async move {
             ex.run_batch(&[p], policy, at)

@@ -423,3 +423,28 @@ pub async fn service_account_with_roles(
     }
     client
 }
+
+/// A scale of `target` to `replicas` proposed by the runbook
+/// `autoscale-gateway` (a fixed version) in `mode`, as the loop hands a
+/// runbook's intent to the executor.
+pub fn scale_proposal(
+    target: &autopilot::detect::ComponentId,
+    replicas: i64,
+    mode: autopilot::decide::Mode,
+) -> autopilot::act::executor::Proposal {
+    let mut intent = autopilot::decide::Intent::new(autopilot::decide::Action::ScaleReplicas {
+        target: target.clone(),
+        replicas,
+    });
+    intent.runbook = "autoscale-gateway".into();
+    intent.reason = "p99 latency above objective".into();
+    autopilot::act::executor::Proposal {
+        intent,
+        runbook_hash: "a".repeat(64),
+        runbook_editor: None,
+        trigger: "finding".into(),
+        evidence: serde_json::json!([]),
+        mode,
+        mode_note: None,
+    }
+}
