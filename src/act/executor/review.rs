@@ -361,20 +361,24 @@ impl<J: Journal> Executor<J> {
 
     /// Whether Approval `a` is accepted, and for which journal entry; `Err`
     /// is why not (final: the Approval is marked refused).
-    async fn accept(&self, a: &Approval, pending: &[Recorded]) -> Result<Accepted, String> {
+    /// `admission` is the admission policy as read for this pass, or why
+    /// it could not be (`None` when the agent has none configured).
+    async fn accept(
+        &self,
+        a: &Approval,
+        pending: &[Recorded],
+        admission: Option<&Result<AdmissionState, String>>,
+    ) -> Result<Accepted, String> {
         let spec = &a.spec;
-        let Some(policy_name) = &self.approvals.admission_policy else {
+        let (Some(policy_name), Some(state)) = (&self.approvals.admission_policy, admission) else {
             return Err("approvals are not accepted: the agent runs without an admission policy that proves approvers (--approval-policy)".into());
         };
         let created = a
             .creation_timestamp()
             .map(|t| t.0.as_second())
             .unwrap_or(i64::MIN);
-        let state = self
-            .admission_state(policy_name)
-            .await
-            .map_err(|e| format!("cannot read the admission policy {policy_name}: {e}"))?;
-        admission_vouches(policy_name, &state, created, self.approvals.settle_seconds)?;
+        let state = state.as_ref().map_err(Clone::clone)?;
+        admission_vouches(policy_name, state, created, self.approvals.settle_seconds)?;
         match &self.approvals.own_user {
             None => {
                 return Err(
@@ -443,6 +447,17 @@ impl<J: Journal> Executor<J> {
         if approvals.is_empty() {
             return Ok(Vec::new());
         }
+        // The admission policy, read once for the pass (not once per
+        // Approval); unreadable, every Approval of the pass is refused, as
+        // its approver is not proven.
+        let admission = match &self.approvals.admission_policy {
+            Some(name) => Some(
+                self.admission_state(name)
+                    .await
+                    .map_err(|e| format!("cannot read the admission policy {name}: {e}")),
+            ),
+            None => None,
+        };
         let pending = self
             .journal
             .list(1000, true)
@@ -454,7 +469,7 @@ impl<J: Journal> Executor<J> {
         for a in &approvals {
             let ns = a.namespace().unwrap_or_default();
             let name = a.name_any();
-            let accepted = match self.accept(a, &pending).await {
+            let accepted = match self.accept(a, &pending, admission.as_ref()).await {
                 Ok(accepted) => accepted,
                 Err(reason) => {
                     tracing::warn!(namespace = %ns, approval = %name, approver = %a.spec.approver, %reason, "approval refused");
