@@ -311,6 +311,85 @@ fn spawn_rules_watch(
     Some(rx)
 }
 
+/// On becoming leader, before anything is written: from now on every write
+/// first checks that this replica's hold on the Lease is current
+/// (`act::fence`), so a leader paused past its Lease writes nothing when it
+/// wakes. The fence closes half the grace before the Lease could expire and
+/// is refreshed four times per grace, so the renewal (a grace before
+/// expiry) is seen long before it would close. A PostgreSQL journal shared
+/// by replicas refuses an older leader's intents from now on (the epoch
+/// check in the intent's transaction). Returns the fence's reading task.
+async fn fence_writes(
+    client: &kube::Client,
+    namespace: &str,
+    lease: &Leadership,
+    journal: &SqlJournal,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    let fence = if lease.enabled {
+        let grace = Duration::from_secs(lease_grace_seconds(lease.lease_seconds));
+        let every = grace / 4;
+        Some(
+            crate::act::fence::install(
+                client.clone(),
+                namespace,
+                &lease.lease_name,
+                &lease.identity,
+                grace / 2,
+                every,
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    let now = chrono::Utc::now().timestamp();
+    match journal.begin_leader_epoch(&lease.identity, now).await {
+        Ok(Some(epoch)) => {
+            tracing::info!(
+                epoch,
+                "leader epoch taken: the journal refuses intents of any earlier leader"
+            );
+            Ok(fence)
+        }
+        Ok(None) => Ok(fence),
+        Err(error) => {
+            if let Some(task) = &fence {
+                task.abort();
+            }
+            Err(Error::LeaderEpoch(error))
+        }
+    }
+}
+
+/// How the executor accepts Approvals: proven by `admission_policy`, and
+/// never the agent's own (its user name asked of the API server; unknown,
+/// every Approval is refused).
+async fn approvals(client: &kube::Client, admission_policy: Option<String>) -> Approvals {
+    let own_user = match crate::act::whoami(client).await {
+        Ok(user) if !user.is_empty() => Some(user),
+        Ok(_) => {
+            tracing::warn!(
+                "the API server gave the agent no user name (SelfSubjectReview); no Approval will be accepted"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::warn!(error = %crate::telemetry::chain(&error), "cannot tell the agent's own user name (SelfSubjectReview); no Approval will be accepted");
+            None
+        }
+    };
+    if admission_policy.is_none() {
+        tracing::warn!(
+            "no --approval-policy: recommendations are published, but no Approval is accepted"
+        );
+    }
+    Approvals {
+        admission_policy,
+        own_user,
+        ..Approvals::default()
+    }
+}
+
 /// Runs the agent until SIGINT/SIGTERM, connected through the in-cluster
 /// service account or the kubeconfig.
 pub async fn run(opts: Options) -> Result<(), Error> {
@@ -374,45 +453,7 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         return Ok(());
     }
     metrics.leader.set(1);
-    // From now on every write first checks that this replica's hold on the
-    // Lease is current (`act::fence`): a leader paused past its Lease writes
-    // nothing when it wakes. The fence closes half the grace before the
-    // Lease could expire and is refreshed four times per grace, so the
-    // renewal (a grace before expiry) is seen long before it would close.
-    let fence = if lease.enabled {
-        let grace = Duration::from_secs(lease_grace_seconds(lease.lease_seconds));
-        Some(
-            crate::act::fence::install(
-                client.clone(),
-                &opts.namespace,
-                &lease.lease_name,
-                &lease.identity,
-                grace / 2,
-                grace / 4,
-            )
-            .await,
-        )
-    } else {
-        None
-    };
-    // A PostgreSQL journal shared by replicas refuses an older leader's
-    // intents from now on (the epoch check in the intent's transaction).
-    let now = chrono::Utc::now().timestamp();
-    match journal.begin_leader_epoch(&lease.identity, now).await {
-        Ok(Some(epoch)) => {
-            tracing::info!(
-                epoch,
-                "leader epoch taken: the journal refuses intents of any earlier leader"
-            )
-        }
-        Ok(None) => {}
-        Err(error) => {
-            if let Some(task) = &fence {
-                task.abort();
-            }
-            return Err(Error::LeaderEpoch(error));
-        }
-    }
+    let fence = fence_writes(&client, &opts.namespace, lease, &journal).await?;
     tracing::info!(identity = %lease.identity, "leading: starting the controllers and the loop");
 
     let reporter = Reporter {
@@ -425,30 +466,7 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         Some(p) => Observer::Prometheus(p.clone()),
         None => Observer::Nothing,
     };
-    // Who the agent is, to refuse its own approvals; unknown refuses all.
-    let own_user = match crate::act::whoami(&client).await {
-        Ok(user) if !user.is_empty() => Some(user),
-        Ok(_) => {
-            tracing::warn!(
-                "the API server gave the agent no user name (SelfSubjectReview); no Approval will be accepted"
-            );
-            None
-        }
-        Err(error) => {
-            tracing::warn!(error = %crate::telemetry::chain(&error), "cannot tell the agent's own user name (SelfSubjectReview); no Approval will be accepted");
-            None
-        }
-    };
-    if opts.approval_policy.is_none() {
-        tracing::warn!(
-            "no --approval-policy: recommendations are published, but no Approval is accepted"
-        );
-    }
-    let approvals = Approvals {
-        admission_policy: opts.approval_policy.clone(),
-        own_user,
-        ..Approvals::default()
-    };
+    let approvals = approvals(&client, opts.approval_policy.clone()).await;
     let autopilot = cycle::Autopilot::new(cycle::Parts {
         client: client.clone(),
         prometheus,
