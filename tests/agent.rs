@@ -659,12 +659,22 @@ fn version_of(source: &str) -> String {
 }
 
 /// The rows of one runbook version, once there is one with an outcome.
-async fn rows_of_version(db: &Path, version: &str) -> Vec<autopilot::act::journal::JournalEntry> {
+/// The finished actions of one runbook version, waiting for at least one;
+/// `except` leaves out a row the test wrote itself, so that a seeded row
+/// cannot satisfy the wait while the agent's own is still in flight (its
+/// patch visible on the object, its outcome not yet journaled).
+async fn rows_of_version(
+    db: &Path,
+    version: &str,
+    except: Option<i64>,
+) -> Vec<autopilot::act::journal::JournalEntry> {
     support::wait_for(&format!("an action of version {version}"), LONG, || async {
         let rows: Vec<_> = journal_rows(db)
             .await
             .into_iter()
-            .filter(|r| r.entry.runbook_hash == version && r.outcome.is_some())
+            .filter(|r| {
+                r.entry.runbook_hash == version && r.outcome.is_some() && Some(r.id) != except
+            })
             .collect();
         if rows.is_empty() {
             Err("none yet".to_string())
@@ -739,7 +749,7 @@ async fn actions_name_the_editor_of_their_runbook_and_a_new_version_only_recomme
     let gateways = Api::<PaymentGateway>::namespaced(client.clone(), &ns);
 
     // Alice's version: named on its actions, and new, so it only recommends.
-    let rows = rows_of_version(&db, &version_of(&v1)).await;
+    let rows = rows_of_version(&db, &version_of(&v1), None).await;
     for r in &rows {
         assert_eq!(
             r.entry.runbook_editor.as_deref(),
@@ -809,12 +819,7 @@ async fn actions_name_the_editor_of_their_runbook_and_a_new_version_only_recomme
         }
     })
     .await;
-    let rows: Vec<_> = rows_of_version(&db, &version_of(&v2))
-        .await
-        .into_iter()
-        .filter(|r| r.id != id)
-        .collect();
-    assert!(!rows.is_empty());
+    let rows = rows_of_version(&db, &version_of(&v2), Some(id)).await;
     for r in &rows {
         assert_eq!(
             r.entry.runbook_editor.as_deref(),
@@ -831,7 +836,7 @@ async fn actions_name_the_editor_of_their_runbook_and_a_new_version_only_recomme
     // A change without the annotation (admission off): an unknown editor,
     // and a new version again, so it only recommends.
     rules_configmap_by(&client, &ns, &[("every-second", &v3)], None).await;
-    let rows = rows_of_version(&db, &version_of(&v3)).await;
+    let rows = rows_of_version(&db, &version_of(&v3), None).await;
     for r in &rows {
         assert_eq!(r.entry.runbook_editor, None, "{r:#?}");
         assert_eq!(r.entry.mode, "recommend", "{r:#?}");
