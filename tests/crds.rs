@@ -117,7 +117,8 @@ async fn every_example_is_accepted_and_reads_back_typed() {
         .get("payment-gateway")
         .await
         .expect("typed PaymentGateway");
-    assert_eq!(pgw.spec.version, "2.4.1");
+    assert_eq!(pgw.spec.version, "1.5.0");
+    assert_eq!(pgw.spec.image, "acr.azurecr.io/payment-initiation:1.5.0");
     let auto = pgw.spec.autoscaling.expect("autoscaling");
     assert_eq!(
         (auto.min_replicas, auto.max_replicas, auto.target_cpu),
@@ -130,7 +131,7 @@ async fn every_example_is_accepted_and_reads_back_typed() {
     assert!(pgw.spec.config.features.enable_fraud_detection);
     assert_eq!(
         pgw.spec.monitoring.tracing.jaeger_endpoint.as_deref(),
-        Some("http://jaeger-collector.observability:4318")
+        Some("http://jaeger:14268")
     );
 
     let ca = Api::<ClearingAdapter>::namespaced(client.clone(), &ns)
@@ -296,6 +297,32 @@ async fn invalid_resources_are_rejected_with_their_reason() {
                 v["spec"].as_object_mut().expect("spec").remove("database");
             },
             "spec.database: Required value",
+        ),
+        (
+            "an image tag that is not the version",
+            "PaymentGateway",
+            |v| v["spec"]["image"] = json!("acr.azurecr.io/payment-initiation:1.4.0"),
+            "the tag in spec.image must be spec.version",
+        ),
+        (
+            "a version bump that leaves the image's tag behind",
+            "PaymentGateway",
+            |v| v["spec"]["version"] = json!("1.6.0"),
+            "the tag in spec.image must be spec.version",
+        ),
+        (
+            "an image tag that is not the version (saga)",
+            "SagaOrchestrator",
+            |v| {
+                v["spec"]["image"] = json!("registry:5000/payments/sagas:0.0.1");
+            },
+            "the tag in spec.image must be spec.version",
+        ),
+        (
+            "an image with a malformed digest",
+            "PaymentGateway",
+            |v| v["spec"]["image"] = json!("acr.azurecr.io/payment-initiation@sha256:abc"),
+            "spec.image in body should match",
         ),
         (
             "backoff limit too high",

@@ -111,8 +111,8 @@ async fn payment_gateway_owns_wired_objects_follows_the_spec_and_heals_drift() {
     })
     .await;
     let status = pgw.status.expect("status");
-    assert_eq!(status.current_version.as_deref(), Some("2.4.1"));
-    assert_eq!(status.last_good_version.as_deref(), Some("2.4.1"));
+    assert_eq!(status.current_version.as_deref(), Some("1.5.0"));
+    assert_eq!(status.last_good_version.as_deref(), Some("1.5.0"));
     assert_eq!(status.observed_generation, pgw.metadata.generation);
     let ready = condition_of(&status.conditions, condition::READY).expect("Ready");
     assert_eq!(
@@ -144,7 +144,8 @@ async fn payment_gateway_owns_wired_objects_follows_the_spec_and_heals_drift() {
     let container = &tmpl.spec.as_ref().expect("pod").containers[0];
     assert_eq!(
         container.image.as_deref(),
-        Some("ghcr.io/payments/gateway:2.4.1")
+        Some("acr.azurecr.io/payment-initiation:1.5.0"),
+        "the seed's tagged image runs as written"
     );
     let svc: Service = get(&client, &ns, name).await.expect("service");
     assert_eq!(
@@ -155,6 +156,14 @@ async fn payment_gateway_owns_wired_objects_follows_the_spec_and_heals_drift() {
     let data = cm.data.expect("data");
     assert_eq!(data["DATABASE_HOST"], "payments-db-rw");
     assert_eq!(data["RATE_LIMIT_PER_SECOND"], "1000");
+    // The seed's Jaeger endpoint is the Thrift collector: the gateway is told
+    // to export with the Jaeger exporter there, not OTLP.
+    assert_eq!(data["OTEL_TRACES_EXPORTER"], "jaeger");
+    assert_eq!(
+        data["OTEL_EXPORTER_JAEGER_ENDPOINT"],
+        "http://jaeger:14268/api/traces"
+    );
+    assert!(!data.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"));
     let hash = &tmpl
         .metadata
         .as_ref()
@@ -240,7 +249,7 @@ async fn payment_gateway_owns_wired_objects_follows_the_spec_and_heals_drift() {
             .spec
             .and_then(|s| s.template.spec)
             .and_then(|p| p.containers[0].image.clone());
-        (svc.is_ok() && image.as_deref() == Some("ghcr.io/payments/gateway:2.4.1"))
+        (svc.is_ok() && image.as_deref() == Some("acr.azurecr.io/payment-initiation:1.5.0"))
             .then_some(())
             .ok_or(format!("service back {}, image {image:?}", svc.is_ok()))
     })

@@ -9,7 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CRON_PATTERN, IMAGE_REPOSITORY_PATTERN, Phase, Resources, TIME_ZONE_PATTERN, VERSION_PATTERN,
+    CRON_PATTERN, IMAGE_PATTERN, IMAGE_TAG_MESSAGE, IMAGE_TAG_RULE, Phase, Resources,
+    TIME_ZONE_PATTERN, VERSION_PATTERN,
 };
 
 /// Annotation that triggers a one-off run: set it to any new value (for
@@ -34,14 +35,19 @@ pub const RUN_NOW_ANNOTATION: &str = "payments.io/run-now";
     printcolumn = r#"{"name":"Last success","type":"date","jsonPath":".status.lastSuccessfulTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new(IMAGE_TAG_RULE).message(IMAGE_TAG_MESSAGE).reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct BatchProcessorSpec {
     /// Release to run, in semantic versioning; it is the image tag.
     #[schemars(regex(pattern = VERSION_PATTERN))]
     pub version: String,
-    /// Image repository, without tag (the tag is `version`).
+    /// Container image: a repository (the tag is then `version`), or a
+    /// repository with a tag that must be `version`
+    /// (`acr.azurecr.io/payment-initiation:1.5.0` with version `1.5.0`),
+    /// and/or a digest (`…@sha256:…`, run as written for this version; a
+    /// rollback to an earlier version runs `repository:<that version>`).
     #[serde(default = "default_image")]
-    #[schemars(regex(pattern = IMAGE_REPOSITORY_PATTERN), length(max = 255))]
+    #[schemars(regex(pattern = IMAGE_PATTERN), length(max = 255))]
     pub image: String,
     /// Five-field cron expression, e.g. `30 2 * * *` for 02:30 daily.
     #[schemars(regex(pattern = CRON_PATTERN))]

@@ -10,8 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CRON_PATTERN, IMAGE_REPOSITORY_PATTERN, Resources, SecretKeyReference, TIME_ZONE_PATTERN,
-    UpgradePolicy, VERSION_PATTERN, WorkloadStatus,
+    CRON_PATTERN, IMAGE_PATTERN, IMAGE_TAG_MESSAGE, IMAGE_TAG_RULE, Resources, SecretKeyReference,
+    TIME_ZONE_PATTERN, UpgradePolicy, VERSION_PATTERN, WorkloadStatus,
 };
 
 /// Desired state of a clearing adapter.
@@ -29,9 +29,11 @@ use super::common::{
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.availableReplicas"}"#,
-    printcolumn = r#"{"name":"Next cut-off","type":"date","jsonPath":".status.nextCutoffTime"}"#,
+    // A string, not a date: kubectl prints a future `date` as `<invalid>`.
+    printcolumn = r#"{"name":"Next cut-off","type":"string","jsonPath":".status.nextCutoffTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new(IMAGE_TAG_RULE).message(IMAGE_TAG_MESSAGE).reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct ClearingAdapterSpec {
     /// The clearing system this adapter talks to.
@@ -39,9 +41,13 @@ pub struct ClearingAdapterSpec {
     /// Release to run, in semantic versioning; it is the image tag.
     #[schemars(regex(pattern = VERSION_PATTERN))]
     pub version: String,
-    /// Image repository, without tag (the tag is `version`).
+    /// Container image: a repository (the tag is then `version`), or a
+    /// repository with a tag that must be `version`
+    /// (`acr.azurecr.io/payment-initiation:1.5.0` with version `1.5.0`),
+    /// and/or a digest (`…@sha256:…`, run as written for this version; a
+    /// rollback to an earlier version runs `repository:<that version>`).
     #[serde(default = "default_image")]
-    #[schemars(regex(pattern = IMAGE_REPOSITORY_PATTERN), length(max = 255))]
+    #[schemars(regex(pattern = IMAGE_PATTERN), length(max = 255))]
     pub image: String,
     /// Pod count. Clearing sessions are stateful at the far end, so the
     /// default is 2 for availability rather than throughput.

@@ -12,10 +12,78 @@ use serde::{Deserialize, Serialize};
 /// (image tags are often written `v2.4.1`).
 pub const VERSION_PATTERN: &str = r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$";
 
-/// A container image repository without tag or digest (the tag is the
-/// version), e.g. `registry.example.com/payments/gateway`.
-pub const IMAGE_REPOSITORY_PATTERN: &str =
-    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$";
+/// A container image: a repository (`registry.example.com/payments/gateway`),
+/// optionally with a tag (`…/gateway:1.5.0`) and/or a digest
+/// (`…/gateway@sha256:…`). A tag must agree with `version` (see
+/// [`IMAGE_TAG_RULE`]); without one, `version` is the tag.
+pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
+
+/// The admission rule (CEL, on a spec with `image` and `version`) that
+/// refuses an image whose tag is not the version: `…:1.5.0` with version
+/// `1.5.0` or `v1.5.0` is accepted, `…:1.4.0` with version `1.5.0` is not.
+/// The reconciler checks the same with [`ImageRef::tag_agrees`].
+pub const IMAGE_TAG_RULE: &str = "!self.image.split('@')[0].matches(':[^/:]+$') || self.image.split('@')[0].endsWith(':' + self.version) || self.image.split('@')[0].endsWith(':v' + self.version) || (self.version.startsWith('v') && self.image.split('@')[0].endsWith(':' + self.version.substring(1)))";
+
+/// The message of [`IMAGE_TAG_RULE`].
+pub const IMAGE_TAG_MESSAGE: &str = "the tag in spec.image must be spec.version: drop the tag (the version is the tag) or change both together";
+
+/// A parsed [`IMAGE_PATTERN`] reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageRef<'a> {
+    /// Registry and path, without tag or digest.
+    pub repository: &'a str,
+    /// The tag, if the image names one.
+    pub tag: Option<&'a str>,
+    /// `sha256:…`, if the image names a digest.
+    pub digest: Option<&'a str>,
+}
+
+impl<'a> ImageRef<'a> {
+    /// Splits an image into repository, tag and digest. A `:` followed by a
+    /// `/` is a registry port, not a tag.
+    pub fn parse(image: &'a str) -> Self {
+        let (rest, digest) = match image.split_once('@') {
+            Some((rest, digest)) => (rest, Some(digest)),
+            None => (image, None),
+        };
+        let (repository, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i + 1..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+            _ => (rest, None),
+        };
+        ImageRef {
+            repository,
+            tag,
+            digest,
+        }
+    }
+
+    /// Whether the tag (if any) names `version`, allowing a leading `v` on
+    /// either side (`v1.5.0` and `1.5.0` are one release).
+    pub fn tag_agrees(&self, version: &str) -> bool {
+        self.tag
+            .is_none_or(|t| t.trim_start_matches('v') == version.trim_start_matches('v'))
+    }
+
+    /// The image to run for `version`. The spec's own version runs the image
+    /// exactly as written (its digest pins the content); any other version
+    /// (a rollback to the last good release) runs `repository:<version>`,
+    /// spelled with a leading `v` when the spec's tag is.
+    pub fn for_version(&self, spec_version: &str, version: &str) -> String {
+        let v_style = self.tag.is_some_and(|t| t.starts_with('v')) && !version.starts_with('v');
+        let tag = if v_style {
+            format!("v{version}")
+        } else {
+            version.to_string()
+        };
+        match self.digest {
+            Some(digest) if version == spec_version => match self.tag {
+                Some(t) => format!("{}:{t}@{digest}", self.repository),
+                None => format!("{}@{digest}", self.repository),
+            },
+            _ => format!("{}:{tag}", self.repository),
+        }
+    }
+}
 
 /// A five-field cron expression as Kubernetes CronJobs accept it (minute hour
 /// day-of-month month day-of-week; numbers, names, `*`, `?`, ranges, steps and
@@ -251,4 +319,84 @@ fn default_unavailable_tolerance() -> i32 {
 }
 fn default_true() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ImageRef;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn an_image_splits_into_repository_tag_and_digest() {
+        let plain = ImageRef::parse("ghcr.io/payments/gateway");
+        assert_eq!(
+            (plain.repository, plain.tag, plain.digest),
+            ("ghcr.io/payments/gateway", None, None)
+        );
+        let tagged = ImageRef::parse("acr.azurecr.io/payment-initiation:1.5.0");
+        assert_eq!(
+            (tagged.repository, tagged.tag),
+            ("acr.azurecr.io/payment-initiation", Some("1.5.0"))
+        );
+        // A registry port is not a tag.
+        let port = ImageRef::parse("registry:5000/payments/gateway");
+        assert_eq!(
+            (port.repository, port.tag),
+            ("registry:5000/payments/gateway", None)
+        );
+        let both = ImageRef::parse(&format!("registry:5000/gw:v2.0.0@{DIGEST}"))
+            .for_version("2.0.0", "2.0.0");
+        assert_eq!(both, format!("registry:5000/gw:v2.0.0@{DIGEST}"));
+    }
+
+    #[test]
+    fn a_tag_must_be_the_version_give_or_take_a_leading_v() {
+        let tagged = ImageRef::parse("acr.azurecr.io/payment-initiation:1.5.0");
+        assert!(tagged.tag_agrees("1.5.0"));
+        assert!(tagged.tag_agrees("v1.5.0"));
+        assert!(!tagged.tag_agrees("1.5.1"));
+        assert!(!tagged.tag_agrees("11.5.0"));
+        assert!(ImageRef::parse("acr.azurecr.io/x:v1.5.0").tag_agrees("1.5.0"));
+        assert!(ImageRef::parse("acr.azurecr.io/x").tag_agrees("9.9.9"));
+        assert!(ImageRef::parse(&format!("acr.azurecr.io/x@{DIGEST}")).tag_agrees("9.9.9"));
+    }
+
+    #[test]
+    fn the_spec_version_runs_the_image_as_written_and_a_rollback_runs_its_tag() {
+        let plain = ImageRef::parse("ghcr.io/payments/gateway");
+        assert_eq!(
+            plain.for_version("2.4.1", "2.4.1"),
+            "ghcr.io/payments/gateway:2.4.1"
+        );
+        assert_eq!(
+            plain.for_version("2.4.1", "2.4.0"),
+            "ghcr.io/payments/gateway:2.4.0"
+        );
+        let tagged = ImageRef::parse("acr.azurecr.io/payment-initiation:1.5.0");
+        assert_eq!(
+            tagged.for_version("1.5.0", "1.5.0"),
+            "acr.azurecr.io/payment-initiation:1.5.0"
+        );
+        assert_eq!(
+            tagged.for_version("1.5.0", "1.4.2"),
+            "acr.azurecr.io/payment-initiation:1.4.2"
+        );
+        let v_tagged = ImageRef::parse("acr.azurecr.io/x:v1.5.0");
+        assert_eq!(
+            v_tagged.for_version("1.5.0", "1.4.2"),
+            "acr.azurecr.io/x:v1.4.2"
+        );
+        let image = format!("acr.azurecr.io/x@{DIGEST}");
+        let pinned = ImageRef::parse(&image);
+        assert_eq!(
+            pinned.for_version("1.5.0", "1.5.0"),
+            format!("acr.azurecr.io/x@{DIGEST}")
+        );
+        // A digest pins one release only: the rollback runs by tag.
+        assert_eq!(
+            pinned.for_version("1.5.0", "1.4.2"),
+            "acr.azurecr.io/x:1.4.2"
+        );
+    }
 }

@@ -127,6 +127,28 @@ mod tests {
         }
     }
 
+    /// kubectl renders a `date` column as an age, and a time in the future
+    /// as `<invalid>`: only times that are past when set may be dates.
+    #[test]
+    fn only_past_times_are_date_columns() {
+        const PAST: [&str; 2] = [".metadata.creationTimestamp", ".status.lastSuccessfulTime"];
+        for crd in crds() {
+            for c in crd.spec.versions[0]
+                .additional_printer_columns
+                .iter()
+                .flatten()
+            {
+                assert!(
+                    c.type_ != "date" || PAST.contains(&c.json_path.as_str()),
+                    "{}: column {} ({}) is a date but may lie in the future",
+                    crd.spec.names.kind,
+                    c.name,
+                    c.json_path
+                );
+            }
+        }
+    }
+
     /// The registry's coordinates are the ones the Rust types generate.
     #[test]
     fn the_registry_matches_the_generated_crds() {

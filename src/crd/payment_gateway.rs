@@ -8,8 +8,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    DatabaseReference, IMAGE_REPOSITORY_PATTERN, MessagingReference, Resources, UpgradePolicy,
-    VERSION_PATTERN, WorkloadStatus,
+    DatabaseReference, IMAGE_PATTERN, IMAGE_TAG_MESSAGE, IMAGE_TAG_RULE, MessagingReference,
+    Resources, UpgradePolicy, VERSION_PATTERN, WorkloadStatus,
 };
 
 /// Desired state of a payment gateway.
@@ -29,15 +29,20 @@ use super::common::{
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.availableReplicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new(IMAGE_TAG_RULE).message(IMAGE_TAG_MESSAGE).reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentGatewaySpec {
     /// Release to run, in semantic versioning (`2.4.1` or `v2.4.1`). It is the
     /// image tag. Changing it starts a health-gated rolling upgrade.
     #[schemars(regex(pattern = VERSION_PATTERN))]
     pub version: String,
-    /// Image repository, without tag (the tag is `version`).
+    /// Container image: a repository (the tag is then `version`), or a
+    /// repository with a tag that must be `version`
+    /// (`acr.azurecr.io/payment-initiation:1.5.0` with version `1.5.0`),
+    /// and/or a digest (`…@sha256:…`, run as written for this version; a
+    /// rollback to an earlier version runs `repository:<that version>`).
     #[serde(default = "default_image")]
-    #[schemars(regex(pattern = IMAGE_REPOSITORY_PATTERN), length(max = 255))]
+    #[schemars(regex(pattern = IMAGE_PATTERN), length(max = 255))]
     pub image: String,
     /// Pod count when autoscaling is off. Ignored while `autoscaling.enabled`.
     #[serde(default = "default_replicas")]
@@ -182,7 +187,11 @@ pub struct Tracing {
     /// Export spans from the gateway.
     #[serde(default)]
     pub enabled: bool,
-    /// Collector URL, e.g. `http://jaeger-collector.observability:4318`.
+    /// Collector URL. The port says the protocol the gateway exports with
+    /// (set as OpenTelemetry SDK variables in its ConfigMap): `4318` (or any
+    /// other port) OTLP over HTTP, `4317` OTLP over gRPC, `14268` Jaeger's
+    /// Thrift-over-HTTP collector (`/api/traces` is added). Prefer OTLP:
+    /// Jaeger ≥ 1.35 serves it on 4317/4318.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^\s]+$"), length(max = 2048))]
     pub jaeger_endpoint: Option<String>,

@@ -9,8 +9,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    DNS_LABEL_PATTERN, DatabaseReference, IMAGE_REPOSITORY_PATTERN, MessagingReference, Resources,
-    UpgradePolicy, VERSION_PATTERN, WorkloadStatus,
+    DNS_LABEL_PATTERN, DatabaseReference, IMAGE_PATTERN, IMAGE_TAG_MESSAGE, IMAGE_TAG_RULE,
+    MessagingReference, Resources, UpgradePolicy, VERSION_PATTERN, WorkloadStatus,
 };
 
 /// Desired state of a saga orchestrator.
@@ -30,14 +30,19 @@ use super::common::{
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.availableReplicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new(IMAGE_TAG_RULE).message(IMAGE_TAG_MESSAGE).reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct SagaOrchestratorSpec {
     /// Release to run, in semantic versioning; it is the image tag.
     #[schemars(regex(pattern = VERSION_PATTERN))]
     pub version: String,
-    /// Image repository, without tag (the tag is `version`).
+    /// Container image: a repository (the tag is then `version`), or a
+    /// repository with a tag that must be `version`
+    /// (`acr.azurecr.io/payment-initiation:1.5.0` with version `1.5.0`),
+    /// and/or a digest (`…@sha256:…`, run as written for this version; a
+    /// rollback to an earlier version runs `repository:<that version>`).
     #[serde(default = "default_image")]
-    #[schemars(regex(pattern = IMAGE_REPOSITORY_PATTERN), length(max = 255))]
+    #[schemars(regex(pattern = IMAGE_PATTERN), length(max = 255))]
     pub image: String,
     /// Pod count. Orchestrators elect a leader per saga partition, so more
     /// than one replica gives failover, not only throughput.

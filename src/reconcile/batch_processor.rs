@@ -33,6 +33,7 @@ pub const COMPONENT: &str = "batch-processor";
 pub struct Validated<'a>(&'a BatchProcessorSpec);
 
 pub fn validate(spec: &BatchProcessorSpec) -> Result<Validated<'_>, Invalid> {
+    objects::check_image(&spec.image, &spec.version)?;
     schedule::parse(&spec.schedule).map_err(|m| Invalid::new("spec.schedule", m))?;
     // The schedule becomes a CronJob's, and Kubernetes numbers weekdays 0-6
     // only: 7 (Sunday elsewhere in this program) would be refused at apply.
@@ -55,7 +56,7 @@ pub fn validate(spec: &BatchProcessorSpec) -> Result<Validated<'_>, Invalid> {
 fn job_template(id: &Identity, spec: &BatchProcessorSpec) -> Value {
     let mut container = json!({
         "name": "batch",
-        "image": objects::image_ref(&spec.image, &spec.version),
+        "image": objects::image_ref(&spec.image, &spec.version, &spec.version),
         "args": spec.args,
         "securityContext": {"allowPrivilegeEscalation": false, "runAsNonRoot": true},
     });

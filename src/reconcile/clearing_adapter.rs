@@ -40,6 +40,7 @@ impl Validated<'_> {
 }
 
 pub fn validate(spec: &ClearingAdapterSpec) -> Result<Validated<'_>, Invalid> {
+    objects::check_image(&spec.image, &spec.version)?;
     let (host, port) = parse_endpoint(&spec.endpoint.url).ok_or_else(|| {
         Invalid::new(
             "spec.endpoint.url",
@@ -127,7 +128,7 @@ pub fn plan(
     }
     let workload = Workload {
         container: "adapter",
-        image: objects::image_ref(&spec.image, target_version),
+        image: objects::image_ref(&spec.image, &spec.version, target_version),
         version: target_version,
         replicas: Some(spec.replicas),
         config_hash: objects::config_hash(&data),

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::rollout::VERSION_LABEL;
+use crate::crd::common::ImageRef;
 
 /// Port the payments services serve their API on.
 pub const HTTP_PORT: i32 = 8080;
@@ -208,9 +209,26 @@ pub fn service(id: &Identity, version: &str) -> Result<Service, Error> {
     )
 }
 
-/// Image reference for a repository and version.
-pub fn image_ref(repository: &str, version: &str) -> String {
-    format!("{repository}:{version}")
+/// The image to run for `version` of a spec whose image and version are
+/// `image` and `spec_version` (see [`ImageRef::for_version`]).
+pub fn image_ref(image: &str, spec_version: &str, version: &str) -> String {
+    ImageRef::parse(image).for_version(spec_version, version)
+}
+
+/// Refuses an image whose tag is not the spec's version (the admission rule
+/// does too; this catches objects stored before it existed).
+pub fn check_image(image: &str, version: &str) -> Result<(), super::Invalid> {
+    let parsed = ImageRef::parse(image);
+    if parsed.tag_agrees(version) {
+        return Ok(());
+    }
+    Err(super::Invalid::new(
+        "spec.image",
+        format!(
+            "tag {} is not spec.version {version}: drop the tag (the version is the tag) or change both together",
+            parsed.tag.unwrap_or_default()
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -256,7 +274,7 @@ mod tests {
         let id = test_identity("payment-gateway", "gw");
         let w = Workload {
             container: "gateway",
-            image: image_ref("ghcr.io/payments/gateway", "2.4.1"),
+            image: image_ref("ghcr.io/payments/gateway", "2.4.1", "2.4.1"),
             version: "2.4.1",
             replicas: Some(3),
             config_hash: "abc".into(),

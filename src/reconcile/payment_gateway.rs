@@ -27,6 +27,7 @@ pub const COMPONENT: &str = "payment-gateway";
 pub struct Validated<'a>(&'a PaymentGatewaySpec);
 
 pub fn validate(spec: &PaymentGatewaySpec) -> Result<Validated<'_>, Invalid> {
+    objects::check_image(&spec.image, &spec.version)?;
     if let Some(a) = spec.autoscaling.as_ref().filter(|a| a.enabled)
         && a.min_replicas > a.max_replicas
     {
@@ -83,10 +84,53 @@ pub fn config_data(name: &str, spec: &PaymentGatewaySpec) -> BTreeMap<String, St
     let t = &spec.monitoring.tracing;
     d.insert("TRACING_ENABLED".into(), t.enabled.to_string());
     if let (true, Some(endpoint)) = (t.enabled, &t.jaeger_endpoint) {
-        d.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone());
+        d.extend(tracing_env(endpoint));
         d.insert("OTEL_SERVICE_NAME".into(), name.to_string());
     }
     d
+}
+
+/// The OpenTelemetry SDK settings for a collector endpoint, by the protocol
+/// its port speaks in Jaeger's and OpenTelemetry's defaults: 14268 is
+/// Jaeger's Thrift-over-HTTP collector (`/api/traces`), which an OTLP
+/// exporter cannot talk to; 4317 is OTLP over gRPC; anything else is taken
+/// as OTLP over HTTP (4318).
+pub fn tracing_env(endpoint: &str) -> BTreeMap<String, String> {
+    let endpoint = endpoint.trim_end_matches('/');
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let port = authority.rsplit_once(':').map(|(_, p)| p);
+    let pairs: Vec<(&str, String)> = match port {
+        Some("14268") => {
+            let url = if endpoint.ends_with("/api/traces") {
+                endpoint.to_string()
+            } else {
+                format!("{endpoint}/api/traces")
+            };
+            vec![
+                ("OTEL_TRACES_EXPORTER", "jaeger".into()),
+                ("OTEL_EXPORTER_JAEGER_PROTOCOL", "http/thrift.binary".into()),
+                ("OTEL_EXPORTER_JAEGER_ENDPOINT", url.clone()),
+                // Jaeger's own client libraries read this one.
+                ("JAEGER_ENDPOINT", url),
+            ]
+        }
+        Some("4317") => vec![
+            ("OTEL_TRACES_EXPORTER", "otlp".into()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
+        ],
+        _ => vec![
+            ("OTEL_TRACES_EXPORTER", "otlp".into()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
+        ],
+    };
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// Database credentials come from the Secret CloudNativePG creates for the
@@ -126,7 +170,7 @@ pub fn plan(
     };
     let workload = Workload {
         container: "gateway",
-        image: objects::image_ref(&spec.image, target_version),
+        image: objects::image_ref(&spec.image, &spec.version, target_version),
         version: target_version,
         replicas,
         config_hash: objects::config_hash(&data),
@@ -437,5 +481,68 @@ monitoring:
             validate(&s).expect_err("invalid").field,
             "spec.monitoring.tracing.jaegerEndpoint"
         );
+        let mut s = spec(SEED);
+        s.image = "acr.azurecr.io/payment-initiation:1.5.0".into();
+        let e = validate(&s).expect_err("tag 1.5.0 with version 2.4.1");
+        assert_eq!(e.field, "spec.image");
+        assert!(
+            e.message.contains("tag 1.5.0 is not spec.version 2.4.1"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_tagged_image_runs_as_written_and_rolls_back_by_tag() {
+        let mut s = spec(SEED);
+        s.version = "1.5.0".into();
+        s.image = "acr.azurecr.io/payment-initiation:1.5.0".into();
+        let id = test_identity(COMPONENT, "payment-initiation");
+        let v = validate(&s).expect("a tag that is the version");
+        for (target, image) in [
+            ("1.5.0", "acr.azurecr.io/payment-initiation:1.5.0"),
+            ("1.4.2", "acr.azurecr.io/payment-initiation:1.4.2"),
+        ] {
+            let Desired::Apply(d) = plan(&id, &v, &facts(true, None), target)
+                .expect("plan")
+                .deployment
+            else {
+                panic!("deployment")
+            };
+            let pod = d.spec.expect("spec").template.spec.expect("pod");
+            assert_eq!(pod.containers[0].image.as_deref(), Some(image));
+        }
+    }
+
+    #[test]
+    fn the_tracing_endpoint_port_chooses_the_exporter() {
+        let thrift = tracing_env("http://jaeger:14268");
+        assert_eq!(thrift["OTEL_TRACES_EXPORTER"], "jaeger");
+        assert_eq!(
+            thrift["OTEL_EXPORTER_JAEGER_ENDPOINT"],
+            "http://jaeger:14268/api/traces"
+        );
+        assert_eq!(thrift["JAEGER_ENDPOINT"], "http://jaeger:14268/api/traces");
+        assert!(
+            !thrift.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "an OTLP exporter cannot talk to the Thrift collector"
+        );
+        assert_eq!(
+            tracing_env("http://jaeger:14268/api/traces/")["JAEGER_ENDPOINT"],
+            "http://jaeger:14268/api/traces"
+        );
+        let grpc = tracing_env("http://otel-collector.observability:4317");
+        assert_eq!(
+            (
+                grpc["OTEL_EXPORTER_OTLP_PROTOCOL"].as_str(),
+                grpc["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str()
+            ),
+            ("grpc", "http://otel-collector.observability:4317")
+        );
+        for endpoint in ["http://jaeger:4318", "https://traces.example.com"] {
+            let http = tracing_env(endpoint);
+            assert_eq!(http["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
+            assert_eq!(http["OTEL_EXPORTER_OTLP_ENDPOINT"], endpoint);
+        }
     }
 }

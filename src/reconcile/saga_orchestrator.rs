@@ -24,6 +24,7 @@ pub struct Validated<'a>(&'a SagaOrchestratorSpec);
 /// Names unique, every step compensable or final, and nothing compensable
 /// after a final step (its failure could not be undone past the final one).
 pub fn validate(spec: &SagaOrchestratorSpec) -> Result<Validated<'_>, Invalid> {
+    objects::check_image(&spec.image, &spec.version)?;
     let mut sagas = HashSet::new();
     for (i, saga) in spec.sagas.iter().enumerate() {
         if !sagas.insert(saga.name.as_str()) {
@@ -111,7 +112,7 @@ pub fn plan(
     let secret = format!("{}-app", spec.database.cluster_name);
     let workload = Workload {
         container: "orchestrator",
-        image: objects::image_ref(&spec.image, target_version),
+        image: objects::image_ref(&spec.image, &spec.version, target_version),
         version: target_version,
         replicas: Some(spec.replicas),
         config_hash: objects::config_hash(&data),

@@ -139,6 +139,28 @@ fn hpa_bounds_resources_version_round_trip() {
     );
 }
 
+/// An image that names its tag moves with the version (admission refuses a
+/// tag that is not the version), and the inverse puts both back.
+#[test]
+fn a_rollback_of_a_tagged_image_moves_the_tag_with_the_version() {
+    let obj = json!({"spec": {"version": "1.5.0", "image": "acr.azurecr.io/payment-initiation:1.5.0"},
+        "status": {"lastGoodVersion": "1.4.2"}});
+    let p = plan_action(
+        &Action::Rollback {
+            target: t("PaymentGateway"),
+            to_version: "1.4.2".into(),
+        },
+        &obj,
+        NOW,
+    )
+    .expect("plan");
+    assert_eq!(
+        patch_of(&p.change),
+        &json!({"spec": {"version": "1.4.2", "image": "acr.azurecr.io/payment-initiation:1.4.2"}})
+    );
+    round_trips(&obj, &p);
+}
+
 #[test]
 fn postgres_parameters_know_forbidden_and_restart_requiring_ones() {
     let obj = json!({"spec": {"instances": 3, "postgresql": {"parameters": {"work_mem": "4MB", "max_connections": "100"}}}});

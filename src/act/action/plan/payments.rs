@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::PlanCtx;
 use crate::act::action::{Error, Move, Planned, Subresource};
+use crate::crd::common::ImageRef;
 
 /// `spec.replicas`; refused while the HPA owns the replica count.
 pub fn plan_scale_replicas(ctx: &PlanCtx, replicas: i64) -> Result<Planned, Error> {
@@ -93,7 +94,17 @@ pub fn plan_rollback(ctx: &PlanCtx, to_version: &str) -> Result<Planned, Error> 
     if current == to_version {
         return Err(ctx.no_change(format!("already at {current}")));
     }
-    Ok(ctx.reversible(json!({"spec": {"version": to_version}}), true, vec![]))
+    // An image that names its tag (or digest) must move with the version,
+    // or admission refuses the patch (the tag must be the version).
+    let image = ctx.spec()["image"].as_str().map(ImageRef::parse);
+    let patch = match image {
+        Some(i) if i.tag.is_some() || i.digest.is_some() => json!({"spec": {
+            "version": to_version,
+            "image": i.for_version(current, to_version),
+        }}),
+        _ => json!({"spec": {"version": to_version}}),
+    };
+    Ok(ctx.reversible(patch, true, vec![]))
 }
 
 /// The `kubectl.kubernetes.io/restartedAt` annotation (what `kubectl
