@@ -1219,6 +1219,11 @@ async fn the_actions_cli_reviews_and_undoes_as_its_caller_and_obeys_the_kill_swi
         ok && show.contains("approved by alice") && show.contains("dry_run: ok"),
         "{show}"
     );
+    // Times for people: RFC 3339 (NOW is 1_800_000_000), not epoch seconds.
+    assert!(
+        show.contains("at: 2027-01-15T08:00:00Z") && !show.contains("1800000000"),
+        "{show}"
+    );
 
     // No policy: nothing is sent (fail closed), not "defaults, kill switch
     // off".

@@ -24,6 +24,18 @@ async fn journal(db: &DatabaseArgs) -> anyhow::Result<SqlJournal> {
         .context("opening the journal")
 }
 
+/// A journal entry as `actions show` prints it: its times (`at`,
+/// `outcome_at`) in RFC 3339 rather than epoch seconds.
+fn for_people(e: &crate::act::journal::JournalEntry) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(e)?;
+    for key in ["at", "outcome_at"] {
+        if let Some(at) = v[key].as_i64() {
+            v[key] = serde_json::Value::String(time(at));
+        }
+    }
+    Ok(v)
+}
+
 fn time(at: i64) -> String {
     chrono::DateTime::from_timestamp(at, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -110,7 +122,7 @@ pub async fn run(cmd: ActionsCommand) -> anyhow::Result<()> {
                 .get(id)
                 .await?
                 .with_context(|| format!("no journal entry {id}"))?;
-            print!("{}", serde_yaml::to_string(&e)?);
+            print!("{}", serde_yaml::to_string(&for_people(&e)?)?);
         }
         ActionsCommand::Approve(args) => review(args, Decision::Approve).await?,
         ActionsCommand::Reject(args) => review(args, Decision::Reject).await?,
