@@ -115,6 +115,16 @@ impl Detector for ForecastDetector {
                     self.threshold
                 )
             }
+            // The sample is past the threshold but the smoothed level the
+            // forecast runs on is not yet: say both, not "will go above"
+            // about a value that already is.
+            Some(t) if self.past_threshold(value) => format!(
+                "{signal} {value:.4} is {side} its threshold {}; its smoothed level {:.4} crosses it in {} (horizon {})",
+                self.threshold,
+                self.level,
+                human_duration(t),
+                human_duration(self.horizon_seconds)
+            ),
             Some(t) => format!(
                 "{signal} {value:.4} is trending to go {side} {} in {} (horizon {})",
                 self.threshold,
@@ -125,6 +135,16 @@ impl Detector for ForecastDetector {
                 "{signal} {value:.4} is not heading {side} its threshold {}",
                 self.threshold
             ),
+        }
+    }
+}
+
+impl ForecastDetector {
+    /// Whether a sample is on the threshold's bad side.
+    fn past_threshold(&self, value: f64) -> bool {
+        match self.direction {
+            Direction::Above => value >= self.threshold,
+            Direction::Below => value <= self.threshold,
         }
     }
 }
@@ -140,5 +160,44 @@ pub fn human_duration(seconds: f64) -> String {
         60..3600 => format!("{}m{}s", s / 60, s % 60),
         3600..86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
         _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sample already above the threshold is not "trending to go above"
+    /// it, even while the smoothed level the forecast runs on is below.
+    #[test]
+    fn a_sample_past_the_threshold_is_not_called_a_trend_towards_it() {
+        let mut f = ForecastDetector::new(0.1, 0.5, 0.9, Direction::Above, 300.0, 2);
+        let mut last = None;
+        for (i, x) in [0.80, 0.82, 0.84, 0.86, 0.9334].into_iter().enumerate() {
+            last = f.score(i as i64 * 10, x).map(|s| (x, s));
+        }
+        let (x, s) = last.expect("scored after warm-up");
+        let t = s.time_to_threshold.expect("a crossing ahead");
+        assert!(t > 0.0, "the level is still below: {t}");
+        let text = f.explain("saturation", x, &s);
+        assert!(
+            text.starts_with("saturation 0.9334 is above its threshold 0.9;")
+                && text.contains("smoothed level")
+                && !text.contains("trending to go above"),
+            "{text}"
+        );
+        // Below the threshold, it is a trend.
+        let mut f = ForecastDetector::new(0.5, 0.5, 0.9, Direction::Above, 300.0, 2);
+        let mut last = None;
+        for (i, x) in [0.70, 0.75, 0.80, 0.85].into_iter().enumerate() {
+            last = f.score(i as i64 * 10, x).map(|s| (x, s));
+        }
+        let (x, s) = last.expect("scored");
+        assert!(
+            f.explain("saturation", x, &s)
+                .contains("is trending to go above 0.9 in"),
+            "{}",
+            f.explain("saturation", x, &s)
+        );
     }
 }
