@@ -116,6 +116,14 @@ pub trait Driver {
     /// cycle.
     fn runbooks_lost(&mut self);
 
+    /// Whether step 4 runs on the blocking pool, so the async workers stay
+    /// free meanwhile (the live loop renews its Lease and fence there). A
+    /// replay has nothing else to run and evaluates in place: a hand-off
+    /// per cycle would cost more than most evaluations.
+    fn decide_on_blocking_pool(&self) -> bool {
+        true
+    }
+
     /// Step 5: acts on `proposals` (or says why nothing was acted on),
     /// verifying earlier actions against `latest`. `reader` reads the
     /// targets as the cycle's step 3 did.
@@ -327,26 +335,32 @@ impl Core {
         // 4. Decide, on the blocking pool: a runbook may run for up to its
         // operation limit, and the async workers must stay free to renew
         // the leader Lease and refresh the fence meanwhile.
-        let runbooks = std::mem::replace(&mut self.runbooks, RunbookSet::new(Default::default()));
         let (mode, metrics) = (self.mode, self.metrics.clone());
-        let decided = tokio::task::spawn_blocking(move || {
-            let mut runbooks = runbooks;
-            let evaluated = evaluate_runbooks(&mut runbooks, &observed, last, now, mode, &metrics);
-            (runbooks, evaluated)
-        })
-        .await;
-        let mut evaluated = match decided {
-            Ok((runbooks, evaluated)) => {
-                self.runbooks = runbooks;
-                evaluated
+        let mut evaluated = if driver.decide_on_blocking_pool() {
+            let runbooks =
+                std::mem::replace(&mut self.runbooks, RunbookSet::new(Default::default()));
+            let decided = tokio::task::spawn_blocking(move || {
+                let mut runbooks = runbooks;
+                let evaluated =
+                    evaluate_runbooks(&mut runbooks, &observed, last, now, mode, &metrics);
+                (runbooks, evaluated)
+            })
+            .await;
+            match decided {
+                Ok((runbooks, evaluated)) => {
+                    self.runbooks = runbooks;
+                    evaluated
+                }
+                Err(error) => {
+                    // A panic in the engine: the runbooks are lost with the
+                    // thread; reload them from source next cycle.
+                    tracing::error!(%error, "evaluating the runbooks panicked; nothing is acted on this cycle, the runbooks are reloaded");
+                    driver.runbooks_lost();
+                    Default::default()
+                }
             }
-            Err(error) => {
-                // A panic in the engine: the runbooks are lost with the
-                // thread; reload them from source next cycle.
-                tracing::error!(%error, "evaluating the runbooks panicked; nothing is acted on this cycle, the runbooks are reloaded");
-                driver.runbooks_lost();
-                Default::default()
-            }
+        } else {
+            evaluate_runbooks(&mut self.runbooks, &observed, last, now, mode, &metrics)
         };
         summary.decisions = evaluated.decisions;
         summary.decision_errors = evaluated.errors;

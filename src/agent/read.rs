@@ -148,10 +148,7 @@ impl Reader {
         let mut answered = 0usize;
         let mut last_error = None;
         for spec in specs {
-            let Some(queried) = self.query_spec(spec, now).await else {
-                return None;
-            };
-            match queried {
+            match self.query_spec(spec, now).await? {
                 Ok(s) => {
                     answered += 1;
                     // Prometheus sees the whole cluster; the agent observes

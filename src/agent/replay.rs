@@ -436,6 +436,10 @@ impl Driver for Recorder {
         tracing::error!("the runbook engine panicked; the replay goes on without runbooks");
     }
 
+    fn decide_on_blocking_pool(&self) -> bool {
+        false
+    }
+
     /// As the live step 5 up to the send: new runbook versions lowered as
     /// the policy says, every proposal read and planned, judged as one
     /// batch on the journal's last day, and journaled with its outcome.
