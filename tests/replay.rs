@@ -236,4 +236,77 @@ fn a_backfilled_saturation_is_scaled_at_its_start_and_a_quiet_day_is_not() {
                 && (e["start"].as_i64().unwrap_or(0) - incident).abs() <= STEP),
         "{episodes:#?}"
     );
+    // --compare: without the autoscale runbook, its actions are the
+    // difference, and nothing else changes.
+    let edited = dir.path().join("rules-edited");
+    std::fs::create_dir(&edited).expect("mkdir");
+    for entry in std::fs::read_dir(repo("rules")).expect("rules") {
+        let path = entry.expect("entry").path();
+        if path.file_stem().is_some_and(|n| n != "autoscale-gateway") && path.is_file() {
+            std::fs::copy(&path, edited.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let (compared, _) = replay(
+        prom.url(),
+        &snap,
+        end - 12 * 3600,
+        end,
+        &["--compare", &repo("rules"), &edited.display().to_string()],
+    );
+    let changes = compared["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), actions(&report).len(), "{changes:#?}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["change"] == "removed" && c["runbook"] == "autoscale-gateway"),
+        "{changes:#?}"
+    );
+    assert_eq!(changes[0]["at"], first["at"]);
+}
+
+/// Ctrl-C (SIGINT) stops a replay between cycles and prints the partial
+/// report.
+#[test]
+fn an_interrupted_replay_prints_its_partial_report() {
+    let end = now() / 3600 * 3600 - 3600;
+    let start = end - 86_400;
+    let prom = Prometheus::start(&Options {
+        targets: vec![],
+        backfill: Some(backfill(start, end, end + 3600)),
+    })
+    .expect("prometheus with backfilled history");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = snapshot(dir.path());
+    // One query per spec per step: slow enough to be interrupted midway.
+    let child = Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .args(["replay", "--prometheus-url", prom.url()])
+        .args(["--from", &start.to_string(), "--to", &end.to_string()])
+        .args(["--rules", &repo("rules"), "--models", &repo("models")])
+        .args([
+            "--snapshot",
+            &snap.display().to_string(),
+            "--output",
+            "json",
+        ])
+        .args(["--chunk-steps", "1", "--warmup-history-seconds", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start autopilot replay");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("replay output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("partial report as JSON");
+    assert_eq!(report["complete"], false);
+    let cycles = report["cycles"].as_u64().unwrap_or(0);
+    assert!(cycles > 0 && cycles < 2881, "{cycles} cycles");
 }
