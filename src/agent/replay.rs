@@ -369,7 +369,10 @@ impl Recorder {
                 Ok(replica_lag_seconds) => Observed {
                     replica_lag_seconds,
                 },
-                Err(_) => Observed::default(),
+                Err(error) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&error), "reading replication lags for the switchover guard failed; a switchover is refused");
+                    Observed::default()
+                }
             },
             _ => Observed::default(),
         }

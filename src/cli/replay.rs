@@ -70,7 +70,8 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "auto")]
     pub mode: Mode,
     /// Resources (targets, the objects runbooks decide on) from this file
-    /// instead of a cluster: YAML objects, one per document, or `kind: List`.
+    /// instead of a cluster: YAML objects, one per document, or `kind: List`
+    /// (used for resources even with --kubeconfig).
     #[arg(long)]
     pub snapshot: Option<PathBuf>,
     /// Read resources as they are now, and the AutopilotPolicy, from the
