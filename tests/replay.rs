@@ -12,8 +12,21 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use autopilot::testenv::prometheus::{Options, Prometheus};
-use serde_json::Value;
+mod support;
+
+use autopilot::{
+    crd::PaymentGateway,
+    testenv::{
+        self,
+        prometheus::{Options, Prometheus},
+    },
+};
+use k8s_openapi::api::core::v1::Event;
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
+use serde_json::{Value, json};
 
 const STEP: i64 = 30;
 
@@ -39,7 +52,7 @@ impl Noise {
 /// Two days and two hours at 30 s for two gateways at 40 % of their
 /// in-flight limit; `eu` floods (600 in flight for a limit of 100) for 20
 /// minutes from `incident`.
-fn backfill(start: i64, end: i64, incident: i64) -> String {
+fn backfill(start: i64, end: i64, incident: i64, ns: &str) -> String {
     let mut noise = Noise(7);
     let mut out = String::from("# TYPE payments_gateway_inflight_requests gauge\n");
     for gw in ["eu", "us"] {
@@ -52,7 +65,7 @@ fn backfill(start: i64, end: i64, incident: i64) -> String {
                 40.0 + 3.0 * noise.next()
             };
             out.push_str(&format!(
-                "payments_gateway_inflight_requests{{namespace=\"payments\",gateway=\"{gw}\"}} {v} {t}\n"
+                "payments_gateway_inflight_requests{{namespace=\"{ns}\",gateway=\"{gw}\"}} {v} {t}\n"
             ));
             t += STEP;
         }
@@ -62,7 +75,7 @@ fn backfill(start: i64, end: i64, incident: i64) -> String {
         let mut t = start;
         while t <= end {
             out.push_str(&format!(
-                "payments_gateway_max_inflight_requests{{namespace=\"payments\",gateway=\"{gw}\"}} 100 {t}\n"
+                "payments_gateway_max_inflight_requests{{namespace=\"{ns}\",gateway=\"{gw}\"}} 100 {t}\n"
             ));
             t += STEP;
         }
@@ -92,24 +105,28 @@ fn repo(path: &str) -> String {
 
 /// Runs `autopilot replay … --output json` and parses its report.
 fn replay(url: &str, snapshot: &Path, from: i64, to: i64, extra: &[&str]) -> (Value, f64) {
+    let snapshot = snapshot.display().to_string();
+    let mut args = vec!["--snapshot", snapshot.as_str()];
+    args.extend(extra);
+    run_replay(url, from, to, &repo("rules"), &repo("models"), &args)
+}
+
+/// Runs `autopilot replay … --output json` with `rules`, `models` and
+/// `extra` flags, and parses its report.
+fn run_replay(
+    url: &str,
+    from: i64,
+    to: i64,
+    rules: &str,
+    models: &str,
+    extra: &[&str],
+) -> (Value, f64) {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_autopilot"))
         .args(["replay", "--prometheus-url", url])
         .args(["--from", &from.to_string(), "--to", &to.to_string()])
-        .args([
-            "--step",
-            "30s",
-            "--rules",
-            &repo("rules"),
-            "--models",
-            &repo("models"),
-        ])
-        .args([
-            "--snapshot",
-            &snapshot.display().to_string(),
-            "--output",
-            "json",
-        ])
+        .args(["--step", "30s", "--rules", rules, "--models", models])
+        .args(["--output", "json"])
         .args(extra)
         .output()
         .expect("run autopilot replay");
@@ -144,7 +161,7 @@ fn a_backfilled_saturation_is_scaled_at_its_start_and_a_quiet_day_is_not() {
     let incident = end - 6 * 3600;
     let prom = Prometheus::start(&Options {
         targets: vec![],
-        backfill: Some(backfill(start, end, incident)),
+        backfill: Some(backfill(start, end, incident, "payments")),
     })
     .expect("prometheus with backfilled history");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -272,7 +289,7 @@ fn an_interrupted_replay_prints_its_partial_report() {
     let start = end - 86_400;
     let prom = Prometheus::start(&Options {
         targets: vec![],
-        backfill: Some(backfill(start, end, end + 3600)),
+        backfill: Some(backfill(start, end, end + 3600, "payments")),
     })
     .expect("prometheus with backfilled history");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -309,4 +326,91 @@ fn an_interrupted_replay_prints_its_partial_report() {
     assert_eq!(report["complete"], false);
     let cycles = report["cycles"].as_u64().unwrap_or(0);
     assert!(cycles > 0 && cycles < 2881, "{cycles} cycles");
+}
+
+/// With --kubeconfig the targets and the guard policy are read from the
+/// cluster as they are now (here a kill switch, which refuses the action),
+/// and nothing is written: the gateway keeps its resourceVersion and no
+/// Event appears.
+#[tokio::test]
+async fn the_cluster_is_read_as_it_is_now_and_never_written() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cp = support::control_plane(testenv::Options::default());
+    let (client, ns) = support::client_and_namespace(cp, "replay").await;
+    let gateways = Api::<PaymentGateway>::namespaced(client.clone(), &ns);
+    let gw: PaymentGateway = serde_json::from_value(json!({
+        "apiVersion": "payments.io/v1", "kind": "PaymentGateway",
+        "metadata": {"name": "eu"},
+        "spec": {"version": "1.0.0", "replicas": 2}
+    }))
+    .expect("gateway");
+    gateways
+        .create(&PostParams::default(), &gw)
+        .await
+        .expect("create gateway");
+    support::install_policy(&client, &ns, json!({"killSwitch": true})).await;
+    let version = |g: PaymentGateway| g.metadata.resource_version;
+    let before = version(gateways.get("eu").await.expect("gateway"));
+
+    let end = now() / 3600 * 3600 - 3600;
+    let incident = end - 3600;
+    let prom = Prometheus::start(&Options {
+        targets: vec![],
+        backfill: Some(backfill(end - 4 * 3600, end, incident, &ns)),
+    })
+    .expect("prometheus with backfilled history");
+    // Only the gateway model and its runbook: the test cluster has no CRDs
+    // of the other operators.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (sub, file) in [
+        ("models", "payments-gateway.yaml"),
+        ("rules", "autoscale-gateway.rhai"),
+    ] {
+        std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        std::fs::copy(
+            repo(&format!("{sub}/{file}")),
+            dir.path().join(sub).join(file),
+        )
+        .expect("copy");
+    }
+    let kubeconfig = cp.kubeconfig().display().to_string();
+    let url = prom.url().to_string();
+    let (rules, models) = (
+        dir.path().join("rules").display().to_string(),
+        dir.path().join("models").display().to_string(),
+    );
+    let flags = [
+        "--kubeconfig".to_string(),
+        kubeconfig,
+        "--agent-namespace".into(),
+        ns.clone(),
+        "--namespace".into(),
+        ns.clone(),
+    ];
+    let (report, _) = tokio::task::spawn_blocking(move || {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        run_replay(&url, end - 2 * 3600, end, &rules, &models, &flags)
+    })
+    .await
+    .expect("replay");
+
+    let all = actions(&report);
+    let first = all
+        .first()
+        .unwrap_or_else(|| panic!("no action: {report:#}"));
+    assert_eq!(first["target"], format!("PaymentGateway/{ns}/eu"));
+    assert_eq!(first["verdict"], "kill_switch");
+    assert_eq!(first["outcome"], "refused");
+    assert!((first["at"].as_i64().unwrap_or(0) - incident).abs() <= STEP);
+    assert!(all.iter().all(|a| a["outcome"] == "refused"), "{all:#?}");
+    assert_eq!(
+        version(gateways.get("eu").await.expect("gateway")),
+        before,
+        "the replay changed the gateway"
+    );
+    let events = Api::<Event>::namespaced(client, &ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    assert!(events.items.is_empty(), "{:#?}", events.items);
 }
