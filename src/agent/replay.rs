@@ -12,6 +12,12 @@
 //! Verifications are not judged: history never reacted to actions that were
 //! not taken.
 //!
+//! Where it cannot match live exactly, it says so here: the hands-off label
+//! of a target's namespace is not read (the object's is), a recommendation
+//! does not supersede older pending ones (they keep counting against the
+//! limits), and the gate's second judgement at the send is the batch's
+//! (nothing changes between the two in a replay).
+//!
 //! Must not write to the cluster: it holds no executor, and a target is
 //! only ever read.
 
