@@ -8,7 +8,12 @@ use autopilot::cli::{Cli, Command, RunbookCommand};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    autopilot::telemetry::init(cli.log_json);
+    // A replay's report is its output: only warnings are logged beside it.
+    let level = match cli.command {
+        Command::Replay(_) => "warn",
+        _ => "info",
+    };
+    autopilot::telemetry::init_at(cli.log_json, level);
     // reqwest (Prometheus client) is built without a default crypto provider;
     // use ring everywhere, like kube.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -28,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sandbox(settings) => autopilot::cli::sandbox::run(settings).await?,
         Command::Detect(cmd) => autopilot::cli::detect::run(cmd)?,
         Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
+        Command::Replay(args) => autopilot::cli::replay::run(*args).await?,
         Command::Runbook(cmd) => {
             let ok = match cmd {
                 RunbookCommand::Check {

@@ -5,7 +5,14 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs the global subscriber. Call once, at start-up.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_at(json, "info");
+}
+
+/// [`init`] with another level than `info` when `RUST_LOG` is not set (a
+/// replay logs warnings only: its report is the output).
+pub fn init_at(json: bool, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let registry = tracing_subscriber::registry().with(filter);
     if json {
         registry

@@ -16,9 +16,13 @@
 //! finding exists, a resource that was not read is a missing-data error, and
 //! without a readable guard policy nothing is sent at all.
 //!
-//! This module is the driver: `Autopilot::cycle` calls one function per step
-//! — `rules` (1), `read` and `evaluate::score` (2), `read` (3), `evaluate`
-//! (4), `send` (5) — and fills the `Summary`. It must not hold a step's logic
+//! This module holds the one cycle function, `Core::cycle`, which calls one
+//! function per step — `rules` (1), `read` and `evaluate::score` (2), `read`
+//! (3), `evaluate` (4), `send` (5) — and fills the `Summary`. Two drivers
+//! run it: the live loop (`Autopilot`, the wall clock and the executor) and
+//! a replay over Prometheus history (`agent::replay`, simulated time and a
+//! step 5 that only records what the guards would let through); they differ
+//! only in their [`Driver`] and their clock. It must not hold a step's logic
 //! itself; a step that grows belongs in its own module.
 
 use std::collections::BTreeMap;
@@ -40,7 +44,7 @@ use super::{
 use crate::{
     act::executor::{ClusterPolicy, Executed, Executor, Proposal},
     decide::{Mode, RunbookSet, cycle::Observed},
-    detect::{Estate, Report, SeriesSamples},
+    detect::{Estate, Finding, Report, SeriesSamples, spec::ValidatedSpec},
     observe::{Prometheus, cache::ResourceCache},
     store::SqlJournal,
 };
@@ -68,6 +72,8 @@ pub struct Summary {
     pub no_data: usize,
     pub warming_up: usize,
     pub findings: usize,
+    /// The findings themselves (a replay reports them as episodes).
+    pub found: Vec<Finding>,
     pub decisions: usize,
     pub decision_errors: usize,
     pub proposals: usize,
@@ -77,18 +83,74 @@ pub struct Summary {
     pub not_acted: Option<String>,
 }
 
+/// The state one cycle works on, whoever drives it: the detectors, the
+/// runbooks, the readers and the recent samples. `Core::cycle` is the one
+/// cycle function; the live loop ([`Autopilot`]) and a replay
+/// (`agent::replay`) differ only in their [`Driver`] and in the `now` they
+/// pass.
+pub struct Core {
+    pub estate: Estate,
+    pub runbooks: RunbookSet,
+    pub reader: Reader,
+    pub samples: RecentSamples,
+    pub metrics: Metrics,
+    pub mode: Mode,
+    /// When the last cycle ran (cron runbooks fire for schedules due since).
+    pub last: Option<i64>,
+}
+
+/// What differs between the live loop and a replay: where the runbooks
+/// come from (step 1) and what step 5 does with the proposals. The live
+/// driver hands them to the executor; a replay's records what the guards
+/// would have let through and sends nothing.
+pub trait Driver {
+    /// Step 1: loads the runbooks into `runbooks` when their source changed.
+    fn refresh_rules(
+        &mut self,
+        runbooks: &mut RunbookSet,
+        specs: &[ValidatedSpec],
+        now: i64,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// The runbooks were lost (the engine panicked): load them again next
+    /// cycle.
+    fn runbooks_lost(&mut self);
+
+    /// Whether step 4 runs on the blocking pool, so the async workers stay
+    /// free meanwhile (the live loop renews its Lease and fence there). A
+    /// replay has nothing else to run and evaluates in place: a hand-off
+    /// per cycle would cost more than most evaluations.
+    fn decide_on_blocking_pool(&self) -> bool {
+        true
+    }
+
+    /// Step 5: acts on `proposals` (or says why nothing was acted on),
+    /// verifying earlier actions against `latest`. `reader` reads the
+    /// targets as the cycle's step 3 did.
+    fn act(
+        &mut self,
+        reader: &mut Reader,
+        proposals: &mut [Proposal],
+        latest: &BTreeMap<(String, String), f64>,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<Executed>, String>> + Send;
+}
+
+/// The live loop: the [`Core`] driven by [`Live`] every `--cycle-seconds`.
 pub struct Autopilot {
+    core: Core,
+    live: Live,
+    settings: Settings,
+}
+
+/// The live driver: runbooks from their folder or ConfigMap, and the
+/// executor for step 5.
+pub struct Live {
     client: Client,
-    estate: Estate,
-    runbooks: RunbookSet,
     executor: Executor<SqlJournal>,
     metrics: Metrics,
-    settings: Settings,
+    namespace: String,
     rules: Rules,
-    reader: Reader,
-    samples: RecentSamples,
-    /// When the last cycle ran (cron runbooks fire for schedules due since).
-    last: Option<i64>,
     /// Intents a previous run left without an outcome are still to be
     /// resolved: done by the first cycle that can read the guard policy,
     /// since a resolution that sends passes the gate like any write. Set
@@ -136,35 +198,38 @@ impl Summary {
 impl Autopilot {
     pub fn new(p: Parts) -> Self {
         Autopilot {
-            reader: Reader::new(
-                p.prometheus,
-                ResourceCache::new(p.client.clone(), p.settings.scope.clone()),
-                p.metrics.clone(),
-            ),
-            rules: Rules::new(p.rules, p.rules_rx, p.recorder, p.metrics.clone()),
-            client: p.client,
-            estate: p.estate,
-            runbooks: p.runbooks,
-            executor: p.executor,
-            metrics: p.metrics,
+            core: Core {
+                reader: Reader::new(
+                    p.prometheus,
+                    ResourceCache::new(p.client.clone(), p.settings.scope.clone()),
+                    p.metrics.clone(),
+                ),
+                estate: p.estate,
+                runbooks: p.runbooks,
+                samples: RecentSamples::default(),
+                metrics: p.metrics.clone(),
+                mode: p.settings.mode,
+                last: None,
+            },
+            live: Live {
+                rules: Rules::new(p.rules, p.rules_rx, p.recorder, p.metrics.clone()),
+                client: p.client,
+                executor: p.executor,
+                metrics: p.metrics,
+                namespace: p.settings.namespace.clone(),
+                unresolved: false,
+                policy_version: None,
+            },
             settings: p.settings,
-            unresolved: false,
-            policy_version: None,
-            samples: RecentSamples::default(),
-            last: None,
         }
     }
 
     /// Reloads the runbooks when their source changed, and records new
     /// versions with their editor.
     pub async fn refresh_rules(&mut self, now: i64) {
-        self.rules
-            .refresh(
-                &mut self.runbooks,
-                self.estate.specs(),
-                self.executor.journal(),
-                now,
-            )
+        let core = &mut self.core;
+        self.live
+            .refresh_rules(&mut core.runbooks, core.estate.specs(), now)
             .await;
     }
 
@@ -172,40 +237,46 @@ impl Autopilot {
     /// intents a previous leader left without an outcome.
     pub async fn start(&mut self) {
         let now = unix_now();
-        self.rules.check_source(&self.client).await;
-        self.warm_up(now).await;
-        self.unresolved = true;
-        self.last = Some(now);
+        self.live.rules.check_source(&self.live.client).await;
+        let step = self.settings.interval.as_secs_f64().max(1.0);
+        self.core
+            .warm_up(now, self.settings.warmup_history, step)
+            .await;
+        self.live.unresolved = true;
+        self.core.last = Some(now);
     }
 
-    /// Resolves the intents a previous run left without an outcome, under
-    /// `policy`; on failure they are tried again next cycle.
-    async fn resolve(&mut self, policy: &ClusterPolicy, now: i64) {
-        match self.executor.resolve_unresolved(policy, now).await {
-            Ok(done) => {
-                if !done.is_empty() {
-                    tracing::warn!(count = done.len(), resolved = ?done, "resolved intents left without an outcome by a previous run");
-                }
-                self.unresolved = false;
-            }
-            Err(error) => {
-                tracing::error!(error = %crate::telemetry::chain(&error), "resolving in-flight intents failed; trying again next cycle")
-            }
+    /// One whole cycle at `now` (see [`Core::cycle`]).
+    pub async fn cycle(&mut self, now: i64) -> Summary {
+        self.core.cycle(&mut self.live, now).await
+    }
+
+    /// Runs cycles every `interval` until the task is dropped.
+    pub async fn run(mut self) {
+        self.start().await;
+        let mut tick = tokio::time::interval(self.settings.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = self.cycle(unix_now()).await;
+            tracing::debug!(summary = ?s, "cycle done");
         }
     }
+}
 
-    /// Scores `--warmup-history` of Prometheus history so the detectors
-    /// start warm; findings in old history are not acted on.
+impl Core {
+    /// Scores `history` seconds of Prometheus history before `now` at
+    /// `step` so the detectors start warm; findings in old history are not
+    /// acted on.
     #[tracing::instrument(skip_all, fields(now = now))]
-    async fn warm_up(&mut self, now: i64) {
-        let Some(prom) = self.reader.prometheus() else {
+    pub async fn warm_up(&mut self, now: i64, history: std::time::Duration, step: f64) {
+        let Some(prom) = self.reader.prometheus().cloned() else {
             return;
         };
-        let secs = self.settings.warmup_history.as_secs() as i64;
+        let secs = history.as_secs() as i64;
         if secs <= 0 {
             return;
         }
-        let step = self.settings.interval.as_secs_f64().max(1.0);
         let mut loaded = 0usize;
         let specs: Vec<_> = self.estate.specs().to_vec();
         for spec in &specs {
@@ -226,15 +297,18 @@ impl Autopilot {
         );
     }
 
-    /// One whole cycle at `now`: the steps of the module doc, in order.
+    /// One whole cycle at `now`: the steps of the module doc, in order,
+    /// with `driver` for steps 1 and 5.
     #[tracing::instrument(skip_all, fields(now = now))]
-    pub async fn cycle(&mut self, now: i64) -> Summary {
+    pub async fn cycle(&mut self, driver: &mut impl Driver, now: i64) -> Summary {
         let timer = self.metrics.cycle_duration.start_timer();
         let mut summary = Summary::default();
         let last = self.last.unwrap_or(now - 1);
 
         // 1. Runbooks.
-        self.refresh_rules(now).await;
+        driver
+            .refresh_rules(&mut self.runbooks, self.estate.specs(), now)
+            .await;
 
         // 2. Observe and detect.
         let (report, series) = self.observe(now).await;
@@ -245,6 +319,7 @@ impl Autopilot {
         summary.no_data = report.no_data.len();
         summary.warming_up = report.warming_up.len();
         summary.findings = report.findings.len();
+        summary.found = report.findings.clone();
         self.samples.record(&series, now);
 
         // 3. What the runbooks decide on.
@@ -260,34 +335,45 @@ impl Autopilot {
         // 4. Decide, on the blocking pool: a runbook may run for up to its
         // operation limit, and the async workers must stay free to renew
         // the leader Lease and refresh the fence meanwhile.
-        let runbooks = std::mem::replace(&mut self.runbooks, RunbookSet::new(Default::default()));
-        let (mode, metrics) = (self.settings.mode, self.metrics.clone());
-        let decided = tokio::task::spawn_blocking(move || {
-            let mut runbooks = runbooks;
-            let evaluated = evaluate_runbooks(&mut runbooks, &observed, last, now, mode, &metrics);
-            (runbooks, evaluated)
-        })
-        .await;
-        let mut evaluated = match decided {
-            Ok((runbooks, evaluated)) => {
-                self.runbooks = runbooks;
-                evaluated
+        let (mode, metrics) = (self.mode, self.metrics.clone());
+        let mut evaluated = if driver.decide_on_blocking_pool() {
+            let runbooks =
+                std::mem::replace(&mut self.runbooks, RunbookSet::new(Default::default()));
+            let decided = tokio::task::spawn_blocking(move || {
+                let mut runbooks = runbooks;
+                let evaluated =
+                    evaluate_runbooks(&mut runbooks, &observed, last, now, mode, &metrics);
+                (runbooks, evaluated)
+            })
+            .await;
+            match decided {
+                Ok((runbooks, evaluated)) => {
+                    self.runbooks = runbooks;
+                    evaluated
+                }
+                Err(error) => {
+                    // A panic in the engine: the runbooks are lost with the
+                    // thread; reload them from source next cycle.
+                    tracing::error!(%error, "evaluating the runbooks panicked; nothing is acted on this cycle, the runbooks are reloaded");
+                    driver.runbooks_lost();
+                    Default::default()
+                }
             }
-            Err(error) => {
-                // A panic in the engine: the runbooks are lost with the
-                // thread; reload them from source next cycle.
-                tracing::error!(%error, "evaluating the runbooks panicked; nothing is acted on this cycle, the runbooks are reloaded");
-                self.rules.invalidate();
-                Default::default()
-            }
+        } else {
+            evaluate_runbooks(&mut self.runbooks, &observed, last, now, mode, &metrics)
         };
         summary.decisions = evaluated.decisions;
         summary.decision_errors = evaluated.errors;
         summary.proposals = evaluated.proposals.len();
 
         // 5. Act, then verify earlier actions.
-        match self
-            .act(&mut evaluated.proposals, &latest_values(&series), now)
+        match driver
+            .act(
+                &mut self.reader,
+                &mut evaluated.proposals,
+                &latest_values(&series),
+                now,
+            )
             .await
         {
             Ok(done) => summary.executed = done.into_iter().map(|e| (e.id, e.outcome)).collect(),
@@ -314,11 +400,44 @@ impl Autopilot {
             None => (Report::default(), Vec::new()),
         }
     }
+}
 
-    /// Step 5: sends `proposals` under the guard policy as it is now, then
-    /// applies annotated approvals. The error says why nothing was sent.
-    /// (`&mut`: the estate's detectors are `Send` but not `Sync`, so a
-    /// shared borrow held across an await would make `run` not `Send`.)
+impl Live {
+    /// Resolves the intents a previous run left without an outcome, under
+    /// `policy`; on failure they are tried again next cycle.
+    async fn resolve(&mut self, policy: &ClusterPolicy, now: i64) {
+        match self.executor.resolve_unresolved(policy, now).await {
+            Ok(done) => {
+                if !done.is_empty() {
+                    tracing::warn!(count = done.len(), resolved = ?done, "resolved intents left without an outcome by a previous run");
+                }
+                self.unresolved = false;
+            }
+            Err(error) => {
+                tracing::error!(error = %crate::telemetry::chain(&error), "resolving in-flight intents failed; trying again next cycle")
+            }
+        }
+    }
+}
+
+impl Driver for Live {
+    async fn refresh_rules(
+        &mut self,
+        runbooks: &mut RunbookSet,
+        specs: &[ValidatedSpec],
+        now: i64,
+    ) {
+        self.rules
+            .refresh(runbooks, specs, self.executor.journal(), now)
+            .await;
+    }
+
+    fn runbooks_lost(&mut self) {
+        self.rules.invalidate();
+    }
+
+    /// Sends `proposals` under the guard policy as it is now, then applies
+    /// annotated approvals. The error says why nothing was sent.
     /// Everything that may write, under the guard policy read now: first
     /// the intents a previous run left unresolved, then this cycle's
     /// proposals (new runbook versions lowered to recommend mode as the
@@ -327,11 +446,12 @@ impl Autopilot {
     /// a policy none of it runs: the kill switch cannot be known.
     async fn act(
         &mut self,
+        _reader: &mut Reader,
         proposals: &mut [Proposal],
         latest: &BTreeMap<(String, String), f64>,
         now: i64,
     ) -> Result<Vec<Executed>, String> {
-        let namespace = &self.settings.namespace;
+        let namespace = &self.namespace;
         let read = fetch_guard_policy(&self.client, namespace, proposals.len(), &self.metrics)
             .await
             .map_err(|e| e.to_string())?;
@@ -362,17 +482,5 @@ impl Autopilot {
         apply_approvals(&self.executor, &policy, now).await;
         verify_applied(&self.executor, latest, &policy, now).await;
         sent
-    }
-
-    /// Runs cycles every `interval` until the task is dropped.
-    pub async fn run(mut self) {
-        self.start().await;
-        let mut tick = tokio::time::interval(self.settings.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let s = self.cycle(unix_now()).await;
-            tracing::debug!(summary = ?s, "cycle done");
-        }
     }
 }

@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod metrics;
 pub mod outages;
 pub mod read;
+pub mod replay;
 pub mod rules;
 pub mod samples;
 pub mod send;

@@ -18,7 +18,9 @@ use super::{
 use crate::{
     act::action::kind_info,
     detect::{ComponentId, SeriesSamples, spec::ValidatedSpec},
-    observe::{Prometheus, cache::ResourceCache, facts::resource_facts, spec_resource},
+    observe::{
+        Prometheus, cache::ResourceCache, facts::resource_facts, history::History, spec_resource,
+    },
 };
 
 /// What step 2 read: the input of `evaluate::score`.
@@ -43,6 +45,9 @@ pub struct DecisionInputs {
 /// Where a cycle reads from, and which of those reads are failing.
 pub struct Reader {
     prometheus: Option<Prometheus>,
+    /// A replay's: the series at each step come from range queries read
+    /// ahead in chunks instead of an instant query per cycle.
+    history: Option<History>,
     /// Watched copies of the components and the resources decided on, of
     /// the namespaces in the agent's scope only (one watch per namespace).
     cache: ResourceCache,
@@ -59,6 +64,7 @@ impl Reader {
     pub fn new(prometheus: Option<Prometheus>, cache: ResourceCache, metrics: Metrics) -> Self {
         Reader {
             prometheus,
+            history: None,
             cache,
             metrics,
             // The counter and autopilot_prometheus_up carry an outage
@@ -81,8 +87,54 @@ impl Reader {
         }
     }
 
+    /// A reader of `history` (a replay): the same reads, the series served
+    /// step by step from range queries.
+    pub fn replaying(history: History, cache: ResourceCache, metrics: Metrics) -> Self {
+        Reader {
+            history: Some(history),
+            ..Reader::new(None, cache, metrics)
+        }
+    }
+
     pub fn prometheus(&self) -> Option<&Prometheus> {
-        self.prometheus.as_ref()
+        match &self.history {
+            Some(h) => Some(h.prometheus()),
+            None => self.prometheus.as_ref(),
+        }
+    }
+
+    /// The history a replay reads, if this reader replays.
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
+    }
+
+    /// The series of `spec` at `now`: an instant query, or a replay's
+    /// history at that step.
+    async fn query_spec(
+        &mut self,
+        spec: &ValidatedSpec,
+        now: i64,
+    ) -> Option<Result<Vec<SeriesSamples>, crate::observe::Error>> {
+        match (&mut self.history, &self.prometheus) {
+            (Some(h), _) => Some(h.query_spec(spec, now).await),
+            (None, Some(p)) => Some(p.query_spec(spec, now).await),
+            (None, None) => None,
+        }
+    }
+
+    /// `target` as read now (a replay: as the cluster or the snapshot has
+    /// it); `None` when it does not exist, `Err` when its kind cannot be
+    /// read.
+    pub async fn fetch_target(&mut self, target: &ComponentId) -> Result<Option<Value>, String> {
+        let Some(info) = kind_info(&target.kind) else {
+            return Ok(None);
+        };
+        let objects = self
+            .cache
+            .snapshot(&info.api_resource())
+            .await
+            .map_err(|e| crate::telemetry::chain(&e))?;
+        Ok(objects.get(target).cloned())
     }
 
     /// Step 2 (observe): every spec's series at `now`, and the components
@@ -91,12 +143,12 @@ impl Reader {
     /// no series).
     #[tracing::instrument(skip_all, fields(specs = specs.len(), series, unavailable))]
     pub async fn observe(&mut self, specs: &[ValidatedSpec], now: i64) -> Option<Observation> {
-        let prom = self.prometheus.clone()?;
+        self.prometheus()?;
         let mut obs = Observation::default();
         let mut answered = 0usize;
         let mut last_error = None;
         for spec in specs {
-            match prom.query_spec(spec, now).await {
+            match self.query_spec(spec, now).await? {
                 Ok(s) => {
                     answered += 1;
                     // Prometheus sees the whole cluster; the agent observes
@@ -155,7 +207,7 @@ impl Reader {
             self.fetch_resources(kind, &mut inputs).await;
         }
         if kinds.contains("Cluster")
-            && let Some(prom) = &self.prometheus
+            && let Some(prom) = self.prometheus()
         {
             match prom.replica_lags(now).await {
                 Ok(lags) => {

@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod detect;
+pub mod replay;
 pub mod runbook;
 pub mod sandbox;
 
@@ -201,6 +202,22 @@ pub enum Command {
     /// Recommendations (approve, reject).
     #[command(subcommand)]
     Actions(ActionsCommand),
+    /// Replay a range of Prometheus history through the live cycle in
+    /// simulated time and report what the agent would have done and when:
+    /// each finding episode, each action with its guard verdict, and per
+    /// runbook how many fired, were refused (by which guard) and acted.
+    ///
+    /// The same cycle as `autopilot run`, with the clock and the act step
+    /// swapped: the series are read by range queries in chunks and served
+    /// step by step, the proposals are planned and judged by the guards on
+    /// an in-memory journal (cooldowns and budgets count the replay's own
+    /// actions), and nothing is sent or written to the cluster. Resources
+    /// are read as they are now (--kubeconfig) or from --snapshot;
+    /// verifications are not judged. Ctrl-C prints the partial report.
+    ///
+    /// `--compare OLD_RULES NEW_RULES` replays twice and prints what the
+    /// edit changes, action by action.
+    Replay(Box<replay::ReplayArgs>),
 }
 
 #[derive(Subcommand, Debug)]

@@ -15,6 +15,10 @@
 //! the next read, so a kind reads either as a complete, current copy of the
 //! scope or as an error that gives the runbooks missing data, never as a
 //! stale or partial copy presented as current.
+//!
+//! A replay reads the same way from a fixed list of objects (a snapshot
+//! file) or from nothing at all, in which case every kind is an error that
+//! says so.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -44,6 +48,8 @@ pub enum Error {
     Watch { kind: String, reason: String },
     #[error("watching {kind} objects: the initial list has not completed")]
     NotSynced { kind: String },
+    #[error("reading {kind} objects: {reason}")]
+    Unavailable { kind: String, reason: String },
 }
 
 impl Error {
@@ -52,6 +58,7 @@ impl Error {
         match self {
             Error::Watch { .. } => "watch",
             Error::NotSynced { .. } => "not_synced",
+            Error::Unavailable { .. } => "unavailable",
         }
     }
 }
@@ -99,16 +106,45 @@ type Key = (String, String, Option<String>);
 /// One reflector per kind (per kind and namespace when scoped), started on
 /// first use and kept while the cache lives.
 pub struct ResourceCache {
-    client: Client,
+    source: Source,
     scope: Scope,
     watched: HashMap<Key, Watched>,
+}
+
+/// Where the objects come from.
+enum Source {
+    /// Watches through this client.
+    Watch(Client),
+    /// These objects (JSON with `apiVersion` and `kind`), as they are.
+    Fixed(Vec<Value>),
+    /// Nowhere: every read fails with this reason.
+    Unavailable(String),
 }
 
 impl ResourceCache {
     /// A cache of the namespaces in `scope`.
     pub fn new(client: Client, scope: Scope) -> Self {
         Self {
-            client,
+            source: Source::Watch(client),
+            scope,
+            watched: HashMap::new(),
+        }
+    }
+
+    /// Fixed `objects` (a replay's snapshot file): a kind reads as the
+    /// objects of its `apiVersion` and `kind` in `scope`, none if absent.
+    pub fn fixed(objects: Vec<Value>, scope: Scope) -> Self {
+        Self {
+            source: Source::Fixed(objects),
+            scope,
+            watched: HashMap::new(),
+        }
+    }
+
+    /// No source at all: every read is an error saying `reason`.
+    pub fn unavailable(reason: impl Into<String>, scope: Scope) -> Self {
+        Self {
+            source: Source::Unavailable(reason.into()),
             scope,
             watched: HashMap::new(),
         }
@@ -132,6 +168,16 @@ impl ResourceCache {
         &mut self,
         resource: &ApiResource,
     ) -> Result<BTreeMap<ComponentId, Value>, Error> {
+        let client = match &self.source {
+            Source::Watch(client) => client.clone(),
+            Source::Fixed(objects) => return Ok(fixed(objects, resource, &self.scope)),
+            Source::Unavailable(reason) => {
+                return Err(Error::Unavailable {
+                    kind: resource.kind.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        };
         let namespaces: Vec<Option<String>> = if self.scope.is_all() {
             vec![None]
         } else {
@@ -148,7 +194,7 @@ impl ResourceCache {
                 self.watched.remove(key);
             }
             if !self.watched.contains_key(key) {
-                let w = self.start(resource, key.2.as_deref());
+                let w = start(&client, resource, key.2.as_deref());
                 self.watched.insert(key.clone(), w);
                 started.push(key.clone());
             }
@@ -193,40 +239,64 @@ impl ResourceCache {
         }
         Ok(out)
     }
+}
 
-    fn start(&self, resource: &ApiResource, namespace: Option<&str>) -> Watched {
-        let writer = reflector::store::Writer::new(resource.clone());
-        let store = writer.as_reader();
-        let state = Arc::new(Mutex::new(State::default()));
-        let api: Api<DynamicObject> = match namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
-            None => Api::all_with(self.client.clone(), resource),
-        };
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()));
-        let kind = resource.kind.clone();
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            futures::pin_mut!(stream);
-            while let Some(item) = stream.next().await {
-                let Ok(mut s) = shared.lock() else { return };
-                match item {
-                    Ok(watcher::Event::InitDone) => s.synced = true,
-                    Ok(_) => {}
-                    Err(error) => {
-                        let reason = crate::telemetry::chain(&error);
-                        // The reader reports it (once per outage, in the loop).
-                        tracing::debug!(%kind, error = %reason, "watch failed; it is listed afresh on the next read");
-                        s.error = Some(reason);
-                        // This copy is no longer trusted; the next read starts a new one.
-                        return;
-                    }
+/// The objects of `resource` among `objects`, in `scope`.
+fn fixed(objects: &[Value], resource: &ApiResource, scope: &Scope) -> BTreeMap<ComponentId, Value> {
+    objects
+        .iter()
+        .filter(|o| {
+            o["apiVersion"] == resource.api_version.as_str() && o["kind"] == resource.kind.as_str()
+        })
+        .filter_map(|o| {
+            let id = ComponentId {
+                kind: resource.kind.clone(),
+                namespace: o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                name: o["metadata"]["name"].as_str()?.to_string(),
+            };
+            scope
+                .allows_namespace(&id.namespace)
+                .then(|| (id, o.clone()))
+        })
+        .collect()
+}
+
+/// Starts a reflector on `resource` (in `namespace`, or all).
+fn start(client: &Client, resource: &ApiResource, namespace: Option<&str>) -> Watched {
+    let writer = reflector::store::Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let state = Arc::new(Mutex::new(State::default()));
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    };
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()));
+    let kind = resource.kind.clone();
+    let shared = state.clone();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            let Ok(mut s) = shared.lock() else { return };
+            match item {
+                Ok(watcher::Event::InitDone) => s.synced = true,
+                Ok(_) => {}
+                Err(error) => {
+                    let reason = crate::telemetry::chain(&error);
+                    // The reader reports it (once per outage, in the loop).
+                    tracing::debug!(%kind, error = %reason, "watch failed; it is listed afresh on the next read");
+                    s.error = Some(reason);
+                    // This copy is no longer trusted; the next read starts a new one.
+                    return;
                 }
             }
-            // A watcher does not end on its own; if it does, stop trusting it.
-            if let Ok(mut s) = shared.lock() {
-                s.error = Some("the watch ended".into());
-            }
-        });
-        Watched { store, state, task }
-    }
+        }
+        // A watcher does not end on its own; if it does, stop trusting it.
+        if let Ok(mut s) = shared.lock() {
+            s.error = Some("the watch ended".into());
+        }
+    });
+    Watched { store, state, task }
 }

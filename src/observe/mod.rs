@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod facts;
+pub mod history;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 

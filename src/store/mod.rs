@@ -241,6 +241,28 @@ impl SqlJournal {
         }
     }
 
+    /// A SQLite journal in memory, gone when dropped: a replay journals its
+    /// decisions here so the guards count them as they count the real
+    /// journal's. One connection, kept open (the database lives with it).
+    pub async fn in_memory() -> Result<Self, Error> {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(SqliteConnectOptions::new().in_memory(true))
+            .await
+            .map_err(|source| Error::Connect {
+                url: "sqlite::memory:".into(),
+                source,
+            })?;
+        sqlx::migrate!("src/store/migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(Error::Migrate)?;
+        Ok(SqlJournal::Sqlite(pool))
+    }
+
     pub async fn close(&self) {
         match self {
             SqlJournal::Sqlite(p) => p.close().await,

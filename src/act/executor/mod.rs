@@ -45,6 +45,7 @@ mod send;
 mod undo;
 
 pub use policy::{ClusterPolicy, PolicyError, PolicySource, fetch_policy, fetch_policy_object};
+pub use propose::{history as guard_history, new_entry};
 pub use review::{ACTION_ID_LABEL, AdmissionState, Approvals, admission_vouches, submit_approval};
 
 #[derive(Debug, thiserror::Error)]

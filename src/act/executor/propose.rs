@@ -48,7 +48,7 @@ type JudgedBatch = Vec<(Option<Value>, Judged)>;
 /// to be), each at the time it was sent when it was (an approval sends
 /// hours after the recommendation: its cooldown and budgets run from the
 /// send).
-pub(super) fn history(recent: &[JournalEntry]) -> Vec<Recent> {
+pub fn history(recent: &[JournalEntry]) -> Vec<Recent> {
     recent
         .iter()
         .filter(|e| e.entry.verdict == verdict::ALLOWED)
@@ -102,7 +102,7 @@ pub(super) fn to_json(value: &impl serde::Serialize) -> Value {
 }
 
 /// The journal row of a proposal, before anything is sent.
-fn new_entry(
+pub fn new_entry(
     p: &Proposal,
     planned: Option<&Planned>,
     verdict: &str,
