@@ -556,6 +556,181 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
     assert_eq!(gw.spec.replicas, 2);
 }
 
+/// Whether the agent has journaled any `scale_replicas` decision (any
+/// outcome).
+async fn has_scaled(agent: &Agent) -> bool {
+    agent
+        .metrics()
+        .await
+        .is_ok_and(|m| m.contains("autopilot_act_actions_total{action=\"scale_replicas\""))
+}
+
+async fn holder_of(client: &Client, ns: &str, lease: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt(lease)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+/// Two shards on one PostgreSQL journal, each under its own Lease: only
+/// the shard that owns the namespace decides on it; when shard 0's leader
+/// dies, its standby takes shard 0 within the Lease time, and shard 1's
+/// leader is not disturbed.
+#[tokio::test]
+async fn a_shards_lease_lost_is_taken_by_its_standby_within_the_lease_time() {
+    use autopilot::{scope::Shard, testenv::postgres::Postgres};
+    if let Err(e) = Postgres::binaries() {
+        eprintln!("SKIPPED the shard Lease test: {e} (scripts/install-deps installs postgresql)");
+        return;
+    }
+    let pg = Postgres::start().expect("PostgreSQL");
+    let (client, ns) = support::client_and_namespace(cp(), "shards").await;
+    support::install_default_policy(&client, &ns).await;
+    create_gateway(&client, &ns, "gw", 2).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("rules dir");
+    std::fs::write(rules.join("every-second.rhai"), EVERY_SECOND).expect("runbook");
+    let db = pg.url("postgres");
+    const LEASE_SECONDS: u64 = 4;
+    let args = |identity: &str, shard: &str| -> Vec<String> {
+        [
+            "--identity",
+            identity,
+            "--shard",
+            shard,
+            "--lease-seconds",
+            &LEASE_SECONDS.to_string(),
+            "--rules",
+            &rules.to_string_lossy(),
+            "--models",
+            &repo("tests/fixtures/agent/models").to_string_lossy(),
+            "--database-url",
+            &db,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let start = |identity: &str, shard: &str| {
+        let a = args(identity, shard);
+        Agent::start(
+            &ns,
+            free_port(),
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    let mut a0 = start("agent-a", "0/2");
+    a0.wait_metric("a to lead shard 0", "autopilot_leader", |v| v == 1.0)
+        .await;
+    let c1 = start("agent-c", "1/2");
+    c1.wait_metric("c to lead shard 1", "autopilot_leader", |v| v == 1.0)
+        .await;
+    let b0 = start("agent-b", "0/2");
+    b0.wait_metric("b to stand by for shard 0", "autopilot_leader", |v| {
+        v == 0.0
+    })
+    .await;
+    let lease = |i: u32| format!("autopilot-leader-shard-{i}");
+    assert_eq!(
+        holder_of(&client, &ns, &lease(0)).await.as_deref(),
+        Some("agent-a")
+    );
+    assert_eq!(
+        holder_of(&client, &ns, &lease(1)).await.as_deref(),
+        Some("agent-c")
+    );
+    assert_eq!(lease_holder(&client, &ns).await, None, "no unsharded Lease");
+
+    // Only the owner of the namespace decides on its gateway.
+    let owner = Shard::owner(&ns, 2);
+    let (owning, other) = if owner == 0 { (&a0, &c1) } else { (&c1, &a0) };
+    support::wait_for("the owning shard to decide", LONG, || async {
+        if has_scaled(owning).await {
+            Ok(())
+        } else {
+            Err("no scale_replicas decision yet".to_string())
+        }
+    })
+    .await;
+    assert!(
+        !has_scaled(other).await,
+        "shard {} decided on {ns}, which shard {owner} owns",
+        1 - owner
+    );
+
+    // Shard 0's leader crashes (SIGKILL: no release); its standby takes
+    // the shard when the Lease expires.
+    a0.kill();
+    let killed = std::time::Instant::now();
+    b0.wait_metric("b to take shard 0", "autopilot_leader", |v| v == 1.0)
+        .await;
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(2 * LEASE_SECONDS + 2),
+        "shard 0 was taken over {took:?} after its leader died (Lease {LEASE_SECONDS}s)"
+    );
+    assert_eq!(
+        holder_of(&client, &ns, &lease(0)).await.as_deref(),
+        Some("agent-b")
+    );
+    assert_eq!(
+        holder_of(&client, &ns, &lease(1)).await.as_deref(),
+        Some("agent-c")
+    );
+    assert_eq!(
+        c1.metric("autopilot_leader").await,
+        Ok(1.0),
+        "shard 1 undisturbed"
+    );
+    if owner == 0 {
+        support::wait_for("the new leader of shard 0 to decide", LONG, || async {
+            if has_scaled(&b0).await {
+                Ok(())
+            } else {
+                Err("no scale_replicas decision yet".to_string())
+            }
+        })
+        .await;
+    }
+}
+
+/// A shard refuses to start on a SQLite journal: the global guards would
+/// hold per shard only.
+#[tokio::test]
+async fn a_shard_on_sqlite_refuses_to_start() {
+    let (_client, ns) = support::client_and_namespace(cp(), "shard-sqlite").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("j.db");
+    let mut agent = Agent::start(
+        &ns,
+        free_port(),
+        &[
+            "--shard",
+            "1/2",
+            "--database-url",
+            &db.to_string_lossy(),
+            "--models",
+            &repo("tests/fixtures/agent/models").to_string_lossy(),
+        ],
+    );
+    let status = support::wait_for("the shard on SQLite to exit", LONG, || {
+        let status = agent.child.as_mut().expect("child").try_wait();
+        async move {
+            match status {
+                Ok(Some(status)) => Ok(status),
+                Ok(None) => Err("still running".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    assert!(!status.success(), "{status}");
+}
+
 /// The chart's RBAC grants what the agent does with it: list every kind a
 /// model scores, whatever the default runbooks' actions need, and the Lease.
 #[test]

@@ -1136,3 +1136,72 @@ where
         .await
         .unwrap_or_else(|e| panic!("{} {name} installed: {e}", K::kind(&())));
 }
+
+/// `shards: 3` renders one Deployment per shard, each running `--shard
+/// N/3` with its own selector, and lets the agent take exactly the Leases
+/// the shards elect under (the names the agent's own flags give them): in
+/// the RBAC and in the admission policy that limits which Lease it creates.
+/// Without a shared journal the chart refuses to render.
+#[test]
+fn shards_render_one_deployment_and_one_lease_per_shard() {
+    use clap::Parser;
+    let docs = chart::render(
+        "ap",
+        "autopilot",
+        &[("shards", "3"), ("database.urlSecret.name", "autopilot-db")],
+    );
+    let deployments = chart::of_kinds(&docs, &["Deployment"]);
+    assert_eq!(deployments.len(), 3);
+    let mut leases = Vec::new();
+    for (i, d) in deployments.iter().enumerate() {
+        assert_eq!(d["metadata"]["name"], format!("ap-shard-{i}"));
+        let selector = &d["spec"]["selector"]["matchLabels"];
+        assert_eq!(selector["autopilot.payments.io/shard"], i.to_string());
+        assert_eq!(&d["spec"]["template"]["metadata"]["labels"], selector);
+        let args: Vec<String> =
+            serde_json::from_value(d["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+                .expect("args");
+        assert!(args.contains(&format!("--shard={i}/3")), "{args:?}");
+        let autopilot::cli::Command::Run(run) =
+            autopilot::cli::Cli::parse_from(std::iter::once("autopilot".to_string()).chain(args))
+                .command
+        else {
+            panic!("the Deployment runs `autopilot run`");
+        };
+        leases.push(run.options().leadership.lease_name);
+    }
+    assert_eq!(
+        leases,
+        [
+            "autopilot-leader-shard-0",
+            "autopilot-leader-shard-1",
+            "autopilot-leader-shard-2"
+        ]
+    );
+    let role = chart::of_kinds(&docs, &["Role"])
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "ap-self")
+        .expect("the agent's own Role");
+    let lease_rule = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["resources"] == serde_json::json!(["leases"]) && !r["resourceNames"].is_null())
+        .expect("the Lease rule");
+    assert_eq!(lease_rule["resourceNames"], serde_json::json!(leases));
+    let own_lease = chart::of_kinds(&docs, &["ValidatingAdmissionPolicy"])
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "ap-own-lease")
+        .expect("the own-Lease policy");
+    let expression = own_lease["spec"]["validations"][0]["expression"]
+        .as_str()
+        .expect("expression");
+    for lease in &leases {
+        assert!(expression.contains(&format!("'{lease}'")), "{expression}");
+    }
+    let refused = chart::render_fails("ap", "autopilot", &[("shards", "2")]);
+    assert!(
+        refused.contains("shards > 1 needs a shared journal"),
+        "{refused}"
+    );
+}

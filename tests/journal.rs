@@ -326,14 +326,18 @@ async fn a_deposed_leader_journals_nothing_on_postgres() {
         .await
         .expect("no epoch taken: journaled");
     assert_eq!(
-        old.begin_leader_epoch("pod-a", 10).await.expect("epoch"),
+        old.begin_leader_epoch(LEASE, "pod-a", 10)
+            .await
+            .expect("epoch"),
         Some(1)
     );
     old.record_intent(&entry(11, "auto", "allowed"))
         .await
         .expect("the leader journals");
     assert_eq!(
-        new.begin_leader_epoch("pod-b", 20).await.expect("epoch"),
+        new.begin_leader_epoch(LEASE, "pod-b", 20)
+            .await
+            .expect("epoch"),
         Some(2)
     );
     let refused = old
@@ -341,7 +345,8 @@ async fn a_deposed_leader_journals_nothing_on_postgres() {
         .await
         .expect_err("the deposed leader is refused");
     assert!(
-        refused.reason.contains("epoch 1") && refused.reason.contains("at 2"),
+        refused.reason.contains("Lease autopilot-leader in epoch 1")
+            && refused.reason.contains("at 2"),
         "{refused}"
     );
     new.record_intent(&entry(22, "auto", "allowed"))
@@ -359,8 +364,186 @@ async fn a_deposed_leader_journals_nothing_on_postgres() {
         .await
         .expect("sqlite");
     assert_eq!(
-        lite.begin_leader_epoch("pod-a", 1).await.expect("none"),
+        lite.begin_leader_epoch(LEASE, "pod-a", 1)
+            .await
+            .expect("none"),
         None
+    );
+}
+
+const LEASE: &str = "autopilot-leader";
+
+/// Shards lead under their own Leases, each with its own epoch: a new
+/// leader of one shard fences that shard's old leader only.
+#[tokio::test]
+async fn each_shards_lease_has_its_own_epoch_on_postgres() {
+    let Some(url) = postgres_url("shard_epochs").await else {
+        return;
+    };
+    let shard0 = SqlJournal::connect(&url).await.expect("connect");
+    let shard1 = SqlJournal::connect(&url).await.expect("connect");
+    let shard0_next = SqlJournal::connect(&url).await.expect("connect");
+    let lease = |i| format!("{LEASE}-shard-{i}");
+    for (j, i, who) in [(&shard0, 0, "a"), (&shard1, 1, "b")] {
+        assert_eq!(
+            j.begin_leader_epoch(&lease(i), who, 1)
+                .await
+                .expect("epoch"),
+            Some(1)
+        );
+    }
+    assert_eq!(
+        shard0_next
+            .begin_leader_epoch(&lease(0), "c", 2)
+            .await
+            .expect("epoch"),
+        Some(2)
+    );
+    let refused = shard0
+        .record_intent(&entry(3, "auto", "allowed"))
+        .await
+        .expect_err("shard 0's deposed leader is refused");
+    assert!(refused.reason.contains("shard-0"), "{refused}");
+    shard1
+        .record_intent(&entry(3, "auto", "allowed"))
+        .await
+        .expect("shard 1's leader is untouched");
+    shard0_next
+        .record_intent(&entry(4, "auto", "allowed"))
+        .await
+        .expect("shard 0's new leader journals");
+}
+
+/// Two agents (shards) on one PostgreSQL journal race for the last unit of
+/// the cluster-wide disruption budget, again and again: each checks the
+/// guards and records its intent in one step, and exactly one of them wins
+/// each time. The check of each waits (up to 100 ms) for the other's
+/// check to start too: were the read, the check and the insert not one
+/// step under one lock, both would read the budget unspent and both win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_shards_never_both_spend_the_last_unit_of_a_budget_on_postgres() {
+    use std::sync::{Arc, Condvar, Mutex};
+
+    use autopilot::{
+        act::{
+            action::{Change, Planned, Subresource, kind_info},
+            executor::{
+                gate::{self, Decider},
+                history,
+            },
+            guard::{Observed, Policy},
+        },
+        decide::{Action, Intent, Mode},
+        detect::ComponentId,
+    };
+
+    let Some(url) = postgres_url("budget_race").await else {
+        return;
+    };
+    let shards = [
+        SqlJournal::connect(&url).await.expect("connect"),
+        SqlJournal::connect(&url).await.expect("connect"),
+    ];
+    // One disruptive action an hour across the cluster; the per-namespace
+    // budget and the cooldown do not bind (each shard has its own target).
+    let policy = Policy {
+        disruptive_per_hour: 1,
+        disruptive_per_namespace_per_hour: 10,
+        ..Policy::default()
+    };
+    let target = |i: usize| ComponentId {
+        kind: "PaymentGateway".into(),
+        namespace: format!("team-{i}"),
+        name: "gw".into(),
+    };
+    let intent = |i: usize| {
+        Intent::new(Action::ScaleReplicas {
+            target: target(i),
+            replicas: 3,
+        })
+    };
+    let planned = |i: usize| Planned {
+        change: Change::Merge {
+            kind: kind_info("PaymentGateway").expect("kind"),
+            namespace: target(i).namespace,
+            name: "gw".into(),
+            subresource: Subresource::Main,
+            patch: json!({"spec": {"replicas": 3}}),
+        },
+        inverse: None,
+        disruptive: true,
+        moves: vec![],
+    };
+    const ROUNDS: i64 = 20;
+    for round in 0..ROUNDS {
+        // Two hours apart: each round has a fresh hour's budget.
+        let now = 1_000_000 + round * 7200;
+        let arrived = Arc::new((Mutex::new(0u32), Condvar::new()));
+        let race = shards.iter().enumerate().map(|(i, j)| {
+            let (policy, arrived) = (policy.clone(), arrived.clone());
+            let (intent, planned) = (intent(i), planned(i));
+            let mut e = entry(now, "auto", "allowed");
+            e.disruptive = true;
+            e.target = target(i).to_string();
+            e.namespace = target(i).namespace;
+            async move {
+                let (id, verdict) = j
+                    .record_intent_checked(&e, now - 86_400, |recent| {
+                        let (count, woken) = &*arrived;
+                        let mut n = count.lock().expect("lock");
+                        *n += 1;
+                        woken.notify_all();
+                        drop(
+                            woken
+                                .wait_timeout_while(n, std::time::Duration::from_millis(100), |n| {
+                                    *n < 2
+                                })
+                                .expect("wait"),
+                        );
+                        let judged = gate::Judged {
+                            intent: &intent,
+                            planned: &planned,
+                            history: &history(recent),
+                            observed: &Observed::default(),
+                        };
+                        gate::judge(
+                            &policy,
+                            Mode::Auto,
+                            Decider::Agent,
+                            Ok(()),
+                            Some(judged),
+                            now,
+                        )
+                    })
+                    .await
+                    .expect("journal");
+                (id, verdict.map(drop))
+            }
+        });
+        let results = futures::future::join_all(race).await;
+        let winners: Vec<_> = results.iter().filter(|(_, v)| v.is_ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        let (loser, refused) = results
+            .iter()
+            .find_map(|(id, v)| v.as_ref().err().map(|r| (*id, r)))
+            .expect("a loser");
+        assert_eq!(refused.guard, "disruption_budget", "round {round}");
+        // The loser's intent is journaled as refused, and so spends nothing.
+        let row = shards[0].get(loser).await.expect("get").expect("row");
+        assert_eq!(row.outcome.as_deref(), Some(outcome::REFUSED));
+        assert!(
+            row.outcome_detail
+                .as_deref()
+                .is_some_and(|d| d.contains("disruption_budget")),
+            "{row:?}"
+        );
+    }
+    let rows = shards[1].since(0).await.expect("rows");
+    assert_eq!(rows.len() as i64, 2 * ROUNDS);
+    assert_eq!(
+        rows.iter().filter(|r| r.outcome.is_none()).count() as i64,
+        ROUNDS,
+        "one allowed intent per round"
     );
 }
 

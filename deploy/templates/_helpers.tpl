@@ -25,6 +25,19 @@ list of one; both set is an error rather than a guess.
 {{/* The leader Lease, in the release namespace: the one Lease the agent may write. */}}
 {{- define "autopilot.leaseName" -}}autopilot-leader{{- end -}}
 
+{{/* The leader Leases, as a JSON list: the one Lease, or one per shard
+  (`<leaseName>-shard-<N>`, the name `--shard N/M` gives it). */}}
+{{- define "autopilot.leaseNames" -}}
+{{- $names := list (include "autopilot.leaseName" .) -}}
+{{- if gt (int .Values.shards) 1 -}}
+{{- $names = list -}}
+{{- range $i := until (int .Values.shards) -}}
+{{- $names = append $names (printf "%s-shard-%d" (include "autopilot.leaseName" $) $i) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
 {{/* The agent's user name as the API server sees its token. */}}
 {{- define "autopilot.serviceAccountUser" -}}
 system:serviceaccount:{{ .Release.Namespace }}:{{ .Release.Name }}

@@ -151,6 +151,26 @@ impl Error {
 /// durable before returning: the executor sends nothing until it has.
 pub trait Journal: Send + Sync {
     fn record_intent(&self, entry: &NewEntry) -> impl Future<Output = Result<i64, Error>> + Send;
+    /// Records an intent that is sent at once, judged in the same step:
+    /// `check` (the gate) judges it against the journal's entries decided at
+    /// or after `since`, as they are when it is recorded. The entry is
+    /// recorded whatever the verdict: allowed, without an outcome yet (it
+    /// counts against every later check from the moment it is recorded), or
+    /// refused, with outcome `refused` and the refusal as its detail (it
+    /// counts against nothing).
+    ///
+    /// Several agents (shards) on one PostgreSQL journal share the global
+    /// guards (the global rate, the cluster-wide disruption budget): there
+    /// the read, the check and the insert happen in one transaction under
+    /// one advisory lock, so two writers never both spend the last unit of
+    /// a budget, and one of them always does. A SQLite journal has one
+    /// writer, which checks then inserts.
+    fn record_intent_checked<T: Send, R: std::fmt::Display + Send>(
+        &self,
+        entry: &NewEntry,
+        since: i64,
+        check: impl FnOnce(&[JournalEntry]) -> Result<T, R> + Send,
+    ) -> impl Future<Output = Result<(i64, Result<T, R>), Error>> + Send;
     fn record_dry_run(
         &self,
         id: i64,

@@ -72,6 +72,10 @@ pub enum Error {
     LostLeadership { namespace: String, name: String },
     #[error("taking the leader epoch in the journal failed; not leading without it")]
     LeaderEpoch(#[source] crate::act::journal::Error),
+    #[error(
+        "shard {shard} needs the journal all shards share, on PostgreSQL (--database-url postgres://…): the global guards hold across shards only there"
+    )]
+    ShardWithoutSharedJournal { shard: crate::scope::Shard },
 }
 
 impl Error {
@@ -87,6 +91,7 @@ impl Error {
             Error::LeaderElection { .. } => "leader_election",
             Error::LostLeadership { .. } => "lost_leadership",
             Error::LeaderEpoch(_) => "leader_epoch",
+            Error::ShardWithoutSharedJournal { .. } => "shard_without_shared_journal",
         }
     }
 }
@@ -107,6 +112,10 @@ pub struct Leadership {
 /// Everything `autopilot run` is configured with.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// The controllers' settings. Its scope is the loop's: a sharded
+    /// agent's loop observes, decides and acts only on its shard of the
+    /// namespaces ([`crate::scope::Shard`]), while its controllers (shard 0
+    /// only) reconcile every shard's.
     pub reconcile: reconcile::Settings,
     pub listen: SocketAddr,
     /// The agent's own namespace: Lease, guard policy and rules ConfigMap.
@@ -344,7 +353,10 @@ async fn fence_writes(
         None
     };
     let now = chrono::Utc::now().timestamp();
-    match journal.begin_leader_epoch(&lease.identity, now).await {
+    match journal
+        .begin_leader_epoch(&lease.lease_name, &lease.identity, now)
+        .await
+    {
         Ok(Some(epoch)) => {
             tracing::info!(
                 epoch,
@@ -424,6 +436,9 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
     let journal = SqlJournal::connect(&opts.database_url)
         .await
         .map_err(Error::OpenJournal)?;
+    if let (Some(shard), SqlJournal::Sqlite(_)) = (opts.reconcile.scope.shard(), &journal) {
+        return Err(Error::ShardWithoutSharedJournal { shard });
+    }
 
     let server = serve_http(&registry, opts.listen).await?;
     tracing::info!(
@@ -468,6 +483,7 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         None => Observer::Nothing,
     };
     let approvals = approvals(&client, opts.approval_policy.clone()).await;
+    let scope = opts.reconcile.scope.clone();
     let autopilot = cycle::Autopilot::new(cycle::Parts {
         client: client.clone(),
         prometheus,
@@ -475,14 +491,14 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         runbooks: RunbookSet::new(Limits::default()),
         executor: Executor::new(client.clone(), journal, act_metrics)
             .with_mode(opts.mode)
-            .with_scope(opts.reconcile.scope.clone())
+            .with_scope(scope.clone())
             .with_observer(observer)
             .with_approvals(approvals),
         metrics: metrics.clone(),
         recorder,
         settings: cycle::Settings {
             namespace: opts.namespace.clone(),
-            scope: opts.reconcile.scope.clone(),
+            scope,
             mode: opts.mode,
             interval: opts.cycle_interval,
             warmup_history: opts.warmup_history,
@@ -490,9 +506,11 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         rules: opts.rules.clone(),
         rules_rx,
     });
+    let mut reconcile_settings = opts.reconcile.clone();
+    reconcile_settings.scope = reconcile_settings.scope.with_shard(None);
     let ctx = Arc::new(Context::new(
         client,
-        opts.reconcile.clone(),
+        reconcile_settings,
         Arc::new(NoGate),
         reconcile_metrics,
     ));

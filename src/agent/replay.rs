@@ -40,7 +40,7 @@ use super::{
 use crate::{
     act::{
         action::{Planned, plan_action},
-        executor::{Executed, Proposal, guard_history, new_entry},
+        executor::{Executed, Proposal, history as guard_history, new_entry},
         guard::{Candidate, Observed, Policy, Verdict, evaluate_guards},
         journal::{Journal, outcome, verdict},
     },

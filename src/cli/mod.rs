@@ -88,9 +88,18 @@ pub struct RunArgs {
     /// replica only).
     #[arg(long, env = "AUTOPILOT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
-    /// Name of the leader Lease.
+    /// Name of the leader Lease (a shard's is `<name>-shard-<N>`).
     #[arg(long, default_value = "autopilot-leader")]
     pub lease_name: String,
+    /// Own only shard N of M of the namespaces (e.g. `--shard 2/4`): a
+    /// rendezvous hash of each namespace's name gives it to exactly one of
+    /// M shards. Each shard elects its own leader through the Lease
+    /// `<lease-name>-shard-<N>`, observes, decides and acts only in its
+    /// namespaces, and shares the PostgreSQL journal (and so the global
+    /// guards) with the other shards. Only shard 0 runs the payments
+    /// controllers. Needs a postgres:// --database-url when M > 1.
+    #[arg(long, env = "AUTOPILOT_SHARD", value_name = "N/M")]
+    pub shard: Option<crate::scope::Shard>,
     /// Seconds the Lease is held without renewal (a standby takes over a
     /// crashed leader within about this long).
     #[arg(long, default_value_t = 15)]
@@ -128,9 +137,15 @@ impl RunArgs {
             },
             None => crate::agent::RulesSource::Dir(self.rules),
         };
+        // One shard of one is the unsharded agent.
+        let shard = self.shard.filter(|s| s.count() > 1);
+        let lease_name = match shard {
+            Some(s) => format!("{}-shard-{}", self.lease_name, s.index()),
+            None => self.lease_name,
+        };
         crate::agent::Options {
             reconcile: crate::reconcile::Settings {
-                scope: crate::scope::Scope::namespaces(self.namespaces),
+                scope: crate::scope::Scope::namespaces(self.namespaces).with_shard(shard),
                 concurrency: self.concurrency,
                 progress_interval: Duration::from_secs(self.progress_interval_seconds),
                 policy_namespace: Some(self.agent_namespace.clone()),
@@ -140,11 +155,11 @@ impl RunArgs {
             namespace: self.agent_namespace,
             leadership: crate::agent::Leadership {
                 enabled: self.leader_election,
-                lease_name: self.lease_name,
+                lease_name,
                 identity: self.identity.unwrap_or_else(crate::agent::default_identity),
                 lease_seconds: self.lease_seconds.max(2),
             },
-            controllers: self.controllers,
+            controllers: self.controllers && shard.is_none_or(|s| s.index() == 0),
             prometheus_url: self.prometheus_url,
             prometheus_timeout: Duration::from_secs(self.prometheus_timeout_seconds.max(1)),
             database_url: self.database_url,

@@ -225,17 +225,28 @@ impl ResourceCache {
                     kind: resource.kind.clone(),
                 });
             }
-            out.extend(w.store.state().iter().map(|o| {
-                let id = ComponentId {
-                    kind: resource.kind.clone(),
-                    namespace: o.metadata.namespace.clone().unwrap_or_default(),
-                    name: o.metadata.name.clone().unwrap_or_default(),
-                };
-                let mut value = serde_json::to_value(o.as_ref()).unwrap_or(Value::Null);
-                value["apiVersion"] = json!(resource.api_version);
-                value["kind"] = json!(resource.kind);
-                (id, value)
-            }));
+            // A cluster-wide watch of a sharded agent sees every shard's
+            // objects: only its own are its to decide on.
+            let scope = &self.scope;
+            out.extend(
+                w.store
+                    .state()
+                    .iter()
+                    .filter(|o| {
+                        scope.allows_namespace(o.metadata.namespace.as_deref().unwrap_or_default())
+                    })
+                    .map(|o| {
+                        let id = ComponentId {
+                            kind: resource.kind.clone(),
+                            namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                            name: o.metadata.name.clone().unwrap_or_default(),
+                        };
+                        let mut value = serde_json::to_value(o.as_ref()).unwrap_or(Value::Null);
+                        value["apiVersion"] = json!(resource.api_version);
+                        value["kind"] = json!(resource.kind);
+                        (id, value)
+                    }),
+            );
         }
         Ok(out)
     }

@@ -38,8 +38,17 @@ pub enum SqlJournal {
     Postgres(PgPool, Epoch),
 }
 
-/// The leader epoch a replica took, shared by the clones of its journal.
-pub type Epoch = std::sync::Arc<std::sync::atomic::AtomicI64>;
+/// The Lease a replica leads under and the leader epoch it took there,
+/// shared by the clones of its journal (`None`: no epoch taken).
+pub type Epoch = std::sync::Arc<std::sync::Mutex<Option<(String, i64)>>>;
+
+/// The key of the PostgreSQL advisory lock under which every agent on the
+/// journal checks the guards and records an intent it sends at once (see
+/// [`Journal::record_intent_checked`]): one key, because the global rate
+/// and the cluster-wide disruption budget span every shard. The bytes of
+/// `autopilt` read as a number, so that it does not collide with another
+/// application's lock in the same database by chance.
+pub const GUARD_LOCK_KEY: i64 = i64::from_be_bytes(*b"autopilt");
 
 /// Runs a query macro on whichever pool backs the journal, with the name of
 /// the backend. Every query is checked at compile time against its backend's
@@ -270,12 +279,15 @@ impl SqlJournal {
         }
     }
 
-    /// Takes the next leader epoch for `holder`, on becoming leader and
-    /// before resolving or sending anything: from then on an older leader's
-    /// intents are refused by the journal (PostgreSQL). Returns the epoch;
-    /// `None` for SQLite, which has one replica and nothing to fence.
+    /// Takes the next leader epoch of `lease` for `holder`, on becoming
+    /// its leader and before resolving or sending anything: from then on an
+    /// older leader's intents under that Lease are refused by the journal
+    /// (PostgreSQL). Each shard has its own Lease, so its own epoch. Returns
+    /// the epoch; `None` for SQLite, which has one replica and nothing to
+    /// fence.
     pub async fn begin_leader_epoch(
         &self,
+        lease: &str,
         holder: &str,
         at: i64,
     ) -> Result<Option<i64>, journal::Error> {
@@ -283,16 +295,48 @@ impl SqlJournal {
             return Ok(None);
         };
         let taken = sqlx::query_scalar!(
-            "INSERT INTO leader_epoch (id, epoch, holder, at) VALUES (1, 1, $1, $2) ON CONFLICT (id) DO UPDATE SET epoch = leader_epoch.epoch + 1, holder = EXCLUDED.holder, at = EXCLUDED.at RETURNING epoch -- postgres",
+            "INSERT INTO leader_epoch (lease, epoch, holder, at) VALUES ($1, 1, $2, $3) ON CONFLICT (lease) DO UPDATE SET epoch = leader_epoch.epoch + 1, holder = EXCLUDED.holder, at = EXCLUDED.at RETURNING epoch -- postgres",
+            lease,
             holder,
             at
         )
         .fetch_one(p)
         .await
         .map_err(query_error("begin_leader_epoch"))?;
-        epoch.store(taken, std::sync::atomic::Ordering::SeqCst);
+        *epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some((lease.to_string(), taken));
         Ok(Some(taken))
     }
+}
+
+/// Refuses, inside transaction `tx`, unless this replica's epoch (if it
+/// took one) is still its Lease's current epoch: the row is read FOR SHARE,
+/// so a new leader's increment waits for this transaction.
+async fn check_epoch(
+    tx: &mut sqlx::PgConnection,
+    epoch: &Epoch,
+    operation: &'static str,
+) -> Result<(), journal::Error> {
+    let mine = epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some((lease, mine)) = mine else {
+        return Ok(());
+    };
+    let current = sqlx::query_scalar!(
+        "SELECT epoch FROM leader_epoch WHERE lease = $1 FOR SHARE -- postgres",
+        lease
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(query_error(operation))?;
+    if current == Some(mine) {
+        return Ok(());
+    }
+    Err(journal::Error {
+        operation,
+        reason: format!(
+            "this replica led Lease {lease} in epoch {mine}, the journal is at {}: another replica leads now; nothing is journaled or sent",
+            current.map_or("none".into(), |c| c.to_string())
+        ),
+    })
 }
 
 /// A database URL without its password, for messages.
@@ -317,29 +361,72 @@ impl Journal for SqlJournal {
         match self {
             SqlJournal::Sqlite(p) => insert_intent!(p, "sqlite", e).map_err(q),
             SqlJournal::Postgres(p, epoch) => {
-                let mine = epoch.load(std::sync::atomic::Ordering::SeqCst);
                 let mut tx = p.begin().await.map_err(query_error("record_intent"))?;
-                if mine > 0 {
-                    let current = sqlx::query_scalar!(
-                        "SELECT epoch FROM leader_epoch WHERE id = 1 FOR SHARE -- postgres"
-                    )
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(query_error("record_intent"))?;
-                    if current != Some(mine) {
-                        return Err(journal::Error {
-                            operation: "record_intent",
-                            reason: format!(
-                                "this replica led in epoch {mine}, the journal is at {}: another replica leads now; nothing is journaled or sent",
-                                current.map_or("none".into(), |c| c.to_string())
-                            ),
-                        });
-                    }
-                }
+                check_epoch(&mut tx, epoch, "record_intent").await?;
                 let id = insert_intent!(&mut *tx, "postgres", e)
                     .map_err(query_error("record_intent"))?;
                 tx.commit().await.map_err(q)?;
                 Ok(id)
+            }
+        }
+    }
+
+    async fn record_intent_checked<T: Send, R: std::fmt::Display + Send>(
+        &self,
+        e: &NewEntry,
+        since: i64,
+        check: impl FnOnce(&[JournalEntry]) -> Result<T, R> + Send,
+    ) -> Result<(i64, Result<T, R>), journal::Error> {
+        let op = "record_intent_checked";
+        match self {
+            // One writer: nobody can record between the read and the insert.
+            SqlJournal::Sqlite(_) => {
+                let verdict = check(&self.since(since).await?);
+                let id = self.record_intent(e).await?;
+                if let Err(refused) = &verdict {
+                    let detail = refused.to_string();
+                    self.record_outcome(id, outcome::REFUSED, &detail, e.at)
+                        .await?;
+                }
+                Ok((id, verdict))
+            }
+            SqlJournal::Postgres(p, epoch) => {
+                let mut tx = p.begin().await.map_err(query_error(op))?;
+                // Held until the commit: whoever checks next (any shard)
+                // reads this intent among the history. Read committed
+                // suffices: each statement below reads what the previous
+                // holders committed.
+                sqlx::query_scalar!(
+                    "SELECT true AS \"locked!\" FROM pg_advisory_xact_lock($1) -- postgres",
+                    GUARD_LOCK_KEY
+                )
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_error(op))?;
+                check_epoch(&mut tx, epoch, op).await?;
+                let rows: Vec<JournalEntry> =
+                    select!(&mut *tx, "postgres", "WHERE at >= $1 ORDER BY id", since)
+                        .map_err(query_error(op))?
+                        .into_iter()
+                        .map(Into::into)
+                        .collect();
+                let verdict = check(&rows);
+                let id = insert_intent!(&mut *tx, "postgres", e).map_err(query_error(op))?;
+                if let Err(refused) = &verdict {
+                    let detail = refused.to_string();
+                    update!(
+                        &mut *tx,
+                        "postgres",
+                        "UPDATE journal SET outcome = $1, outcome_detail = $2, outcome_at = $3 WHERE id = $4",
+                        outcome::REFUSED,
+                        detail,
+                        e.at,
+                        id
+                    )
+                    .map_err(query_error(op))?;
+                }
+                tx.commit().await.map_err(query_error(op))?;
+                Ok((id, verdict))
             }
         }
     }

@@ -45,7 +45,7 @@ mod send;
 mod undo;
 
 pub use policy::{ClusterPolicy, PolicyError, PolicySource, fetch_policy, fetch_policy_object};
-pub use propose::{history as guard_history, new_entry};
+pub use propose::{history, new_entry};
 pub use review::{ACTION_ID_LABEL, AdmissionState, Approvals, admission_vouches, submit_approval};
 
 #[derive(Debug, thiserror::Error)]
@@ -326,43 +326,38 @@ impl<J: Journal> Executor<J> {
         own: &[i64],
         now: i64,
     ) -> Result<Result<gate::Admitted, gate::Refused>, Error> {
-        let (intent, planned) = judged;
-        let policy = match policy.current().await {
-            Ok(p) => p,
-            Err(e) => {
-                return Ok(Err(gate::Refused {
-                    guard: "policy".into(),
-                    detail: crate::telemetry::chain(&e).to_string(),
-                }));
-            }
-        };
-        let scope = match self.scope_of(intent.action.target()).await {
-            Ok(verdict) => verdict,
-            Err(detail) => {
-                return Ok(Err(gate::Refused {
-                    guard: "scope".into(),
-                    detail,
-                }));
-            }
-        };
+        let inputs = self.gate_inputs(policy, judged.0, now).await;
         let mut recent = self.journal.since(now - 86_400).await?;
         recent.retain(|e| !own.contains(&e.id));
-        let history = propose::history(&recent);
+        Ok(inputs.judge(self.mode, decider, judged, &recent, now))
+    }
+
+    /// What the gate reads for a write, besides the journal: the policy,
+    /// the scope's verdict with the labels as they are now, and the
+    /// agent's observations.
+    async fn gate_inputs(
+        &self,
+        policy: &(impl PolicySource + ?Sized),
+        intent: &Intent,
+        now: i64,
+    ) -> GateInputs {
+        let policy = policy.current().await.map_err(|e| gate::Refused {
+            guard: "policy".into(),
+            detail: crate::telemetry::chain(&e).to_string(),
+        });
+        let scope = self
+            .scope_of(intent.action.target())
+            .await
+            .map_err(|detail| gate::Refused {
+                guard: "scope".into(),
+                detail,
+            });
         let observed = self.observer.observe([intent], now).await;
-        let guards = gate::Judged {
-            intent,
-            planned,
-            history: &history,
-            observed: &observed,
-        };
-        Ok(gate::judge(
-            &policy,
-            self.mode,
-            decider,
+        GateInputs {
+            policy,
             scope,
-            Some(guards),
-            now,
-        ))
+            observed,
+        }
     }
 
     /// The scope's verdict on `target` with the hands-off labels of its
@@ -487,6 +482,40 @@ impl<J: Journal> Executor<J> {
             }));
         }
         Recorded::parse(e)
+    }
+}
+
+/// What the gate judges a write on, read before the journal's history (so
+/// that the history can be read, judged and extended in one step: see
+/// [`Journal::record_intent_checked`]).
+struct GateInputs {
+    policy: Result<crate::act::guard::Policy, gate::Refused>,
+    scope: Result<Result<(), crate::scope::OutOfScope>, gate::Refused>,
+    observed: Observed,
+}
+
+impl GateInputs {
+    /// The gate's verdict on `judged` against `recent`, the journal's
+    /// entries that do not include the write's own.
+    fn judge(
+        &self,
+        mode: Mode,
+        decider: gate::Decider,
+        judged: (&Intent, &crate::act::action::Planned),
+        recent: &[JournalEntry],
+        now: i64,
+    ) -> Result<gate::Admitted, gate::Refused> {
+        let (intent, planned) = judged;
+        let policy = self.policy.as_ref().map_err(Clone::clone)?;
+        let scope = self.scope.clone()?;
+        let history = propose::history(recent);
+        let guards = gate::Judged {
+            intent,
+            planned,
+            history: &history,
+            observed: &self.observed,
+        };
+        gate::judge(policy, mode, decider, scope, Some(guards), now)
     }
 }
 

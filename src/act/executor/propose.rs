@@ -283,24 +283,25 @@ impl<J: Journal> Executor<J> {
         now: i64,
     ) -> Result<Executed, super::Error> {
         let entry = new_entry(p, Some(planned), verdict::ALLOWED, "", now);
-        // The intent is durable before anything is sent.
-        let id = self.journal.record_intent(&entry).await?;
         let action = &p.intent.action;
-        let write = Write::planned(
-            id,
-            &entry.uid,
-            action,
-            &planned.change,
-            planned.inverse.as_ref(),
-            now,
-        );
         match p.mode {
             Mode::DryRun => {
+                let id = self.journal.record_intent(&entry).await?;
                 let detail = "not sent (dry-run mode)";
                 self.finish_target(id, &entry, action.target(), outcome::DRY_RUN, detail, now)
                     .await
             }
             Mode::Recommend => {
+                // The intent is durable before anything is sent.
+                let id = self.journal.record_intent(&entry).await?;
+                let write = Write::planned(
+                    id,
+                    &entry.uid,
+                    action,
+                    &planned.change,
+                    planned.inverse.as_ref(),
+                    now,
+                );
                 let done = self
                     .validate_recommendation(&entry, action.target(), id, Some(&write), now)
                     .await?;
@@ -309,23 +310,52 @@ impl<J: Journal> Executor<J> {
                 }
                 Ok(done)
             }
-            // The guards judged it with its batch a moment ago; the gate
-            // judges it again as it is sent: the policy and labels read now,
-            // the history with the batch's earlier sends.
-            Mode::Auto => match self
-                .admit(policy, Decider::Agent, (&p.intent, planned), &[id], now)
-                .await?
-            {
-                Ok(admitted) => {
-                    self.send_and_finish(&entry, &write, admitted, super::send::sent_detail, now)
-                        .await
-                }
-                Err(refused) => {
-                    let detail = refused.to_string();
-                    self.finish_target(id, &entry, action.target(), outcome::REFUSED, &detail, now)
-                        .await
-                }
-            },
+            Mode::Auto => self.act_now(p, planned, &entry, policy, now).await,
+        }
+    }
+
+    /// Auto mode. The guards judged the action with its batch a moment
+    /// ago; the gate judges it again as it is journaled, just before it is
+    /// sent: the policy and labels read now, the history as the journal
+    /// holds it at the insert — the batch's earlier sends, and on a shared
+    /// PostgreSQL journal every other shard's — in one step with the
+    /// insert, so the global budgets hold across shards.
+    async fn act_now(
+        &self,
+        p: &Proposal,
+        planned: &Planned,
+        entry: &NewEntry,
+        policy: &(impl PolicySource + ?Sized),
+        now: i64,
+    ) -> Result<Executed, super::Error> {
+        let action = &p.intent.action;
+        let inputs = self.gate_inputs(policy, &p.intent, now).await;
+        let judged = (&p.intent, planned);
+        // The intent is durable before anything is sent.
+        let (id, verdict) = self
+            .journal
+            .record_intent_checked(entry, now - 86_400, |recent| {
+                inputs.judge(self.mode, Decider::Agent, judged, recent, now)
+            })
+            .await?;
+        match verdict {
+            Ok(admitted) => {
+                let write = Write::planned(
+                    id,
+                    &entry.uid,
+                    action,
+                    &planned.change,
+                    planned.inverse.as_ref(),
+                    now,
+                );
+                self.send_and_finish(entry, &write, admitted, super::send::sent_detail, now)
+                    .await
+            }
+            Err(refused) => {
+                let detail = refused.to_string();
+                self.finish_target(id, entry, action.target(), outcome::REFUSED, &detail, now)
+                    .await
+            }
         }
     }
 
