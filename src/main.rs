@@ -1,13 +1,13 @@
 //! Entry point: parse arguments, set up telemetry, run one subcommand.
 
 use anyhow::Context;
-use clap::Parser;
 
 use autopilot::cli::{Cli, Command, RunbookCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Also a kubectl plugin: as `kubectl-autopilot`, usage says `kubectl autopilot`.
+    let cli = Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     autopilot::telemetry::init(cli.log_json);
     // reqwest (Prometheus client) is built without a default crypto provider;
     // use ring everywhere, like kube.
@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Sandbox(settings) => autopilot::cli::sandbox::run(settings).await?,
         Command::Detect(cmd) => autopilot::cli::detect::run(cmd)?,
         Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
+        Command::Review(settings) => autopilot::cli::review::run(settings).await?,
         Command::Runbook(cmd) => {
             let ok = match cmd {
                 RunbookCommand::Check {

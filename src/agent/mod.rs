@@ -71,6 +71,8 @@ pub enum Error {
     LostLeadership { namespace: String, name: String },
     #[error("taking the leader epoch in the journal failed; not leading without it")]
     LeaderEpoch(#[source] crate::act::journal::Error),
+    #[error("serving the review page failed")]
+    Review(#[source] crate::review::Error),
 }
 
 impl Error {
@@ -86,6 +88,7 @@ impl Error {
             Error::LeaderElection { .. } => "leader_election",
             Error::LostLeadership { .. } => "lost_leadership",
             Error::LeaderEpoch(_) => "leader_epoch",
+            Error::Review(_) => "review",
         }
     }
 }
@@ -108,6 +111,8 @@ pub struct Leadership {
 pub struct Options {
     pub reconcile: reconcile::Settings,
     pub listen: SocketAddr,
+    /// The review page's address (loopback; `None`: no page).
+    pub review_listen: Option<SocketAddr>,
     /// The agent's own namespace: Lease, guard policy and rules ConfigMap.
     pub namespace: String,
     pub leadership: Leadership,
@@ -425,6 +430,22 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         .map_err(Error::OpenJournal)?;
 
     let server = serve_http(&registry, opts.listen).await?;
+    // Every replica serves the review page of the journal (on loopback).
+    let review = match opts.review_listen {
+        Some(addr) => {
+            let review = crate::review::Review {
+                journal: journal.clone(),
+                prometheus: prometheus.clone(),
+                specs: Arc::new(specs.clone()),
+            };
+            let (task, addr) = crate::review::serve(addr, review)
+                .await
+                .map_err(Error::Review)?;
+            tracing::info!(review = %addr, "review page served (kubectl port-forward to reach it)");
+            Some(task)
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %opts.listen, namespace = %opts.namespace, scope = %opts.reconcile.scope.describe(), mode = opts.mode.as_str(),
         rules = %opts.rules, models = specs.len(), identity = %opts.leadership.identity,
@@ -450,6 +471,9 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
             let _ = task.await;
         }
         server.abort();
+        if let Some(task) = review {
+            task.abort();
+        }
         return Ok(());
     }
     metrics.leader.set(1);
@@ -526,5 +550,8 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         task.abort();
     }
     server.abort();
+    if let Some(task) = review {
+        task.abort();
+    }
     result
 }
