@@ -395,6 +395,67 @@ async fn approvals(client: &kube::Client, admission_policy: Option<String>) -> A
     }
 }
 
+/// The name of every metric the agent registers (and serves on
+/// `/metrics`): the chart's dashboard and alerts may name only these
+/// (`tests/monitoring.rs`). Registered as `run_with` registers them; each
+/// set of metrics is taken apart field by field, so a new metric fails to
+/// compile here until it is listed.
+pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::Error> {
+    use prometheus::core::Collector;
+    let registry = Registry::new();
+    let reconcile::Metrics {
+        reconciles,
+        failures,
+        duration,
+        rollbacks,
+        writes,
+    } = reconcile::Metrics::register(&registry)?;
+    let executor::Metrics {
+        actions,
+        verifications,
+    } = executor::Metrics::register(&registry)?;
+    let metrics::Metrics {
+        leader,
+        cycles,
+        cycle_duration,
+        prometheus_up,
+        findings,
+        signals,
+        runbooks_loaded,
+        runbook_rejected,
+        runbook_errors,
+        runbook_evaluations,
+        read_errors,
+        kill_switch,
+    } = metrics::Metrics::register(&registry)?;
+    let all: [&dyn Collector; 19] = [
+        &reconciles,
+        &failures,
+        &duration,
+        &rollbacks,
+        &writes,
+        &actions,
+        &verifications,
+        &leader,
+        &cycles,
+        &cycle_duration,
+        &prometheus_up,
+        &findings,
+        &signals,
+        &runbooks_loaded,
+        &runbook_rejected,
+        &runbook_errors,
+        &runbook_evaluations,
+        &read_errors,
+        &kill_switch,
+    ];
+    Ok(all
+        .iter()
+        .flat_map(|c| c.desc())
+        .map(|d| d.fq_name.clone())
+        .collect())
+}
+
 /// Runs the agent until SIGINT/SIGTERM, connected through the in-cluster
 /// service account or the kubeconfig.
 pub async fn run(opts: Options) -> Result<(), Error> {

@@ -32,6 +32,9 @@ pub async fn fetch_guard_policy(
     metrics: &Metrics,
 ) -> Result<AutopilotPolicy, PolicyError> {
     let policy = fetch_policy_object(client, namespace).await;
+    if let Ok(p) = &policy {
+        metrics.kill_switch.set(i64::from(p.spec.kill_switch));
+    }
     if let Err(error) = &policy {
         metrics
             .read_errors
