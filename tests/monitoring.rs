@@ -6,7 +6,6 @@
 //! (`autopilot::agent::metric_names`). The chart ships both as they are.
 //! Pure: promtool (Debian's prometheus package) and helm, no cluster.
 
-#[allow(dead_code)]
 #[path = "support/chart.rs"]
 mod chart;
 

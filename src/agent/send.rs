@@ -155,7 +155,7 @@ pub async fn apply_approvals<J: Journal>(
 
 /// Verifies the actions applied earlier against `latest` (see
 /// `evaluate::latest_values`); a failed one is undone by its inverse.
-#[tracing::instrument(skip_all, fields(values = latest.len(), verdicts))]
+#[tracing::instrument(name = "verify", skip_all, fields(values = latest.len(), verdicts))]
 pub async fn verify_applied<J: Journal>(
     executor: &Executor<J>,
     latest: &BTreeMap<(String, String), f64>,

@@ -393,9 +393,9 @@ pub fn action(e: &JournalEntry, plots: &[Plot]) -> String {
         esc(&n.uid),
         esc(&title)
     );
-    let _ = write!(
+    let _ = writeln!(
         b,
-        "<dl id=\"summary\"><dt>Action ID</dt><dd>{uid}</dd><dt>Decided</dt><dd>{at}</dd><dt>Trigger</dt><dd>{trigger}</dd><dt>Mode</dt><dd>{mode}</dd><dt>Disruptive</dt><dd>{disruptive}</dd><dt>Outcome</dt><dd id=\"outcome\">{outcome}{detail}{when}</dd>{undo}</dl>\n",
+        "<dl id=\"summary\"><dt>Action ID</dt><dd>{uid}</dd><dt>Decided</dt><dd>{at}</dd><dt>Trigger</dt><dd>{trigger}</dd><dt>Mode</dt><dd>{mode}</dd><dt>Disruptive</dt><dd>{disruptive}</dd><dt>Outcome</dt><dd id=\"outcome\">{outcome}{detail}{when}</dd>{undo}</dl>",
         uid = esc(&n.uid),
         at = time(n.at),
         trigger = esc(&n.trigger),
@@ -419,9 +419,9 @@ pub fn action(e: &JournalEntry, plots: &[Plot]) -> String {
     );
     if shown_outcome(e) == "pending" {
         let (approve, reject) = approve_commands(e);
-        let _ = write!(
+        let _ = writeln!(
             b,
-            "<section class=\"pending\" aria-labelledby=\"h-pending\"><h2 id=\"h-pending\">Awaiting approval</h2><p>This page cannot approve. Approve as yourself, through the API server (your RBAC decides, the admission policy records your name):</p><pre id=\"approve-command\"><code>{}</code></pre><p>or reject it:</p><pre><code>{}</code></pre></section>\n",
+            "<section class=\"pending\" aria-labelledby=\"h-pending\"><h2 id=\"h-pending\">Awaiting approval</h2><p>This page cannot approve. Approve as yourself, through the API server (your RBAC decides, the admission policy records your name):</p><pre id=\"approve-command\"><code>{}</code></pre><p>or reject it:</p><pre><code>{}</code></pre></section>",
             esc(&approve),
             esc(&reject)
         );
