@@ -426,3 +426,137 @@ async fn the_review_page_in_headless_chromium_shows_the_action_its_plot_and_its_
         assert!(serious.is_empty(), "{url}: {serious:#?}");
     }
 }
+
+/// A scale of PaymentGateway payments/checkout after its saturation
+/// forecast fired at `acted - 60`, applied at `acted`, verified below 0.8.
+fn saturation_action(acted: i64) -> NewEntry {
+    NewEntry {
+        uid: new_uid(),
+        at: acted - 30,
+        runbook: "gateway-saturation".into(),
+        runbook_hash: "0".repeat(64),
+        runbook_editor: None,
+        trigger: "finding".into(),
+        evidence: json!([{
+            "component": {"kind": "PaymentGateway", "namespace": "payments", "name": "checkout"},
+            "signal": "saturation", "detector": "forecast", "score": 0.9, "at": acted - 60,
+            "value": 0.95, "baseline": 0.5, "explanation": "crosses 0.9 within 900 s"
+        }]),
+        action: json!({"scale_replicas": {"replicas": 4}}),
+        action_kind: "scale_replicas".into(),
+        target: "PaymentGateway/payments/checkout".into(),
+        namespace: "payments".into(),
+        patch: Some(json!({"spec": {"replicas": 4}})),
+        inverse: Some(json!({"spec": {"replicas": 2}})),
+        disruptive: false,
+        mode: "auto".into(),
+        verdict: "allowed".into(),
+        verdict_detail: String::new(),
+        verify: Some(
+            json!({"signal": "saturation", "expect": "below", "threshold": 0.8, "within_seconds": 600}),
+        ),
+        undo_of: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plots_come_from_a_range_query_of_prometheus_around_the_action() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let now = chrono::Utc::now().timestamp() / 60 * 60;
+    let acted = now - 3_600;
+    // The gateway's in-flight requests over its limit, every 30 s for two
+    // hours: 0.5, 0.95 for the ten minutes up to the action, then 0.4.
+    let level = |t: i64| {
+        if t < acted - 600 {
+            0.5
+        } else if t < acted {
+            0.95
+        } else {
+            0.4
+        }
+    };
+    let mut text = String::new();
+    for (name, value) in [
+        (
+            "payments_gateway_inflight_requests",
+            &(|t| 100.0 * level(t)) as &dyn Fn(i64) -> f64,
+        ),
+        ("payments_gateway_max_inflight_requests", &|_| 100.0),
+    ] {
+        text.push_str(&format!("# TYPE {name} gauge\n"));
+        for t in (now - 7_200..now - 300).step_by(30) {
+            text.push_str(&format!(
+                "{name}{{namespace=\"payments\",gateway=\"checkout\"}} {} {t}\n",
+                value(t)
+            ));
+        }
+    }
+    text.push_str("# EOF\n");
+    let prom = tokio::task::block_in_place(|| {
+        autopilot::testenv::prometheus::Prometheus::start(
+            &autopilot::testenv::prometheus::Options {
+                targets: vec![],
+                backfill: Some(text),
+            },
+        )
+    })
+    .expect("prometheus with backfilled history");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = SqlJournal::connect(&format!(
+        "sqlite:{}",
+        dir.path().join("journal.db").display()
+    ))
+    .await
+    .expect("journal");
+    let id = journal
+        .record_intent(&saturation_action(acted))
+        .await
+        .expect("intent");
+    journal
+        .record_outcome(id, outcome::APPLIED, "scaled 2 → 4", acted)
+        .await
+        .expect("applied");
+    let entry = journal.get(id).await.expect("read").expect("the entry");
+    let specs =
+        autopilot::observe::load_model_specs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+            .expect("model specs");
+    let review = Review {
+        journal,
+        prometheus: Some(
+            autopilot::observe::Prometheus::new(prom.url(), std::time::Duration::from_secs(20))
+                .expect("client"),
+        ),
+        specs: Arc::new(specs),
+    };
+    let plots = review.plots(&entry, now).await;
+    assert_eq!(plots.len(), 1, "{plots:?}");
+    let p = &plots[0];
+    assert_eq!(p.source, review::plot::Source::Prometheus, "{p:?}");
+    assert_eq!((p.signal.as_str(), p.threshold), ("saturation", Some(0.8)));
+    // From half an hour before the finding to ten minutes after the
+    // deadline, at 15 s steps: the rise, the action and the fall.
+    assert!(p.points.len() > 150, "{} points", p.points.len());
+    let at = |t: i64| {
+        p.points
+            .iter()
+            .min_by_key(|x| (x.0 - t).abs())
+            .map(|x| x.1)
+            .expect("a point")
+    };
+    assert!((at(acted - 1_500) - 0.5).abs() < 1e-9);
+    assert!((at(acted - 120) - 0.95).abs() < 1e-9);
+    assert!((at(acted + 900) - 0.4).abs() < 1e-9);
+    let page = review_page(review::router(review.clone()), &format!("/actions/{id}")).await;
+    assert!(page.contains("from Prometheus (a range query"), "{page}");
+    assert!(!page.contains("Prometheus was not available"), "{page}");
+
+    // Prometheus gone: the journaled value, and the page says why.
+    drop(prom);
+    let plots = review.plots(&entry, now).await;
+    let review::plot::Source::Journal { why } = &plots[0].source else {
+        panic!("{plots:?}")
+    };
+    assert!(why.starts_with("Prometheus could not be read"), "{why}");
+    assert_eq!(plots[0].points, vec![(acted - 60, 0.95)]);
+}
