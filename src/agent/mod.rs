@@ -499,11 +499,19 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
                 prometheus: prometheus.clone(),
                 specs: Arc::new(specs.clone()),
             };
-            let (task, addr) = crate::review::serve(addr, review)
-                .await
-                .map_err(Error::Review)?;
-            tracing::info!(review = %addr, "review page served (kubectl port-forward to reach it)");
-            Some(task)
+            match crate::review::serve(addr, review).await {
+                Ok((task, addr)) => {
+                    tracing::info!(review = %addr, "review page served (kubectl port-forward to reach it)");
+                    Some(task)
+                }
+                // A busy port (another agent on this host) costs the page,
+                // not the agent.
+                Err(error @ crate::review::Error::Listen { .. }) => {
+                    tracing::error!(error = %crate::telemetry::chain(&error), "no review page; the agent runs without it");
+                    None
+                }
+                Err(error) => return Err(Error::Review(error)),
+            }
         }
         None => None,
     };
