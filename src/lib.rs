@@ -14,6 +14,7 @@ pub mod detect;
 pub mod kinds;
 pub mod observe;
 pub mod reconcile;
+pub mod review;
 pub mod schedule;
 pub mod scope;
 pub mod store;

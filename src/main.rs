@@ -1,13 +1,13 @@
 //! Entry point: parse arguments, set up telemetry, run one subcommand.
 
 use anyhow::Context;
-use clap::Parser;
 
 use autopilot::cli::{Cli, Command, RunbookCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Also a kubectl plugin: as `kubectl-autopilot`, usage says `kubectl autopilot`.
+    let cli = Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     // A replay's report is its output: only warnings are logged beside it.
     let level = match cli.command {
         Command::Replay(_) => "warn",
@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Detect(cmd) => autopilot::cli::detect::run(cmd)?,
         Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
         Command::Replay(args) => autopilot::cli::replay::run(*args).await?,
+        Command::Review(settings) => autopilot::cli::review::run(settings).await?,
         Command::Runbook(cmd) => {
             let ok = match cmd {
                 RunbookCommand::Check {

@@ -24,7 +24,7 @@ use crate::{
 /// Step 2 (detect): scores what was observed at `now`, counting and
 /// logging each finding. Without any Prometheus answer the detectors are
 /// told so and nothing is found.
-#[tracing::instrument(skip_all, fields(series = obs.series.len(), findings))]
+#[tracing::instrument(name = "detect", skip_all, fields(series = obs.series.len(), findings))]
 pub fn score(estate: &mut Estate, obs: &Observation, now: i64, metrics: &Metrics) -> Report {
     if let Some(reason) = &obs.unavailable {
         let reason = reason.clone();
@@ -98,7 +98,7 @@ pub struct Evaluated {
 /// Step 4 (decide): evaluates the runbooks that the findings, the cron
 /// schedules due since `last` and the resource conditions trigger, and
 /// turns their intents into proposals for the executor.
-#[tracing::instrument(skip_all, fields(last = last, findings = observed.findings.len(), decisions, proposals))]
+#[tracing::instrument(name = "decide", skip_all, fields(last = last, findings = observed.findings.len(), decisions, proposals))]
 pub fn evaluate_runbooks(
     runbooks: &mut RunbookSet,
     observed: &Observed,

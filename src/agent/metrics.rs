@@ -29,6 +29,8 @@ pub struct Metrics {
     pub runbook_evaluations: IntCounterVec,
     /// Reads the cycle needed and could not make, by what was read.
     pub read_errors: IntCounterVec,
+    /// 1 while the guard policy's kill switch is on (as last read).
+    pub kill_switch: IntGauge,
 }
 
 impl Metrics {
@@ -102,6 +104,10 @@ impl Metrics {
                 ),
                 &["what", "kind"],
             )?,
+            kill_switch: IntGauge::new(
+                "autopilot_kill_switch",
+                "1 while the AutopilotPolicy's kill switch is on, as the last cycle read it",
+            )?,
         };
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.cycles.clone()))?;
@@ -114,6 +120,7 @@ impl Metrics {
         registry.register(Box::new(m.runbook_errors.clone()))?;
         registry.register(Box::new(m.runbook_evaluations.clone()))?;
         registry.register(Box::new(m.read_errors.clone()))?;
+        registry.register(Box::new(m.kill_switch.clone()))?;
         Ok(m)
     }
 }

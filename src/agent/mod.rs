@@ -76,6 +76,8 @@ pub enum Error {
         "shard {shard} needs the journal all shards share, on PostgreSQL (--database-url postgres://…): the global guards hold across shards only there"
     )]
     ShardWithoutSharedJournal { shard: crate::scope::Shard },
+    #[error("serving the review page failed")]
+    Review(#[source] crate::review::Error),
 }
 
 impl Error {
@@ -92,6 +94,7 @@ impl Error {
             Error::LostLeadership { .. } => "lost_leadership",
             Error::LeaderEpoch(_) => "leader_epoch",
             Error::ShardWithoutSharedJournal { .. } => "shard_without_shared_journal",
+            Error::Review(_) => "review",
         }
     }
 }
@@ -118,6 +121,8 @@ pub struct Options {
     /// only) reconcile every shard's.
     pub reconcile: reconcile::Settings,
     pub listen: SocketAddr,
+    /// The review page's address (loopback; `None`: no page).
+    pub review_listen: Option<SocketAddr>,
     /// The agent's own namespace: Lease, guard policy and rules ConfigMap.
     pub namespace: String,
     pub leadership: Leadership,
@@ -403,6 +408,67 @@ async fn approvals(client: &kube::Client, admission_policy: Option<String>) -> A
     }
 }
 
+/// The name of every metric the agent registers (and serves on
+/// `/metrics`): the chart's dashboard and alerts may name only these
+/// (`tests/monitoring.rs`). Registered as `run_with` registers them; each
+/// set of metrics is taken apart field by field, so a new metric fails to
+/// compile here until it is listed.
+pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::Error> {
+    use prometheus::core::Collector;
+    let registry = Registry::new();
+    let reconcile::Metrics {
+        reconciles,
+        failures,
+        duration,
+        rollbacks,
+        writes,
+    } = reconcile::Metrics::register(&registry)?;
+    let executor::Metrics {
+        actions,
+        verifications,
+    } = executor::Metrics::register(&registry)?;
+    let metrics::Metrics {
+        leader,
+        cycles,
+        cycle_duration,
+        prometheus_up,
+        findings,
+        signals,
+        runbooks_loaded,
+        runbook_rejected,
+        runbook_errors,
+        runbook_evaluations,
+        read_errors,
+        kill_switch,
+    } = metrics::Metrics::register(&registry)?;
+    let all: [&dyn Collector; 19] = [
+        &reconciles,
+        &failures,
+        &duration,
+        &rollbacks,
+        &writes,
+        &actions,
+        &verifications,
+        &leader,
+        &cycles,
+        &cycle_duration,
+        &prometheus_up,
+        &findings,
+        &signals,
+        &runbooks_loaded,
+        &runbook_rejected,
+        &runbook_errors,
+        &runbook_evaluations,
+        &read_errors,
+        &kill_switch,
+    ];
+    Ok(all
+        .iter()
+        .flat_map(|c| c.desc())
+        .map(|d| d.fq_name.clone())
+        .collect())
+}
+
 /// Runs the agent until SIGINT/SIGTERM, connected through the in-cluster
 /// service account or the kubeconfig.
 pub async fn run(opts: Options) -> Result<(), Error> {
@@ -441,6 +507,30 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
     }
 
     let server = serve_http(&registry, opts.listen).await?;
+    // Every replica serves the review page of the journal (on loopback).
+    let review = match opts.review_listen {
+        Some(addr) => {
+            let review = crate::review::Review {
+                journal: journal.clone(),
+                prometheus: prometheus.clone(),
+                specs: Arc::new(specs.clone()),
+            };
+            match crate::review::serve(addr, review).await {
+                Ok((task, addr)) => {
+                    tracing::info!(review = %addr, "review page served (kubectl port-forward to reach it)");
+                    Some(task)
+                }
+                // A busy port (another agent on this host) costs the page,
+                // not the agent.
+                Err(error @ crate::review::Error::Listen { .. }) => {
+                    tracing::error!(error = %crate::telemetry::chain(&error), "no review page; the agent runs without it");
+                    None
+                }
+                Err(error) => return Err(Error::Review(error)),
+            }
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %opts.listen, namespace = %opts.namespace, scope = %opts.reconcile.scope.describe(), mode = opts.mode.as_str(),
         rules = %opts.rules, models = specs.len(), identity = %opts.leadership.identity,
@@ -466,6 +556,9 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
             let _ = task.await;
         }
         server.abort();
+        if let Some(task) = review {
+            task.abort();
+        }
         return Ok(());
     }
     metrics.leader.set(1);
@@ -545,5 +638,8 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         task.abort();
     }
     server.abort();
+    if let Some(task) = review {
+        task.abort();
+    }
     result
 }

@@ -32,6 +32,9 @@ pub async fn fetch_guard_policy(
     metrics: &Metrics,
 ) -> Result<AutopilotPolicy, PolicyError> {
     let policy = fetch_policy_object(client, namespace).await;
+    if let Ok(p) = &policy {
+        metrics.kill_switch.set(i64::from(p.spec.kill_switch));
+    }
     if let Err(error) = &policy {
         metrics
             .read_errors
@@ -152,7 +155,7 @@ pub async fn apply_approvals<J: Journal>(
 
 /// Verifies the actions applied earlier against `latest` (see
 /// `evaluate::latest_values`); a failed one is undone by its inverse.
-#[tracing::instrument(skip_all, fields(values = latest.len(), verdicts))]
+#[tracing::instrument(name = "verify", skip_all, fields(values = latest.len(), verdicts))]
 pub async fn verify_applied<J: Journal>(
     executor: &Executor<J>,
     latest: &BTreeMap<(String, String), f64>,

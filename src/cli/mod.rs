@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod detect;
 pub mod replay;
+pub mod review;
 pub mod runbook;
 pub mod sandbox;
 
@@ -28,6 +29,35 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The name the binary also answers to: as `kubectl-autopilot` on the
+/// PATH it is a kubectl plugin, and `kubectl autopilot actions list` runs
+/// `kubectl-autopilot actions list`.
+pub const KUBECTL_PLUGIN: &str = "kubectl-autopilot";
+
+impl Cli {
+    /// Parses `args` (the first is the program). Called as
+    /// [`KUBECTL_PLUGIN`], usage and errors name the command as it was
+    /// typed: `kubectl autopilot …`.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let plugin = args
+            .first()
+            .and_then(|a| std::path::Path::new(a).file_stem())
+            .is_some_and(|name| name == KUBECTL_PLUGIN);
+        let mut cmd = Cli::command();
+        if plugin {
+            cmd = cmd.bin_name("kubectl autopilot");
+        }
+        let matches = cmd.try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
 /// Flags of `autopilot run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -49,6 +79,11 @@ pub struct RunArgs {
     /// Address of the HTTP endpoints.
     #[arg(long, env = "AUTOPILOT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: std::net::SocketAddr,
+    /// Address of the review page (`autopilot review`'s page of this
+    /// agent's journal): loopback only, reached with `kubectl
+    /// port-forward`; `off` serves none.
+    #[arg(long, env = "AUTOPILOT_REVIEW_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_review_listen)]
+    pub review_listen: ReviewListen,
     /// dry-run: decide and journal, send nothing; recommend: also validate
     /// each patch by a server-side dry run and keep it for approval; auto: act.
     #[arg(long, env = "AUTOPILOT_MODE", default_value = "dry-run")]
@@ -126,6 +161,25 @@ pub struct RunArgs {
     pub approval_policy: Option<String>,
 }
 
+/// `--review-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReviewListen(pub Option<std::net::SocketAddr>);
+
+fn parse_review_listen(s: &str) -> Result<ReviewListen, String> {
+    if s == "off" {
+        return Ok(ReviewListen(None));
+    }
+    let addr: std::net::SocketAddr = s
+        .parse()
+        .map_err(|e| format!("{e} (an address like 127.0.0.1:8081, or off)"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: the review page has no authentication of its own; serve it on 127.0.0.1 and reach it with kubectl port-forward"
+        ));
+    }
+    Ok(ReviewListen(Some(addr)))
+}
+
 impl RunArgs {
     /// The agent's options.
     pub fn options(self) -> crate::agent::Options {
@@ -152,6 +206,7 @@ impl RunArgs {
                 ..Default::default()
             },
             listen: self.listen,
+            review_listen: self.review_listen.0,
             namespace: self.agent_namespace,
             leadership: crate::agent::Leadership {
                 enabled: self.leader_election,
@@ -233,6 +288,12 @@ pub enum Command {
     /// `--compare OLD_RULES NEW_RULES` replays twice and prints what the
     /// edit changes, action by action.
     Replay(Box<replay::ReplayArgs>),
+    /// Serve the review page of a journal on a loopback address: a
+    /// timeline of findings and actions, and a page per action with its
+    /// evidence, verdicts, diff, approval, verification and signal plots.
+    /// Read-only; pending recommendations show the command that approves
+    /// them. The agent serves the same page on --review-listen.
+    Review(review::Settings),
 }
 
 #[derive(Subcommand, Debug)]
@@ -355,4 +416,66 @@ pub struct DatabaseArgs {
         default_value = "sqlite:autopilot-journal.db"
     )]
     pub database_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_a_kubectl_plugin_the_usage_says_kubectl_autopilot() {
+        let cli = Cli::try_parse_args([
+            "/usr/local/bin/kubectl-autopilot",
+            "actions",
+            "list",
+            "--pending",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Actions(ActionsCommand::List { pending: true, .. })
+        ));
+        let err =
+            Cli::try_parse_args(["kubectl-autopilot", "actions", "nope"]).expect_err("unknown");
+        assert!(
+            err.to_string().contains("kubectl autopilot actions"),
+            "{err}"
+        );
+        let err = Cli::try_parse_args(["autopilot", "actions", "nope"]).expect_err("unknown");
+        assert!(
+            err.to_string().contains("autopilot actions") && !err.to_string().contains("kubectl"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_review_page_is_served_on_loopback_only() {
+        let run = |addr: &str| {
+            Cli::try_parse_args(["autopilot", "run", "--review-listen", addr]).map(|c| {
+                match c.command {
+                    Command::Run(args) => args.review_listen,
+                    _ => unreachable!(),
+                }
+            })
+        };
+        assert_eq!(
+            run("127.0.0.1:9000").expect("loopback"),
+            ReviewListen(Some("127.0.0.1:9000".parse().expect("addr")))
+        );
+        assert_eq!(
+            run("[::1]:9000").expect("loopback").0.map(|a| a.port()),
+            Some(9000)
+        );
+        assert_eq!(run("off").expect("off"), ReviewListen(None));
+        let err = run("0.0.0.0:8081").expect_err("all addresses");
+        assert!(err.to_string().contains("not a loopback address"), "{err}");
+        let default = Cli::try_parse_args(["autopilot", "run"]).expect("defaults");
+        let Command::Run(args) = default.command else {
+            unreachable!()
+        };
+        assert_eq!(
+            args.review_listen.0.map(|a| a.ip().is_loopback()),
+            Some(true)
+        );
+    }
 }

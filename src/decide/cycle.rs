@@ -105,6 +105,8 @@ pub fn evaluate_cycle(
     }
     jobs.into_iter()
         .map(|(runbook, trigger, component, findings)| {
+            // One span per runbook evaluation, under the cycle's `decide`.
+            let _span = tracing::info_span!("runbook", %runbook, trigger, %component).entered();
             let runbook_hash = set
                 .get(&runbook)
                 .map(|r| r.hash.clone())

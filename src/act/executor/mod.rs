@@ -129,10 +129,14 @@ impl SendError {
     }
 }
 
-/// Counters of the executor (`autopilot_act_actions_total{action,outcome}`).
+/// Counters of the executor (`autopilot_act_actions_total{action,outcome}`,
+/// `autopilot_act_verifications_total{result}`).
 #[derive(Clone)]
 pub struct Metrics {
     pub actions: prometheus::IntCounterVec,
+    /// Verdicts of applied actions' verifications: `passed`, `failed`
+    /// (undone by the inverse where there is one), `no_data`.
+    pub verifications: prometheus::IntCounterVec,
 }
 
 impl Metrics {
@@ -145,7 +149,18 @@ impl Metrics {
             &["action", "outcome"],
         )?;
         registry.register(Box::new(actions.clone()))?;
-        Ok(Self { actions })
+        let verifications = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "autopilot_act_verifications_total",
+                "Verifications of applied actions at their deadline, by result",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(verifications.clone()))?;
+        Ok(Self {
+            actions,
+            verifications,
+        })
     }
 }
 

@@ -142,6 +142,7 @@ impl<J: Journal> Executor<J> {
     /// actions) on the policy as it is now. Returns the judgements and the
     /// journal history they were judged on. A policy that cannot be read
     /// refuses every planned proposal (fail closed).
+    #[tracing::instrument(name = "guard", skip_all, fields(proposals = proposals.len()))]
     pub(super) async fn judge_batch(
         &self,
         proposals: &[Proposal],
@@ -251,6 +252,7 @@ impl<J: Journal> Executor<J> {
 
     /// Journals a refusal, unless it repeats the latest one (then it is
     /// only counted).
+    #[tracing::instrument(name = "act", skip_all, fields(component = %p.intent.action.target(), action = p.intent.action.kind().name(), verdict = %refusal.guard))]
     pub(super) async fn record_refusal(
         &self,
         p: &Proposal,
@@ -275,6 +277,7 @@ impl<J: Journal> Executor<J> {
     }
 
     /// Journals an allowed action, then acts by its mode.
+    #[tracing::instrument(name = "act", skip_all, fields(component = %p.intent.action.target(), action = p.intent.action.kind().name(), verdict = "allowed"))]
     pub(super) async fn act(
         &self,
         p: &Proposal,

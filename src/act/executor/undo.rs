@@ -147,6 +147,18 @@ impl<J: Journal> Executor<J> {
                 value_of(&e.entry.target, &verify.signal),
                 now,
             );
+            let result = match &verdict {
+                Verification::Pending => None,
+                Verification::Passed(_) => Some("passed"),
+                Verification::Failed(_) => Some("failed"),
+                Verification::NoData(_) => Some("no_data"),
+            };
+            if let Some(result) = result {
+                self.metrics
+                    .verifications
+                    .with_label_values(&[result])
+                    .inc();
+            }
             match &verdict {
                 Verification::Pending => {}
                 Verification::Passed(s) | Verification::NoData(s) => {

@@ -296,6 +296,7 @@ fn agent_options(
         warmup_history: Duration::ZERO,
         // Dry-run: nothing to approve.
         approval_policy: None,
+        review_listen: None,
     }
 }
 
