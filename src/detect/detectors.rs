@@ -1,7 +1,10 @@
 //! The univariate online detectors: EWMA z-score, robust median/MAD, a
 //! seasonal (time-of-period) baseline, two-sided CUSUM change points, a Holt
 //! trend forecast with time to threshold, a contextual novelty detector
-//! (`context.rs`), and an ensemble of them.
+//! (`context.rs`), relative entropy over a sliding histogram (`entropy.rs`),
+//! a k-NN conformal detector (`knn.rs`), a robust seasonal decomposition
+//! (`decompose.rs`), an ensemble by maximum score, and one by calibrated
+//! rank (`rank.rs`).
 //!
 //! Each detector keeps its own state for one series and costs O(1) per sample
 //! (MAD: O(window), a constant). Scores are computed *before* the sample is
@@ -15,13 +18,21 @@ use std::collections::VecDeque;
 use super::stats::{Episodes, Ewm, SortedWindow, erfc, score_from_excess};
 
 mod context;
+mod decompose;
+mod entropy;
 mod forecast;
+mod knn;
 mod params;
+mod rank;
 
 use context::ContextDetector;
+use decompose::DecomposeDetector;
+use entropy::EntropyDetector;
 use forecast::ForecastDetector;
 pub use forecast::human_duration;
+use knn::KnnDetector;
 pub use params::{DetectorKind, DetectorParams, Direction, defaults};
+use rank::RankDetector;
 
 impl DetectorParams {
     /// A fresh detector state for one series.
@@ -119,6 +130,48 @@ impl DetectorParams {
                 rest,
                 warmup,
                 max_contexts,
+            )),
+            DetectorParams::Entropy {
+                window,
+                bins,
+                refs,
+                rest,
+                warmup,
+            } => Box::new(EntropyDetector::new(window, bins, refs, rest, warmup)),
+            DetectorParams::Knn {
+                dim,
+                train,
+                calib,
+                k,
+                rest,
+            } => Box::new(KnnDetector::new(dim, train, calib, k, rest)),
+            DetectorParams::Decompose {
+                period_seconds,
+                buckets,
+                cycles,
+                window,
+                limit,
+                rest,
+                warmup,
+            } => Box::new(DecomposeDetector::new(
+                period_seconds,
+                buckets,
+                cycles,
+                window,
+                limit,
+                rest,
+                warmup,
+            )),
+            DetectorParams::Rank {
+                members,
+                memory,
+                fisher,
+                rest,
+            } => Box::new(RankDetector::new(
+                members.iter().map(DetectorParams::build).collect(),
+                memory,
+                fisher,
+                rest,
             )),
         }
     }
