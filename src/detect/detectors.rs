@@ -188,6 +188,39 @@ pub struct Scored {
     pub measure: f64,
     /// Forecasts only: expected seconds until the threshold is crossed.
     pub time_to_threshold: Option<f64>,
+    /// What the sample was judged against, for detectors that compare with
+    /// a baseline and a spread (`None` for the others).
+    pub judged: Option<Judged>,
+}
+
+/// The baseline a score was judged against: its centre, its spread (the σ
+/// the z-score divided by) and how far back it reaches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Judged {
+    pub baseline: f64,
+    pub spread: f64,
+    pub span: Span,
+}
+
+/// How far back a baseline reaches, before the sample judged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Span {
+    /// The last `n` samples (for exponential weights: those carrying 95% of
+    /// the weight).
+    Samples(u64),
+    /// The last `n` seconds (a seasonal slot: its periods).
+    Seconds(i64),
+}
+
+/// Samples carrying 95% of an exponential average's weight with factor
+/// `alpha`, at most the `n` it has seen.
+fn ewm_memory(alpha: f64, n: u64) -> u64 {
+    let memory = if alpha > 0.0 && alpha < 1.0 {
+        (0.05f64.ln() / (1.0 - alpha).ln()).ceil() as u64
+    } else {
+        1
+    };
+    memory.clamp(1, n.max(1))
 }
 
 /// One series' detector state.
@@ -233,6 +266,11 @@ impl Detector for EwmaDetector {
                 baseline: self.ewm.mean,
                 measure: z,
                 time_to_threshold: None,
+                judged: Some(Judged {
+                    baseline: self.ewm.mean,
+                    spread: self.ewm.std(),
+                    span: Span::Samples(ewm_memory(self.alpha, self.ewm.n)),
+                }),
             }
         });
         self.ewm.push(x, self.alpha);
@@ -273,6 +311,11 @@ impl Detector for MadDetector {
                 baseline: median,
                 measure: z,
                 time_to_threshold: None,
+                judged: Some(Judged {
+                    baseline: median,
+                    spread: sigma,
+                    span: Span::Samples(self.window.len() as u64),
+                }),
             });
         }
         self.window.push(x);
@@ -332,11 +375,18 @@ impl Detector for SeasonalDetector {
             // spread; a 1% wobble of a traffic level is never news.
             let std = slot.ewm.std().max(0.01 * slot.ewm.mean.abs());
             let z = z_of(x, slot.ewm.mean, std);
+            // The slot's periods that still weigh (95%), in seconds.
+            let periods = ewm_memory(self.alpha, u64::from(slot.cycles));
             Scored {
                 score: score_from_excess(z, self.limit),
                 baseline: slot.ewm.mean,
                 measure: z,
                 time_to_threshold: None,
+                judged: Some(Judged {
+                    baseline: slot.ewm.mean,
+                    spread: std,
+                    span: Span::Seconds(periods as i64 * self.period_seconds),
+                }),
             }
         });
         slot.ewm.push(x, self.alpha);
@@ -393,6 +443,11 @@ impl Detector for CusumDetector {
             baseline: self.base.mean,
             measure: s,
             time_to_threshold: None,
+            judged: Some(Judged {
+                baseline: self.base.mean,
+                spread: self.base.std().max(floor),
+                span: Span::Samples(ewm_memory(self.alpha, self.base.n)),
+            }),
         };
         if s > self.limit {
             // Change accepted: restart the sums and adopt the new level, so
@@ -457,6 +512,7 @@ impl Detector for GaussianDetector {
                 baseline: self.mean,
                 measure: z,
                 time_to_threshold: None,
+                judged: None,
             }
         });
         if self.window.len() < self.cap {

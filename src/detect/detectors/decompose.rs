@@ -20,7 +20,7 @@
 //! sorted windows of `window` (3 × 8 bytes per place): with the defaults
 //! (24 slots × 8 cycles, window 288) about 15.4 KB. Pure.
 
-use super::{Detector, DetectorKind, Scored, z_of};
+use super::{Detector, DetectorKind, Judged, Scored, Span, z_of};
 use crate::detect::stats::{Episodes, SortedWindow, score_from_excess};
 
 pub(super) struct DecomposeDetector {
@@ -138,12 +138,18 @@ impl Detector for DecomposeDetector {
                 (self.residuals.median(), self.residuals.robust_sigma())
         {
             // Spread floor relative to the level, as for the MAD detector.
-            let z = z_of(residual, centre, sigma.max(1e-6 * expected.abs()));
+            let spread = sigma.max(1e-6 * expected.abs());
+            let z = z_of(residual, centre, spread);
             out = Some(Scored {
                 score: self.episodes.damp(score_from_excess(z, self.limit)),
                 baseline: expected + centre,
                 measure: z,
                 time_to_threshold: None,
+                judged: Some(Judged {
+                    baseline: expected + centre,
+                    spread,
+                    span: Span::Samples(self.residuals.len() as u64),
+                }),
             });
         } else {
             self.episodes.damp(0.0);

@@ -212,6 +212,7 @@ impl Detector for EntropyDetector {
                 baseline: lo + width * self.bins as f64 / 2.0,
                 measure: raw,
                 time_to_threshold: None,
+                judged: None,
             }
         });
         if out.is_none() {

@@ -134,6 +134,7 @@ impl Detector for KnnDetector {
                     baseline: self.calib.median().unwrap_or(0.0),
                     measure: a,
                     time_to_threshold: None,
+                    judged: None,
                 })
             }
             _ => {

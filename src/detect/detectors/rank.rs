@@ -109,6 +109,7 @@ impl Detector for RankDetector {
             baseline: best.baseline,
             measure: combined,
             time_to_threshold: None,
+            judged: best.judged,
         })
     }
     fn reset(&mut self) {
