@@ -41,7 +41,7 @@ pub fn erfc(x: f64) -> f64 {
 /// freedom, by the Wilson–Hilferty cube-root normal approximation (within a
 /// few thousandths of the exact tail for `k ≥ 3`, which is all a score needs).
 pub fn chi2_sf(x: f64, k: f64) -> f64 {
-    if !(x > 0.0) {
+    if x.is_nan() || x <= 0.0 {
         return 1.0;
     }
     let k = k.max(1.0);
@@ -138,6 +138,7 @@ impl SortedWindow {
     }
 
     /// Bytes this window holds at capacity (three buffers of `f64`).
+    #[cfg(test)]
     pub fn bytes_at_capacity(&self) -> usize {
         3 * self.cap * std::mem::size_of::<f64>()
     }

@@ -70,6 +70,7 @@ impl DecomposeDetector {
     }
 
     /// Bytes of state at capacity.
+    #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + 8 * self.slots.len()

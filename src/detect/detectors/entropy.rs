@@ -82,6 +82,7 @@ impl EntropyDetector {
     }
 
     /// Bytes of state at capacity, for the memory bound the tests check.
+    #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.window

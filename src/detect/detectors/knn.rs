@@ -59,6 +59,7 @@ impl KnnDetector {
     }
 
     /// Bytes of state at capacity.
+    #[cfg(test)]
     pub(super) fn bytes(&self) -> usize {
         std::mem::size_of::<Self>() + 8 * self.ring.len() + self.calib.bytes_at_capacity()
     }

@@ -50,6 +50,7 @@ impl RankDetector {
 
     /// Bytes of the calibration windows at capacity (members' own state
     /// comes on top).
+    #[cfg(test)]
     pub(super) fn calibration_bytes(&self) -> usize {
         self.members
             .iter()
