@@ -1,7 +1,10 @@
 //! The univariate online detectors: EWMA z-score, robust median/MAD, a
 //! seasonal (time-of-period) baseline, two-sided CUSUM change points, a Holt
 //! trend forecast with time to threshold, a contextual novelty detector
-//! (`context.rs`), and an ensemble of them.
+//! (`context.rs`), relative entropy over a sliding histogram (`entropy.rs`),
+//! a k-NN conformal detector (`knn.rs`), a robust seasonal decomposition
+//! (`decompose.rs`), an ensemble by maximum score, and one by calibrated
+//! rank (`rank.rs`).
 //!
 //! Each detector keeps its own state for one series and costs O(1) per sample
 //! (MAD: O(window), a constant). Scores are computed *before* the sample is
@@ -15,13 +18,21 @@ use std::collections::VecDeque;
 use super::stats::{Episodes, Ewm, SortedWindow, erfc, score_from_excess};
 
 mod context;
+mod decompose;
+mod entropy;
 mod forecast;
+mod knn;
 mod params;
+mod rank;
 
 use context::ContextDetector;
+use decompose::DecomposeDetector;
+use entropy::EntropyDetector;
 use forecast::ForecastDetector;
 pub use forecast::human_duration;
+use knn::KnnDetector;
 pub use params::{DetectorKind, DetectorParams, Direction, defaults};
+use rank::RankDetector;
 
 impl DetectorParams {
     /// A fresh detector state for one series.
@@ -120,6 +131,48 @@ impl DetectorParams {
                 warmup,
                 max_contexts,
             )),
+            DetectorParams::Entropy {
+                window,
+                bins,
+                refs,
+                rest,
+                warmup,
+            } => Box::new(EntropyDetector::new(window, bins, refs, rest, warmup)),
+            DetectorParams::Knn {
+                dim,
+                train,
+                calib,
+                k,
+                rest,
+            } => Box::new(KnnDetector::new(dim, train, calib, k, rest)),
+            DetectorParams::Decompose {
+                period_seconds,
+                buckets,
+                cycles,
+                window,
+                limit,
+                rest,
+                warmup,
+            } => Box::new(DecomposeDetector::new(
+                period_seconds,
+                buckets,
+                cycles,
+                window,
+                limit,
+                rest,
+                warmup,
+            )),
+            DetectorParams::Rank {
+                members,
+                memory,
+                fisher,
+                rest,
+            } => Box::new(RankDetector::new(
+                members.iter().map(DetectorParams::build).collect(),
+                memory,
+                fisher,
+                rest,
+            )),
         }
     }
 }
@@ -135,6 +188,39 @@ pub struct Scored {
     pub measure: f64,
     /// Forecasts only: expected seconds until the threshold is crossed.
     pub time_to_threshold: Option<f64>,
+    /// What the sample was judged against, for detectors that compare with
+    /// a baseline and a spread (`None` for the others).
+    pub judged: Option<Judged>,
+}
+
+/// The baseline a score was judged against: its centre, its spread (the σ
+/// the z-score divided by) and how far back it reaches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Judged {
+    pub baseline: f64,
+    pub spread: f64,
+    pub span: Span,
+}
+
+/// How far back a baseline reaches, before the sample judged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Span {
+    /// The last `n` samples (for exponential weights: those carrying 95% of
+    /// the weight).
+    Samples(u64),
+    /// The last `n` seconds (a seasonal slot: its periods).
+    Seconds(i64),
+}
+
+/// Samples carrying 95% of an exponential average's weight with factor
+/// `alpha`, at most the `n` it has seen.
+fn ewm_memory(alpha: f64, n: u64) -> u64 {
+    let memory = if alpha > 0.0 && alpha < 1.0 {
+        (0.05f64.ln() / (1.0 - alpha).ln()).ceil() as u64
+    } else {
+        1
+    };
+    memory.clamp(1, n.max(1))
 }
 
 /// One series' detector state.
@@ -180,6 +266,11 @@ impl Detector for EwmaDetector {
                 baseline: self.ewm.mean,
                 measure: z,
                 time_to_threshold: None,
+                judged: Some(Judged {
+                    baseline: self.ewm.mean,
+                    spread: self.ewm.std(),
+                    span: Span::Samples(ewm_memory(self.alpha, self.ewm.n)),
+                }),
             }
         });
         self.ewm.push(x, self.alpha);
@@ -220,6 +311,11 @@ impl Detector for MadDetector {
                 baseline: median,
                 measure: z,
                 time_to_threshold: None,
+                judged: Some(Judged {
+                    baseline: median,
+                    spread: sigma,
+                    span: Span::Samples(self.window.len() as u64),
+                }),
             });
         }
         self.window.push(x);
@@ -279,11 +375,18 @@ impl Detector for SeasonalDetector {
             // spread; a 1% wobble of a traffic level is never news.
             let std = slot.ewm.std().max(0.01 * slot.ewm.mean.abs());
             let z = z_of(x, slot.ewm.mean, std);
+            // The slot's periods that still weigh (95%), in seconds.
+            let periods = ewm_memory(self.alpha, u64::from(slot.cycles));
             Scored {
                 score: score_from_excess(z, self.limit),
                 baseline: slot.ewm.mean,
                 measure: z,
                 time_to_threshold: None,
+                judged: Some(Judged {
+                    baseline: slot.ewm.mean,
+                    spread: std,
+                    span: Span::Seconds(periods as i64 * self.period_seconds),
+                }),
             }
         });
         slot.ewm.push(x, self.alpha);
@@ -340,6 +443,11 @@ impl Detector for CusumDetector {
             baseline: self.base.mean,
             measure: s,
             time_to_threshold: None,
+            judged: Some(Judged {
+                baseline: self.base.mean,
+                spread: self.base.std().max(floor),
+                span: Span::Samples(ewm_memory(self.alpha, self.base.n)),
+            }),
         };
         if s > self.limit {
             // Change accepted: restart the sums and adopt the new level, so
@@ -404,6 +512,7 @@ impl Detector for GaussianDetector {
                 baseline: self.mean,
                 measure: z,
                 time_to_threshold: None,
+                judged: None,
             }
         });
         if self.window.len() < self.cap {

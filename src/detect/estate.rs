@@ -201,6 +201,7 @@ impl Estate {
                             names.join(", "),
                             s.measure
                         ),
+                        window: None,
                     });
                 }
             }

@@ -43,6 +43,33 @@ pub struct Finding {
     pub time_to_threshold_seconds: Option<f64>,
     /// One line for humans: why this fired.
     pub explanation: String,
+    /// The stretch of the series the sample was judged against, for
+    /// detectors that compare with a baseline and a spread (absent for
+    /// forecasts, contextual and multivariate findings). Runbooks read it as
+    /// `finding.window.start` and so on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<JudgedWindow>,
+}
+
+/// The baseline a finding was judged against, so a reviewer can see why:
+/// `value` was `(value − baseline) / spread` σ away from what the samples
+/// between `start` and `end` looked like.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct JudgedWindow {
+    /// Unix seconds of the oldest sample the baseline still reflects. For a
+    /// window counted in samples it is estimated from the mean interval
+    /// since the series (re)started, and never before that start.
+    pub start: i64,
+    /// Unix seconds of the newest sample before the one judged.
+    pub end: i64,
+    /// Samples the baseline reflects, when it is counted in samples (for a
+    /// seasonal slot it is counted in periods: `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u64>,
+    /// The centre compared against (mean, median, slot mean, expected value).
+    pub baseline: f64,
+    /// The σ the distance was divided by.
+    pub spread: f64,
 }
 
 #[cfg(test)]
@@ -60,6 +87,7 @@ impl Finding {
             baseline: 0.1,
             time_to_threshold_seconds: None,
             explanation: String::new(),
+            window: None,
         }
     }
 }

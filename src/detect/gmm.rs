@@ -99,6 +99,7 @@ impl GmmDetector {
                 baseline: f.nll_median,
                 measure: z,
                 time_to_threshold: None,
+                judged: None,
             }
         });
         if self.history.len() == self.params.window {

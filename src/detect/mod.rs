@@ -16,9 +16,9 @@ pub mod series;
 pub mod spec;
 mod stats;
 
-pub use detectors::{Detector, DetectorParams, Direction, Scored};
+pub use detectors::{Detector, DetectorParams, Direction, Judged, Scored, Span};
 pub use estate::{CycleInput, Estate, Report, SeriesSamples};
-pub use finding::{ComponentId, Finding};
+pub use finding::{ComponentId, Finding, JudgedWindow};
 pub use series::{NoData, Outcome, SeriesOptions, SeriesState};
 
 /// Errors of the detect module.

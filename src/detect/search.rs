@@ -114,6 +114,65 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
             warmup: rng.pick(&[20, 50, 100, 200, 400]),
             max_contexts: 1024,
         },
+        DetectorKind::Entropy => DetectorParams::Entropy {
+            window: rng.pick(&[16, 24, 32, 48, 64, 96, 128]),
+            bins: rng.pick(&[4, 6, 8, 10, 16]),
+            refs: rng.pick(&[4, 8, 16, 32]),
+            rest: rng.pick(&[0, 20, 50, 100, 200, 500, 1000]),
+            warmup: rng.pick(&[100, 200, 400, 750]),
+        },
+        DetectorKind::Knn => DetectorParams::Knn {
+            dim: rng.pick(&[1, 2, 4, 8, 12, 19]),
+            train: rng.pick(&[64, 128, 256, 512]),
+            calib: rng.pick(&[64, 128, 256, 512]),
+            k: rng.pick(&[1, 3, 5, 10, 20]),
+            rest: rng.pick(&[0, 20, 50, 100, 200, 500, 1000]),
+        },
+        DetectorKind::Decompose => DetectorParams::Decompose {
+            period_seconds: rng.pick(&[3_600, 86_400, 604_800]),
+            buckets: rng.pick(&[12, 24, 48, 96, 168]),
+            cycles: rng.pick(&[3, 5, 8, 16]),
+            window: rng.count(30, 2000),
+            limit: 5.0,
+            rest: rng.pick(&[0, 20, 50, 100, 200, 500, 1000]),
+            warmup: rng.pick(&[20, 50, 100, 200, 400]),
+        },
+        DetectorKind::Rank => {
+            // Learned on the training folds: which members (each with its
+            // own drawn parameters) and which combination rule.
+            let pool = [
+                DetectorKind::Context,
+                DetectorKind::Knn,
+                DetectorKind::Decompose,
+                DetectorKind::Entropy,
+                DetectorKind::Ewma,
+                DetectorKind::Mad,
+            ];
+            let mut members = Vec::new();
+            let mut chosen = 0u32;
+            while chosen.count_ones() < 2 {
+                chosen |= 1 << (rng.next_u64() % pool.len() as u64);
+                if rng.unit() < 0.3 {
+                    chosen |= 1 << (rng.next_u64() % pool.len() as u64);
+                }
+            }
+            for (i, k) in pool.into_iter().enumerate() {
+                if chosen & (1 << i) != 0 {
+                    let member = if rng.unit() < 0.5 {
+                        k.default_params()
+                    } else {
+                        draw(k, rng)
+                    };
+                    members.extend(member);
+                }
+            }
+            DetectorParams::Rank {
+                members,
+                memory: rng.pick(&[100, 256, 500, 1000]),
+                fisher: rng.unit() < 0.5,
+                rest: rng.pick(&[0, 20, 50, 100, 200, 500, 1000]),
+            }
+        }
         DetectorKind::Forecast | DetectorKind::Diff => return None,
     })
 }

@@ -5,8 +5,8 @@
 //!
 //! Pure: the caller passes every sample's timestamp and the current `now`.
 
-use super::detectors::{Detector, DetectorParams, Scored};
-use super::{ComponentId, Finding};
+use super::detectors::{Detector, DetectorParams, Scored, Span};
+use super::{ComponentId, Finding, JudgedWindow};
 
 /// How a series is treated before scoring.
 #[derive(serde::Serialize, Clone, Debug, PartialEq)]
@@ -75,6 +75,9 @@ pub struct SeriesState {
     detector: Box<dyn Detector>,
     last_at: Option<i64>,
     last_raw: Option<f64>,
+    /// First sample since the detector last (re)started, and samples fed to
+    /// it since: they date the start of a window counted in samples.
+    since: Option<(i64, u64)>,
 }
 
 impl SeriesState {
@@ -91,6 +94,7 @@ impl SeriesState {
             detector: params.build(),
             last_at: None,
             last_raw: None,
+            since: None,
         }
     }
 
@@ -129,6 +133,7 @@ impl SeriesState {
             if at - prev > self.options.max_gap_seconds {
                 self.detector.reset();
                 self.last_raw = None;
+                self.since = None;
             }
         }
         let prev_at = self.last_at.replace(at);
@@ -146,10 +151,26 @@ impl SeriesState {
         } else {
             raw
         };
+        let (first, fed) = *self.since.get_or_insert((at, 0));
+        self.since = Some((first, fed + 1));
         match self.detector.score(at, value) {
             None => Outcome::WarmingUp,
             Some(s) if s.score >= self.options.threshold => {
-                Outcome::Anomalous(Box::new(self.finding(at, value, &s)))
+                let mut f = self.finding(at, value, &s);
+                f.window = s.judged.zip(prev_at).map(|(j, end)| {
+                    let (start, samples) = match j.span {
+                        Span::Samples(n) => (window_start(first, end, fed, n), Some(n)),
+                        Span::Seconds(t) => ((end - t).max(first), None),
+                    };
+                    JudgedWindow {
+                        start,
+                        end,
+                        samples,
+                        baseline: j.baseline,
+                        spread: j.spread,
+                    }
+                });
+                Outcome::Anomalous(Box::new(f))
             }
             Some(s) => Outcome::Normal(s),
         }
@@ -178,6 +199,17 @@ impl SeriesState {
             baseline: s.baseline,
             time_to_threshold_seconds: s.time_to_threshold,
             explanation: self.detector.explain(&self.signal, value, s),
+            window: None,
         }
     }
+}
+
+/// Start of the last `n` of the `fed` samples from `first` to `end`: exact
+/// when they are all of them, otherwise dated by the mean interval.
+fn window_start(first: i64, end: i64, fed: u64, n: u64) -> i64 {
+    if n >= fed || fed < 2 {
+        return first;
+    }
+    let interval = (end - first) as f64 / (fed - 1) as f64;
+    (end - ((n - 1) as f64 * interval).round() as i64).max(first)
 }

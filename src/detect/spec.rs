@@ -327,7 +327,8 @@ fn validate_multivariate(
 }
 
 /// The detectors a model spec may name, in the order errors list them. The
-/// rest (`gaussian`, `diff`, `ensemble`, `context`) are benchmark and CLI
+/// rest (`gaussian`, `diff`, `ensemble`, `context`, `entropy`, `knn`,
+/// `decompose`, `rank`) are benchmark and CLI
 /// tools until the evaluation supports them for operational signals.
 const SPEC_KINDS: [DetectorKind; 5] = [
     DetectorKind::Ewma,
@@ -489,7 +490,11 @@ fn validate_detector(c: &Check, at: &str, d: &RawDetector) -> Result<DetectorPar
         DetectorKind::Gaussian
         | DetectorKind::Diff
         | DetectorKind::Ensemble
-        | DetectorKind::Context => {
+        | DetectorKind::Context
+        | DetectorKind::Entropy
+        | DetectorKind::Knn
+        | DetectorKind::Decompose
+        | DetectorKind::Rank => {
             return Err(p.not_in_specs());
         }
     })

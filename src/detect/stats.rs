@@ -37,6 +37,19 @@ pub fn erfc(x: f64) -> f64 {
     if x >= 0.0 { r } else { 2.0 - r }
 }
 
+/// Upper tail `P(X ≥ x)` of a chi-square variable with `k` degrees of
+/// freedom, by the Wilson–Hilferty cube-root normal approximation (within a
+/// few thousandths of the exact tail for `k ≥ 3`, which is all a score needs).
+pub fn chi2_sf(x: f64, k: f64) -> f64 {
+    if x.is_nan() || x <= 0.0 {
+        return 1.0;
+    }
+    let k = k.max(1.0);
+    let v = 2.0 / (9.0 * k);
+    let z = ((x / k).cbrt() - (1.0 - v)) / v.sqrt();
+    0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
 /// Exponentially weighted mean and variance (West's incremental form).
 #[derive(Clone, Debug, Default)]
 pub struct Ewm {
@@ -112,6 +125,22 @@ impl SortedWindow {
 
     pub fn median(&self) -> Option<f64> {
         median_of_sorted(&self.sorted)
+    }
+
+    /// How many values in the window are at least `x` (O(log window)).
+    pub fn count_at_least(&self, x: f64) -> usize {
+        self.sorted.len() - self.sorted.partition_point(|v| *v < x)
+    }
+
+    /// The largest value in the window.
+    pub fn max(&self) -> Option<f64> {
+        self.sorted.last().copied()
+    }
+
+    /// Bytes this window holds at capacity (three buffers of `f64`).
+    #[cfg(test)]
+    pub fn bytes_at_capacity(&self) -> usize {
+        3 * self.cap * std::mem::size_of::<f64>()
     }
 
     /// Median absolute deviation from the median (O(window) by selection).
@@ -235,6 +264,17 @@ mod tests {
     }
 
     #[test]
+    fn chi2_tail_matches_tables() {
+        // Upper 5% points: k=5 → 11.070, k=10 → 18.307, k=20 → 31.410.
+        for (x, k) in [(11.070, 5.0), (18.307, 10.0), (31.410, 20.0)] {
+            let p = chi2_sf(x, k);
+            assert!((p - 0.05).abs() < 0.003, "k={k}: {p}");
+        }
+        assert_eq!(chi2_sf(0.0, 4.0), 1.0);
+        assert!(chi2_sf(200.0, 4.0) < 1e-9);
+    }
+
+    #[test]
     fn ewm_tracks_mean_and_variance() {
         let mut e = Ewm::default();
         for i in 0..2000 {
@@ -255,6 +295,9 @@ mod tests {
         w.push(100.0); // evicts 5.0: window 1 3 2 4 100
         assert_eq!(w.len(), 5);
         assert_eq!(w.median(), Some(3.0));
+        assert_eq!(w.count_at_least(3.0), 3);
+        assert_eq!(w.count_at_least(101.0), 0);
+        assert_eq!(w.max(), Some(100.0));
         w.clear();
         assert_eq!(w.median(), None);
     }

@@ -317,3 +317,42 @@ fn cusum_reports_a_step_in_a_flat_series_once() {
     let f = run(&default("cusum"), SeriesOptions::default(), &samples);
     assert_eq!(f.iter().map(step_of).collect::<Vec<_>>(), vec![300]);
 }
+
+#[test]
+fn findings_carry_the_window_they_were_judged_on() {
+    // MAD: the last 288 samples, every 300 s, before the spike at step 700.
+    let f = run(
+        &default("mad"),
+        SeriesOptions::default(),
+        &fixture!("steady_spike.csv"),
+    );
+    let w = f[0].window.as_ref().expect("a MAD finding has a window");
+    assert_eq!(w.end, f[0].at - STEP);
+    assert_eq!(w.samples, Some(288));
+    assert_eq!(w.start, w.end - 287 * STEP);
+    assert_eq!(w.baseline, f[0].baseline);
+    assert!(w.spread > 0.0 && ((f[0].value - w.baseline) / w.spread).abs() > 5.0);
+    // Seasonal: the slot's periods, counted in time, never before the start.
+    let f = run(
+        &default("seasonal"),
+        SeriesOptions::default(),
+        &fixture!("daily_traffic.csv"),
+    );
+    let w = f[0]
+        .window
+        .as_ref()
+        .expect("a seasonal finding has a window");
+    assert_eq!(w.samples, None);
+    assert!(w.start >= T0 && w.start <= w.end - 86_400, "{w:?}");
+    // EWMA right after a restart: the window starts no earlier than it.
+    let e = run(
+        &default("ewma"),
+        SeriesOptions::default(),
+        &fixture!("steady_spike.csv"),
+    );
+    let w = e[0].window.as_ref().expect("an EWMA finding has a window");
+    assert!(w.start >= T0 && w.start < w.end && w.samples.is_some());
+    // Forecasts are not judged against a window.
+    let text = serde_json::to_string(&Finding::fixture(component(), "s", 0.9)).expect("json");
+    assert!(!text.contains("window"), "absent, not null: {text}");
+}

@@ -295,6 +295,7 @@ fn triggers_select_findings_cron_and_conditions() {
         baseline: 0.5,
         time_to_threshold_seconds: None,
         explanation: String::new(),
+        window: None,
     };
     let hits = set.triggered_by_findings(&[
         finding("cpu_saturation", 0.9),
@@ -341,6 +342,7 @@ fn forecast_horizon_filters_findings() {
         baseline: 0.0,
         time_to_threshold_seconds: Some(3600.0),
         explanation: String::new(),
+        window: None,
     };
     f.component.kind = "Certificate".into();
     assert!(t.matches(&f));
@@ -371,6 +373,7 @@ fn direction_filters_two_sided_findings_but_not_forecasts() {
         baseline: 0.5,
         time_to_threshold_seconds: ttt,
         explanation: String::new(),
+        window: None,
     };
     let fired = |f: Finding| !set.triggered_by_findings(&[f]).is_empty();
     assert!(fired(finding("latency_p99", 2.0, None)), "a rise fires");
@@ -527,4 +530,40 @@ fn other_runtime_errors_are_still_logged_every_time_and_unloading_forgets() {
     assert!(set.evaluate("fanout", &c).is_err());
     assert!(set.load(&[]).is_empty());
     assert!(set.reported.is_empty());
+}
+
+#[test]
+fn a_runbook_reads_the_window_a_finding_was_judged_on() {
+    // Scales by how many σ the value was from the judged window's baseline;
+    // a finding without a window (a forecast) leaves `window` unset.
+    let src = body(
+        "let f = ctx.findings[0];\n\
+         if f.window == () { return []; }\n\
+         let sigmas = (f.value - f.window.baseline) / f.window.spread;\n\
+         [scale(ctx.component, (sigmas / 10.0).to_int() + f.window.samples).reason(`since ${f.window.start}`)]",
+    );
+    let mut set = set_with("judged", &src);
+    let mut c = ctx(serde_json::json!({}));
+    let mut f = Finding::fixture(gw(), "cpu_saturation", 0.9);
+    f.value = 51.0;
+    f.window = Some(crate::detect::JudgedWindow {
+        start: 1_699_990_000,
+        end: 1_699_999_700,
+        samples: Some(3),
+        baseline: 1.0,
+        spread: 1.0,
+    });
+    c.findings = vec![f.clone()];
+    let out = set.evaluate("judged", &c).expect("evaluates");
+    assert_eq!(
+        out[0].action,
+        Action::ScaleReplicas {
+            target: gw(),
+            replicas: 8
+        }
+    );
+    assert_eq!(out[0].reason, "since 1699990000");
+    f.window = None;
+    c.findings = vec![f];
+    assert!(set.evaluate("judged", &c).expect("evaluates").is_empty());
 }

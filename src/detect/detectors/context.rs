@@ -142,6 +142,7 @@ impl Detector for ContextDetector {
                 baseline: (self.min + self.max) / 2.0,
                 measure: f64::from(level),
                 time_to_threshold: None,
+                judged: None,
             }
         });
         self.learn(level);

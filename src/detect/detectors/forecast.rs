@@ -98,6 +98,7 @@ impl Detector for ForecastDetector {
             baseline: self.threshold,
             measure: ttt,
             time_to_threshold: ttt.is_finite().then_some(ttt),
+            judged: None,
         })
     }
     fn reset(&mut self) {

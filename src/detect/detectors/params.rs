@@ -29,11 +29,15 @@ pub enum DetectorKind {
     Diff,
     Ensemble,
     Context,
+    Entropy,
+    Knn,
+    Decompose,
+    Rank,
 }
 
 impl DetectorKind {
     /// Every kind, in the order they are listed to users.
-    pub const ALL: [DetectorKind; 9] = [
+    pub const ALL: [DetectorKind; 13] = [
         DetectorKind::Ewma,
         DetectorKind::Mad,
         DetectorKind::Seasonal,
@@ -43,6 +47,10 @@ impl DetectorKind {
         DetectorKind::Diff,
         DetectorKind::Ensemble,
         DetectorKind::Context,
+        DetectorKind::Entropy,
+        DetectorKind::Knn,
+        DetectorKind::Decompose,
+        DetectorKind::Rank,
     ];
 
     /// Stable name for model specs, findings, metrics and the CLI.
@@ -57,6 +65,10 @@ impl DetectorKind {
             DetectorKind::Diff => "diff",
             DetectorKind::Ensemble => "ensemble",
             DetectorKind::Context => "context",
+            DetectorKind::Entropy => "entropy",
+            DetectorKind::Knn => "knn",
+            DetectorKind::Decompose => "decompose",
+            DetectorKind::Rank => "rank",
         }
     }
 
@@ -120,6 +132,51 @@ impl DetectorKind {
                 rest: defaults::context::REST,
                 warmup: defaults::context::WARMUP,
                 max_contexts: defaults::context::MAX_CONTEXTS,
+            },
+            DetectorKind::Entropy => {
+                use defaults::entropy::*;
+                DetectorParams::Entropy {
+                    window: WINDOW,
+                    bins: BINS,
+                    refs: REFS,
+                    rest: REST,
+                    warmup: WARMUP,
+                }
+            }
+            DetectorKind::Knn => {
+                use defaults::knn::*;
+                DetectorParams::Knn {
+                    dim: DIM,
+                    train: TRAIN,
+                    calib: CALIB,
+                    k: K,
+                    rest: REST,
+                }
+            }
+            DetectorKind::Decompose => {
+                use defaults::decompose::*;
+                DetectorParams::Decompose {
+                    period_seconds: PERIOD_SECONDS,
+                    buckets: BUCKETS,
+                    cycles: CYCLES,
+                    window: WINDOW,
+                    limit: LIMIT,
+                    rest: REST,
+                    warmup: WARMUP,
+                }
+            }
+            DetectorKind::Rank => DetectorParams::Rank {
+                members: [
+                    DetectorKind::Context,
+                    DetectorKind::Knn,
+                    DetectorKind::Decompose,
+                ]
+                .into_iter()
+                .filter_map(DetectorKind::default_params)
+                .collect(),
+                memory: defaults::rank::MEMORY,
+                fisher: defaults::rank::FISHER,
+                rest: defaults::rank::REST,
             },
             DetectorKind::Forecast | DetectorKind::Diff => return None,
         })
@@ -189,6 +246,41 @@ pub mod defaults {
         /// The per-series memory ceiling: about 32 bytes per context.
         pub const MAX_CONTEXTS: u32 = 1024;
     }
+    /// Relative entropy of a sliding histogram against remembered ones.
+    pub mod entropy {
+        pub const WINDOW: u32 = 48;
+        pub const BINS: u32 = 8;
+        pub const REFS: u32 = 8;
+        pub const REST: u32 = 50;
+        pub const WARMUP: u32 = 200;
+    }
+    /// k-NN conformal: vectors of `DIM` samples, `TRAIN` of them to search,
+    /// `CALIB` non-conformities to rank against.
+    pub mod knn {
+        pub const DIM: u32 = 8;
+        pub const TRAIN: u32 = 256;
+        pub const CALIB: u32 = 256;
+        pub const K: u32 = 5;
+        pub const REST: u32 = 50;
+    }
+    /// Robust seasonal decomposition: hourly slots of the day, a day of
+    /// 5-minute samples for the trend and the residuals.
+    pub mod decompose {
+        pub const PERIOD_SECONDS: i64 = 86_400;
+        pub const BUCKETS: u32 = 24;
+        pub const CYCLES: u32 = 8;
+        pub const WINDOW: u32 = 288;
+        pub const LIMIT: f64 = 5.0;
+        pub const REST: u32 = 50;
+        pub const WARMUP: u32 = 50;
+    }
+    /// The rank-calibrated ensemble (members: `context`, `knn`,
+    /// `decompose` with their defaults).
+    pub mod rank {
+        pub const MEMORY: u32 = 256;
+        pub const FISHER: bool = false;
+        pub const REST: u32 = 50;
+    }
 }
 
 /// Validated detector parameters (see `spec` for the YAML form and the
@@ -256,6 +348,49 @@ pub enum DetectorParams {
         warmup: u32,
         max_contexts: u32,
     },
+    /// Relative entropy: the histogram (`bins` slices of the warm-up range
+    /// plus two outside it) of the last `window` samples against up to
+    /// `refs` remembered histograms; scores how badly the best-matching,
+    /// often-seen one explains it (chi-square test of `2·window·KL`).
+    Entropy {
+        window: u32,
+        bins: u32,
+        refs: u32,
+        rest: u32,
+        warmup: u32,
+    },
+    /// k-NN conformal: the summed distance of the last `dim` samples to
+    /// their `k` nearest among the last `train` such vectors, ranked
+    /// against the last `calib` such distances (score = 1 − p-value).
+    Knn {
+        dim: u32,
+        train: u32,
+        calib: u32,
+        k: u32,
+        rest: u32,
+    },
+    /// Robust seasonal decomposition: median trend over `window` samples,
+    /// median seasonal profile of `buckets` slots over the last `cycles`
+    /// values of each; the residual's robust z-score against the last
+    /// `window` residuals (`limit` scores 0.5).
+    Decompose {
+        period_seconds: i64,
+        buckets: u32,
+        cycles: u32,
+        window: u32,
+        limit: f64,
+        rest: u32,
+        warmup: u32,
+    },
+    /// Rank-calibrated ensemble: each member's score becomes its p-value
+    /// among its last `memory` scores; combined by Bonferroni (`m · min p`)
+    /// or, with `fisher`, Fisher's method; score = 1 − combined p-value.
+    Rank {
+        members: Vec<DetectorParams>,
+        memory: u32,
+        fisher: bool,
+        rest: u32,
+    },
 }
 
 impl DetectorParams {
@@ -270,6 +405,10 @@ impl DetectorParams {
             DetectorParams::Diff { .. } => DetectorKind::Diff,
             DetectorParams::Ensemble { .. } => DetectorKind::Ensemble,
             DetectorParams::Context { .. } => DetectorKind::Context,
+            DetectorParams::Entropy { .. } => DetectorKind::Entropy,
+            DetectorParams::Knn { .. } => DetectorKind::Knn,
+            DetectorParams::Decompose { .. } => DetectorKind::Decompose,
+            DetectorParams::Rank { .. } => DetectorKind::Rank,
         }
     }
 
@@ -286,8 +425,18 @@ impl DetectorParams {
 
     /// Names accepted by [`DetectorParams::default_for`] (a test checks
     /// this against [`DetectorKind::default_params`]).
-    pub const DEFAULT_NAMES: [&'static str; 7] = [
-        "ewma", "mad", "seasonal", "cusum", "gaussian", "ensemble", "context",
+    pub const DEFAULT_NAMES: [&'static str; 11] = [
+        "ewma",
+        "mad",
+        "seasonal",
+        "cusum",
+        "gaussian",
+        "ensemble",
+        "context",
+        "entropy",
+        "knn",
+        "decompose",
+        "rank",
     ];
 }
 
