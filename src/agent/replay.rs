@@ -532,6 +532,7 @@ mod tests {
             baseline: 0.9,
             time_to_threshold_seconds: None,
             explanation: "why".into(),
+            window: None,
         }
     }
 
