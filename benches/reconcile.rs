@@ -8,7 +8,7 @@
 //! both, their ratio, the API requests each sent per gateway (the API
 //! server's `apiserver_request_total`, less the bench's own polling) and the
 //! controller's peak RSS. 10,000 unrelated Deployments (0 replicas) and
-//! ConfigMaps sit in the cluster throughout.
+//! ConfigMaps sit in a namespace the controller also watches.
 //!
 //! With `BENCH_READY=1`, a second control plane with kube-controller-manager
 //! and the fake kubelet times create → every gateway `Ready` (its pods
@@ -42,6 +42,8 @@ use kube::{
 use serde_json::json;
 
 const CONCURRENCY: usize = 8;
+/// The namespace of the unrelated Deployments and ConfigMaps.
+const UNRELATED: &str = "unrelated";
 
 fn spec(replicas: i32) -> PaymentGatewaySpec {
     serde_json::from_value(json!({
@@ -77,7 +79,7 @@ async fn unrelated(client: &Client, n: usize) {
     if n == 0 {
         return;
     }
-    let ns = "unrelated";
+    let ns = UNRELATED;
     namespace(client, ns).await;
     let started = Instant::now();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -272,11 +274,14 @@ async fn controller(
         None
     };
     let before = requests(client).await;
+    // Its scope also covers the namespace of the unrelated objects, so its
+    // owned-object watches see them (and must not cache them).
+    let scope = format!("{ns},{UNRELATED}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_autopilot"))
         .args([
             "run",
             "--namespace",
-            &ns,
+            &scope,
             "--listen",
             "127.0.0.1:0",
             "--concurrency",
