@@ -1,38 +1,54 @@
 //! Reconciler throughput on a real kube-apiserver: create N PaymentGateways
 //! and time until every one has its owned objects applied and its status
-//! written by `autopilot run` (the release binary, as its own process, so its
-//! peak RSS is its own). In the same run, time a plain server-side apply of
-//! exactly the same owned objects from one client with the same concurrency:
-//! the floor. Prints both and the ratio.
+//! written by `autopilot run` (the bench-profile binary, as its own process,
+//! so its peak RSS is its own). In the same run, the floor: from one client
+//! with the same concurrency, the same writes done plainly — create the
+//! PaymentGateway, apply its owned objects (rendered by the same plan
+//! functions, through the same `act::apply_owned`), patch its status. Prints
+//! both, their ratio, the API requests each sent per gateway (the API
+//! server's `apiserver_request_total`, less the bench's own polling) and the
+//! controller's peak RSS. 10,000 unrelated Deployments (0 replicas) and
+//! ConfigMaps sit in a namespace the controller also watches.
+//!
+//! With `BENCH_READY=1`, a second control plane with kube-controller-manager
+//! and the fake kubelet times create → every gateway `Ready` (its pods
+//! Running and Ready), beside the floor's writes → every Deployment
+//! available.
 //!
 //!   cargo bench --features testenv --bench reconcile     # N = 100 and 1000
-//!   BENCH_N=100 cargo bench --features testenv --bench reconcile
+//!   BENCH_N=100 BENCH_UNRELATED=0 cargo bench --features testenv --bench reconcile
+//!   BENCH_N=100,1000 BENCH_READY=1 cargo bench --features testenv --bench reconcile
 
 use std::{
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use autopilot::{
     act,
-    crd::{PaymentGateway, PaymentGatewaySpec},
+    crd::{PaymentGateway, PaymentGatewaySpec, Phase, WorkloadStatus},
     reconcile::{Facts, objects::Identity, payment_gateway},
-    testenv::{ControlPlane, Options},
+    testenv::{ControlPlane, Options, kubelet},
 };
 use futures::{StreamExt, stream};
-use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Namespace},
+};
 use kube::{
-    Api, Client,
+    Api, Client, Resource, ResourceExt,
     api::{ListParams, PostParams},
 };
 use serde_json::json;
 
 const CONCURRENCY: usize = 8;
+/// The namespace of the unrelated Deployments and ConfigMaps.
+const UNRELATED: &str = "unrelated";
 
-fn spec() -> PaymentGatewaySpec {
+fn spec(replicas: i32) -> PaymentGatewaySpec {
     serde_json::from_value(json!({
         "version": "2.4.1",
-        "replicas": 3,
+        "replicas": replicas,
         "config": {"database": {"clusterName": "payments-db"}, "features": {"rateLimitPerSecond": 500}},
     }))
     .expect("spec")
@@ -46,57 +62,226 @@ async fn namespace(client: &Client, name: &str) {
         .expect("namespace");
 }
 
-async fn floor(client: &Client, n: usize) -> Duration {
-    let ns = format!("floor-{n}");
-    namespace(client, &ns).await;
-    let spec = spec();
-    let v = payment_gateway::validate(&spec).expect("valid");
-    let facts = Facts::default();
-    let owned: Vec<_> = (0..n)
-        .map(|i| {
-            let id = Identity {
-                component: payment_gateway::COMPONENT,
-                name: format!("gw-{i}"),
-                namespace: ns.clone(),
-                owner: OwnerReference {
-                    api_version: "payments.io/v1".into(),
-                    kind: "PaymentGateway".into(),
-                    name: format!("gw-{i}"),
-                    uid: format!("00000000-0000-0000-0000-{i:012}"),
-                    controller: Some(true),
-                    block_owner_deletion: Some(true),
-                },
-            };
-            (
-                id.name.clone(),
-                id.owner.uid.clone(),
-                payment_gateway::plan(&id, &v, &facts, &spec.version).expect("plan"),
-            )
-        })
-        .collect();
-    let start = Instant::now();
-    stream::iter(owned)
-        .for_each_concurrent(CONCURRENCY, |(name, uid, objects)| {
-            let client = client.clone();
-            let ns = ns.clone();
+/// Sum of `apiserver_request_total` over every label set.
+async fn requests(client: &Client) -> f64 {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let text = client.request_text(req).await.expect("apiserver /metrics");
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Deployments and ConfigMaps no controller of ours owns, `n` of each.
+async fn unrelated(client: &Client, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let ns = UNRELATED;
+    namespace(client, ns).await;
+    let started = Instant::now();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let (deployments, config_maps) = (deployments.clone(), config_maps.clone());
             async move {
-                act::apply_owned(&client, &ns, &name, &uid, objects)
+                let labels = json!({"app": format!("other-{i}")});
+                let cm: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": format!("other-{i}"), "labels": labels},
+                    "data": {"KEY": "value ".repeat(20)},
+                }))
+                .expect("cm");
+                config_maps
+                    .create(&PostParams::default(), &cm)
                     .await
-                    .expect("apply");
+                    .expect("unrelated ConfigMap");
+                let d: Deployment = serde_json::from_value(json!({
+                    "metadata": {"name": format!("other-{i}"), "labels": labels},
+                    "spec": {"replicas": 0, "selector": {"matchLabels": labels},
+                        "template": {"metadata": {"labels": labels},
+                            "spec": {"containers": [{"name": "app", "image": "registry.example/other:1"}]}}},
+                }))
+                .expect("deployment");
+                deployments
+                    .create(&PostParams::default(), &d)
+                    .await
+                    .expect("unrelated Deployment");
             }
         })
         .await;
-    start.elapsed()
+    eprintln!(
+        "created {n} unrelated Deployments and ConfigMaps in {:.0?}",
+        started.elapsed()
+    );
 }
 
-async fn controller(cp: &ControlPlane, client: &Client, n: usize) -> (Duration, u64) {
-    let ns = format!("bench-{n}");
+/// Polls until `done` holds for all `n` gateways; returns the polls sent.
+async fn wait_all<F>(
+    api: &Api<PaymentGateway>,
+    n: usize,
+    start: Instant,
+    what: &str,
+    done: F,
+) -> u64
+where
+    F: Fn(&PaymentGateway) -> bool,
+{
+    let mut polls = 0;
+    let mut last_report = Instant::now();
+    loop {
+        polls += 1;
+        let list = api.list(&ListParams::default()).await.expect("list");
+        let count = list.items.iter().filter(|p| done(p)).count();
+        if count == n {
+            return polls;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  {count}/{n} {what} after {:.0?}", start.elapsed());
+            last_report = Instant::now();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1800),
+            "gave up after 30 minutes at {count}/{n} {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn reconciled(p: &PaymentGateway) -> bool {
+    p.status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation == p.metadata.generation)
+}
+
+fn ready(p: &PaymentGateway) -> bool {
+    reconciled(p) && p.status.as_ref().is_some_and(|s| s.phase == Phase::Ready)
+}
+
+struct Run {
+    elapsed: Duration,
+    requests_per_gateway: f64,
+    rss_kib: u64,
+}
+
+/// The floor: for each gateway, the CR create, the owned objects applied
+/// and the status patched, `CONCURRENCY` at a time from one client; with
+/// `ready`, then until every Deployment has all its replicas available.
+async fn floor(client: &Client, n: usize, replicas: i32, ready: bool) -> Run {
+    let ns = format!("floor-{n}{}", if ready { "-ready" } else { "" });
     namespace(client, &ns).await;
+    let _kubelet = if ready {
+        Some(kubelet::start(client.clone(), &ns).await.expect("kubelet"))
+    } else {
+        None
+    };
+    let api: Api<PaymentGateway> = Api::namespaced(client.clone(), &ns);
+    let before = requests(client).await;
+    let start = Instant::now();
+    stream::iter(0..n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let (client, api, ns) = (client.clone(), api.clone(), ns.clone());
+            async move {
+                let spec = spec(replicas);
+                let v = payment_gateway::validate(&spec).expect("valid");
+                let pgw = api
+                    .create(
+                        &PostParams::default(),
+                        &PaymentGateway::new(&format!("gw-{i}"), spec.clone()),
+                    )
+                    .await
+                    .expect("create gateway");
+                let id = Identity {
+                    component: payment_gateway::COMPONENT,
+                    name: pgw.name_any(),
+                    namespace: ns.clone(),
+                    owner: pgw.controller_owner_ref(&()).expect("owner"),
+                };
+                let objects =
+                    payment_gateway::plan(&id, &v, &Facts::default(), &spec.version).expect("plan");
+                act::apply_owned(&client, &ns, &id.name, &id.owner.uid, objects)
+                    .await
+                    .expect("apply");
+                let status = WorkloadStatus {
+                    phase: Phase::Progressing,
+                    current_version: Some(spec.version.clone()),
+                    observed_generation: pgw.meta().generation,
+                    ..Default::default()
+                };
+                act::apply_status(&client, &pgw, serde_json::to_value(status).expect("status"))
+                    .await
+                    .expect("status");
+            }
+        })
+        .await;
+    if ready {
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        loop {
+            let list = deployments
+                .list(&ListParams::default())
+                .await
+                .expect("list");
+            let available = list
+                .items
+                .iter()
+                .filter(|d| d.status.as_ref().and_then(|s| s.available_replicas) == Some(replicas))
+                .count();
+            if available == n {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(1800),
+                "floor: {available}/{n} available"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let elapsed = start.elapsed();
+    Run {
+        elapsed,
+        requests_per_gateway: (requests(client).await - before) / n as f64,
+        rss_kib: 0,
+    }
+}
+
+fn peak_rss_kib(child: &Child) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// `autopilot run` on its own namespace: the time from the first create
+/// until every gateway is reconciled (or, with `ready`, Ready).
+async fn controller(
+    cp: &ControlPlane,
+    client: &Client,
+    n: usize,
+    replicas: i32,
+    ready: bool,
+) -> Run {
+    let ns = format!("bench-{n}{}", if ready { "-ready" } else { "" });
+    namespace(client, &ns).await;
+    let _kubelet = if ready {
+        Some(kubelet::start(client.clone(), &ns).await.expect("kubelet"))
+    } else {
+        None
+    };
+    let before = requests(client).await;
+    // Its scope also covers the namespace of the unrelated objects, so its
+    // owned-object watches see them (and must not cache them).
+    let scope = format!("{ns},{UNRELATED}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_autopilot"))
         .args([
             "run",
             "--namespace",
-            &ns,
+            &scope,
             "--listen",
             "127.0.0.1:0",
             "--concurrency",
@@ -113,53 +298,76 @@ async fn controller(cp: &ControlPlane, client: &Client, n: usize) -> (Duration, 
         .for_each_concurrent(CONCURRENCY, |i| {
             let api = api.clone();
             async move {
-                let pgw = PaymentGateway::new(&format!("gw-{i}"), spec());
+                let pgw = PaymentGateway::new(&format!("gw-{i}"), spec(replicas));
                 api.create(&PostParams::default(), &pgw)
                     .await
                     .expect("create gateway");
             }
         })
         .await;
-    let mut last_report = Instant::now();
-    loop {
-        let list = api.list(&ListParams::default()).await.expect("list");
-        let done = list
-            .items
-            .iter()
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .is_some_and(|s| s.observed_generation == p.metadata.generation)
-            })
-            .count();
-        if done == n {
-            break;
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!(
-                "  {done}/{n} gateways reconciled after {:.0?}",
-                start.elapsed()
-            );
-            last_report = Instant::now();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(900),
-            "gave up after 15 minutes at {done}/{n}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let polls = if ready {
+        wait_all(&api, n, start, "gateways Ready", ready_check).await
+    } else {
+        wait_all(&api, n, start, "gateways reconciled", reconciled).await
+    };
     let elapsed = start.elapsed();
-    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0);
+    let rss_kib = peak_rss_kib(&child);
     let _ = child.kill();
     let _ = child.wait();
-    (elapsed, rss_kib)
+    // The bench's own polls are not the controller's.
+    let sent = requests(client).await - before - polls as f64;
+    Run {
+        elapsed,
+        requests_per_gateway: sent / n as f64,
+        rss_kib,
+    }
+}
+
+fn ready_check(p: &PaymentGateway) -> bool {
+    ready(p)
+}
+
+fn row(n: usize, c: &Run, f: &Run) {
+    println!(
+        "| {n} | {:.2} s ({:.0}/s) | {:.2} s ({:.0}/s) | {:.2}× | {:.1} / {:.1} | {:.1} MiB |",
+        c.elapsed.as_secs_f64(),
+        n as f64 / c.elapsed.as_secs_f64(),
+        f.elapsed.as_secs_f64(),
+        n as f64 / f.elapsed.as_secs_f64(),
+        c.elapsed.as_secs_f64() / f.elapsed.as_secs_f64(),
+        c.requests_per_gateway,
+        f.requests_per_gateway,
+        c.rss_kib as f64 / 1024.0
+    );
+}
+
+fn header(what: &str) {
+    println!();
+    println!(
+        "| N | controller: create → all {what} | floor: the same writes, plain | ratio | requests per gateway (controller / floor) | controller peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|");
+}
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+async fn control_plane(controller_manager: bool, unrelated_n: usize) -> (ControlPlane, Client) {
+    eprintln!("starting a control plane (controller-manager: {controller_manager})…");
+    let cp = ControlPlane::start(Options { controller_manager })
+        .await
+        .expect("control plane");
+    let client = cp.client().await.expect("client");
+    act::apply_crds(&client, &autopilot::crd::crds())
+        .await
+        .expect("crds");
+    unrelated(&client, unrelated_n).await;
+    (cp, client)
 }
 
 #[tokio::main]
@@ -171,36 +379,31 @@ async fn main() {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let sizes: Vec<usize> = std::env::var("BENCH_N")
-        .unwrap_or_else(|_| "100,1000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    eprintln!("starting the control plane (etcd + kube-apiserver)…");
-    let cp = ControlPlane::start(Options::default())
-        .await
-        .expect("control plane");
-    let client = cp.client().await.expect("client");
-    act::apply_crds(&client, &autopilot::crd::crds())
-        .await
-        .expect("crds");
-    println!(
-        "| N | controller: create → all reconciled | floor: plain SSA of the same objects | ratio | controller peak RSS |"
-    );
-    println!("|---|---|---|---|---|");
-    for n in sizes {
-        eprintln!("N = {n}: floor…");
-        let f = floor(&client, n).await;
-        eprintln!("N = {n}: controller…");
-        let (c, rss) = controller(&cp, &client, n).await;
-        println!(
-            "| {n} | {:.2} s ({:.0}/s) | {:.2} s ({:.0}/s) | {:.2}× | {:.1} MiB |",
-            c.as_secs_f64(),
-            n as f64 / c.as_secs_f64(),
-            f.as_secs_f64(),
-            n as f64 / f.as_secs_f64(),
-            c.as_secs_f64() / f.as_secs_f64(),
-            rss as f64 / 1024.0
-        );
+    let sizes = env_list("BENCH_N", "100,1000");
+    let unrelated_n = env_list("BENCH_UNRELATED", "10000")
+        .first()
+        .copied()
+        .unwrap_or(0);
+    {
+        let (cp, client) = control_plane(false, unrelated_n).await;
+        header("reconciled");
+        for &n in &sizes {
+            eprintln!("N = {n}: floor…");
+            let f = floor(&client, n, 3, false).await;
+            eprintln!("N = {n}: controller…");
+            let c = controller(&cp, &client, n, 3, false).await;
+            row(n, &c, &f);
+        }
+    }
+    if std::env::var("BENCH_READY").is_ok_and(|v| v == "1") {
+        let (cp, client) = control_plane(true, unrelated_n).await;
+        header("Ready (1 replica each)");
+        for &n in &sizes {
+            eprintln!("N = {n}, Ready: floor…");
+            let f = floor(&client, n, 1, true).await;
+            eprintln!("N = {n}, Ready: controller…");
+            let c = controller(&cp, &client, n, 1, true).await;
+            row(n, &c, &f);
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod payment_gateway;
 pub mod rollout;
 pub mod saga_orchestrator;
 pub mod schedule;
+pub mod watch;
 mod workload;
 
 pub use metrics::Metrics;
@@ -37,7 +38,7 @@ use kube::{
         Controller,
         controller::Action,
         events::{Recorder, Reporter},
-        watcher,
+        reflector, watcher,
     },
 };
 use tokio::sync::RwLock;
@@ -148,6 +149,8 @@ pub struct Context {
     /// Failures per object since its last successful reconcile: how long
     /// `error_policy` waits before the next try.
     pub backoff: backoff::Backoff,
+    /// The owned Deployments and HPAs the watches have seen, read instead of GETs.
+    pub owned: watch::OwnedStores,
     served: RwLock<Option<(tokio::time::Instant, bool)>>,
 }
 
@@ -172,6 +175,7 @@ impl Context {
                 backoff::BackoffSettings::default(),
                 backoff::process_seed(),
             ),
+            owned: watch::OwnedStores::default(),
             served: RwLock::new(None),
         }
     }
@@ -366,12 +370,20 @@ where
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {
     let client = ctx.client.clone();
-    let cfg = watcher::Config::default();
-    let mut controller = Controller::new(scoped::<K>(&client, &ns), cfg.clone()).with_config(
+    let (reader, writer) = reflector::store();
+    let trigger = watch::triggers(
+        scoped::<K>(&client, &ns),
+        watcher::Config::default(),
+        Some(writer),
+        false,
+        // Our own status writes are echoes; nobody else writes it.
+        true,
+    );
+    let mut controller = Controller::for_stream(trigger, reader).with_config(
         kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
     );
     for owned in owns {
-        controller = watch_owned(controller, *owned, &client, &ns, &cfg);
+        controller = watch_owned(controller, *owned, &ctx, &ns);
     }
     controller
         .shutdown_on_signal()
@@ -380,13 +392,14 @@ where
         .boxed()
 }
 
-/// Adds the watch of one owned object kind to a controller.
+/// Adds the watch of one owned object kind to a controller: only objects
+/// carrying our label ([`watch::OWNED_SELECTOR`]), echoes of our own writes
+/// left out, Deployments and HPAs kept in the stores the reconcilers read.
 fn watch_owned<K>(
     controller: Controller<K>,
     owned: Owned,
-    client: &Client,
+    ctx: &Context,
     ns: &Option<String>,
-    cfg: &watcher::Config,
 ) -> Controller<K>
 where
     K: kube::Resource<DynamicType = ()>
@@ -397,22 +410,61 @@ where
         + Sync
         + 'static,
 {
-    let cfg = cfg.clone();
+    let client = &ctx.client;
+    // Whose status a reconciler reads: a Deployment's rollout, a Job's
+    // completion, a CronJob's runs. An HPA's or a Service's it does not.
     match owned {
-        Owned::Deployment => controller.owns(scoped::<Deployment>(client, ns), cfg),
-        Owned::Service => controller.owns(scoped::<Service>(client, ns), cfg),
-        Owned::ConfigMap => controller.owns(scoped::<ConfigMap>(client, ns), cfg),
-        Owned::HorizontalPodAutoscaler => {
-            controller.owns(scoped::<HorizontalPodAutoscaler>(client, ns), cfg)
+        Owned::Deployment => {
+            let store = ctx.owned.claim_deployments(ns);
+            owns(controller, scoped::<Deployment>(client, ns), store, true)
         }
-        Owned::NetworkPolicy => controller.owns(scoped::<NetworkPolicy>(client, ns), cfg),
-        Owned::CronJob => controller.owns(scoped::<CronJob>(client, ns), cfg),
-        Owned::Job => controller.owns(scoped::<Job>(client, ns), cfg),
+        Owned::HorizontalPodAutoscaler => {
+            let store = ctx.owned.claim_hpas(ns);
+            owns(
+                controller,
+                scoped::<HorizontalPodAutoscaler>(client, ns),
+                store,
+                false,
+            )
+        }
+        Owned::Service => owns(controller, scoped::<Service>(client, ns), None, false),
+        Owned::ConfigMap => owns(controller, scoped::<ConfigMap>(client, ns), None, false),
+        Owned::NetworkPolicy => owns(controller, scoped::<NetworkPolicy>(client, ns), None, false),
+        Owned::CronJob => owns(controller, scoped::<CronJob>(client, ns), None, true),
+        Owned::Job => owns(controller, scoped::<Job>(client, ns), None, true),
         // Served only where the Prometheus Operator is installed: a watch
         // would fail without its CRD, and drift of a ServiceMonitor is
         // repaired by the periodic resync.
         Owned::ServiceMonitor => controller,
     }
+}
+
+/// Wakes the controller on the labelled objects of `api` it owns (see
+/// [`watch::triggers`]), keeping them in `store` when given.
+fn owns<K, C>(
+    controller: Controller<K>,
+    api: Api<C>,
+    store: Option<reflector::store::Writer<C>>,
+    status_matters: bool,
+) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    C: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let cfg = watcher::Config::default().labels(watch::OWNED_SELECTOR);
+    controller.owns_stream(watch::triggers(api, cfg, store, true, status_matters))
 }
 
 fn requeue(ctx: &Context, busy: bool) -> Action {

@@ -293,18 +293,38 @@ pub fn compute_conflict_status(
 /// What the plan needs to know of the cluster: the live replica count (kept
 /// while an HPA scales) and whether ServiceMonitor is served.
 async fn fetch_facts<K: WorkloadKind>(obj: &K, ctx: &Context) -> Result<Facts, Error> {
-    let live: Option<Deployment> = ctx
-        .api::<Deployment>(&obj.namespace().unwrap_or_default())
-        .get_opt(&obj.name_any())
-        .await
-        .map_err(|source| Error::Fetch {
-            what: "the live Deployment",
-            source,
-        })?;
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    // The watch's cache when it has been filled; the API server otherwise.
+    let live_replicas = match ctx.owned.deployment(&namespace, &name) {
+        Some(cached) => cached.and_then(|d| d.spec.as_ref().and_then(|s| s.replicas)),
+        None => ctx
+            .api::<Deployment>(&namespace)
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::Fetch {
+                what: "the live Deployment",
+                source,
+            })?
+            .and_then(|d| d.spec)
+            .and_then(|s| s.replicas),
+    };
     Ok(Facts {
         service_monitor_served: K::MAY_OWN_SERVICE_MONITOR && ctx.service_monitor_served().await?,
-        live_replicas: live.and_then(|d| d.spec).and_then(|s| s.replicas),
+        live_replicas,
     })
+}
+
+/// Leaves out the delete of an HPA the watch's cache shows absent: nothing
+/// to delete, and no request to learn it. (Should one appear later, its
+/// watch event wakes the reconciler, which then deletes it.)
+fn skip_known_absent(ctx: &Context, id: &Identity, mut owned: OwnedObjects) -> OwnedObjects {
+    if owned.hpa == act::Desired::Absent
+        && matches!(ctx.owned.hpa(&id.namespace, &id.name), Some(None))
+    {
+        owned.hpa = act::Desired::Unmanaged;
+    }
+    owned
 }
 
 /// Applies the owned objects running `version`: the Deployment the API
@@ -322,7 +342,7 @@ async fn apply_version<K: WorkloadKind>(
         &id.namespace,
         &id.name,
         &id.owner.uid,
-        K::plan(validated, id, facts, version)?,
+        skip_known_absent(ctx, id, K::plan(validated, id, facts, version)?),
     )
     .await?;
     ctx.metrics
