@@ -368,15 +368,29 @@ fn next_reconcile(
     let busy = conditions::is_true(&status.conditions, condition::PROGRESSING)
         && status.last_good_version.is_some();
     let mut action = requeue(ctx, busy);
-    if let Some(since) = &status.below_minimum_since {
-        let tolerance = i64::from(policy.unavailable_tolerance_seconds);
-        let left = (since.0.as_second() + tolerance - now.as_second()).max(0) as u64 + 1;
-        let at_expiry = std::time::Duration::from_secs(left);
-        if at_expiry < ctx.settings.progress_interval || !busy {
-            action = Action::requeue(at_expiry.min(ctx.settings.resync_interval));
-        }
+    if let Some(at_expiry) = status
+        .below_minimum_since
+        .as_ref()
+        .and_then(|since| tolerance_timer(since.0, policy.unavailable_tolerance_seconds, now))
+        && (at_expiry < ctx.settings.progress_interval || !busy)
+    {
+        action = Action::requeue(at_expiry.min(ctx.settings.resync_interval));
     }
     action
+}
+
+/// When to wake for the unavailability tolerance running out: a second
+/// after it does, or `None` once it has (the reconcile after expiry judged
+/// it; a timer then would requeue every second for as long as the pods stay
+/// down, and at scale those resources starve the new ones of workers).
+fn tolerance_timer(
+    since: Timestamp,
+    tolerance_seconds: i32,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let expiry = since.as_second() + i64::from(tolerance_seconds);
+    let left = expiry - now.as_second();
+    (left >= 0).then(|| std::time::Duration::from_secs(left as u64 + 1))
 }
 
 /// Status of a resource whose spec cannot be realised: nothing is applied.
@@ -450,4 +464,22 @@ pub fn error_policy<K: WorkloadKind>(obj: Arc<K>, error: &Error, ctx: Arc<Contex
         error = %error, source = ?std::error::Error::source(error), retry_in = ?delay, "reconcile failed; retrying"
     );
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tolerance_tests {
+    use super::*;
+
+    #[test]
+    fn the_tolerance_timer_fires_once_after_expiry_and_not_again() {
+        let since = Timestamp::from_second(1_000).expect("ts");
+        let at = |s: i64| Timestamp::from_second(s).expect("ts");
+        let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs());
+        assert_eq!(secs(tolerance_timer(since, 300, at(1_000))), Some(301));
+        assert_eq!(secs(tolerance_timer(since, 300, at(1_299))), Some(2));
+        assert_eq!(secs(tolerance_timer(since, 300, at(1_300))), Some(1));
+        // Past expiry: judged already; no 1 s requeue loop.
+        assert_eq!(tolerance_timer(since, 300, at(1_301)), None);
+        assert_eq!(tolerance_timer(since, 300, at(9_999)), None);
+    }
 }
