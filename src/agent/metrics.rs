@@ -29,6 +29,10 @@ pub struct Metrics {
     pub runbook_evaluations: IntCounterVec,
     /// Reads the cycle needed and could not make, by what was read.
     pub read_errors: IntCounterVec,
+    /// Not exported: the findings (`Kind/namespace/name signal`) of the last
+    /// scored cycle, so that a finding is logged when its episode opens and
+    /// when it clears rather than every cycle.
+    pub open_findings: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Metrics {
@@ -102,6 +106,7 @@ impl Metrics {
                 ),
                 &["what", "kind"],
             )?,
+            open_findings: Default::default(),
         };
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.cycles.clone()))?;
