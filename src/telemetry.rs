@@ -1,11 +1,20 @@
 //! Logging set-up: `tracing` to stderr, human-readable or JSON, filtered by
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default [`DEFAULT_FILTER`]).
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
+/// `info`, without two lines of kube's that read as trouble when there is
+/// none: each controller's "press ctrl+c to shut down gracefully" (four at
+/// every start) and kube-client's own ERROR line for every failed request,
+/// which a starting API server answers many of (the agent reports the
+/// failures it cares about itself, with what it was doing).
+pub const DEFAULT_FILTER: &str =
+    "info,kube_runtime::controller=warn,kube_client::client::builder=off";
+
 /// Installs the global subscriber. Call once, at start-up.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let registry = tracing_subscriber::registry().with(filter);
     if json {
         registry

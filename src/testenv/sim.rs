@@ -206,11 +206,11 @@ impl Model {
     /// switchovers that completed.
     pub fn advance(&mut self, dt: f64) -> Vec<StatusPatch> {
         for (k, gw) in &mut self.gateways {
-            let surge = self
-                .faults
-                .contains(&(Fault::TrafficSurge, k.clone()))
-                .then_some(SURGE_FACTOR)
-                .unwrap_or(1.0);
+            let surge = if self.faults.contains(&(Fault::TrafficSurge, k.clone())) {
+                SURGE_FACTOR
+            } else {
+                1.0
+            };
             let saturation = gw.saturation(surge);
             let n = REQUEST_RATE * surge * dt;
             gw.requests += n;
@@ -567,7 +567,7 @@ mod tests {
         let k = key("PaymentGateway", "p", "gw");
         m.observe(&[gateway(3)], &[]);
         m.advance(1.0);
-        assert!((m.saturation(&k).unwrap() - 0.4).abs() < 1e-9);
+        assert!((m.saturation(&k).expect("a gateway") - 0.4).abs() < 1e-9);
         assert!(m.inject(Fault::TrafficSurge, k.clone()));
         assert!(!m.healthy(Fault::TrafficSurge, &k));
         let text = m.exposition();
@@ -588,9 +588,9 @@ mod tests {
         // The agent raises the HPA floor: the estate follows the spec.
         m.observe(&[gateway(4)], &[]);
         assert!(m.healthy(Fault::TrafficSurge, &k));
-        assert!((m.saturation(&k).unwrap() - 0.72).abs() < 1e-9);
+        assert!((m.saturation(&k).expect("a gateway") - 0.72).abs() < 1e-9);
         m.end(Fault::TrafficSurge, &k);
-        assert!((m.saturation(&k).unwrap() - 0.3).abs() < 1e-9);
+        assert!((m.saturation(&k).expect("a gateway") - 0.3).abs() < 1e-9);
         assert!(tail_latency(0.96) > 0.3 && tail_latency(0.72) < 0.3);
     }
 
