@@ -11,7 +11,11 @@
 //!
 //! Times are kept short for CI: a 1 s cycle and scrape, the model specs'
 //! 5 m rate windows read as 30 s (the only change made to them), and a
-//! 20 s cooldown.
+//! 20 s cooldown. Verification takes what it takes: a settle delay and a
+//! sustained window of 1/30 and 1/15 of the runbook's own (90 s for the
+//! scale-out's 15 minutes), so the file runs for about 4.5 minutes, its
+//! tests in parallel. The same scenario in recommend mode changes nothing
+//! and leaves one Recommendation, validated by a server-side dry run.
 
 mod support;
 
@@ -385,6 +389,10 @@ async fn traffic_surge_scales_out_then_back_in() {
     let verdict = wait_verified(&w, out.id).await;
     assert!(verdict.contains("latency_p99"), "{verdict}");
     report("traffic surge", fault_at, action_at, recovered_at);
+    eprintln!(
+        "[e2e] traffic surge: verification passed {:.0}s after the fault: {verdict}",
+        w.secs() - fault_at
+    );
     // Still surging, but served: no second scale-out.
     w.quiet(1, COOLDOWN_SECONDS + 10).await;
 
@@ -456,4 +464,60 @@ async fn with_the_kill_switch_on_a_surge_is_not_relieved() {
     );
     let spec = &w.get(&gateways(), gw).await["spec"]["autoscaling"];
     assert_eq!(spec["minReplicas"].as_i64(), Some(3));
+}
+
+#[tokio::test]
+async fn in_recommend_mode_a_surge_leaves_one_validated_recommendation_and_changes_nothing() {
+    let w = World::new("e2e-recommend").await;
+    w.create(example_gateway()).await;
+    let _agent = w.agent("recommend");
+    let gw = "payment-gateway";
+    inject_after_warmup(&w, Fault::TrafficSurge, gw, Duration::from_secs(15)).await;
+    let rows = support::wait_for("a recommendation", LOOP, || async {
+        let rows: Vec<JournalEntry> = w
+            .rows()
+            .await
+            .into_iter()
+            .filter(|r| r.outcome.as_deref() == Some(outcome::RECOMMENDED))
+            .collect();
+        if rows.is_empty() {
+            Err("none yet".to_string())
+        } else {
+            Ok(rows)
+        }
+    })
+    .await;
+    assert_eq!(rows[0].entry.runbook, "autoscale-gateway");
+    assert_eq!(
+        rows[0].dry_run.as_deref(),
+        Some("ok"),
+        "validated by a server-side dry run"
+    );
+    // Over the cooldown and more: one recommendation, nothing applied, the
+    // gateway as it was and still saturated.
+    tokio::time::sleep(Duration::from_secs(COOLDOWN_SECONDS + 10)).await;
+    let recommendations = Api::<DynamicObject>::namespaced_with(
+        w.admin.clone(),
+        &w.ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("payments.io", "v1", "Recommendation"),
+            "recommendations",
+        ),
+    )
+    .list(&Default::default())
+    .await
+    .expect("list Recommendations");
+    assert_eq!(
+        recommendations.items.len(),
+        1,
+        "{:#?}",
+        recommendations.items
+    );
+    assert!(w.actions().await.is_empty(), "nothing applied");
+    let spec = &w.get(&gateways(), gw).await["spec"]["autoscaling"];
+    assert_eq!(spec["minReplicas"].as_i64(), Some(3));
+    assert!(
+        !w.estate.healthy(Fault::TrafficSurge, &w.ns, gw),
+        "still saturated"
+    );
 }
