@@ -25,8 +25,8 @@ pub struct Settings {
     /// Seconds of steady operation before the scenario's fault starts.
     #[arg(long, default_value_t = 40)]
     pub incident_after_seconds: u64,
-    /// The fault to inject: `traffic-surge` (the default), `primary-degradation`,
-    /// or `all` (each on its own resource, at once). With a scenario the
+    /// The fault to inject: `traffic-surge` (the default),
+    /// `primary-degradation`, `temp-file-growth`, or `all` (at once). With a scenario the
     /// sandbox stops once each has played out and prints a table of its
     /// times.
     #[arg(long)]

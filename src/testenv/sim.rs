@@ -50,6 +50,14 @@ pub const REQUEST_RATE: f64 = 200.0;
 pub const ARCHIVE_FAILURES_PER_SECOND: f64 = 0.5;
 /// Seconds CloudNativePG takes to carry out a switchover here.
 pub const SWITCHOVER_SECONDS: f64 = 3.0;
+/// Bytes per second the primary writes to temporary files normally.
+pub const TEMP_BYTES_NORMAL: f64 = 100_000.0;
+/// Bytes per second the primary spills under temp-file growth with the
+/// default `work_mem` (4MB); none once `work_mem` reaches [`SORT_MEMORY`].
+pub const TEMP_BYTES_SPILL: f64 = 20_000_000.0;
+/// Memory the workload's sorts need after a temp-file growth: work_mem at
+/// or above this keeps them in memory.
+pub const SORT_MEMORY: f64 = 8.0 * 1024.0 * 1024.0;
 
 /// A fault by name (`autopilot sandbox --scenario`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,15 +68,23 @@ pub enum Fault {
     /// starts (its object store credentials broke): only a primary archives,
     /// so the failures stop once it is no longer primary.
     PrimaryDegradation,
+    /// A new report's sorts need [`SORT_MEMORY`]: with less `work_mem` the
+    /// primary spills them to temporary files, the more the less it has.
+    TempFileGrowth,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 2] = [Fault::TrafficSurge, Fault::PrimaryDegradation];
+    pub const ALL: [Fault; 3] = [
+        Fault::TrafficSurge,
+        Fault::PrimaryDegradation,
+        Fault::TempFileGrowth,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
             Fault::TrafficSurge => "traffic-surge",
             Fault::PrimaryDegradation => "primary-degradation",
+            Fault::TempFileGrowth => "temp-file-growth",
         }
     }
 
@@ -76,7 +92,7 @@ impl Fault {
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::TrafficSurge => "PaymentGateway",
-            Fault::PrimaryDegradation => "Cluster",
+            Fault::PrimaryDegradation | Fault::TempFileGrowth => "Cluster",
         }
     }
 
@@ -118,6 +134,10 @@ struct PgCluster {
     archive_failed: BTreeMap<String, f64>,
     /// A switchover under way: target and seconds left.
     switching: Option<(String, f64)>,
+    /// `work_mem` in bytes as the spec sets it (PostgreSQL's default 4MB).
+    work_mem: f64,
+    /// `cnpg_pg_stat_database_temp_bytes` per instance.
+    temp_bytes: BTreeMap<String, f64>,
 }
 
 /// The estate's state: pure, driven by [`Model::observe`] and
@@ -176,6 +196,10 @@ impl Model {
             let status = &c["status"];
             let n = c["spec"]["instances"].as_i64().unwrap_or(1).max(1);
             let cluster = self.clusters.entry(k).or_default();
+            cluster.work_mem = c["spec"]["postgresql"]["parameters"]["work_mem"]
+                .as_str()
+                .and_then(pg_bytes)
+                .unwrap_or(4.0 * 1024.0 * 1024.0);
             if cluster.instances.is_empty() {
                 cluster.instances = (1..=n).map(|i| format!("{name}-{i}")).collect();
             }
@@ -221,7 +245,10 @@ impl Model {
             gw.observe_latency(tail, n * 0.05);
         }
         let mut patches = Vec::new();
-        for ((_, ns, name), c) in &mut self.clusters {
+        for (k, c) in &mut self.clusters {
+            let (_, ns, name) = k;
+            let spilling = self.faults.contains(&(Fault::TempFileGrowth, k.clone()));
+            *c.temp_bytes.entry(c.primary.clone()).or_default() += c.temp_rate(spilling) * dt;
             if let Some(bad) = &c.degrading
                 && *bad == c.primary
             {
@@ -247,13 +274,16 @@ impl Model {
     /// Starts `fault` on the resource `key`; false when the estate has no
     /// such resource (yet).
     pub fn inject(&mut self, fault: Fault, key: Key) -> bool {
-        if fault == Fault::PrimaryDegradation {
-            let Some(c) = self.clusters.get_mut(&key) else {
-                return false;
-            };
-            c.degrading = Some(c.primary.clone());
-        } else if !self.gateways.contains_key(&key) {
-            return false;
+        match fault {
+            Fault::PrimaryDegradation => {
+                let Some(c) = self.clusters.get_mut(&key) else {
+                    return false;
+                };
+                c.degrading = Some(c.primary.clone());
+            }
+            Fault::TempFileGrowth if !self.clusters.contains_key(&key) => return false,
+            Fault::TrafficSurge if !self.gateways.contains_key(&key) => return false,
+            _ => {}
         }
         self.faults.insert((fault, key));
         true
@@ -288,6 +318,10 @@ impl Model {
                 .clusters
                 .get(key)
                 .is_some_and(|c| c.degrading.as_ref() != Some(&c.primary)),
+            Fault::TempFileGrowth => self.clusters.get(key).is_some_and(|c| {
+                c.temp_rate(self.faults.contains(&(Fault::TempFileGrowth, key.clone())))
+                    < 2.0 * TEMP_BYTES_NORMAL
+            }),
         }
     }
 
@@ -336,7 +370,8 @@ impl Model {
              # TYPE cnpg_pg_replication_streaming_replicas gauge\n\
              # TYPE cnpg_pg_stat_archiver_failed_count counter\n\
              # TYPE cnpg_backends_total gauge\n\
-             # TYPE cnpg_pg_settings_setting gauge\n",
+             # TYPE cnpg_pg_settings_setting gauge\n\
+             # TYPE cnpg_pg_stat_database_temp_bytes counter\n",
         );
         for ((_, ns, _), c) in &self.clusters {
             let replicas = c.instances.len().saturating_sub(1);
@@ -351,17 +386,46 @@ impl Model {
                      cnpg_pg_replication_streaming_replicas{{{l}}} {streaming}\n\
                      cnpg_pg_stat_archiver_failed_count{{{l}}} {failed:.0}\n\
                      cnpg_backends_total{{{l},datname=\"app\",usename=\"app\",application_name=\"payments\",state=\"active\"}} {backends}\n\
-                     cnpg_pg_settings_setting{{{l},name=\"max_connections\"}} 100\n",
+                     cnpg_pg_settings_setting{{{l},name=\"max_connections\"}} 100\n\
+                     cnpg_pg_stat_database_temp_bytes{{{l},datname=\"app\"}} {temp:.0}\n",
                     cluster = pod.rsplit_once('-').map_or(pod.as_str(), |(c, _)| c),
                     lag = if primary { 0.0 } else { 0.2 },
                     recovery = u8::from(!primary),
                     streaming = if primary { replicas } else { 0 },
                     backends = if primary { 30 } else { 5 },
+                    temp = c.temp_bytes.get(pod).copied().unwrap_or(0.0),
                 ));
             }
         }
         out
     }
+}
+
+impl PgCluster {
+    /// Bytes per second the primary writes to temporary files.
+    fn temp_rate(&self, spilling: bool) -> f64 {
+        let short = if spilling {
+            (1.0 - self.work_mem / SORT_MEMORY).max(0.0)
+        } else {
+            0.0
+        };
+        TEMP_BYTES_NORMAL + 2.0 * TEMP_BYTES_SPILL * short
+    }
+}
+
+/// A PostgreSQL memory setting (`4MB`, `1GB`, `512kB`, plain kB) in bytes.
+fn pg_bytes(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: f64 = t[..split].parse().ok()?;
+    let unit = match &t[split..] {
+        "" | "kB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        "B" => 1.0,
+        _ => return None,
+    };
+    Some(n * unit)
 }
 
 impl Gateway {
@@ -592,6 +656,34 @@ mod tests {
         m.end(Fault::TrafficSurge, &k);
         assert!((m.saturation(&k).expect("a gateway") - 0.3).abs() < 1e-9);
         assert!(tail_latency(0.96) > 0.3 && tail_latency(0.72) < 0.3);
+    }
+
+    #[test]
+    fn temp_files_grow_until_work_mem_fits_the_sorts() {
+        let mut m = Model::default();
+        let k = key("Cluster", "p", "pg");
+        let with = |work_mem: &str| {
+            let mut c = cluster(json!({"currentPrimary": "pg-1"}));
+            c["spec"]["postgresql"] = json!({"parameters": {"work_mem": work_mem}});
+            c
+        };
+        m.observe(&[], &[with("4MB")]);
+        assert!(m.healthy(Fault::TempFileGrowth, &k));
+        assert!(m.inject(Fault::TempFileGrowth, k.clone()));
+        assert!(!m.healthy(Fault::TempFileGrowth, &k));
+        m.advance(1.0);
+        let temp = |m: &Model| {
+            value(
+                &m.exposition(),
+                "cnpg_pg_stat_database_temp_bytes{namespace=\"p\",pod=\"pg-1\",datname=\"app\"}",
+            )
+        };
+        assert_eq!(temp(&m), TEMP_BYTES_NORMAL + TEMP_BYTES_SPILL);
+        // The agent doubles work_mem: the sorts fit.
+        m.observe(&[], &[with("8MB")]);
+        assert!(m.healthy(Fault::TempFileGrowth, &k));
+        assert_eq!(pg_bytes("512kB"), Some(512.0 * 1024.0));
+        assert_eq!(pg_bytes("1GB"), Some(1024.0 * 1024.0 * 1024.0));
     }
 
     #[test]

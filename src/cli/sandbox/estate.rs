@@ -78,7 +78,11 @@ struct Scenario {
     finding_at: Option<f64>,
     /// The first decision on the resource: when, and what.
     action: Option<(f64, String)>,
+    /// The first decision's journal row, and whether it names a verification.
+    action_row: Option<(i64, bool)>,
     recovered_at: Option<f64>,
+    /// When the first decision's verification passed.
+    verified_at: Option<f64>,
     /// A surge ends once relieved; then the scale-in is awaited.
     ended_at: Option<f64>,
     back: Option<(f64, String)>,
@@ -92,11 +96,13 @@ impl Scenario {
     /// Played out: recovered (auto), or decided (dry-run, recommend); a surge
     /// in auto mode also ended and scaled back in.
     fn done(&self, mode: Mode, now: f64) -> bool {
+        let verified =
+            self.verified_at.is_some() || self.action_row.is_some_and(|(_, verify)| !verify);
         match mode {
             Mode::Auto if self.fault == Fault::TrafficSurge => {
-                self.back.is_some() || self.ended_at.is_some_and(|e| now - e > 120.0)
+                (self.back.is_some() && verified) || self.ended_at.is_some_and(|e| now - e > 120.0)
             }
-            Mode::Auto => self.recovered_at.is_some(),
+            Mode::Auto => self.recovered_at.is_some() && verified,
             _ => self.action.is_some(),
         }
     }
@@ -107,6 +113,7 @@ fn seed_figure(fault: &Fault) -> &'static str {
     match fault {
         Fault::TrafficSurge => "scaling 1 min",
         Fault::PrimaryDegradation => "failover 1-2 min",
+        Fault::TempFileGrowth => "MTTR 5 min",
     }
 }
 
@@ -161,7 +168,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             findings_before: 0.0,
             finding_at: None,
             action: None,
+            action_row: None,
             recovered_at: None,
+            verified_at: None,
             ended_at: None,
             back: None,
         });
@@ -202,7 +211,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut counted = std::collections::BTreeSet::new();
     let mut last_row = 0;
     let incident = settings.incident_after_seconds as f64;
-    let deadline = incident + 300.0;
+    // Long enough for an hour-long verification's settle delay and window.
+    let deadline = incident + 600.0;
     loop {
         let t = start.elapsed().as_secs_f64();
         for s in &mut scenarios {
@@ -261,6 +271,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 );
                 if s.action.is_none() {
                     s.action = Some((t, what));
+                    s.action_row = Some((r.id, r.entry.verify.is_some()));
                     s.finding_at = s.finding_at.or(Some(t));
                 } else if s.ended_at.is_some() && s.back.is_none() {
                     s.back = Some((t, what));
@@ -268,6 +279,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
         for s in &mut scenarios {
+            let passed = |id: i64| {
+                rows.iter().any(|r| {
+                    r.id == id
+                        && r.verification
+                            .as_deref()
+                            .is_some_and(|v| v.starts_with("passed"))
+                })
+            };
+            if s.verified_at.is_none() && s.action_row.is_some_and(|(id, _)| passed(id)) {
+                s.verified_at = Some(t);
+            }
             if s.action.is_some()
                 && s.recovered_at.is_none()
                 && estate.healthy(s.fault.clone(), &s.namespace, &s.name)
@@ -378,39 +400,45 @@ fn table(scenarios: &[Scenario], mode: Mode) -> String {
         _ => "-".into(),
     };
     let mut out = format!(
-        "\n{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {}\n",
-        "SCENARIO", "FAULT AT", "FIRST FINDING", "ACTION", "WHAT", "RECOVERED", "SEED"
+        "\n{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
+        "SCENARIO", "FAULT AT", "FIRST FINDING", "ACTION", "WHAT", "RECOVERED", "VERIFIED", "SEED"
     );
     for s in scenarios {
-        let recovered = if mode == Mode::Auto {
-            after(s.recovered_at, s.fault_at)
+        let (recovered, verified) = if mode == Mode::Auto {
+            let verified = match s.action_row {
+                Some((_, false)) => "(none)".into(),
+                _ => after(s.verified_at, s.fault_at),
+            };
+            (after(s.recovered_at, s.fault_at), verified)
         } else {
-            format!("- ({})", mode.as_str())
+            (format!("- ({})", mode.as_str()), "-".into())
         };
         out.push_str(&format!(
-            "{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {}\n",
+            "{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
             s.fault.name(),
             s.fault_at.map_or("-".into(), |f| format!("{f:.0}s")),
             after(s.finding_at, s.fault_at),
             after(s.action.as_ref().map(|a| a.0), s.fault_at),
             s.action.as_ref().map_or("-", |a| a.1.as_str()),
             recovered,
+            verified,
             seed_figure(&s.fault),
         ));
         if let Some((at, what)) = &s.back {
             out.push_str(&format!(
-                "{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {}\n",
+                "{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
                 "  surge end",
                 s.ended_at.map_or("-".into(), |f| format!("{f:.0}s")),
                 "-",
                 after(Some(*at), s.ended_at),
                 what,
                 "-",
+                "-",
                 "",
             ));
         }
     }
-    out.push_str("(times after the fault; agent cycle 2s, Prometheus scrape 1s)");
+    out.push_str("(times after the fault; agent cycle 2s, Prometheus scrape 1s; RECOVERED: the estate healthy again, VERIFIED: the action's verification passed)");
     out
 }
 
