@@ -108,6 +108,26 @@ impl Scenario {
     }
 }
 
+/// Seconds after start before `fault` may begin: the temp-file rate's
+/// detector learns the normal level over 60 samples (2 minutes at the
+/// sandbox's 2 s cycle) and a fault before that would be learnt as normal.
+fn earliest_start(fault: &Fault) -> f64 {
+    match fault {
+        Fault::TempFileGrowth => 150.0,
+        _ => 0.0,
+    }
+}
+
+/// The runbook that answers `fault`, and the detector of its signal (the
+/// agent's findings counter is by kind and detector).
+fn answer(fault: &Fault) -> (&'static str, &'static str) {
+    match fault {
+        Fault::TrafficSurge => ("autoscale-gateway", "forecast"),
+        Fault::PrimaryDegradation => ("cnpg-switchover", "mad"),
+        Fault::TempFileGrowth => ("cnpg-work-mem", "ewma"),
+    }
+}
+
 /// The seed's figures (its use cases), beside each scenario's.
 fn seed_figure(fault: &Fault) -> &'static str {
     match fault {
@@ -191,7 +211,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "[sandbox] scenario {}: the fault starts on {} after {}s",
             s.fault.name(),
             s.target(),
-            settings.incident_after_seconds
+            (settings.incident_after_seconds as f64).max(earliest_start(&s.fault))
         );
     }
     if !settings.once && settings.scenario.is_none() {
@@ -217,7 +237,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let t = start.elapsed().as_secs_f64();
         for s in &mut scenarios {
             if s.fault_at.is_none()
-                && t >= incident
+                && t >= incident.max(earliest_start(&s.fault))
                 && estate.inject(s.fault.clone(), &s.namespace, &s.name)
             {
                 s.fault_at = Some(t);
@@ -231,7 +251,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         let findings = findings_by_kind(settings.listen).await;
         for s in &mut scenarios {
-            let n = findings.get(s.fault.kind()).copied().unwrap_or(0.0);
+            let n = findings
+                .get(&(s.fault.kind().to_string(), answer(&s.fault).1.to_string()))
+                .copied()
+                .unwrap_or(0.0);
             match s.fault_at {
                 None => s.findings_before = n,
                 Some(_) if s.finding_at.is_none() && n > s.findings_before => {
@@ -269,7 +292,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                     r.entry.action_kind,
                     r.outcome.as_deref().unwrap_or("in flight")
                 );
-                if s.action.is_none() {
+                if s.action.is_none() && r.entry.runbook == answer(&s.fault).0 {
                     s.action = Some((t, what));
                     s.action_row = Some((r.id, r.entry.verify.is_some()));
                     s.finding_at = s.finding_at.or(Some(t));
@@ -353,9 +376,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `autopilot_findings_total` of the agent's /metrics at `listen`, summed
-/// by component kind; empty when it does not answer.
-async fn findings_by_kind(listen: std::net::SocketAddr) -> BTreeMap<String, f64> {
+/// `autopilot_findings_total` of the agent's /metrics at `listen` by
+/// (component kind, detector); empty when it does not answer.
+async fn findings_by_kind(listen: std::net::SocketAddr) -> BTreeMap<(String, String), f64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut out = BTreeMap::new();
     let Ok(Ok(mut conn)) = tokio::time::timeout(
@@ -381,13 +404,16 @@ async fn findings_by_kind(listen: std::net::SocketAddr) -> BTreeMap<String, f64>
         .lines()
         .filter(|l| l.starts_with("autopilot_findings_total{"))
     {
-        let kind = line
-            .split("kind=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next());
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string)
+        };
         let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-        if let (Some(kind), Some(value)) = (kind, value) {
-            *out.entry(kind.to_string()).or_default() += value;
+        if let (Some(kind), Some(detector), Some(value)) = (label("kind"), label("detector"), value)
+        {
+            *out.entry((kind, detector)).or_default() += value;
         }
     }
     out
