@@ -1,7 +1,18 @@
 //! Logging set-up: `tracing` to stderr, human-readable or JSON, filtered by
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default [`DEFAULT_FILTER`]).
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// `info`, without two lines of kube's that read as trouble when there is
+/// none: each controller's "press ctrl+c to shut down gracefully" (four at
+/// every start) and kube-client's own ERROR line for every failed request,
+/// which a starting API server answers many of (the agent reports the
+/// failures it cares about itself, with what it was doing).
+pub const DEFAULT_FILTER: &str =
+    "info,kube_runtime::controller=warn,kube_client::client::builder=off";
+
+/// [`DEFAULT_FILTER`]'s quieting of kube, after the default level.
+const KUBE_QUIET: &str = "kube_runtime::controller=warn,kube_client::client::builder=off";
 
 /// Installs the global subscriber. Call once, at start-up.
 pub fn init(json: bool) {
@@ -11,8 +22,8 @@ pub fn init(json: bool) {
 /// [`init`] with another level than `info` when `RUST_LOG` is not set (a
 /// replay logs warnings only: its report is the output).
 pub fn init_at(json: bool, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},{KUBE_QUIET}")));
     let registry = tracing_subscriber::registry().with(filter);
     if json {
         registry

@@ -16,6 +16,7 @@ use autopilot::{
         executor::{Executor, Metrics, Observer, Proposal},
         guard::{Observed, Policy},
         journal::{Journal, NewEntry, outcome},
+        verify::Verification,
     },
     decide::{Action, Expect, Intent, Mode, Verify},
     detect::ComponentId,
@@ -1131,12 +1132,28 @@ async fn a_failed_verification_undoes_the_action() {
     let latency = |target: &str, _signal: &str| -> Option<f64> {
         Some(if target.ends_with("/gw") { 0.9 } else { 0.1 })
     };
-    // Before the deadline the bad one waits; the good one passes.
+    // Past the settle delay (20 s of a 600 s window) both are watched;
+    // the good one passes once it held for the sustained window (40 s),
+    // the bad one waits for its deadline.
+    let first = ex
+        .verify_applied(&permissive(), NOW + 30, latency)
+        .await
+        .expect("verify");
+    assert!(
+        first.iter().all(|(_, v)| *v == Verification::Pending),
+        "one sample decides nothing: {first:?}"
+    );
     let early = ex
-        .verify_applied(&permissive(), NOW + 60, latency)
+        .verify_applied(&permissive(), NOW + 70, latency)
         .await
         .expect("verify");
     assert_eq!(early.len(), 2);
+    assert!(
+        early
+            .iter()
+            .any(|(id, v)| *id == out[1].id && matches!(v, Verification::Passed(_))),
+        "{early:?}"
+    );
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 5);
     let late = ex
         .verify_applied(&permissive(), NOW + 601, latency)

@@ -37,15 +37,32 @@ pub fn score(estate: &mut Estate, obs: &Observation, now: i64, metrics: &Metrics
         },
         now,
     );
+    // One line per finding episode: when it opens and when it clears.
+    let open: std::collections::BTreeSet<String> = report
+        .findings
+        .iter()
+        .map(|f| format!("{} {}", f.component, f.signal))
+        .collect();
+    let mut was = metrics
+        .open_findings
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     for f in &report.findings {
         metrics
             .findings
             .with_label_values(&[f.component.kind.as_str(), f.detector.as_str()])
             .inc();
-        tracing::info!(kind = %f.component.kind, namespace = %f.component.namespace, name = %f.component.name,
-            signal = %f.signal, detector = %f.detector, score = f.score, value = f.value, baseline = f.baseline,
-            explanation = %f.explanation, "finding");
+        if !was.contains(&format!("{} {}", f.component, f.signal)) {
+            tracing::info!(kind = %f.component.kind, namespace = %f.component.namespace, name = %f.component.name,
+                signal = %f.signal, detector = %f.detector, score = (f.score * 100.0).round() / 100.0,
+                value = f.value, baseline = f.baseline, explanation = %f.explanation, "finding");
+        }
     }
+    for gone in was.difference(&open) {
+        tracing::info!(finding = %gone, "finding cleared");
+    }
+    *was = open;
+    drop(was);
     for (state, n) in [
         ("read", obs.series.len()),
         ("warming_up", report.warming_up.len()),

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub read_errors: IntCounterVec,
     /// 1 while the guard policy's kill switch is on (as last read).
     pub kill_switch: IntGauge,
+    /// Not exported: the findings (`Kind/namespace/name signal`) of the last
+    /// scored cycle, so that a finding is logged when its episode opens and
+    /// when it clears rather than every cycle.
+    pub open_findings: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Metrics {
@@ -108,6 +112,7 @@ impl Metrics {
                 "autopilot_kill_switch",
                 "1 while the AutopilotPolicy's kill switch is on, as the last cycle read it",
             )?,
+            open_findings: Default::default(),
         };
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.cycles.clone()))?;

@@ -440,6 +440,7 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         runbook_evaluations,
         read_errors,
         kill_switch,
+        open_findings: _, // not exported: the log's episode memory
     } = metrics::Metrics::register(&registry)?;
     let all: [&dyn Collector; 19] = [
         &reconciles,

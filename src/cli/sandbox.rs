@@ -22,9 +22,19 @@ pub struct Settings {
     /// waiting for Ctrl-C (for scripts and CI).
     #[arg(long)]
     pub once: bool,
-    /// Seconds of steady traffic before the simulated gateways saturate.
+    /// Seconds of steady operation before the scenario's fault starts.
     #[arg(long, default_value_t = 40)]
     pub incident_after_seconds: u64,
+    /// The fault to inject: `traffic-surge` (the default),
+    /// `primary-degradation`, `temp-file-growth`, or `all` (at once). With a scenario the
+    /// sandbox stops once each has played out and prints a table of its
+    /// times.
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// What the agent may do: `dry-run` (decide and journal), `recommend`
+    /// (also leave a Recommendation for approval) or `auto` (act).
+    #[arg(long, default_value = "dry-run")]
+    pub mode: crate::decide::Mode,
     /// Address of the agent's /metrics.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
@@ -34,10 +44,15 @@ pub struct Settings {
     /// Model specs the agent scores.
     #[arg(long, default_value = "models")]
     pub models: PathBuf,
-    /// CustomResourceDefinitions of the operators' kinds to install (minimal
-    /// copies; skipped when the folder does not exist).
-    #[arg(long, default_value = "tests/fixtures/crds")]
+    /// CustomResourceDefinitions of the operators' kinds to install: the real
+    /// upstream ones when this folder exists, else the minimal copies in
+    /// tests/fixtures/crds.
+    #[arg(long, default_value = "../shared/crds")]
     pub operator_crds: PathBuf,
+    /// The operators' resources of the simulated estate (a CloudNativePG
+    /// Cluster, …), applied after their CRDs.
+    #[arg(long, default_value = "tests/fixtures/estate")]
+    pub estate: PathBuf,
 }
 
 #[cfg(feature = "testenv")]

@@ -283,6 +283,10 @@ pub struct Executor<J> {
     observer: Observer,
     /// How people's Approvals are accepted.
     approvals: Approvals,
+    /// Per applied action awaiting its verification, since when its signal
+    /// has been on one side (`verify::judge_verification`). In memory: after
+    /// a restart a window starts again, which only delays a verdict.
+    streaks: std::sync::Mutex<std::collections::BTreeMap<i64, crate::act::verify::Streak>>,
 }
 
 impl<J: Journal> Executor<J> {
@@ -304,6 +308,7 @@ impl<J: Journal> Executor<J> {
             scope: Scope::all(),
             observer: Observer::Nothing,
             approvals: Approvals::default(),
+            streaks: Default::default(),
         }
     }
 

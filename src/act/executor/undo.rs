@@ -141,12 +141,24 @@ impl<J: Journal> Executor<J> {
                     reason: err.to_string(),
                 })?;
             let applied_at = e.outcome_at.unwrap_or(e.entry.at);
-            let verdict = judge_verification(
-                &verify,
-                applied_at,
-                value_of(&e.entry.target, &verify.signal),
-                now,
-            );
+            let verdict = {
+                let mut streaks = self
+                    .streaks
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let (verdict, streak) = judge_verification(
+                    &verify,
+                    applied_at,
+                    value_of(&e.entry.target, &verify.signal),
+                    now,
+                    streaks.get(&e.id).copied(),
+                );
+                match (&verdict, streak) {
+                    (Verification::Pending, Some(s)) => streaks.insert(e.id, s),
+                    _ => streaks.remove(&e.id),
+                };
+                verdict
+            };
             let result = match &verdict {
                 Verification::Pending => None,
                 Verification::Passed(_) => Some("passed"),

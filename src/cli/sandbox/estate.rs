@@ -1,10 +1,12 @@
 //! The estate of `autopilot sandbox`, built on `crate::testenv` (so only in
 //! a build with `--features testenv`): a real etcd, kube-apiserver and
-//! kube-controller-manager on loopback with our CRDs and the example
-//! resources, a fake kubelet so their pods run, a simulated gateway exporter
-//! scraped by a real Prometheus, and the agent itself in dry-run: its
-//! controllers reconcile the examples, and when the simulated gateway
-//! saturates, its detectors and runbooks decide what they would do. It must
+//! kube-controller-manager on loopback with our CRDs, the operators' CRDs
+//! and the example resources, a fake kubelet so their pods run, the
+//! simulated estate of `testenv::sim` (it plays CloudNativePG and serves the
+//! services' and operators' metrics, reacting to the agent's patches)
+//! scraped by a real Prometheus, and the agent itself in the chosen mode:
+//! its controllers reconcile the examples, and when a scenario's fault
+//! starts, its detectors and runbooks decide (and in auto mode act). It must
 //! not be reachable from `autopilot run`: the agent never starts a cluster.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
@@ -19,45 +21,16 @@ use serde::Deserialize;
 use super::Settings;
 use crate::{
     act,
-    act::journal::Journal,
+    act::journal::{Journal, JournalEntry, outcome},
     crd,
     decide::Mode,
     store::SqlJournal,
     testenv::{
         ControlPlane, Options, kubelet,
-        prometheus::{self, Exporter, Prometheus},
+        prometheus::{self, Prometheus},
+        sim::{self, Fault},
     },
 };
-
-/// The simulated exposition of the gateways' metrics `t` seconds after the
-/// start: 200 requests/s with 0.1 % errors, 40 of 100 in-flight slots busy
-/// until `incident_after`, then two more every second up to 98 (the
-/// saturation an autoscale runbook reacts to).
-pub fn simulated_metrics(gateways: &[(String, String)], t: f64, incident_after: f64) -> String {
-    let inflight = if t <= incident_after {
-        40.0
-    } else {
-        (40.0 + 2.0 * (t - incident_after)).min(98.0)
-    };
-    let requests = 200.0 * t;
-    let mut out = String::from(
-        "# TYPE payments_gateway_inflight_requests gauge\n\
-         # TYPE payments_gateway_max_inflight_requests gauge\n\
-         # TYPE payments_gateway_requests_total counter\n",
-    );
-    for (ns, name) in gateways {
-        let l = format!("namespace=\"{ns}\",gateway=\"{name}\"");
-        out.push_str(&format!(
-            "payments_gateway_inflight_requests{{{l}}} {inflight}\n\
-             payments_gateway_max_inflight_requests{{{l}}} 100\n\
-             payments_gateway_requests_total{{{l},code=\"200\"}} {:.0}\n\
-             payments_gateway_requests_total{{{l},code=\"500\"}} {:.0}\n",
-            requests * 0.999,
-            requests * 0.001
-        ));
-    }
-    out
-}
 
 /// Reads every YAML document of every `*.yaml`/`*.yml` file in `dir`, sorted
 /// by file name, naming the file in any parse error.
@@ -92,44 +65,158 @@ pub fn read_manifests(dir: &Path) -> anyhow::Result<Vec<(String, DynamicObject)>
     Ok(out)
 }
 
-/// Runs the sandbox until Ctrl-C (or its first decision with `--once`).
+/// One scenario of the sandbox: its fault on one resource and when each
+/// step happened (seconds since the sandbox started).
+struct Scenario {
+    fault: Fault,
+    namespace: String,
+    name: String,
+    fault_at: Option<f64>,
+    /// The agent's findings on the fault's kind before the fault (its
+    /// /metrics counter), and when the first one after it came.
+    findings_before: f64,
+    finding_at: Option<f64>,
+    /// The first decision on the resource: when, and what.
+    action: Option<(f64, String)>,
+    /// The first decision's journal row, and whether it names a verification.
+    action_row: Option<(i64, bool)>,
+    recovered_at: Option<f64>,
+    /// When the first decision's verification passed.
+    verified_at: Option<f64>,
+    /// A surge ends once relieved; then the scale-in is awaited.
+    ended_at: Option<f64>,
+    back: Option<(f64, String)>,
+}
+
+impl Scenario {
+    fn target(&self) -> String {
+        format!("{}/{}/{}", self.fault.kind(), self.namespace, self.name)
+    }
+
+    /// Played out: recovered (auto), or decided (dry-run, recommend); a surge
+    /// in auto mode also ended and scaled back in.
+    fn done(&self, mode: Mode, now: f64) -> bool {
+        let verified =
+            self.verified_at.is_some() || self.action_row.is_some_and(|(_, verify)| !verify);
+        match mode {
+            Mode::Auto if self.fault == Fault::TrafficSurge => {
+                (self.back.is_some() && verified) || self.ended_at.is_some_and(|e| now - e > 120.0)
+            }
+            Mode::Auto => self.recovered_at.is_some() && verified,
+            _ => self.action.is_some(),
+        }
+    }
+}
+
+/// Seconds after start before `fault` may begin: the temp-file rate's
+/// detector learns the normal level over 60 samples (2 minutes at the
+/// sandbox's 2 s cycle) and a fault before that would be learnt as normal.
+fn earliest_start(fault: &Fault) -> f64 {
+    match fault {
+        Fault::TempFileGrowth => 150.0,
+        _ => 0.0,
+    }
+}
+
+/// The runbook that answers `fault`, and the detector of its signal (the
+/// agent's findings counter is by kind and detector).
+fn answer(fault: &Fault) -> (&'static str, &'static str) {
+    match fault {
+        Fault::TrafficSurge => ("autoscale-gateway", "forecast"),
+        Fault::PrimaryDegradation => ("cnpg-switchover", "mad"),
+        Fault::TempFileGrowth => ("cnpg-work-mem", "ewma"),
+    }
+}
+
+/// The seed's figures (its use cases), beside each scenario's.
+fn seed_figure(fault: &Fault) -> &'static str {
+    match fault {
+        Fault::TrafficSurge => "scaling 1 min",
+        Fault::PrimaryDegradation => "failover 1-2 min",
+        Fault::TempFileGrowth => "MTTR 5 min",
+    }
+}
+
+/// Runs the sandbox until Ctrl-C, its first decision with `--once`, or the
+/// end of its scenarios with `--scenario`.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let faults: Vec<Fault> = match settings.scenario.as_deref() {
+        None => vec![Fault::TrafficSurge],
+        Some("all") => Fault::ALL.to_vec(),
+        Some(name) => vec![Fault::parse(name).with_context(|| {
+            format!(
+                "unknown scenario {name:?}: one of {}, or all",
+                Fault::ALL.map(|f| f.name()).join(", ")
+            )
+        })?],
+    };
     let manifests = read_manifests(&settings.examples)?;
     let cp = start_cluster(&settings, &manifests).await?;
+    eprintln!(
+        "[sandbox] point kubectl at it: export KUBECONFIG={}",
+        cp.kubeconfig().display()
+    );
     let client = cp.client().await?;
     let _kubelet = kubelet::start(client.clone(), &settings.namespace)
         .await
         .context("starting the fake kubelet")?;
 
-    // The simulated gateways, scraped by a real Prometheus when installed.
-    let gateways: Vec<(String, String)> = manifests
-        .iter()
-        .filter(|(_, o)| o.types.as_ref().is_some_and(|t| t.kind == "PaymentGateway"))
-        .map(|(_, o)| {
-            (
-                o.namespace().unwrap_or_else(|| settings.namespace.clone()),
-                o.name_any(),
-            )
-        })
-        .collect();
-    let exporter = Exporter::start().context("starting the simulated exporter")?;
-    let incident = settings.incident_after_seconds as f64;
-    exporter.set(simulated_metrics(&gateways, 0.0, incident));
-    let prom = start_prometheus(&exporter);
+    let estate = sim::Estate::start(
+        client.clone(),
+        vec![settings.namespace.clone()],
+        Duration::from_millis(500),
+    )
+    .context("starting the estate simulator")?;
+    let prom = start_prometheus(estate.metrics_addr());
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    for fault in faults {
+        let name = first_of_kind(&client, &settings.namespace, fault.kind())
+            .await?
+            .with_context(|| {
+                format!(
+                    "scenario {}: no {} in namespace {} (see --examples and --estate)",
+                    fault.name(),
+                    fault.kind(),
+                    settings.namespace
+                )
+            })?;
+        scenarios.push(Scenario {
+            fault,
+            namespace: settings.namespace.clone(),
+            name,
+            fault_at: None,
+            findings_before: 0.0,
+            finding_at: None,
+            action: None,
+            action_row: None,
+            recovered_at: None,
+            verified_at: None,
+            ended_at: None,
+            back: None,
+        });
+    }
 
     let journal_dir = tempfile::tempdir().context("creating the journal folder")?;
     let db = journal_dir.path().join("journal.db");
     let opts = agent_options(&settings, prom.as_ref().map(|p| p.url().to_string()), &db);
     let mut agent = tokio::spawn(crate::agent::run_with(client.clone(), opts));
     eprintln!(
-        "[sandbox] the agent runs in dry-run: http://{}/metrics; journal {}",
+        "[sandbox] the agent runs in {}: http://{}/metrics; journal {}",
+        settings.mode.as_str(),
         settings.listen,
         db.display()
     );
-    eprintln!(
-        "[sandbox] the gateways saturate after {}s; watch what the agent would do",
-        settings.incident_after_seconds
-    );
+    for s in &scenarios {
+        eprintln!(
+            "[sandbox] scenario {}: the fault starts on {} after {}s",
+            s.fault.name(),
+            s.target(),
+            (settings.incident_after_seconds as f64).max(earliest_start(&s.fault))
+        );
+    }
+    if !settings.once && settings.scenario.is_none() {
+        eprintln!("[sandbox] press Ctrl-C to stop");
+    }
 
     let journal = loop {
         // The agent creates the journal; wait for it.
@@ -140,27 +227,133 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let start = tokio::time::Instant::now();
     let mut shown = Shown::default();
-    let deadline = Duration::from_secs(settings.incident_after_seconds + 240);
+    // Journal rows already taken into the scenarios, and the newest shown.
+    let mut counted = std::collections::BTreeSet::new();
+    let mut last_row = 0;
+    let incident = settings.incident_after_seconds as f64;
+    // Long enough for an hour-long verification's settle delay and window.
+    let deadline = incident + 600.0;
     loop {
         let t = start.elapsed().as_secs_f64();
-        exporter.set(simulated_metrics(&gateways, t, incident));
-        let decided = shown.print_news(&client, &journal).await?;
+        for s in &mut scenarios {
+            if s.fault_at.is_none()
+                && t >= incident.max(earliest_start(&s.fault))
+                && estate.inject(s.fault.clone(), &s.namespace, &s.name)
+            {
+                s.fault_at = Some(t);
+                println!(
+                    "[estate] {:>5.0}s fault {} on {}",
+                    t,
+                    s.fault.name(),
+                    s.target()
+                );
+            }
+        }
+        let findings = findings_by_kind(settings.listen).await;
+        for s in &mut scenarios {
+            let n = findings
+                .get(&(s.fault.kind().to_string(), answer(&s.fault).1.to_string()))
+                .copied()
+                .unwrap_or(0.0);
+            match s.fault_at {
+                None => s.findings_before = n,
+                Some(_) if s.finding_at.is_none() && n > s.findings_before => {
+                    s.finding_at = Some(t)
+                }
+                Some(_) => {}
+            }
+        }
+        let rows = shown.print_news(&client, &journal).await?;
+        let decided = rows.iter().any(|r| r.id > last_row);
+        last_row = rows.iter().map(|r| r.id).max().unwrap_or(last_row);
+        for r in &rows {
+            if !counted.insert(r.id) && r.outcome.is_some() {
+                continue;
+            }
+            for s in &mut scenarios {
+                // A refusal (cooldown, budget) is shown but is no decision.
+                let is_decision = matches!(
+                    r.outcome.as_deref(),
+                    Some(
+                        outcome::APPLIED
+                            | outcome::UNKNOWN
+                            | outcome::DRY_RUN
+                            | outcome::RECOMMENDED
+                    )
+                );
+                if r.outcome.is_none() {
+                    counted.remove(&r.id); // in flight: look again
+                }
+                if s.fault_at.is_none() || r.entry.target != s.target() || !is_decision {
+                    continue;
+                }
+                let what = format!(
+                    "{} ({})",
+                    r.entry.action_kind,
+                    r.outcome.as_deref().unwrap_or("in flight")
+                );
+                if s.action.is_none() && r.entry.runbook == answer(&s.fault).0 {
+                    s.action = Some((t, what));
+                    s.action_row = Some((r.id, r.entry.verify.is_some()));
+                    s.finding_at = s.finding_at.or(Some(t));
+                } else if s.ended_at.is_some() && s.back.is_none() {
+                    s.back = Some((t, what));
+                }
+            }
+        }
+        for s in &mut scenarios {
+            let passed = |id: i64| {
+                rows.iter().any(|r| {
+                    r.id == id
+                        && r.verification
+                            .as_deref()
+                            .is_some_and(|v| v.starts_with("passed"))
+                })
+            };
+            if s.verified_at.is_none() && s.action_row.is_some_and(|(id, _)| passed(id)) {
+                s.verified_at = Some(t);
+            }
+            if s.action.is_some()
+                && s.recovered_at.is_none()
+                && estate.healthy(s.fault.clone(), &s.namespace, &s.name)
+            {
+                s.recovered_at = Some(t);
+                println!(
+                    "[estate] {:>5.0}s {} recovered from {}",
+                    t,
+                    s.target(),
+                    s.fault.name()
+                );
+            }
+            if s.fault == Fault::TrafficSurge
+                && s.ended_at.is_none()
+                && s.recovered_at.is_some_and(|r| t - r > 30.0)
+            {
+                estate.end(Fault::TrafficSurge, &s.namespace, &s.name);
+                s.ended_at = Some(t);
+                println!("[estate] {t:>5.0}s the surge on {} ends", s.target());
+            }
+        }
         if settings.once && decided {
             eprintln!("[sandbox] the agent decided; stopping (--once)");
+            break;
+        }
+        if settings.scenario.is_some() && scenarios.iter().all(|s| s.done(settings.mode, t)) {
             break;
         }
         if agent.is_finished() {
             let result = (&mut agent).await;
             anyhow::bail!("the agent stopped: {result:?}");
         }
-        if settings.once && start.elapsed() > deadline {
-            anyhow::bail!(
-                "no decision within {}s; see the agent's log above",
-                deadline.as_secs()
-            );
+        if (settings.once || settings.scenario.is_some()) && t > deadline {
+            if settings.once {
+                anyhow::bail!("no decision within {deadline:.0}s; see the agent's log above");
+            }
+            eprintln!("[sandbox] not every scenario played out within {deadline:.0}s");
+            break;
         }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
             r = tokio::signal::ctrl_c() => {
                 r?;
                 eprintln!("[sandbox] stopping");
@@ -168,15 +361,135 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     }
-    if !settings.once {
-        eprintln!(
-            "[sandbox] use it with: export KUBECONFIG={}",
-            cp.kubeconfig().display()
-        );
+    if settings.scenario.is_some() {
+        println!("{}", table(&scenarios, settings.mode));
     }
     agent.abort();
     journal.close().await;
+    let unrecovered = settings.mode == Mode::Auto
+        && scenarios.iter().any(|s| s.recovered_at.is_none())
+        && settings.scenario.is_some();
+    anyhow::ensure!(
+        !unrecovered,
+        "a scenario did not recover; see the table above"
+    );
     Ok(())
+}
+
+/// `autopilot_findings_total` of the agent's /metrics at `listen` by
+/// (component kind, detector); empty when it does not answer.
+async fn findings_by_kind(listen: std::net::SocketAddr) -> BTreeMap<(String, String), f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = BTreeMap::new();
+    let Ok(Ok(mut conn)) = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(listen),
+    )
+    .await
+    else {
+        return out;
+    };
+    let mut text = String::new();
+    let read = async {
+        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+        conn.read_to_string(&mut text).await
+    };
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(2), read).await,
+        Ok(Ok(_))
+    ) {
+        return out;
+    }
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("autopilot_findings_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string)
+        };
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let (Some(kind), Some(detector), Some(value)) = (label("kind"), label("detector"), value)
+        {
+            *out.entry((kind, detector)).or_default() += value;
+        }
+    }
+    out
+}
+
+/// The per-scenario table: each step's time after the fault.
+fn table(scenarios: &[Scenario], mode: Mode) -> String {
+    let after = |at: Option<f64>, fault: Option<f64>| match (at, fault) {
+        (Some(a), Some(f)) => format!("+{:.0}s", (a - f).max(0.0)),
+        _ => "-".into(),
+    };
+    let mut out = format!(
+        "\n{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
+        "SCENARIO", "FAULT AT", "FIRST FINDING", "ACTION", "WHAT", "RECOVERED", "VERIFIED", "SEED"
+    );
+    for s in scenarios {
+        let (recovered, verified) = if mode == Mode::Auto {
+            let verified = match s.action_row {
+                Some((_, false)) => "(none)".into(),
+                _ => after(s.verified_at, s.fault_at),
+            };
+            (after(s.recovered_at, s.fault_at), verified)
+        } else {
+            (format!("- ({})", mode.as_str()), "-".into())
+        };
+        out.push_str(&format!(
+            "{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
+            s.fault.name(),
+            s.fault_at.map_or("-".into(), |f| format!("{f:.0}s")),
+            after(s.finding_at, s.fault_at),
+            after(s.action.as_ref().map(|a| a.0), s.fault_at),
+            s.action.as_ref().map_or("-", |a| a.1.as_str()),
+            recovered,
+            verified,
+            seed_figure(&s.fault),
+        ));
+        if let Some((at, what)) = &s.back {
+            out.push_str(&format!(
+                "{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
+                "  surge end",
+                s.ended_at.map_or("-".into(), |f| format!("{f:.0}s")),
+                "-",
+                after(Some(*at), s.ended_at),
+                what,
+                "-",
+                "-",
+                "",
+            ));
+        }
+    }
+    out.push_str("(times after the fault; agent cycle 2s, Prometheus scrape 1s; RECOVERED: the estate healthy again, VERIFIED: the action's verification passed)");
+    out
+}
+
+/// The name of the first resource of `kind` in `namespace`, if any.
+async fn first_of_kind(
+    client: &kube::Client,
+    namespace: &str,
+    kind: &str,
+) -> anyhow::Result<Option<String>> {
+    let resource = if kind == "Cluster" {
+        kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+            "clusters",
+        )
+    } else {
+        crate::kinds::payments()
+            .find(|(k, _)| k.kind == kind)
+            .map(|(k, _)| crate::kinds::KindInfo::from(k).api_resource())
+            .with_context(|| format!("unknown kind {kind}"))?
+    };
+    let list = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing {}", resource.plural))?;
+    Ok(list.items.first().map(|o| o.name_any()))
 }
 
 /// The control plane with our CRDs, the operators' CRDs, the namespace and
@@ -199,13 +512,24 @@ async fn start_cluster(
         .await
         .context("installing the payments.io CRDs")?;
     eprintln!("[sandbox] installed {} CRDs", crd::crds().len());
-    if settings.operator_crds.is_dir() {
+    let operator_crds = if settings.operator_crds.is_dir() {
+        settings.operator_crds.clone()
+    } else {
+        std::path::PathBuf::from("tests/fixtures/crds")
+    };
+    if operator_crds.is_dir() {
         let mut crds = Vec::new();
-        for (file, obj) in read_manifests(&settings.operator_crds)? {
-            crds.push(
-                serde_json::from_value(serde_json::to_value(&obj)?)
-                    .with_context(|| format!("{file}: not a CustomResourceDefinition"))?,
-            );
+        for (file, obj) in read_manifests(&operator_crds)? {
+            if obj
+                .types
+                .as_ref()
+                .is_some_and(|t| t.kind == "CustomResourceDefinition")
+            {
+                crds.push(
+                    serde_json::from_value(serde_json::to_value(&obj)?)
+                        .with_context(|| format!("{file}: not a CustomResourceDefinition"))?,
+                );
+            }
         }
         act::apply_crds(&client, &crds)
             .await
@@ -213,7 +537,7 @@ async fn start_cluster(
         eprintln!(
             "[sandbox] installed {} operator CRDs from {} (CloudNativePG, Strimzi, cert-manager, …)",
             crds.len(),
-            settings.operator_crds.display()
+            operator_crds.display()
         );
     }
 
@@ -222,11 +546,12 @@ async fn start_cluster(
     }))?;
     act::apply_manifest(&client, &ns, namespace).await?;
     // The guard policy, as the chart installs it: without one the agent
-    // sends nothing (it fails closed). An empty spec: the defaults.
+    // sends nothing (it fails closed). The defaults, but a one-minute
+    // cooldown so that a surge's scale-in follows within the sandbox's run.
     let policy: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "payments.io/v1", "kind": "AutopilotPolicy",
         "metadata": {"name": crate::act::guard::POLICY_NAME, "namespace": namespace},
-        "spec": {},
+        "spec": {"cooldownSeconds": 60},
     }))?;
     act::apply_manifest(&client, &policy, namespace).await?;
     for (file, obj) in manifests {
@@ -239,19 +564,32 @@ async fn start_cluster(
         manifests.len(),
         settings.examples.display()
     );
+    if settings.estate.is_dir() {
+        let estate = read_manifests(&settings.estate)?;
+        for (file, obj) in &estate {
+            act::apply_manifest(&client, obj, namespace)
+                .await
+                .with_context(|| format!("applying {file}"))?;
+        }
+        eprintln!(
+            "[sandbox] applied {} operator resources from {}; the simulator plays their operators",
+            estate.len(),
+            settings.estate.display()
+        );
+    }
     Ok(cp)
 }
 
 /// A real Prometheus scraping the exporter, or `None` (the agent then runs
 /// blind, as it would with Prometheus down).
-fn start_prometheus(exporter: &Exporter) -> Option<Prometheus> {
+fn start_prometheus(estate: &str) -> Option<Prometheus> {
     match Prometheus::start(&prometheus::Options {
-        targets: vec![exporter.addr().to_string()],
+        targets: vec![estate.to_string()],
         backfill: None,
     }) {
         Ok(p) => {
             eprintln!(
-                "[sandbox] Prometheus at {} scrapes the simulated gateways",
+                "[sandbox] Prometheus at {} scrapes the simulated estate",
                 p.url()
             );
             Some(p)
@@ -265,8 +603,8 @@ fn start_prometheus(exporter: &Exporter) -> Option<Prometheus> {
     }
 }
 
-/// The agent as the sandbox runs it: dry-run, no leader election, a fast
-/// cycle, a journal in a temporary folder.
+/// The agent as the sandbox runs it: in the chosen mode, no leader
+/// election, a fast cycle, a journal in a temporary folder.
 fn agent_options(
     settings: &Settings,
     prometheus_url: Option<String>,
@@ -291,10 +629,10 @@ fn agent_options(
         database_url: db.display().to_string(),
         rules: crate::agent::RulesSource::Dir(settings.rules.clone()),
         models: settings.models.clone(),
-        mode: Mode::DryRun,
+        mode: settings.mode,
         cycle_interval: Duration::from_secs(2),
         warmup_history: Duration::ZERO,
-        // Dry-run: nothing to approve.
+        // Recommendations wait for `autopilot actions approve`.
         approval_policy: None,
         review_listen: None,
     }
@@ -305,25 +643,43 @@ fn agent_options(
 struct Shown {
     rows: i64,
     table: String,
+    /// Outcome and verification last printed, per journal row.
+    states: BTreeMap<i64, (Option<String>, Option<String>)>,
 }
 
 impl Shown {
-    /// Prints the resource table when it changed and the journal rows not
-    /// yet shown; whether any decision was printed.
+    /// Prints the resource table when it changed, the journal rows not yet
+    /// shown, and the outcomes and verifications that changed since; returns
+    /// every row, oldest first.
     async fn print_news(
         &mut self,
         client: &kube::Client,
         journal: &SqlJournal,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Vec<JournalEntry>> {
         let table = resource_table(client).await?;
         if table != self.table {
             println!("{table}");
             self.table = table;
         }
         let mut rows = journal.list(1000, false).await?;
-        rows.retain(|r| r.id > self.rows);
         rows.sort_by_key(|r| r.id);
         for r in &rows {
+            let state = (r.outcome.clone(), r.verification.clone());
+            let before = self.states.insert(r.id, state.clone());
+            if r.id <= self.rows {
+                if before.as_ref() != Some(&state) {
+                    println!(
+                        "[autopilot] #{} {}{}",
+                        r.id,
+                        r.outcome.as_deref().unwrap_or("in flight"),
+                        r.verification
+                            .as_deref()
+                            .map(|v| format!("; verification {v}"))
+                            .unwrap_or_default()
+                    );
+                }
+                continue;
+            }
             println!(
                 "[autopilot] #{} {} → {} on {}: {}{} — {}",
                 r.id,
@@ -339,11 +695,16 @@ impl Shown {
                 r.entry.action["reason"].as_str().unwrap_or_default(),
             );
             if let Some(p) = &r.entry.patch {
-                println!("[autopilot]    patch it would send: {p}");
+                let how = if r.entry.mode == Mode::DryRun.as_str() {
+                    "patch it would send"
+                } else {
+                    "patch"
+                };
+                println!("[autopilot]    {how}: {p}");
             }
             self.rows = r.id;
         }
-        Ok(!rows.is_empty())
+        Ok(rows)
     }
 }
 
@@ -384,40 +745,4 @@ async fn resource_table(client: &kube::Client) -> anyhow::Result<String> {
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_simulated_gateway_saturates_after_the_incident_starts() {
-        let gws = [("payments".to_string(), "gw".to_string())];
-        let value = |text: &str, metric: &str| -> f64 {
-            text.lines()
-                .find(|l| l.starts_with(metric))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN)
-        };
-        let steady = simulated_metrics(&gws, 30.0, 40.0);
-        assert_eq!(value(&steady, "payments_gateway_inflight_requests{"), 40.0);
-        assert_eq!(
-            value(&steady, "payments_gateway_max_inflight_requests{"),
-            100.0
-        );
-        assert!(steady.contains("namespace=\"payments\",gateway=\"gw\""));
-        let ramp = simulated_metrics(&gws, 50.0, 40.0);
-        assert_eq!(value(&ramp, "payments_gateway_inflight_requests{"), 60.0);
-        let capped = simulated_metrics(&gws, 500.0, 40.0);
-        assert_eq!(value(&capped, "payments_gateway_inflight_requests{"), 98.0);
-        // Counters only grow.
-        let c = |t| {
-            value(
-                &simulated_metrics(&gws, t, 40.0),
-                "payments_gateway_requests_total{namespace=\"payments\",gateway=\"gw\",code=\"200\"}",
-            )
-        };
-        assert!(c(10.0) < c(11.0));
-    }
 }

@@ -1,0 +1,583 @@
+//! The closed loop, end to end: `autopilot run --mode auto` as its own
+//! process, with exactly the chart's RBAC (its kubeconfig impersonates the
+//! release's service account), against the simulated estate of
+//! `autopilot::testenv::sim` on a real kube-apiserver, scraped by a real
+//! Prometheus. One test per scenario: a fault goes in, the agent finds it,
+//! acts through the default runbooks (rules/) and model specs (models/),
+//! the estate reacts to the patch and recovers, the verification passes,
+//! and nothing more is done over the cooldown plus the verification window.
+//! A control run with the kill switch on shows that faults do not heal on
+//! their own.
+//!
+//! Times are kept short for CI: a 1 s cycle and scrape, the model specs'
+//! 5 m rate windows read as 30 s (the only change made to them), and a
+//! 20 s cooldown. Verification takes what it takes: a settle delay and a
+//! sustained window of 1/30 and 1/15 of the runbook's own (90 s for the
+//! scale-out's 15 minutes), so the file runs for about 4.5 minutes, its
+//! tests in parallel. The same scenario in recommend mode changes nothing
+//! and leaves one Recommendation, validated by a server-side dry run.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use autopilot::{
+    act::journal::{Journal, JournalEntry, outcome},
+    store::SqlJournal,
+    testenv::{
+        ControlPlane, Options,
+        prometheus::{self, Prometheus},
+        sim::{Estate, Fault},
+    },
+};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind},
+};
+use serde_json::{Value, json};
+
+const COOLDOWN_SECONDS: u64 = 20;
+/// Long enough for warm-up, finding, action and the estate's reaction.
+const LOOP: Duration = Duration::from_secs(150);
+
+fn cp() -> &'static ControlPlane {
+    support::control_plane(Options::default())
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+static OPERATOR_CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// The CloudNativePG Cluster CRD: the real upstream one when
+/// `../shared/crds` is there, else the fixture copy.
+async fn install_operator_crds(admin: &Client) {
+    OPERATOR_CRDS
+        .get_or_init(|| async {
+            let crds = match support::upstream_crds_dir() {
+                Some(dir) => support::crds_in(&dir),
+                None => support::fixture_crds(),
+            };
+            let crds: Vec<_> = crds
+                .into_iter()
+                .filter(|c| c.metadata.name.as_deref() == Some("clusters.postgresql.cnpg.io"))
+                .collect();
+            assert_eq!(crds.len(), 1, "the CNPG Cluster CRD");
+            autopilot::act::apply_crds(admin, &crds)
+                .await
+                .expect("install the CNPG Cluster CRD");
+        })
+        .await;
+}
+
+/// The model specs with their 5 m rate windows read as 30 s.
+fn short_window_models(dir: &Path) -> PathBuf {
+    let out = dir.join("models");
+    std::fs::create_dir_all(&out).expect("models dir");
+    for e in std::fs::read_dir(repo("models")).expect("models") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let text = std::fs::read_to_string(&p).expect("model");
+            std::fs::write(
+                out.join(p.file_name().expect("name")),
+                text.replace("[5m]", "[30s]"),
+            )
+            .expect("write model");
+        }
+    }
+    out
+}
+
+/// One scenario's world: a namespace of estate resources, the estate
+/// simulator, Prometheus, and the agent's own release (RBAC, policy).
+struct World {
+    admin: Client,
+    ns: String,
+    agent_ns: String,
+    estate: Estate,
+    prom: Prometheus,
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    started: Instant,
+}
+
+impl World {
+    async fn new(prefix: &str) -> World {
+        World::with_policy(prefix, json!({"cooldownSeconds": COOLDOWN_SECONDS})).await
+    }
+
+    /// A world whose AutopilotPolicy has `spec`, created as the chart's
+    /// admission policy wants it: naming its editor.
+    async fn with_policy(prefix: &str, spec: Value) -> World {
+        let (admin, ns) = support::client_and_namespace(cp(), prefix).await;
+        install_operator_crds(&admin).await;
+        let agent_ns = format!("{ns}-ap");
+        let docs = support::chart::render(
+            &agent_ns,
+            &agent_ns,
+            &[("watchNamespaces", &format!("{{{ns}}}"))],
+        );
+        support::apply_chart_rbac(&admin, &docs).await;
+        let editor = support::whoami(&admin).await;
+        let policy: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "payments.io/v1", "kind": "AutopilotPolicy",
+            "metadata": {
+                "name": autopilot::act::guard::POLICY_NAME,
+                "annotations": {support::CHANGED_BY: editor},
+            },
+            "spec": spec,
+        }))
+        .expect("policy");
+        autopilot::act::apply_manifest(&admin, &policy, &agent_ns)
+            .await
+            .expect("create the guard policy");
+        let estate = Estate::start(admin.clone(), vec![ns.clone()], Duration::from_millis(500))
+            .expect("estate simulator");
+        let prom = Prometheus::start(&prometheus::Options {
+            targets: vec![estate.metrics_addr().to_string()],
+            backfill: None,
+        })
+        .expect("prometheus");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("journal.db");
+        World {
+            admin,
+            ns,
+            agent_ns,
+            estate,
+            prom,
+            dir,
+            db,
+            started: Instant::now(),
+        }
+    }
+
+    fn secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    async fn create(&self, manifest: Value) {
+        let obj: DynamicObject = serde_json::from_value(manifest).expect("manifest");
+        autopilot::act::apply_manifest(&self.admin, &obj, &self.ns)
+            .await
+            .expect("create an estate resource");
+    }
+
+    /// `autopilot run` in `mode` as the release's service account.
+    fn agent(&self, mode: &str) -> Agent {
+        let mut kc: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(cp().kubeconfig()).expect("kubeconfig"))
+                .expect("kubeconfig yaml");
+        for user in kc["users"].as_array_mut().expect("users") {
+            user["user"]["as"] = json!(format!(
+                "system:serviceaccount:{}:{}",
+                self.agent_ns, self.agent_ns
+            ));
+        }
+        let kubeconfig = self.dir.path().join("agent.kubeconfig");
+        std::fs::write(&kubeconfig, serde_yaml::to_string(&kc).expect("yaml")).expect("write");
+        let models = short_window_models(self.dir.path());
+        let port = free_port().to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_autopilot"))
+            .args([
+                "run",
+                "--namespace",
+                &self.ns,
+                "--agent-namespace",
+                &self.agent_ns,
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--mode", mode, "--cycle-seconds", "1"])
+            .args(["--leader-election", "false", "--controllers", "true"])
+            .args(["--prometheus-url", self.prom.url()])
+            .args(["--database-url", &self.db.to_string_lossy()])
+            .args(["--rules", &repo("rules").to_string_lossy()])
+            .args(["--models", &models.to_string_lossy()])
+            .args(["--warmup-history-seconds", "0"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("AGENT_TEST_LOG").unwrap_or_else(|_| "autopilot=info,warn".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start autopilot run");
+        Agent(child)
+    }
+
+    async fn rows(&self) -> Vec<JournalEntry> {
+        if !self.db.exists() {
+            return Vec::new();
+        }
+        let Ok(j) = SqlJournal::connect(&self.db.to_string_lossy()).await else {
+            return Vec::new();
+        };
+        let mut rows = j.list(1000, false).await.unwrap_or_default();
+        j.close().await;
+        rows.sort_by_key(|r| r.id);
+        rows
+    }
+
+    /// Rows of actions that changed (or may have changed) the cluster.
+    async fn actions(&self) -> Vec<JournalEntry> {
+        let mut rows = self.rows().await;
+        rows.retain(|r| {
+            matches!(
+                r.outcome.as_deref(),
+                Some(outcome::APPLIED | outcome::UNKNOWN | outcome::UNDONE)
+            )
+        });
+        rows
+    }
+
+    /// Waits for the `n`th applied action and its passed verification.
+    async fn action(&self, n: usize, runbook: &str) -> JournalEntry {
+        support::wait_for(&format!("action {n} by {runbook}"), LOOP, || async {
+            let rows = self.actions().await;
+            let r = rows
+                .get(n - 1)
+                .ok_or_else(|| format!("{} actions", rows.len()))?;
+            if r.entry.runbook != runbook {
+                return Err(format!(
+                    "action {n} is by {}: {:?}",
+                    r.entry.runbook, r.entry.action
+                ));
+            }
+            Ok(r.clone())
+        })
+        .await
+    }
+
+    async fn get(&self, resource: &ApiResource, name: &str) -> Value {
+        let obj = Api::<DynamicObject>::namespaced_with(self.admin.clone(), &self.ns, resource)
+            .get(name)
+            .await
+            .expect("get");
+        serde_json::to_value(obj).expect("json")
+    }
+
+    /// No new action over the cooldown plus a margin.
+    async fn quiet(&self, expected: usize, seconds: u64) {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let rows = self.actions().await;
+        assert_eq!(
+            rows.len(),
+            expected,
+            "no further action within {seconds}s: {:#?}",
+            rows.iter()
+                .map(|r| (&r.entry.runbook, &r.entry.action))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn gateways() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("payments.io", "v1", "PaymentGateway"),
+        "paymentgateways",
+    )
+}
+
+fn clusters() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+        "clusters",
+    )
+}
+
+/// The seed's gateway (deploy/examples/payment-gateway.yaml) in the test
+/// namespace: HPA 3–20.
+fn example_gateway() -> Value {
+    let text = std::fs::read_to_string(repo("deploy/examples/payment-gateway.yaml"))
+        .expect("example gateway");
+    let mut gw = support::yaml_documents(&text).remove(0);
+    gw["metadata"] = json!({"name": "payment-gateway"});
+    gw
+}
+
+fn pg_cluster() -> Value {
+    json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "payments-db"},
+        "spec": {"instances": 3, "storage": {"size": "10Gi"}},
+    })
+}
+
+/// Waits until the estate sees `name` and has served its metrics a while
+/// (the detectors' warm-up), then injects `fault`; returns when.
+async fn inject_after_warmup(w: &World, fault: Fault, name: &str, warmup: Duration) -> f64 {
+    support::wait_for("the estate to see the resource", LOOP, || async {
+        w.estate
+            .healthy(fault.clone(), &w.ns, name)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    tokio::time::sleep(warmup).await;
+    assert!(
+        w.estate.inject(fault.clone(), &w.ns, name),
+        "fault injected"
+    );
+    w.secs()
+}
+
+async fn wait_healthy(w: &World, fault: Fault, name: &str) -> f64 {
+    support::wait_for("the estate to recover", LOOP, || async {
+        w.estate
+            .healthy(fault.clone(), &w.ns, name)
+            .then_some(())
+            .ok_or_else(|| "not recovered".to_string())
+    })
+    .await;
+    w.secs()
+}
+
+async fn wait_verified(w: &World, id: i64) -> String {
+    support::wait_for("the verification to pass", LOOP, || async {
+        let rows = w.rows().await;
+        let r = rows
+            .iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| "row gone".to_string())?;
+        match r.verification.as_deref() {
+            Some(v) if v.starts_with("passed") => Ok(v.to_string()),
+            other => Err(format!("verification {other:?}")),
+        }
+    })
+    .await
+}
+
+fn report(scenario: &str, fault_at: f64, action_at: f64, recovered_at: f64) {
+    eprintln!(
+        "[e2e] {scenario}: action {:.0}s and recovery {:.0}s after the fault (cycle 1s, scrape 1s)",
+        action_at - fault_at,
+        recovered_at - fault_at
+    );
+}
+
+#[tokio::test]
+async fn traffic_surge_scales_out_then_back_in() {
+    let w = World::new("e2e-surge").await;
+    w.create(example_gateway()).await;
+    let _agent = w.agent("auto");
+    let gw = "payment-gateway";
+    let fault_at = inject_after_warmup(&w, Fault::TrafficSurge, gw, Duration::from_secs(15)).await;
+
+    let out = w.action(1, "autoscale-gateway").await;
+    let action_at = w.secs();
+    assert_eq!(out.entry.action_kind, "scale_autoscaling");
+    assert!(
+        out.entry.evidence.to_string().contains("saturation"),
+        "journaled with its evidence: {}",
+        out.entry.evidence
+    );
+    let spec = &w.get(&gateways(), gw).await["spec"]["autoscaling"];
+    assert_eq!(
+        (spec["minReplicas"].as_i64(), spec["maxReplicas"].as_i64()),
+        (Some(4), Some(30))
+    );
+    let recovered_at = wait_healthy(&w, Fault::TrafficSurge, gw).await;
+    let verdict = wait_verified(&w, out.id).await;
+    assert!(verdict.contains("latency_p99"), "{verdict}");
+    report("traffic surge", fault_at, action_at, recovered_at);
+    eprintln!(
+        "[e2e] traffic surge: verification passed {:.0}s after the fault: {verdict}",
+        w.secs() - fault_at
+    );
+    // Still surging, but served: no second scale-out.
+    w.quiet(1, COOLDOWN_SECONDS + 10).await;
+
+    // The surge ends: the gateway is scaled back in, once.
+    w.estate.end(Fault::TrafficSurge, &w.ns, gw);
+    let ended_at = w.secs();
+    let back = w.action(2, "autoscale-gateway-in").await;
+    let back_at = w.secs();
+    let spec = &w.get(&gateways(), gw).await["spec"]["autoscaling"];
+    assert_eq!(
+        (spec["minReplicas"].as_i64(), spec["maxReplicas"].as_i64()),
+        (Some(3), Some(20))
+    );
+    wait_verified(&w, back.id).await;
+    eprintln!(
+        "[e2e] surge end: scaled back in {:.0}s after",
+        back_at - ended_at
+    );
+    w.quiet(2, COOLDOWN_SECONDS + 10).await;
+}
+
+#[tokio::test]
+async fn primary_degradation_switches_over_to_a_healthy_replica() {
+    let w = World::new("e2e-primary").await;
+    w.create(pg_cluster()).await;
+    let _agent = w.agent("auto");
+    let db = "payments-db";
+    let fault_at =
+        inject_after_warmup(&w, Fault::PrimaryDegradation, db, Duration::from_secs(30)).await;
+    assert_eq!(
+        w.get(&clusters(), db).await["status"]["currentPrimary"],
+        "payments-db-1"
+    );
+
+    let out = w.action(1, "cnpg-switchover").await;
+    let action_at = w.secs();
+    assert_eq!(out.entry.action_kind, "switchover");
+    assert!(
+        out.entry
+            .evidence
+            .to_string()
+            .contains("wal_archive_failures"),
+        "journaled with its evidence: {}",
+        out.entry.evidence
+    );
+    let recovered_at = wait_healthy(&w, Fault::PrimaryDegradation, db).await;
+    let status = &w.get(&clusters(), db).await["status"];
+    assert_ne!(status["currentPrimary"], "payments-db-1", "{status}");
+    assert_eq!(status["currentPrimary"], status["targetPrimary"]);
+    report("primary degradation", fault_at, action_at, recovered_at);
+    // The old primary no longer archives: no second switchover.
+    w.quiet(1, COOLDOWN_SECONDS + 20).await;
+}
+
+#[tokio::test]
+async fn with_the_kill_switch_on_a_surge_is_not_relieved() {
+    let w = World::with_policy(
+        "e2e-killed",
+        json!({"cooldownSeconds": COOLDOWN_SECONDS, "killSwitch": true}),
+    )
+    .await;
+    w.create(example_gateway()).await;
+    let _agent = w.agent("auto");
+    let gw = "payment-gateway";
+    inject_after_warmup(&w, Fault::TrafficSurge, gw, Duration::from_secs(15)).await;
+    // As long as the surge run took to act and recover, and more.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    assert!(w.actions().await.is_empty(), "nothing applied");
+    assert!(
+        !w.estate.healthy(Fault::TrafficSurge, &w.ns, gw),
+        "still saturated"
+    );
+    let spec = &w.get(&gateways(), gw).await["spec"]["autoscaling"];
+    assert_eq!(spec["minReplicas"].as_i64(), Some(3));
+}
+
+#[tokio::test]
+async fn in_recommend_mode_a_surge_leaves_one_validated_recommendation_and_changes_nothing() {
+    let w = World::new("e2e-recommend").await;
+    w.create(example_gateway()).await;
+    let _agent = w.agent("recommend");
+    let gw = "payment-gateway";
+    inject_after_warmup(&w, Fault::TrafficSurge, gw, Duration::from_secs(15)).await;
+    let rows = support::wait_for("a recommendation", LOOP, || async {
+        let rows: Vec<JournalEntry> = w
+            .rows()
+            .await
+            .into_iter()
+            .filter(|r| r.outcome.as_deref() == Some(outcome::RECOMMENDED))
+            .collect();
+        if rows.is_empty() {
+            Err("none yet".to_string())
+        } else {
+            Ok(rows)
+        }
+    })
+    .await;
+    assert_eq!(rows[0].entry.runbook, "autoscale-gateway");
+    assert_eq!(
+        rows[0].dry_run.as_deref(),
+        Some("ok"),
+        "validated by a server-side dry run"
+    );
+    // Over the cooldown and more: one recommendation, nothing applied, the
+    // gateway as it was and still saturated.
+    tokio::time::sleep(Duration::from_secs(COOLDOWN_SECONDS + 10)).await;
+    let recommendations = Api::<DynamicObject>::namespaced_with(
+        w.admin.clone(),
+        &w.ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("payments.io", "v1", "Recommendation"),
+            "recommendations",
+        ),
+    )
+    .list(&Default::default())
+    .await
+    .expect("list Recommendations");
+    assert_eq!(
+        recommendations.items.len(),
+        1,
+        "{:#?}",
+        recommendations.items
+    );
+    assert!(w.actions().await.is_empty(), "nothing applied");
+    let spec = &w.get(&gateways(), gw).await["spec"]["autoscaling"];
+    assert_eq!(spec["minReplicas"].as_i64(), Some(3));
+    assert!(
+        !w.estate.healthy(Fault::TrafficSurge, &w.ns, gw),
+        "still saturated"
+    );
+}
+
+#[tokio::test]
+async fn temp_file_growth_doubles_work_mem_once() {
+    let w = World::new("e2e-workmem").await;
+    let mut pg = pg_cluster();
+    pg["spec"]["postgresql"] = json!({"parameters": {"work_mem": "4MB"}});
+    w.create(pg).await;
+    let _agent = w.agent("auto");
+    let db = "payments-db";
+    // The temp_bytes_rate EWMA warms up over 60 samples.
+    let fault_at =
+        inject_after_warmup(&w, Fault::TempFileGrowth, db, Duration::from_secs(70)).await;
+    let out = w.action(1, "cnpg-work-mem").await;
+    let action_at = w.secs();
+    assert_eq!(out.entry.action_kind, "set_postgres_parameters");
+    assert!(
+        out.entry.evidence.to_string().contains("temp_bytes_rate"),
+        "journaled with its evidence: {}",
+        out.entry.evidence
+    );
+    let spec = &w.get(&clusters(), db).await["spec"];
+    assert_eq!(
+        spec["postgresql"]["parameters"]["work_mem"], "8MB",
+        "{spec}"
+    );
+    let recovered_at = wait_healthy(&w, Fault::TempFileGrowth, db).await;
+    report("temp-file growth", fault_at, action_at, recovered_at);
+    // Its verification window is an hour (settle 2 min, held 4 min): too
+    // long for CI, so only checked not to have failed.
+    w.quiet(1, COOLDOWN_SECONDS + 10).await;
+    let row = w
+        .rows()
+        .await
+        .into_iter()
+        .find(|r| r.id == out.id)
+        .expect("row");
+    assert!(
+        row.verification
+            .as_deref()
+            .is_none_or(|v| v.starts_with("passed")),
+        "{:?}",
+        row.verification
+    );
+}
