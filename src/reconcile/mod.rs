@@ -392,6 +392,30 @@ where
         .boxed()
 }
 
+/// What a controller and its watches need of a kind: a static type, read
+/// from JSON, shared between tasks.
+trait Watched:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Watched for T where
+    T: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Adds the watch of one owned object kind to a controller: only objects
 /// carrying our label ([`watch::OWNED_SELECTOR`]), echoes of our own writes
 /// left out, Deployments and HPAs kept in the stores the reconcilers read.
@@ -402,13 +426,7 @@ fn watch_owned<K>(
     ns: &Option<String>,
 ) -> Controller<K>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let client = &ctx.client;
     // Whose status a reconciler reads: a Deployment's rollout, a Job's
@@ -448,20 +466,8 @@ fn owns<K, C>(
     status_matters: bool,
 ) -> Controller<K>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    C: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
+    C: Watched,
 {
     let cfg = watcher::Config::default().labels(watch::OWNED_SELECTOR);
     controller.owns_stream(watch::triggers(api, cfg, store, true, status_matters))
