@@ -13,7 +13,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(_) => "warn",
         _ => "info",
     };
-    autopilot::telemetry::init_at(cli.log_json, level);
+    let otlp_endpoint = match &cli.command {
+        Command::Run(args) => args.otlp_endpoint.as_deref(),
+        _ => None,
+    };
+    let otlp = autopilot::telemetry::init_with(cli.log_json, level, otlp_endpoint)?;
     // reqwest (Prometheus client) is built without a default crypto provider;
     // use ring everywhere, like kube.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -55,5 +59,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // Send the spans still batched before the process ends.
+    drop(otlp);
     Ok(())
 }

@@ -1018,3 +1018,107 @@ async fn actions_name_the_editor_of_their_runbook_and_a_new_version_only_recomme
     }
     assert_eq!(gateways.get("gw").await.expect("gw").spec.replicas, 4);
 }
+
+/// The spans an OTLP/HTTP collector received, decoded.
+type Spans = std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>;
+
+/// A minimal OTLP/HTTP traces receiver on loopback: decodes each protobuf
+/// export request and keeps its spans.
+async fn otlp_collector() -> (std::net::SocketAddr, Spans) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let spans: Spans = Default::default();
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let Ok(req) = ExportTraceServiceRequest::decode(body) else {
+                    return axum::http::StatusCode::BAD_REQUEST;
+                };
+                let mut kept = kept.lock().expect("spans");
+                for rs in req.resource_spans {
+                    for ss in rs.scope_spans {
+                        kept.extend(ss.spans);
+                    }
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind collector");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, spans)
+}
+
+fn attribute(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+}
+
+/// Issue #15: with `--otlp-endpoint` the stages of every cycle reach an
+/// OTLP/HTTP collector as spans, with the component and the action on the
+/// act span; without it nothing is exported (off by default).
+#[tokio::test]
+async fn the_cycle_stages_are_exported_over_otlp() {
+    let (client, ns) = support::client_and_namespace(cp(), "otlp").await;
+    support::install_default_policy(&client, &ns).await;
+    create_gateway(&client, &ns, "gw", 2).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("rules dir");
+    std::fs::write(rules.join("every-second.rhai"), EVERY_SECOND).expect("runbook");
+    let (addr, spans) = otlp_collector().await;
+    let db = dir.path().join("j.db");
+    let _agent = Agent::start(
+        &ns,
+        free_port(),
+        &[
+            "--leader-election",
+            "false",
+            "--rules",
+            &rules.to_string_lossy(),
+            "--models",
+            &repo("tests/fixtures/agent/models").to_string_lossy(),
+            "--database-url",
+            &db.to_string_lossy(),
+            "--otlp-endpoint",
+            &format!("http://{addr}"),
+        ],
+    );
+    let target = format!("PaymentGateway/{ns}/gw");
+    support::wait_for("the stage spans at the collector", LONG, || async {
+        let spans = spans.lock().expect("spans").clone();
+        let names: std::collections::BTreeSet<_> = spans.iter().map(|s| s.name.clone()).collect();
+        let runbook = spans.iter().any(|s| {
+            s.name == "runbook" && attribute(s, "runbook").as_deref() == Some("every-second")
+        });
+        let act = spans.iter().any(|s| {
+            s.name == "act"
+                && attribute(s, "component").as_deref() == Some(target.as_str())
+                && attribute(s, "action").as_deref() == Some("scale_replicas")
+        });
+        let stages = ["decide", "guard", "verify"]
+            .iter()
+            .all(|n| names.contains(*n));
+        if runbook && act && stages {
+            Ok(())
+        } else {
+            Err(format!(
+                "names {names:?}; runbook span {runbook}, act span {act}"
+            ))
+        }
+    })
+    .await;
+}
