@@ -228,12 +228,13 @@ fn a_backfilled_saturation_is_scaled_at_its_start_and_a_quiet_day_is_not() {
         "the quiet gateway was acted on: {:#?}",
         report["actions"]
     );
-    // The finding persists for over 20 minutes; the guards refuse the
-    // repeats within the default 900 s cooldown of the same target, as they
-    // would live, so acted actions are at least that far apart.
+    // The finding persists for over 20 minutes; the runbook fires again
+    // while saturation still rises, and the guards refuse those repeats
+    // within the default 900 s cooldown of the same target, as they would
+    // live, so acted actions are at least that far apart.
     let counts = &report["runbooks"]["autoscale-gateway"];
     let refused = counts["refused"]["cooldown"].as_u64().unwrap_or(0);
-    assert!(refused > 10, "no cooldown refusals: {counts}");
+    assert!(refused > 0, "no cooldown refusals: {counts}");
     assert_eq!(
         counts["fired"].as_u64(),
         Some(counts["acted"].as_u64().unwrap_or(0) + refused),
