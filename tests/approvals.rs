@@ -18,6 +18,7 @@ use autopilot::{
     crd::approval::{Approval, Recommendation, recommendation_name},
     decide::Mode,
     detect::ComponentId,
+    scope::Scope,
     store::SqlJournal,
 };
 use kube::{
@@ -99,7 +100,11 @@ impl Setup {
             Some(me) => me.to_string(),
             None => autopilot::act::whoami(&self.agent).await.expect("whoami"),
         };
+        // Scoped to this test's namespace: the tests of this file run side
+        // by side, and an executor of all namespaces would refuse the
+        // others' Approvals as unknown to its journal.
         Executor::new(self.agent.clone(), journal, metrics)
+            .with_scope(Scope::namespaces([self.ns.clone()]))
             .with_mode(mode)
             .with_approvals(Approvals {
                 admission_policy: Some(policy.into()),
