@@ -31,7 +31,7 @@ use autopilot::{
     testenv::{
         ControlPlane, Options,
         prometheus::{self, Prometheus},
-        sim::{Estate, Fault},
+        sim::{Estate, Fault, Model},
     },
 };
 use kube::{
@@ -62,23 +62,28 @@ fn free_port() -> u16 {
 
 static OPERATOR_CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
-/// The CloudNativePG Cluster CRD: the real upstream one when
-/// `../shared/crds` is there, else the fixture copy.
+/// The CRDs of the operators' kinds the estate simulator plays (the real
+/// upstream ones when `../shared/crds` is there, else the fixture copies).
 async fn install_operator_crds(admin: &Client) {
     OPERATOR_CRDS
         .get_or_init(|| async {
+            let wanted: Vec<String> = Model::kinds()
+                .iter()
+                .filter(|k| k.group != "payments.io")
+                .map(|k| k.crd_name())
+                .collect();
             let crds = match support::upstream_crds_dir() {
                 Some(dir) => support::crds_in(&dir),
                 None => support::fixture_crds(),
             };
             let crds: Vec<_> = crds
                 .into_iter()
-                .filter(|c| c.metadata.name.as_deref() == Some("clusters.postgresql.cnpg.io"))
+                .filter(|c| wanted.iter().any(|w| c.metadata.name.as_deref() == Some(w)))
                 .collect();
-            assert_eq!(crds.len(), 1, "the CNPG Cluster CRD");
+            assert_eq!(crds.len(), wanted.len(), "the CRDs of {wanted:?}");
             autopilot::act::apply_crds(admin, &crds)
                 .await
-                .expect("install the CNPG Cluster CRD");
+                .expect("install the operators' CRDs");
         })
         .await;
 }

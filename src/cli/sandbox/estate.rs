@@ -108,33 +108,10 @@ impl Scenario {
     }
 }
 
-/// Seconds after start before `fault` may begin: the temp-file rate's
-/// detector learns the normal level over 60 samples (2 minutes at the
-/// sandbox's 2 s cycle) and a fault before that would be learnt as normal.
+/// Seconds after start before `fault` may begin (see
+/// [`sim::Answer::warmup_seconds`]).
 fn earliest_start(fault: &Fault) -> f64 {
-    match fault {
-        Fault::TempFileGrowth => 150.0,
-        _ => 0.0,
-    }
-}
-
-/// The runbook that answers `fault`, and the detector of its signal (the
-/// agent's findings counter is by kind and detector).
-fn answer(fault: &Fault) -> (&'static str, &'static str) {
-    match fault {
-        Fault::TrafficSurge => ("autoscale-gateway", "forecast"),
-        Fault::PrimaryDegradation => ("cnpg-switchover", "mad"),
-        Fault::TempFileGrowth => ("cnpg-work-mem", "ewma"),
-    }
-}
-
-/// The seed's figures (its use cases), beside each scenario's.
-fn seed_figure(fault: &Fault) -> &'static str {
-    match fault {
-        Fault::TrafficSurge => "scaling 1 min",
-        Fault::PrimaryDegradation => "failover 1-2 min",
-        Fault::TempFileGrowth => "MTTR 5 min",
-    }
+    fault.answer().warmup_seconds
 }
 
 /// Runs the sandbox until Ctrl-C, its first decision with `--once`, or the
@@ -252,7 +229,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let findings = findings_by_kind(settings.listen).await;
         for s in &mut scenarios {
             let n = findings
-                .get(&(s.fault.kind().to_string(), answer(&s.fault).1.to_string()))
+                .get(&(
+                    s.fault.kind().to_string(),
+                    s.fault.answer().detector.to_string(),
+                ))
                 .copied()
                 .unwrap_or(0.0);
             match s.fault_at {
@@ -292,7 +272,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                     r.entry.action_kind,
                     r.outcome.as_deref().unwrap_or("in flight")
                 );
-                if s.action.is_none() && r.entry.runbook == answer(&s.fault).0 {
+                if s.action.is_none() && r.entry.runbook == s.fault.answer().runbook {
                     s.action = Some((t, what));
                     s.action_row = Some((r.id, r.entry.verify.is_some()));
                     s.finding_at = s.finding_at.or(Some(t));
@@ -448,7 +428,7 @@ fn table(scenarios: &[Scenario], mode: Mode) -> String {
             s.action.as_ref().map_or("-", |a| a.1.as_str()),
             recovered,
             verified,
-            seed_figure(&s.fault),
+            s.fault.answer().seed,
         ));
         if let Some((at, what)) = &s.back {
             out.push_str(&format!(
@@ -474,17 +454,9 @@ async fn first_of_kind(
     namespace: &str,
     kind: &str,
 ) -> anyhow::Result<Option<String>> {
-    let resource = if kind == "Cluster" {
-        kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
-            "clusters",
-        )
-    } else {
-        crate::kinds::payments()
-            .find(|(k, _)| k.kind == kind)
-            .map(|(k, _)| crate::kinds::KindInfo::from(k).api_resource())
-            .with_context(|| format!("unknown kind {kind}"))?
-    };
+    let resource = sim::Model::kind(kind)
+        .map(|k| k.api_resource())
+        .with_context(|| format!("the estate simulator does not know kind {kind}"))?;
     let list = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
         .list(&ListParams::default())
         .await

@@ -1,0 +1,453 @@
+//! A simulated estate that reacts to the agent: for the sandbox and the
+//! end-to-end tests, never part of the agent.
+//!
+//! It plays the parts the agent only ever talks to through the API server
+//! and Prometheus: the services' and operators' metric exporters (under the
+//! real names and labels, on one [`Exporter`] a real Prometheus scrapes),
+//! and the third-party operators themselves (they move their resources'
+//! status the way the real operator does, with realistic delays; see
+//! `../shared/OPERATORS.md`).
+//!
+//! The metrics follow the resources as they are now, so they react to the
+//! agent's patches. Faults ([`Fault`]) are injected by name and never heal
+//! on a timer: only an action (or ending the fault, for a traffic surge)
+//! brings the estate back.
+//!
+//! One [`Part`] per operator or service, each in its own module, each pure
+//! (resources and faults in, status patches and exposition out):
+//!
+//! - [`gateway`]: the PaymentGateways' exporters (`payments_gateway_*`);
+//!   more replicas (or a higher HPA floor) → lower saturation and latency;
+//! - [`cnpg`]: CloudNativePG, operator and exporter (`cnpg_*`): a
+//!   switchover moves the primary away from a degrading instance; a larger
+//!   `work_mem` stops the temp-file spill.
+//!
+//! [`Model`] holds the parts; [`Estate`] drives it every `tick` against a
+//! cluster. To add a part: a module with a type implementing [`Part`], a
+//! field of [`Model`] and its entry in [`Model::parts`] and
+//! [`Model::parts_mut`]; its faults in [`Fault`].
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+use super::prometheus::Exporter;
+
+pub mod cnpg;
+pub mod gateway;
+
+pub use cnpg::{
+    ARCHIVE_FAILURES_PER_SECOND, SORT_MEMORY, SWITCHOVER_SECONDS, TEMP_BYTES_NORMAL,
+    TEMP_BYTES_SPILL,
+};
+pub use gateway::{
+    NORMAL_LOAD, REQUEST_RATE, SLOTS_PER_POD, SURGE_FACTOR, serving_replicas, tail_latency,
+};
+
+/// A fault by name (`autopilot sandbox --scenario`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// Demand on a PaymentGateway rises to [`SURGE_FACTOR`] times normal.
+    TrafficSurge,
+    /// WAL archiving fails on the instance that is primary when the fault
+    /// starts (its object store credentials broke): only a primary archives,
+    /// so the failures stop once it is no longer primary.
+    PrimaryDegradation,
+    /// A new report's sorts need [`SORT_MEMORY`]: with less `work_mem` the
+    /// primary spills them to temporary files, the more the less it has.
+    TempFileGrowth,
+}
+
+/// What a scenario of a [`Fault`] expects of the agent, for the sandbox's
+/// table and the end-to-end tests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Answer {
+    /// The default runbook (`rules/`) that answers the fault.
+    pub runbook: &'static str,
+    /// The detector whose findings show it (the agent's findings counter is
+    /// by kind and detector).
+    pub detector: &'static str,
+    /// The seed's figure for this use case.
+    pub seed: &'static str,
+    /// Seconds of normal data the detector needs before the fault, or it
+    /// would learn the fault as normal (at the sandbox's 2 s cycle).
+    pub warmup_seconds: f64,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 3] = [
+        Fault::TrafficSurge,
+        Fault::PrimaryDegradation,
+        Fault::TempFileGrowth,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::TrafficSurge => "traffic-surge",
+            Fault::PrimaryDegradation => "primary-degradation",
+            Fault::TempFileGrowth => "temp-file-growth",
+        }
+    }
+
+    /// The kind of resource the fault hits.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::TrafficSurge => "PaymentGateway",
+            Fault::PrimaryDegradation | Fault::TempFileGrowth => "Cluster",
+        }
+    }
+
+    /// What the agent is expected to do about it.
+    pub fn answer(&self) -> Answer {
+        match self {
+            Fault::TrafficSurge => Answer {
+                runbook: "autoscale-gateway",
+                detector: "forecast",
+                seed: "scaling 1 min",
+                warmup_seconds: 0.0,
+            },
+            Fault::PrimaryDegradation => Answer {
+                runbook: "cnpg-switchover",
+                detector: "mad",
+                seed: "failover 1-2 min",
+                warmup_seconds: 0.0,
+            },
+            // The temp-file rate's detector learns the normal level over 60
+            // samples.
+            Fault::TempFileGrowth => Answer {
+                runbook: "cnpg-work-mem",
+                detector: "ewma",
+                seed: "MTTR 5 min",
+                warmup_seconds: 150.0,
+            },
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Fault> {
+        Fault::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// A resource of the estate: kind, namespace, name.
+pub type Key = (String, String, String);
+
+fn key(kind: &str, ns: &str, name: &str) -> Key {
+    (kind.to_string(), ns.to_string(), name.to_string())
+}
+
+/// A kind of resource a [`Part`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimKind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+}
+
+impl SimKind {
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
+    }
+
+    /// The name of its CustomResourceDefinition.
+    pub fn crd_name(&self) -> String {
+        format!("{}.{}", self.plural, self.group)
+    }
+}
+
+/// The objects of the estate as they are now, as JSON, by kind.
+pub type Objects = BTreeMap<&'static str, Vec<Value>>;
+
+/// What a simulated operator wants written: a status merge patch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusPatch {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub status: Value,
+}
+
+/// One operator or service of the estate: pure, driven by [`Model`].
+pub trait Part: Send + std::fmt::Debug {
+    /// The kinds it reads (listed every tick, given to
+    /// [`Part::observe`]).
+    fn kinds(&self) -> &'static [SimKind];
+    /// Takes in its resources as they are now; returns the status patches
+    /// its operator sends.
+    fn observe(&mut self, objects: &Objects) -> Vec<StatusPatch>;
+    /// Advances it by `dt` seconds; returns the status patches of what
+    /// completed meanwhile.
+    fn advance(&mut self, dt: f64) -> Vec<StatusPatch>;
+    /// Starts `fault` on `key` (of one of its kinds); false when it has no
+    /// such resource (yet) or the fault is not its.
+    fn inject(&mut self, fault: &Fault, key: &Key) -> bool;
+    /// Ends `fault` on `key`.
+    fn end(&mut self, fault: &Fault, key: &Key);
+    /// Whether `key` is healthy as `fault` sees it (false when unknown).
+    fn healthy(&self, fault: &Fault, key: &Key) -> bool;
+    /// Appends its Prometheus text exposition.
+    fn exposition(&self, out: &mut String);
+}
+
+/// The estate's state: its parts, driven by [`Model::observe`] and
+/// [`Model::advance`], read by [`Model::exposition`].
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    gateways: gateway::Gateways,
+    postgres: cnpg::Clusters,
+}
+
+impl Model {
+    fn parts(&self) -> [&dyn Part; 2] {
+        [&self.gateways, &self.postgres]
+    }
+
+    fn parts_mut(&mut self) -> [&mut dyn Part; 2] {
+        [&mut self.gateways, &mut self.postgres]
+    }
+
+    /// Every kind the estate reads.
+    pub fn kinds() -> Vec<SimKind> {
+        let model = Model::default();
+        model
+            .parts()
+            .iter()
+            .flat_map(|p| p.kinds().iter().copied())
+            .collect()
+    }
+
+    /// The kind named `kind`, if the estate reads it.
+    pub fn kind(kind: &str) -> Option<SimKind> {
+        Model::kinds().into_iter().find(|k| k.kind == kind)
+    }
+
+    fn part_of(&mut self, kind: &str) -> Option<&mut dyn Part> {
+        self.parts_mut()
+            .into_iter()
+            .find(|p| p.kinds().iter().any(|k| k.kind == kind))
+    }
+
+    /// Takes in the resources as they are now; returns the status patches
+    /// the simulated operators send.
+    pub fn observe(&mut self, objects: &Objects) -> Vec<StatusPatch> {
+        self.parts_mut()
+            .into_iter()
+            .flat_map(|p| p.observe(objects))
+            .collect()
+    }
+
+    /// Advances the estate by `dt` seconds; returns the status patches of
+    /// what completed meanwhile.
+    pub fn advance(&mut self, dt: f64) -> Vec<StatusPatch> {
+        self.parts_mut()
+            .into_iter()
+            .flat_map(|p| p.advance(dt))
+            .collect()
+    }
+
+    /// Starts `fault` on the resource `key`; false when the estate has no
+    /// such resource (yet).
+    pub fn inject(&mut self, fault: Fault, key: Key) -> bool {
+        self.part_of(fault.kind())
+            .is_some_and(|p| p.inject(&fault, &key))
+    }
+
+    /// Ends `fault` on `key` (a surge passes; a degradation is repaired).
+    pub fn end(&mut self, fault: Fault, key: &Key) {
+        if let Some(p) = self.part_of(fault.kind()) {
+            p.end(&fault, key);
+        }
+    }
+
+    /// Saturation of a gateway now (in-flight over slots), if it exists.
+    pub fn saturation(&self, key: &Key) -> Option<f64> {
+        self.gateways.saturation(key)
+    }
+
+    /// Whether `key` is healthy as its fault sees it.
+    pub fn healthy(&self, fault: Fault, key: &Key) -> bool {
+        self.parts()
+            .into_iter()
+            .find(|p| p.kinds().iter().any(|k| k.kind == fault.kind()))
+            .is_some_and(|p| p.healthy(&fault, key))
+    }
+
+    /// The Prometheus text exposition of every exporter of the estate.
+    pub fn exposition(&self) -> String {
+        let mut out = String::new();
+        for p in self.parts() {
+            p.exposition(&mut out);
+        }
+        out
+    }
+}
+
+fn ns_of(o: &Value) -> &str {
+    o["metadata"]["namespace"].as_str().unwrap_or_default()
+}
+
+fn name_of(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// The estate simulator running against a cluster: reads the resources of
+/// `namespaces`, plays their operators, and serves the metrics on an
+/// [`Exporter`]. Stops when dropped.
+pub struct Estate {
+    model: Arc<Mutex<Model>>,
+    exporter: Arc<Exporter>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Estate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Estate {
+    /// Starts the simulator on the current tokio runtime, updating every
+    /// `tick`.
+    pub fn start(
+        client: Client,
+        namespaces: Vec<String>,
+        tick: Duration,
+    ) -> Result<Estate, super::prometheus::Error> {
+        let exporter = Arc::new(Exporter::start()?);
+        let model = Arc::new(Mutex::new(Model::default()));
+        let (m, e) = (model.clone(), exporter.clone());
+        let task = tokio::spawn(async move {
+            let kinds = Model::kinds();
+            let mut last = tokio::time::Instant::now();
+            loop {
+                let mut objects = Objects::new();
+                for kind in &kinds {
+                    let resource = kind.api_resource();
+                    let seen = objects.entry(kind.kind).or_default();
+                    for ns in &namespaces {
+                        seen.extend(list(&client, ns, &resource).await);
+                    }
+                }
+                let now = tokio::time::Instant::now();
+                let dt = (now - last).as_secs_f64();
+                last = now;
+                let patches = {
+                    let Ok(mut model) = m.lock() else { return };
+                    let mut p = model.observe(&objects);
+                    p.extend(model.advance(dt));
+                    e.set(model.exposition());
+                    p
+                };
+                for p in patches {
+                    let Some(kind) = kinds.iter().find(|k| k.kind == p.kind) else {
+                        continue;
+                    };
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(client.clone(), &p.namespace, &kind.api_resource());
+                    if let Err(error) = api
+                        .patch_status(
+                            &p.name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": p.status})),
+                        )
+                        .await
+                    {
+                        tracing::warn!(kind = p.kind, namespace = %p.namespace, name = %p.name, %error, "simulated operator: status patch failed");
+                    }
+                }
+                tokio::time::sleep(tick).await;
+            }
+        });
+        Ok(Estate {
+            model,
+            exporter,
+            task,
+        })
+    }
+
+    /// `host:port` of the estate's metrics, for Prometheus to scrape.
+    pub fn metrics_addr(&self) -> &str {
+        self.exporter.addr()
+    }
+
+    /// Starts `fault` on the resource `namespace`/`name` of its kind; false
+    /// when the simulator has not seen that resource yet.
+    pub fn inject(&self, fault: Fault, namespace: &str, name: &str) -> bool {
+        let k = key(fault.kind(), namespace, name);
+        self.model.lock().is_ok_and(|mut m| m.inject(fault, k))
+    }
+
+    /// Ends `fault` on `namespace`/`name`.
+    pub fn end(&self, fault: Fault, namespace: &str, name: &str) {
+        let k = key(fault.kind(), namespace, name);
+        if let Ok(mut m) = self.model.lock() {
+            m.end(fault, &k);
+        }
+    }
+
+    /// Whether `namespace`/`name` is healthy as `fault` sees it.
+    pub fn healthy(&self, fault: Fault, namespace: &str, name: &str) -> bool {
+        let k = key(fault.kind(), namespace, name);
+        self.model.lock().is_ok_and(|m| m.healthy(fault, &k))
+    }
+
+    /// Saturation of the gateway `namespace`/`name` now.
+    pub fn saturation(&self, namespace: &str, name: &str) -> Option<f64> {
+        let k = key("PaymentGateway", namespace, name);
+        self.model.lock().ok().and_then(|m| m.saturation(&k))
+    }
+}
+
+/// The objects of `resource` in `ns` as JSON; none when the list fails (the
+/// kind not installed yet, the API server restarting).
+async fn list(client: &Client, ns: &str, resource: &ApiResource) -> Vec<Value> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+    match api.list(&ListParams::default()).await {
+        Ok(l) => l
+            .items
+            .into_iter()
+            .map(|mut o| {
+                if o.namespace().is_none() {
+                    o.metadata.namespace = Some(ns.to_string());
+                }
+                serde_json::to_value(o).unwrap_or_default()
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The value of `series` (name and labels, as exposed) in `text`.
+    pub(crate) fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    #[test]
+    fn every_fault_goes_to_a_part_that_reads_its_kind() {
+        for f in Fault::ALL {
+            assert!(Model::kind(f.kind()).is_some(), "{f:?}");
+            assert_eq!(Fault::parse(f.name()), Some(f.clone()));
+        }
+        // A fault on a resource the estate has not seen is not injected.
+        let mut m = Model::default();
+        assert!(!m.inject(Fault::TrafficSurge, key("PaymentGateway", "p", "none")));
+        assert!(!m.healthy(Fault::TrafficSurge, &key("PaymentGateway", "p", "none")));
+    }
+}
