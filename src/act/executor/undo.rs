@@ -79,25 +79,30 @@ impl<J: Journal> Executor<J> {
             return Err(not_undoable("only patches can be undone".into()));
         };
         let entry = undo_entry(&r, inverse, by, now);
-        let undo_id = self.journal.record_intent(&entry).await?;
-        let write = Write::undo(undo_id, &entry.uid, r.target(), inverse, done);
-        let describe = |sent: &Result<String, _>| match sent {
-            Ok(_) => format!("undid #{id} (by {by})"),
-            Err(_) => sent_detail(sent),
-        };
         let planned = Planned {
             change: inverse.clone(),
             inverse: r.change.clone(),
             disruptive: entry.disruptive,
             moves: Vec::new(),
         };
-        // Judged without the undone action (`id`) and its own row in the
-        // history: an undo is never held back by the cooldown of what it
-        // reverts.
-        let undone = match self
-            .admit(policy, decider, (&r.intent, &planned), &[id, undo_id], now)
-            .await?
-        {
+        // Judged in one step with its insert (under the guard lock on a
+        // shared PostgreSQL journal, like an agent's own action), without
+        // the undone action (`id`) in the history: an undo is never held
+        // back by the cooldown of what it reverts.
+        let inputs = self.gate_inputs(policy, &r.intent, now).await;
+        let (undo_id, verdict) = self
+            .journal
+            .record_intent_checked(&entry, now - 86_400, |recent| {
+                let recent: Vec<_> = recent.iter().filter(|e| e.id != id).cloned().collect();
+                inputs.judge(self.mode, decider, (&r.intent, &planned), &recent, now)
+            })
+            .await?;
+        let write = Write::undo(undo_id, &entry.uid, r.target(), inverse, done);
+        let describe = |sent: &Result<String, _>| match sent {
+            Ok(_) => format!("undid #{id} (by {by})"),
+            Err(_) => sent_detail(sent),
+        };
+        let undone = match verdict {
             Ok(admitted) => {
                 self.send_and_finish(&entry, &write, admitted, describe, now)
                     .await?
