@@ -8,9 +8,10 @@ use autopilot::cli::{Cli, Command, RunbookCommand};
 async fn main() -> anyhow::Result<()> {
     // Also a kubectl plugin: as `kubectl-autopilot`, usage says `kubectl autopilot`.
     let cli = Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
-    // A replay's report is its output: only warnings are logged beside it.
+    // A replay's report (and a detector evaluation's, which replays) is
+    // its output: only warnings are logged beside it.
     let level = match cli.command {
-        Command::Replay(_) => "warn",
+        Command::Replay(_) | Command::Detect(_) => "warn",
         _ => "info",
     };
     let otlp_endpoint = match &cli.command {
@@ -35,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Sandbox(settings) => autopilot::cli::sandbox::run(settings).await?,
-        Command::Detect(cmd) => autopilot::cli::detect::run(cmd)?,
+        Command::Detect(cmd) => autopilot::cli::detect::run(cmd).await?,
         Command::Actions(cmd) => autopilot::cli::actions::run(cmd).await?,
         Command::Replay(args) => autopilot::cli::replay::run(*args).await?,
         Command::Review(settings) => autopilot::cli::review::run(settings).await?,

@@ -415,3 +415,62 @@ async fn the_cluster_is_read_as_it_is_now_and_never_written() {
         .expect("events");
     assert!(events.items.is_empty(), "{:#?}", events.items);
 }
+
+/// `autopilot detect ops`, as an SRE runs it: the sandbox's estate played
+/// for a short quiet period and each scenario's fault, backfilled into a
+/// real Prometheus, the cycle's detection replayed over it. Every fault is
+/// found on the signal its runbook acts on within two cycles, the quiet
+/// period raises no finding on those signals, and the corpus it writes in
+/// NAB's layout is read back by the NAB loader with one window per fault.
+#[test]
+fn the_operational_corpus_finds_each_fault_on_its_signal_and_nothing_quiet_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corpus = dir.path().join("corpus");
+    let out = Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["detect", "ops", "--quiet-hours", "3", "--output", "json"])
+        .args(["--write-corpus", &corpus.display().to_string()])
+        .output()
+        .expect("run autopilot detect ops");
+    assert!(
+        out.status.success(),
+        "detect ops failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let detections = report["detections"].as_array().expect("detections");
+    assert_eq!(
+        detections.len(),
+        autopilot::testenv::sim::Fault::ALL.len(),
+        "{report:#}"
+    );
+    let cycle = report["cycle_seconds"].as_i64().expect("cycle");
+    let mut signals = Vec::new();
+    for d in detections {
+        let after = d["on_signal"].as_i64().unwrap_or_else(|| {
+            panic!("{} not found on {}: {report:#}", d["scenario"], d["signal"])
+        });
+        assert!(
+            after <= 4 * cycle,
+            "{} found {after}s after it started: {d:#}",
+            d["scenario"]
+        );
+        signals.push(d["signal"].as_str().expect("signal").to_string());
+    }
+    let quiet = report["quiet_by_signal"].as_object().expect("quiet");
+    for (what, n) in quiet {
+        assert!(
+            !signals
+                .iter()
+                .any(|s| what.split(' ').nth(1) == Some(s.as_str())),
+            "{n} quiet findings on a signal a runbook acts on: {what}"
+        );
+    }
+    assert!(
+        report["quiet_series"].as_u64().unwrap_or(0) > 5,
+        "{report:#}"
+    );
+    let files = autopilot::cli::detect::load_nab(&corpus).expect("the corpus reads as NAB");
+    let windows: usize = files.iter().map(|f| f.labels.windows()).sum();
+    assert_eq!(windows, detections.len(), "one window per fault");
+}

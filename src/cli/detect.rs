@@ -3,7 +3,8 @@
 //! their throughput.
 //!
 //! File reading and timing live here; the detectors and the scorer are the
-//! pure `detect` module. Nothing here talks to a cluster or to Prometheus.
+//! pure `detect` module. Nothing here talks to a cluster or to Prometheus, but `ops` (its own
+//! module), which starts one.
 
 use std::{
     fmt::Write as _,
@@ -20,6 +21,8 @@ use crate::detect::{
 };
 
 mod eval;
+#[cfg(feature = "testenv")]
+pub mod ops;
 
 #[derive(Subcommand, Debug)]
 pub enum DetectCommand {
@@ -77,6 +80,14 @@ pub enum DetectCommand {
         #[arg(long)]
         per_file: bool,
     },
+    /// Judge the model specs' detectors on the simulated estate's faults
+    /// (the operational corpus): time to detect each scenario's fault, and
+    /// false findings per series-day on a quiet day with a daily swing of
+    /// load. Plays `autopilot sandbox`'s estate in simulated time, backfills
+    /// a real Prometheus, and replays the cycle's detection over it. Needs
+    /// a build with `--features testenv` and Prometheus (scripts/install-deps).
+    #[cfg(feature = "testenv")]
+    Ops(Box<ops::OpsArgs>),
     /// Samples scored per second on one core for each detector, over the NAB
     /// files (release build recommended: `cargo run --release`).
     Bench {
@@ -92,8 +103,10 @@ pub enum DetectCommand {
     },
 }
 
-pub fn run(cmd: DetectCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: DetectCommand) -> anyhow::Result<()> {
     match cmd {
+        #[cfg(feature = "testenv")]
+        DetectCommand::Ops(args) => ops::run(*args).await?,
         DetectCommand::Score {
             input,
             detector,

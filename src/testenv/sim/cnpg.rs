@@ -50,6 +50,9 @@ struct PgCluster {
 #[derive(Clone, Debug, Default)]
 pub struct Clusters {
     clusters: BTreeMap<Key, PgCluster>,
+    /// The load of the moment, as a share of normal (see
+    /// [`Part::set_load`]); `None` is normal.
+    load: Option<f64>,
 }
 
 impl Part for Clusters {
@@ -103,8 +106,9 @@ impl Part for Clusters {
     /// Switchovers that completed.
     fn advance(&mut self, dt: f64) -> Vec<StatusPatch> {
         let mut patches = Vec::new();
+        let load = self.load.unwrap_or(1.0);
         for ((_, ns, name), c) in &mut self.clusters {
-            *c.temp_bytes.entry(c.primary.clone()).or_default() += c.temp_rate() * dt;
+            *c.temp_bytes.entry(c.primary.clone()).or_default() += c.temp_rate() * load * dt;
             if let Some(bad) = &c.degrading
                 && *bad == c.primary
             {
@@ -163,7 +167,12 @@ impl Part for Clusters {
         }
     }
 
+    fn set_load(&mut self, load: f64) {
+        self.load = Some(load);
+    }
+
     fn exposition(&self, out: &mut String) {
+        let load = self.load.unwrap_or(1.0);
         out.push_str(
             "# TYPE cnpg_collector_up gauge\n\
              # TYPE cnpg_pg_replication_lag gauge\n\
@@ -193,7 +202,7 @@ impl Part for Clusters {
                     lag = if primary { 0.0 } else { 0.2 },
                     recovery = u8::from(!primary),
                     streaming = if primary { replicas } else { 0 },
-                    backends = if primary { 30 } else { 5 },
+                    backends = ((if primary { 30.0 } else { 5.0 }) * load).round(),
                     temp = c.temp_bytes.get(pod).copied().unwrap_or(0.0),
                 ));
             }

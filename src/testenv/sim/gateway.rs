@@ -45,6 +45,9 @@ struct Gateway {
 pub struct Gateways {
     gateways: BTreeMap<Key, Gateway>,
     surging: BTreeSet<Key>,
+    /// The load of the moment, as a share of normal (see
+    /// [`Part::set_load`]); `None` is normal.
+    load: Option<f64>,
 }
 
 /// Serving pods of a PaymentGateway as its spec asks: the HPA floor with
@@ -70,11 +73,14 @@ pub fn tail_latency(saturation: f64) -> f64 {
 }
 
 impl Gateways {
+    /// The demand's multiple of normal on `k`: the load of the moment, and
+    /// a surge.
     fn surge(&self, k: &Key) -> f64 {
+        let load = self.load.unwrap_or(1.0);
         if self.surging.contains(k) {
-            SURGE_FACTOR
+            SURGE_FACTOR * load
         } else {
-            1.0
+            load
         }
     }
 
@@ -106,13 +112,8 @@ impl Part for Gateways {
     }
 
     fn advance(&mut self, dt: f64) -> Vec<StatusPatch> {
-        let surging = &self.surging;
-        for (k, gw) in &mut self.gateways {
-            let surge = if surging.contains(k) {
-                SURGE_FACTOR
-            } else {
-                1.0
-            };
+        let surges: Vec<f64> = self.gateways.keys().map(|k| self.surge(k)).collect();
+        for (gw, surge) in self.gateways.values_mut().zip(surges) {
             let saturation = gw.saturation(surge);
             let n = REQUEST_RATE * surge * dt;
             gw.requests += n;
@@ -146,6 +147,10 @@ impl Part for Gateways {
             Fault::TrafficSurge => self.saturation(k).is_some_and(|s| s < 0.9),
             _ => false,
         }
+    }
+
+    fn set_load(&mut self, load: f64) {
+        self.load = Some(load);
     }
 
     fn exposition(&self, out: &mut String) {

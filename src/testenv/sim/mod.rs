@@ -72,6 +72,9 @@ pub enum Fault {
 pub struct Answer {
     /// The default runbook (`rules/`) that answers the fault.
     pub runbook: &'static str,
+    /// The model signal (`models/`) of the fault's kind the runbook acts
+    /// on: where the fault shows first.
+    pub signal: &'static str,
     /// The detector whose findings show it (the agent's findings counter is
     /// by kind and detector).
     pub detector: &'static str,
@@ -110,12 +113,14 @@ impl Fault {
         match self {
             Fault::TrafficSurge => Answer {
                 runbook: "autoscale-gateway",
+                signal: "saturation",
                 detector: "forecast",
                 seed: "scaling 1 min",
                 warmup_seconds: 0.0,
             },
             Fault::PrimaryDegradation => Answer {
                 runbook: "cnpg-switchover",
+                signal: "wal_archive_failures",
                 detector: "mad",
                 seed: "failover 1-2 min",
                 warmup_seconds: 0.0,
@@ -124,6 +129,7 @@ impl Fault {
             // samples.
             Fault::TempFileGrowth => Answer {
                 runbook: "cnpg-work-mem",
+                signal: "temp_bytes_rate",
                 detector: "ewma",
                 seed: "MTTR 5 min",
                 warmup_seconds: 150.0,
@@ -198,6 +204,10 @@ pub trait Part: Send + std::fmt::Debug {
     fn healthy(&self, fault: &Fault, key: &Key) -> bool;
     /// Appends its Prometheus text exposition.
     fn exposition(&self, out: &mut String);
+    /// Sets the load of the moment as a share of normal (1.0; a daily
+    /// swing and noise in `autopilot detect ops`'s corpus). A part whose
+    /// metrics follow the load scales them by it; the default ignores it.
+    fn set_load(&mut self, _load: f64) {}
 }
 
 /// The estate's state: its parts, driven by [`Model::observe`] and
@@ -281,6 +291,13 @@ impl Model {
             .into_iter()
             .find(|p| p.kinds().iter().any(|k| k.kind == fault.kind()))
             .is_some_and(|p| p.healthy(&fault, key))
+    }
+
+    /// Sets the load of the moment (see [`Part::set_load`]).
+    pub fn set_load(&mut self, load: f64) {
+        for p in self.parts_mut() {
+            p.set_load(load);
+        }
     }
 
     /// The Prometheus text exposition of every exporter of the estate.
