@@ -15,7 +15,8 @@
 //! sustained window of 1/30 and 1/15 of the runbook's own (90 s for the
 //! scale-out's 15 minutes), so the file runs for about 4.5 minutes, its
 //! tests in parallel. The same scenario in recommend mode changes nothing
-//! and leaves one Recommendation, validated by a server-side dry run.
+//! and leaves one Recommendation, validated by a server-side dry run: all
+//! the scenarios at once, on the sandbox's estate (tests/fixtures/estate).
 
 mod support;
 
@@ -487,35 +488,105 @@ async fn with_the_kill_switch_on_a_surge_is_not_relieved() {
     assert_eq!(spec["minReplicas"].as_i64(), Some(3));
 }
 
+/// The operators' resources of the sandbox's estate
+/// (tests/fixtures/estate), for the test namespace.
+fn estate_fixtures() -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(repo("tests/fixtures/estate"))
+        .expect("tests/fixtures/estate")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        for mut doc in support::yaml_documents(&std::fs::read_to_string(&f).expect("fixture")) {
+            if let Some(m) = doc["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+            out.push(doc);
+        }
+    }
+    out
+}
+
+/// The faults a recommend-mode run starts by injection alone.
+const RECOMMENDED: [Fault; 3] = [
+    Fault::TrafficSurge,
+    Fault::PrimaryDegradation,
+    Fault::TempFileGrowth,
+];
+
 #[tokio::test]
-async fn in_recommend_mode_a_surge_leaves_one_validated_recommendation_and_changes_nothing() {
+async fn in_recommend_mode_every_fault_leaves_one_validated_recommendation_and_changes_nothing() {
     let w = World::new("e2e-recommend").await;
     w.create(example_gateway()).await;
+    let fixtures = estate_fixtures();
+    for doc in &fixtures {
+        w.create(doc.clone()).await;
+    }
     let _agent = w.agent("recommend");
-    let gw = "payment-gateway";
-    inject_after_warmup(&w, Fault::TrafficSurge, gw, Duration::from_secs(15)).await;
-    let rows = support::wait_for("a recommendation", LOOP, || async {
+    let target = |f: &Fault| -> String {
+        if f.kind() == "PaymentGateway" {
+            return "payment-gateway".into();
+        }
+        fixtures
+            .iter()
+            .find(|d| d["kind"] == f.kind())
+            .and_then(|d| d["metadata"]["name"].as_str())
+            .unwrap_or_else(|| panic!("no {} in tests/fixtures/estate", f.kind()))
+            .to_string()
+    };
+    // The longest warm-up any of them needs (at the e2e's 1 s cycle, half
+    // the sandbox's), then every fault at once.
+    let warmup = RECOMMENDED
+        .iter()
+        .map(|f| f.answer().warmup_seconds / 2.0)
+        .fold(15.0, f64::max);
+    let mut faults = Vec::new();
+    for f in RECOMMENDED {
+        let name = target(&f);
+        support::wait_for("the estate to see the resource", LOOP, || async {
+            w.estate
+                .healthy(f.clone(), &w.ns, &name)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        })
+        .await;
+        faults.push((f, name));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
+    for (f, name) in &faults {
+        assert!(w.estate.inject(f.clone(), &w.ns, name), "{f:?} injected");
+    }
+    let rows = support::wait_for("a recommendation per fault", LOOP * 2, || async {
         let rows: Vec<JournalEntry> = w
             .rows()
             .await
             .into_iter()
             .filter(|r| r.outcome.as_deref() == Some(outcome::RECOMMENDED))
             .collect();
-        if rows.is_empty() {
-            Err("none yet".to_string())
-        } else {
+        let missing: Vec<&str> = faults
+            .iter()
+            .map(|(f, _)| f.answer().runbook)
+            .filter(|rb| !rows.iter().any(|r| r.entry.runbook == *rb))
+            .collect();
+        if missing.is_empty() {
             Ok(rows)
+        } else {
+            Err(format!("none yet by {missing:?}"))
         }
     })
     .await;
-    assert_eq!(rows[0].entry.runbook, "autoscale-gateway");
-    assert_eq!(
-        rows[0].dry_run.as_deref(),
-        Some("ok"),
-        "validated by a server-side dry run"
-    );
-    // Over the cooldown and more: one recommendation, nothing applied, the
-    // gateway as it was and still saturated.
+    for r in &rows {
+        assert_eq!(
+            r.dry_run.as_deref(),
+            Some("ok"),
+            "validated by a server-side dry run: {}",
+            r.entry.runbook
+        );
+    }
+    // Over the cooldown and more: one pending Recommendation per runbook
+    // and target, nothing applied, every fault still there.
     tokio::time::sleep(Duration::from_secs(COOLDOWN_SECONDS + 10)).await;
     let recommendations = Api::<DynamicObject>::namespaced_with(
         w.admin.clone(),
@@ -528,19 +599,34 @@ async fn in_recommend_mode_a_surge_leaves_one_validated_recommendation_and_chang
     .list(&Default::default())
     .await
     .expect("list Recommendations");
-    assert_eq!(
-        recommendations.items.len(),
-        1,
-        "{:#?}",
-        recommendations.items
-    );
+    let mut pending = std::collections::BTreeMap::new();
+    for r in &recommendations.items {
+        if r.data["status"]["phase"] == "Pending" {
+            let key = (
+                r.data["spec"]["runbook"].as_str().unwrap_or("").to_string(),
+                r.data["spec"]["target"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            );
+            *pending.entry(key).or_insert(0) += 1;
+        }
+    }
+    for (f, name) in &faults {
+        assert_eq!(
+            pending.get(&(f.answer().runbook.to_string(), name.clone())),
+            Some(&1),
+            "one pending Recommendation by {} on {name}: {pending:?}",
+            f.answer().runbook
+        );
+        assert!(
+            !w.estate.healthy(f.clone(), &w.ns, name),
+            "{f:?} still there"
+        );
+    }
     assert!(w.actions().await.is_empty(), "nothing applied");
-    let spec = &w.get(&gateways(), gw).await["spec"]["autoscaling"];
+    let spec = &w.get(&gateways(), "payment-gateway").await["spec"]["autoscaling"];
     assert_eq!(spec["minReplicas"].as_i64(), Some(3));
-    assert!(
-        !w.estate.healthy(Fault::TrafficSurge, &w.ns, gw),
-        "still saturated"
-    );
 }
 
 #[tokio::test]
