@@ -555,3 +555,143 @@ async fn a_bad_url_is_a_clear_error() {
     assert_eq!(err.kind(), "connect");
     assert!(err.to_string().contains("nobody:***@"), "{err}");
 }
+
+/// A person's approval on one shard and an agent's action on another race
+/// for the last unit of the cluster-wide disruption budget: the approval is
+/// judged and claimed in one step under the same lock as the action's
+/// insert, and the claimed recommendation counts from its claim (not from
+/// when it was recommended, here an hour and a half earlier, outside the
+/// budget's hour), so exactly one of them wins each round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_and_another_shards_action_never_both_spend_the_last_unit_on_postgres() {
+    use std::sync::{Arc, Condvar, Mutex};
+
+    use autopilot::{
+        act::{
+            action::{Change, Planned, Subresource, kind_info},
+            executor::{
+                gate::{self, Decider},
+                history,
+            },
+            guard::{Observed, Policy},
+        },
+        decide::{Action, Intent, Mode},
+        detect::ComponentId,
+    };
+
+    let Some(url) = postgres_url("approval_race").await else {
+        return;
+    };
+    let shards = [
+        SqlJournal::connect(&url).await.expect("connect"),
+        SqlJournal::connect(&url).await.expect("connect"),
+    ];
+    let policy = Policy {
+        disruptive_per_hour: 1,
+        disruptive_per_namespace_per_hour: 10,
+        ..Policy::default()
+    };
+    let target = |i: usize| ComponentId {
+        kind: "PaymentGateway".into(),
+        namespace: format!("team-{i}"),
+        name: "gw".into(),
+    };
+    let judged = |i: usize| {
+        let intent = Intent::new(Action::ScaleReplicas {
+            target: target(i),
+            replicas: 3,
+        });
+        let planned = Planned {
+            change: Change::Merge {
+                kind: kind_info("PaymentGateway").expect("kind"),
+                namespace: target(i).namespace,
+                name: "gw".into(),
+                subresource: Subresource::Main,
+                patch: json!({"spec": {"replicas": 3}}),
+            },
+            inverse: None,
+            disruptive: true,
+            moves: vec![],
+        };
+        (intent, planned)
+    };
+    // Both wait (up to 100 ms) for the other's check to start, then judge.
+    let judge = |arrived: &Arc<(Mutex<u32>, Condvar)>,
+                 (intent, planned): &(Intent, Planned),
+                 decider: Decider,
+                 recent: &[autopilot::act::journal::JournalEntry],
+                 now: i64| {
+        let (count, woken) = &**arrived;
+        let mut n = count.lock().expect("lock");
+        *n += 1;
+        woken.notify_all();
+        drop(
+            woken
+                .wait_timeout_while(n, std::time::Duration::from_millis(100), |n| *n < 2)
+                .expect("wait"),
+        );
+        let history = history(recent);
+        let j = gate::Judged {
+            intent,
+            planned,
+            history: &history,
+            observed: &Observed::default(),
+        };
+        gate::judge(&policy, Mode::Auto, decider, Ok(()), Some(j), now)
+    };
+    const ROUNDS: i64 = 10;
+    let mut approvals_won = 0;
+    for round in 0..ROUNDS {
+        let now = 1_000_000 + round * 7200;
+        // Shard 0's recommendation, made an hour and a half ago.
+        let mut rec = entry(now - 5400, "recommend", "allowed");
+        rec.disruptive = true;
+        rec.target = target(0).to_string();
+        rec.namespace = target(0).namespace;
+        let rec_id = shards[0].record_intent(&rec).await.expect("recommend");
+        shards[0]
+            .record_outcome(rec_id, outcome::RECOMMENDED, "", now - 5400)
+            .await
+            .expect("recommended");
+        let arrived = Arc::new((Mutex::new(0u32), Condvar::new()));
+        let (a0, a1) = (arrived.clone(), arrived.clone());
+        let (j0, j1) = (judged(0), judged(1));
+        let approve = async {
+            shards[0]
+                .record_approval_checked(rec_id, "approved by alice", now, now - 86_400, |recent| {
+                    let recent: Vec<_> =
+                        recent.iter().filter(|e| e.id != rec_id).cloned().collect();
+                    judge(&a0, &j0, Decider::Person, &recent, now)
+                })
+                .await
+                .expect("journal")
+        };
+        let mut e = entry(now, "auto", "allowed");
+        e.disruptive = true;
+        e.target = target(1).to_string();
+        e.namespace = target(1).namespace;
+        let act = async {
+            shards[1]
+                .record_intent_checked(&e, now - 86_400, |recent| {
+                    judge(&a1, &j1, Decider::Agent, recent, now)
+                })
+                .await
+                .expect("journal")
+        };
+        let (approved, (_, acted)) = futures::future::join(approve, act).await;
+        let approval_won = matches!(approved, Some(Ok(_)));
+        assert!(
+            approval_won != acted.is_ok(),
+            "round {round}: exactly one wins: approval {approved:?}, action {acted:?}"
+        );
+        let row = shards[1].get(rec_id).await.expect("get").expect("row");
+        if approval_won {
+            approvals_won += 1;
+            assert_eq!(row.approval.as_deref(), Some("approved by alice"));
+            assert_eq!(row.outcome_at, Some(now), "counts from its claim");
+        } else {
+            assert_eq!(row.approval, None, "a refused approval claims nothing");
+        }
+    }
+    eprintln!("approvals won {approvals_won} of {ROUNDS} rounds");
+}

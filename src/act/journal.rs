@@ -188,6 +188,24 @@ pub trait Journal: Send + Sync {
         id: i64,
         result: &str,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Claims recommendation `id` for a person's `approval` ("approved by
+    /// …") if `check` (the gate) allows it, judged against the entries
+    /// decided at or after `since` as they are at the claim; on a shared
+    /// PostgreSQL journal in one transaction under the guard lock, like
+    /// [`Journal::record_intent_checked`], so an approval and another
+    /// shard's action never both spend the last unit of a budget. The claim
+    /// also sets `outcome_at` to `at`: the claimed entry counts against the
+    /// guards from then on, not from when it was recommended. `None` when
+    /// it was already claimed (approved, rejected or superseded); nothing
+    /// is claimed when `check` refuses.
+    fn record_approval_checked<T: Send, R: Send>(
+        &self,
+        id: i64,
+        approval: &str,
+        at: i64,
+        since: i64,
+        check: impl FnOnce(&[JournalEntry]) -> Result<T, R> + Send,
+    ) -> impl Future<Output = Result<Option<Result<T, R>>, Error>> + Send;
     /// Sets the approval only if none is set yet; returns whether it did.
     fn record_approval(
         &self,

@@ -474,6 +474,70 @@ impl Journal for SqlJournal {
         .map_err(query_error("record_verification"))
     }
 
+    async fn record_approval_checked<T: Send, R: Send>(
+        &self,
+        id: i64,
+        approval: &str,
+        at: i64,
+        since: i64,
+        check: impl FnOnce(&[JournalEntry]) -> Result<T, R> + Send,
+    ) -> Result<Option<Result<T, R>>, journal::Error> {
+        let op = "record_approval_checked";
+        match self {
+            // One writer: nobody can record between the read and the claim.
+            SqlJournal::Sqlite(p) => {
+                let verdict = check(&self.since(since).await?);
+                if verdict.is_err() {
+                    return Ok(Some(verdict));
+                }
+                let claimed = update!(
+                    p,
+                    "sqlite",
+                    "UPDATE journal SET approval = $1, outcome_at = $2 WHERE id = $3 AND approval IS NULL",
+                    approval,
+                    at,
+                    id
+                )
+                .map_err(query_error(op))?;
+                Ok((claimed == 1).then_some(verdict))
+            }
+            SqlJournal::Postgres(p, epoch) => {
+                let mut tx = p.begin().await.map_err(query_error(op))?;
+                // The same lock as record_intent_checked: whoever checks
+                // next (any shard) reads this claim among the history.
+                sqlx::query_scalar!(
+                    "SELECT true AS \"locked!\" FROM pg_advisory_xact_lock($1) -- postgres",
+                    GUARD_LOCK_KEY
+                )
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_error(op))?;
+                check_epoch(&mut tx, epoch, op).await?;
+                let rows: Vec<JournalEntry> =
+                    select!(&mut *tx, "postgres", "WHERE at >= $1 ORDER BY id", since)
+                        .map_err(query_error(op))?
+                        .into_iter()
+                        .map(Into::into)
+                        .collect();
+                let verdict = check(&rows);
+                if verdict.is_err() {
+                    return Ok(Some(verdict));
+                }
+                let claimed = update!(
+                    &mut *tx,
+                    "postgres",
+                    "UPDATE journal SET approval = $1, outcome_at = $2 WHERE id = $3 AND approval IS NULL",
+                    approval,
+                    at,
+                    id
+                )
+                .map_err(query_error(op))?;
+                tx.commit().await.map_err(query_error(op))?;
+                Ok((claimed == 1).then_some(verdict))
+            }
+        }
+    }
+
     async fn record_approval(&self, id: i64, approval: &str) -> Result<bool, journal::Error> {
         on_pool!(
             self,

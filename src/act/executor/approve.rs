@@ -4,11 +4,12 @@
 //! it was recommended and the gate, judged again now, allows it.
 //!
 //! Must not write to a target but through `send`; an approval is claimed in
-//! the journal (once) before anything is sent.
+//! the journal (once), in one step with the gate's verdict, before anything
+//! is sent.
 
 use super::{
-    Error, Executed, Executor, PolicySource, Recorded,
-    gate::{Admitted, Decider, Refused},
+    Error, Executed, Executor, PolicySource,
+    gate::{Decider, Refused},
     send::{Write, sent_detail},
 };
 use crate::act::{
@@ -40,15 +41,41 @@ impl<J: Journal> Executor<J> {
         // The gate, judged now: hours may have passed since the
         // recommendation, and other actions since then count against the
         // cooldown, the rate limits and the disruption budget. A refusal
-        // leaves it pending, to approve later or reject.
-        let admitted = self.approval_gate(&r, policy, now).await?;
-        if !self
+        // leaves it pending, to approve later or reject. Judged in one step
+        // with the claim (under the guard lock on a shared PostgreSQL
+        // journal), with the recommendation itself left out of the history.
+        let refuse = |reason: String| Error::ApproveEntry { id, reason };
+        let obj = self
+            .fetch_target(r.target())
+            .await
+            .map_err(|err| refuse(err.to_string()))?
+            .ok_or_else(|| refuse(format!("{} no longer exists", r.target())))?;
+        let planned = plan_action(&r.intent.action, &obj, now)
+            .map_err(|err| refuse(format!("it no longer plans: {err}")))?;
+        let inputs = self.gate_inputs(policy, &r.intent, now).await;
+        let approval = format!("approved by {by}");
+        let admitted = match self
             .journal
-            .record_approval(id, &format!("approved by {by}"))
+            .record_approval_checked(id, &approval, now, now - 86_400, |recent| {
+                let recent: Vec<_> = recent.iter().filter(|e| e.id != id).cloned().collect();
+                inputs.judge(
+                    self.mode,
+                    Decider::Person,
+                    (&r.intent, &planned),
+                    &recent,
+                    now,
+                )
+            })
             .await?
         {
-            return Err(not_approvable("already approved or rejected".into()));
-        }
+            None => return Err(not_approvable("already approved or rejected".into())),
+            Some(Err(Refused { guard, detail })) => {
+                return Err(refuse(format!(
+                    "the {guard} guard refuses it now ({detail}); it stays pending"
+                )));
+            }
+            Some(Ok(admitted)) => admitted,
+        };
         let entry = &r.row.entry;
         let write = Write::planned(
             id,
@@ -61,39 +88,6 @@ impl<J: Journal> Executor<J> {
         let describe = |sent: &_| format!("approved by {by}: {}", sent_detail(sent));
         self.send_and_finish(entry, &write, admitted, describe, now)
             .await
-    }
-
-    /// The gate for an approval: the kill switch, the agent's mode (a
-    /// person's decision: not in dry-run) and the guards on the action
-    /// planned against the target as it is now, with the recommendation
-    /// itself left out of the history.
-    async fn approval_gate(
-        &self,
-        r: &Recorded,
-        policy: &(impl PolicySource + ?Sized),
-        now: i64,
-    ) -> Result<Admitted, Error> {
-        let refuse = |reason: String| Error::ApproveEntry {
-            id: r.row.id,
-            reason,
-        };
-        let obj = self
-            .fetch_target(r.target())
-            .await
-            .map_err(|err| refuse(err.to_string()))?
-            .ok_or_else(|| refuse(format!("{} no longer exists", r.target())))?;
-        let planned = plan_action(&r.intent.action, &obj, now)
-            .map_err(|err| refuse(format!("it no longer plans: {err}")))?;
-        let judged = (&r.intent, &planned);
-        match self
-            .admit(policy, Decider::Person, judged, &[r.row.id], now)
-            .await?
-        {
-            Ok(admitted) => Ok(admitted),
-            Err(Refused { guard, detail }) => Err(refuse(format!(
-                "the {guard} guard refuses it now ({detail}); it stays pending"
-            ))),
-        }
     }
 
     /// Rejects a recommendation: it is never applied.

@@ -47,7 +47,7 @@ type JudgedBatch = Vec<(Option<Value>, Judged)>;
 /// the gate at send: every action sent, possibly sent (`unknown`) or about
 /// to be), each at the time it was sent when it was (an approval sends
 /// hours after the recommendation: its cooldown and budgets run from the
-/// send).
+/// send, or from the approval's claim while it is being sent).
 pub fn history(recent: &[JournalEntry]) -> Vec<Recent> {
     recent
         .iter()
@@ -62,6 +62,14 @@ pub fn history(recent: &[JournalEntry]) -> Vec<Recent> {
             at: match e.outcome.as_deref() {
                 Some(outcome::APPLIED | outcome::UNDONE | outcome::UNKNOWN) => {
                     e.outcome_at.unwrap_or(e.entry.at)
+                }
+                // Approved, being sent: from the approval's claim.
+                Some(outcome::RECOMMENDED)
+                    if e.approval
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with("approved")) =>
+                {
+                    e.outcome_at.unwrap_or(e.entry.at).max(e.entry.at)
                 }
                 _ => e.entry.at,
             },
@@ -484,8 +492,9 @@ mod tests {
         }
     }
 
-    /// An approved recommendation counts from the time it was sent, not
-    /// the time it was proposed: its cooldown and budgets start at the send.
+    /// An approved recommendation counts from the time it was sent (or
+    /// claimed for sending), not the time it was proposed: its cooldown and
+    /// budgets start then.
     #[test]
     fn the_history_counts_an_action_from_when_it_was_sent() {
         let mut approved = refused(3, 1_000, verdict::ALLOWED, 5, "recommend");
@@ -494,8 +503,16 @@ mod tests {
         let mut pending = refused(4, 2_000, verdict::ALLOWED, 5, "recommend");
         pending.outcome = Some(outcome::RECOMMENDED.into());
         pending.outcome_at = Some(2_001);
-        let h = history(&[approved, pending]);
-        assert_eq!(h.iter().map(|r| r.at).collect::<Vec<_>>(), [9_000, 2_000]);
+        // Claimed by an approval at 8 000, being sent: from the claim.
+        let mut sending = refused(5, 1_500, verdict::ALLOWED, 5, "recommend");
+        sending.outcome = Some(outcome::RECOMMENDED.into());
+        sending.outcome_at = Some(8_000);
+        sending.approval = Some("approved by alice".into());
+        let h = history(&[approved, pending, sending]);
+        assert_eq!(
+            h.iter().map(|r| r.at).collect::<Vec<_>>(),
+            [9_000, 2_000, 8_000]
+        );
     }
 
     #[test]

@@ -208,8 +208,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut counted = std::collections::BTreeSet::new();
     let mut last_row = 0;
     let incident = settings.incident_after_seconds as f64;
-    // Long enough for an hour-long verification's settle delay and window.
-    let deadline = incident + 600.0;
+    // Long enough, after the last fault starts, for an hour-long
+    // verification's settle delay and window (the model specs' 5m rate
+    // windows must first forget the fault).
+    let last_start = scenarios
+        .iter()
+        .map(|s| incident.max(earliest_start(&s.fault)))
+        .fold(incident, f64::max);
+    let deadline = last_start + 720.0;
     loop {
         let t = start.elapsed().as_secs_f64();
         for s in &mut scenarios {
