@@ -129,13 +129,25 @@ pub fn evaluate_runbooks(
         decisions: decisions.len(),
         ..Evaluated::default()
     };
+    // Missing data, per runbook: the components newly without it (and the
+    // first one's error), and those evaluated again.
+    let mut missing: BTreeMap<String, (Vec<String>, String)> = BTreeMap::new();
+    let mut back: BTreeMap<String, usize> = BTreeMap::new();
+    let mut lacking = metrics
+        .missing_data
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     for d in decisions {
         metrics
             .runbook_evaluations
             .with_label_values(&[d.runbook.as_str(), d.trigger])
             .inc();
+        let pair = (d.runbook.clone(), d.component.to_string());
         match d.result {
             Ok(intents) => {
+                if lacking.remove(&pair) {
+                    *back.entry(d.runbook.clone()).or_default() += 1;
+                }
                 let Some(rb) = runbooks.get(&d.runbook) else {
                     continue;
                 };
@@ -156,12 +168,25 @@ pub fn evaluate_runbooks(
                     .runbook_errors
                     .with_label_values(&[d.runbook.as_str(), error.kind()])
                     .inc();
-                if error.kind() == "missing_data" {
-                    tracing::warn!(runbook = %d.runbook, kind = %d.component.kind, namespace = %d.component.namespace,
-                        name = %d.component.name, error = %crate::telemetry::chain(&error), "runbook not evaluated: missing data");
+                if error.kind() == "missing_data" && lacking.insert(pair) {
+                    missing
+                        .entry(d.runbook.clone())
+                        .or_insert_with(|| {
+                            (Vec::new(), crate::telemetry::chain(&error).to_string())
+                        })
+                        .0
+                        .push(d.component.to_string());
                 }
             }
         }
+    }
+    drop(lacking);
+    for (runbook, (components, first_error)) in &missing {
+        tracing::warn!(%runbook, components = components.len(), first = %components[0], error = %first_error,
+            "runbook not evaluated: missing data (logged again when it has data; autopilot_runbook_errors_total counts each cycle)");
+    }
+    for (runbook, n) in &back {
+        tracing::info!(%runbook, components = n, "runbook evaluated again: its data is back");
     }
     let span = tracing::Span::current();
     span.record("decisions", out.decisions);
@@ -350,6 +375,60 @@ mod tests {
             assert!(out.proposals.iter().all(|p| p.intent.runbook == "narrow"));
             assert_eq!(errors(), cycle);
         }
+    }
+
+    /// Missing data is remembered per runbook and component, so the log
+    /// says so when it starts and when it ends, while the error counter
+    /// counts every evaluation.
+    #[test]
+    fn missing_data_is_remembered_per_runbook_and_component_until_it_is_back() {
+        let metrics = Metrics::register(&prometheus::Registry::new()).expect("metrics");
+        let mut set = RunbookSet::new(Limits::default());
+        let errors = set.load(&[(
+            "needs-samples".into(),
+            "fn runbook() { #{ trigger: #{ findings: #{ kind: \"PaymentGateway\" } } } }\n\
+             fn decide(ctx) { let s = require(ctx.resource.spec?.replicas, \"spec.replicas\"); [] }"
+                .into(),
+        )]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let findings: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                let mut f = finding("PaymentGateway", "cpu", 0.9);
+                f.component.name = (*n).into();
+                f
+            })
+            .collect();
+        let mut observed = Observed {
+            findings: findings.clone(),
+            ..Observed::default()
+        };
+        for f in &findings {
+            observed
+                .resources
+                .insert(f.component.clone(), serde_json::json!({"spec": {}}));
+        }
+        let lacking = || metrics.missing_data.lock().expect("lock").len();
+        let counted = || {
+            metrics
+                .runbook_errors
+                .with_label_values(&["needs-samples", "missing_data"])
+                .get()
+        };
+        for cycle in 1..=2 {
+            let out = evaluate_runbooks(&mut set, &observed, 0, 60, Mode::Auto, &metrics);
+            assert_eq!((out.decisions, out.errors), (3, 3));
+            assert_eq!(lacking(), 3, "the same three pairs, not three more");
+            assert_eq!(counted(), 3 * cycle);
+        }
+        // One gateway's data is back: it leaves the set.
+        observed.resources.insert(
+            findings[0].component.clone(),
+            serde_json::json!({"spec": {"replicas": 2}}),
+        );
+        let out = evaluate_runbooks(&mut set, &observed, 0, 60, Mode::Auto, &metrics);
+        assert_eq!(out.errors, 2);
+        assert_eq!(lacking(), 2);
     }
 
     #[test]

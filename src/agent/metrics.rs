@@ -35,6 +35,12 @@ pub struct Metrics {
     /// scored cycle, so that a finding is logged when its episode opens and
     /// when it clears rather than every cycle.
     pub open_findings: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Not exported: the (runbook, `Kind/namespace/name`) pairs whose last
+    /// evaluation lacked data, so that missing data is logged once per
+    /// runbook when it starts and when it ends, not per component per cycle
+    /// (`autopilot_runbook_errors_total` counts every one).
+    pub missing_data:
+        std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<(String, String)>>>,
 }
 
 impl Metrics {
@@ -113,6 +119,7 @@ impl Metrics {
                 "1 while the AutopilotPolicy's kill switch is on, as the last cycle read it",
             )?,
             open_findings: Default::default(),
+            missing_data: Default::default(),
         };
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.cycles.clone()))?;

@@ -441,6 +441,7 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         read_errors,
         kill_switch,
         open_findings: _, // not exported: the log's episode memory
+        missing_data: _,  // not exported either
     } = metrics::Metrics::register(&registry)?;
     let all: [&dyn Collector; 19] = [
         &reconciles,

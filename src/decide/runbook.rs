@@ -534,6 +534,8 @@ impl RunbookSet {
             return out;
         };
         let log = match e {
+            // The agent logs missing data once per runbook and episode.
+            Error::EvaluateRunbook { .. } if e.kind() == "missing_data" => None,
             Error::EvaluateRunbook { .. } => Some("runbook evaluation failed"),
             Error::TooManyIntents { count, .. } => first_report(
                 &mut self.reported,

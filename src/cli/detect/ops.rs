@@ -657,8 +657,8 @@ mod tests {
         let text = openmetrics(&s);
         assert_eq!(
             text,
-            "# TYPE a unknown\na{x=\"1\"} 1 10\na{x=\"1\"} 2 20\na{x=\"2\"} 3 10\n\
-             # TYPE a_total unknown\na_total{x=\"1\"} 4 10\n# EOF\n"
+            "# TYPE a_total unknown\na_total{x=\"1\"} 4 10\n\
+             # TYPE a unknown\na{x=\"1\"} 1 10\na{x=\"1\"} 2 20\na{x=\"2\"} 3 10\n# EOF\n"
         );
     }
 
