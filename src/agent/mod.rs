@@ -440,9 +440,10 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         runbook_evaluations,
         read_errors,
         kill_switch,
+        series_dropped,
         open_findings: _, // not exported: the log's episode memory
     } = metrics::Metrics::register(&registry)?;
-    let all: [&dyn Collector; 19] = [
+    let all: [&dyn Collector; 20] = [
         &reconciles,
         &failures,
         &duration,
@@ -462,6 +463,7 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         &runbook_evaluations,
         &read_errors,
         &kill_switch,
+        &series_dropped,
     ];
     Ok(all
         .iter()
