@@ -167,6 +167,7 @@ impl Prometheus {
 
     /// Every component's current value of every signal of `spec`, at `at`
     /// (unix seconds), in one query.
+    #[tracing::instrument(name = "query", skip_all, fields(kind = %spec.kind))]
     pub async fn query_spec(
         &self,
         spec: &ValidatedSpec,
