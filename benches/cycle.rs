@@ -382,7 +382,7 @@ async fn floor(
 
 /// Keeps the exporter's text moving (counters grow) while `live` is set.
 fn keep_exporting(
-    exposition: Arc<exposition::Exposition>,
+    exposition: Arc<Mutex<exposition::Exposition>>,
     exporter: Arc<Exporter>,
     live: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
@@ -390,7 +390,11 @@ fn keep_exporting(
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             if live.load(Ordering::Relaxed) {
-                exporter.set(exposition.scrape_text(unix_now(), &["job", "instance"]));
+                let text = exposition
+                    .lock()
+                    .expect("exposition")
+                    .scrape_text(unix_now(), &["job", "instance"]);
+                exporter.set(text);
             }
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -479,7 +483,8 @@ async fn run(stages: Stages) {
         "backfilled {history_mib:.0} MiB of OpenMetrics and started Prometheus in {:.0?}",
         began.elapsed()
     );
-    let ex = Arc::new(ex);
+    let components_total = ex.components.len();
+    let ex = Arc::new(Mutex::new(ex));
     let (live, stop) = (
         Arc::new(AtomicBool::new(true)),
         Arc::new(AtomicBool::new(false)),
@@ -500,7 +505,8 @@ async fn run(stages: Stages) {
         .iter()
         .map(|s| (s.kind.clone(), observe::spec_resource(s)))
         .collect();
-    let created = create_estate(&client, &ex.components, &resources).await;
+    let components_list = ex.lock().expect("exposition").components.clone();
+    let created = create_estate(&client, &components_list, &resources).await;
     let objects: usize = created.values().sum();
     let policy: autopilot::crd::AutopilotPolicy = serde_json::from_value(json!({
         "apiVersion": "payments.io/v1", "kind": "AutopilotPolicy",
@@ -570,11 +576,29 @@ async fn run(stages: Stages) {
     // The cycles, each followed by its floor.
     let http = reqwest::Client::new();
     let mut rows = Vec::new();
+    let mut surging = 0;
     for i in 0..cycles {
+        // A traffic surge on one gateway copy in four (copies 1, 5, 9, …):
+        // their in-flight requests climb from 40 % of the limit by 10
+        // points a cycle, up to 99 %, so that the saturation forecasts
+        // fire and the autoscale runbook proposes, and step 5 (guards,
+        // journal) has work.
+        surging = ex.lock().expect("exposition").set_gauge(
+            "payments_gateway_inflight_requests",
+            |labels| {
+                let gw = labels.iter().find(|(k, _)| k == "gateway")?;
+                let copy: usize = gw.1.rsplit('-').next()?.parse().ok()?;
+                (copy % 4 == 1).then(|| (40.0 + 10.0 * (i as f64 + 1.0)).min(99.0))
+            },
+        );
         live.store(true, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(3)).await;
         live.store(false, Ordering::Relaxed);
-        exporter.set(ex.scrape_text(unix_now(), &["job", "instance"]));
+        let text = ex
+            .lock()
+            .expect("exposition")
+            .scrape_text(unix_now(), &["job", "instance"]);
+        exporter.set(text);
         tokio::time::sleep(Duration::from_millis(1200)).await; // one scrape
         let now = unix_now();
         let _ = stages.take();
@@ -615,7 +639,8 @@ async fn run(stages: Stages) {
     report(
         &rows,
         &Setup {
-            components: ex.components.len(),
+            components: components_total,
+            surging,
             objects,
             series_total,
             history_minutes,
@@ -649,6 +674,7 @@ async fn run(stages: Stages) {
 
 struct Setup {
     components: usize,
+    surging: usize,
     objects: usize,
     series_total: usize,
     history_minutes: i64,
@@ -671,6 +697,10 @@ fn report(rows: &[Row], c: &Setup) {
         load()
     );
     println!(
+        "Surge: {} PaymentGateways' in-flight requests climb from 40 % of their limit by 10 points a cycle (up to 99 %)",
+        c.surging
+    );
+    println!(
         "Warm-up (`start`: {} min of history, one range query per spec): {:.1} s wall, {:.2} CPU s",
         c.history_minutes,
         c.warm.as_secs_f64(),
@@ -678,7 +708,7 @@ fn report(rows: &[Row], c: &Setup) {
     );
     println!();
     println!(
-        "| cycle | series read | findings | decisions | proposals | wall | Prometheus queries | observe, rest | detect | decision inputs | decide | step 5 (guard, act, verify) | other | CPU s | floor (same PromQL, plain) | cycle − floor | cycle / floor |"
+        "| cycle | series read | findings | decisions | proposals (journaled) | wall | Prometheus queries | observe, rest | detect | decision inputs | decide | step 5 (guard, act, verify) | other | CPU s | floor (same PromQL, plain) | cycle − floor | cycle / floor |"
     );
     println!(
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -700,11 +730,12 @@ fn report(rows: &[Row], c: &Setup) {
         let other = wall - queries - observe - detect - inputs - decide - act;
         let floor = r.floor.as_secs_f64() * 1000.0;
         println!(
-            "| {i} | {} | {} | {} | {} | {wall:.0} ms | {queries:.0} ms | {observe:.0} ms | {detect:.0} ms | {inputs:.0} ms | {decide:.0} ms | {act:.0} ms | {other:.0} ms | {:.2} | {floor:.0} ms ({} queries, {:.1} MiB) | {:.0} ms | {:.2}× |",
+            "| {i} | {} | {} | {} | {} ({}) | {wall:.0} ms | {queries:.0} ms | {observe:.0} ms | {detect:.0} ms | {inputs:.0} ms | {decide:.0} ms | {act:.0} ms | {other:.0} ms | {:.2} | {floor:.0} ms ({} queries, {:.1} MiB) | {:.0} ms | {:.2}× |",
             r.summary.series,
             r.summary.findings,
             r.summary.decisions,
             r.summary.proposals,
+            r.summary.executed.len(),
             r.cpu,
             r.floor_queries,
             r.floor_bytes as f64 / (1024.0 * 1024.0),

@@ -325,6 +325,25 @@ impl Exposition {
         }
     }
 
+    /// Sets the value of every gauge `name` for which `value_of` of its
+    /// labels is `Some` (a surge on some components); returns how many.
+    pub fn set_gauge(
+        &mut self,
+        name: &str,
+        value_of: impl Fn(&[(String, String)]) -> Option<f64>,
+    ) -> usize {
+        let mut n = 0;
+        for s in &mut self.out.series {
+            if s.name == name && s.counter_rate.is_none() {
+                if let Some(v) = value_of(&s.labels) {
+                    s.value = v;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// OpenMetrics text for promtool of the series as they are now (after
     /// [`Exposition::relabel`]), every `step` seconds from `start` to `end`.
     pub fn history(&self, start: i64, end: i64, step: i64) -> String {
