@@ -786,13 +786,21 @@ fn report(rows: &[Row], c: &Setup) {
         }
     }
     println!();
-    println!("| span (parent) | ms per cycle | spans per cycle |");
-    println!("|---|---:|---:|");
-    for ((name, parent), (d, c)) in &all {
+    println!("| span (parent) | ms per cycle, steady | spans per cycle | ms in cycle 0 |");
+    println!("|---|---:|---:|---:|");
+    let first = &rows[0].times;
+    let names: BTreeSet<_> = all.keys().chain(first.keys()).collect();
+    for key in names {
+        let (d, c) = all.get(key).copied().unwrap_or_default();
+        let d0 = first
+            .get(key)
+            .map_or(0.0, |(d, _)| d.as_secs_f64() * 1000.0);
         println!(
-            "| {name} ({parent}) | {:.1} | {:.1} |",
+            "| {} ({}) | {:.1} | {:.1} | {d0:.1} |",
+            key.0,
+            key.1,
             d.as_secs_f64() * 1000.0 / m,
-            *c as f64 / m
+            c as f64 / m
         );
     }
 }
