@@ -108,13 +108,6 @@ impl Reader {
         }
     }
 
-    /// Keeps at most `cap` series per query instead of
-    /// `observe::MAX_SERIES_PER_QUERY`.
-    pub fn with_series_cap(mut self, cap: usize) -> Self {
-        self.series_cap = cap;
-        self
-    }
-
     /// Series kept per query.
     pub fn series_cap(&self) -> usize {
         self.series_cap
