@@ -60,8 +60,9 @@ pub fn otlp_traces_url(endpoint: &str) -> String {
     }
 }
 
-/// [`init_at`], and with `otlp_endpoint` the stage spans (observe, detect,
-/// decide, runbook, guard, act, verify, with their component and action)
+/// [`init_at`], and with `otlp_endpoint` the stage spans (observe and its
+/// queries, detect, decide, runbook, guard, act, verify, with their
+/// component and action)
 /// also exported over OTLP/HTTP (protobuf) in batches, as service
 /// `autopilot`. Export failures are the exporter's to log; they never stop
 /// the agent.

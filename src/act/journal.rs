@@ -219,8 +219,16 @@ pub trait Journal: Send + Sync {
         limit: i64,
         pending: bool,
     ) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
-    /// Entries decided at or after `at` (guard history, verification).
+    /// Entries decided at or after `at` (guard history).
     fn since(&self, at: i64) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
+    /// Entries decided at or after `at` that were applied, state what
+    /// should improve (`verify`) and have no verification yet: what the
+    /// verifier judges every cycle, read without the rest of the journal
+    /// (refusals, dry runs, recommendations), which grows with the estate.
+    fn awaiting_verification(
+        &self,
+        at: i64,
+    ) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;
     /// Entries a crash interrupted: any entry without an outcome, and
     /// approved recommendations not yet applied.
     fn unresolved(&self) -> impl Future<Output = Result<Vec<JournalEntry>, Error>> + Send;

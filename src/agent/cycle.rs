@@ -281,7 +281,9 @@ impl Core {
         let specs: Vec<_> = self.estate.specs().to_vec();
         for spec in &specs {
             match prom.query_history(spec, now - secs, now, step).await {
-                Ok(history) => {
+                Ok(mut history) => {
+                    // The series the cycles keep (`Reader::observe`).
+                    crate::observe::cap_series(&mut history, self.reader.series_cap());
                     loaded += history.len();
                     let _ = self.estate.score_history(&history);
                 }

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub read_errors: IntCounterVec,
     /// 1 while the guard policy's kill switch is on (as last read).
     pub kill_switch: IntGauge,
+    /// Series a query returned beyond `observe::MAX_SERIES_PER_QUERY`,
+    /// dropped unscored, by component kind.
+    pub series_dropped: IntCounterVec,
     /// Not exported: the findings (`Kind/namespace/name signal`) of the last
     /// scored cycle, so that a finding is logged when its episode opens and
     /// when it clears rather than every cycle.
@@ -118,6 +121,13 @@ impl Metrics {
                 "autopilot_kill_switch",
                 "1 while the AutopilotPolicy's kill switch is on, as the last cycle read it",
             )?,
+            series_dropped: IntCounterVec::new(
+                Opts::new(
+                    "autopilot_series_dropped_total",
+                    "Series a model spec's query returned beyond the per-query cap, dropped unscored, by component kind",
+                ),
+                &["kind"],
+            )?,
             open_findings: Default::default(),
             missing_data: Default::default(),
         };
@@ -133,6 +143,7 @@ impl Metrics {
         registry.register(Box::new(m.runbook_evaluations.clone()))?;
         registry.register(Box::new(m.read_errors.clone()))?;
         registry.register(Box::new(m.kill_switch.clone()))?;
+        registry.register(Box::new(m.series_dropped.clone()))?;
         Ok(m)
     }
 }

@@ -440,10 +440,11 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         runbook_evaluations,
         read_errors,
         kill_switch,
+        series_dropped,
         open_findings: _, // not exported: the log's episode memory
         missing_data: _,  // not exported either
     } = metrics::Metrics::register(&registry)?;
-    let all: [&dyn Collector; 19] = [
+    let all: [&dyn Collector; 20] = [
         &reconciles,
         &failures,
         &duration,
@@ -463,6 +464,7 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         &runbook_evaluations,
         &read_errors,
         &kill_switch,
+        &series_dropped,
     ];
     Ok(all
         .iter()

@@ -58,6 +58,21 @@ pub struct Reader {
     unlisted: Outages,
     /// Kinds whose resources cannot be read.
     unread: Outages,
+    /// Series kept per query (`observe::MAX_SERIES_PER_QUERY`).
+    series_cap: usize,
+    /// Kinds whose query returns more series than `series_cap`.
+    overfull: Outages,
+}
+
+/// A query that returned more series than the cap.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the query returned {returned} series, over the cap of {cap} per query: the first {cap} by component are scored, the other {} are not",
+    returned - cap
+)]
+struct TooManySeries {
+    returned: usize,
+    cap: usize,
 }
 
 impl Reader {
@@ -84,7 +99,18 @@ impl Reader {
                 again: "reading resources failed again",
                 recovered: "reading resources works again",
             }),
+            series_cap: crate::observe::MAX_SERIES_PER_QUERY,
+            overfull: Outages::new(Notes {
+                failed: "a model spec's query returned more series than the agent keeps per query; the rest are not scored (autopilot_series_dropped_total counts them): narrow the spec's query or split the estate into shards",
+                again: "a model spec's query is still over the series cap",
+                recovered: "a model spec's query is back under the series cap",
+            }),
         }
+    }
+
+    /// Series kept per query.
+    pub fn series_cap(&self) -> usize {
+        self.series_cap
     }
 
     /// A reader of `history` (a replay): the same reads, the series served
@@ -154,10 +180,24 @@ impl Reader {
                     // Prometheus sees the whole cluster; the agent observes
                     // its scope only, as its watches do.
                     let scope = self.cache.scope();
-                    obs.series.extend(
-                        s.into_iter()
-                            .filter(|s| scope.allows_namespace(&s.component.namespace)),
-                    );
+                    let mut s: Vec<SeriesSamples> = s
+                        .into_iter()
+                        .filter(|s| scope.allows_namespace(&s.component.namespace))
+                        .collect();
+                    let returned = s.len();
+                    let dropped = crate::observe::cap_series(&mut s, self.series_cap);
+                    if dropped > 0 {
+                        self.metrics
+                            .series_dropped
+                            .with_label_values(&[spec.kind.as_str()])
+                            .inc_by(dropped as u64);
+                        let cap = self.series_cap;
+                        self.overfull
+                            .fail(&spec.kind, &TooManySeries { returned, cap });
+                    } else {
+                        self.overfull.recover(&spec.kind);
+                    }
+                    obs.series.extend(s);
                     self.unqueried.recover(&spec.kind);
                 }
                 Err(error) => {

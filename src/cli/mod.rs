@@ -84,11 +84,11 @@ pub struct RunArgs {
     /// port-forward`; `off` serves none.
     #[arg(long, env = "AUTOPILOT_REVIEW_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_review_listen)]
     pub review_listen: ReviewListen,
-    /// Also export the agent's spans (one per stage of each cycle: observe,
-    /// detect, decide and each runbook, guard, act, verify, with the
-    /// component and action as fields) over OTLP/HTTP to this collector,
-    /// e.g. http://jaeger-collector.observability:4318 (`/v1/traces` is
-    /// added). Plain http; off by default.
+    /// Also export the agent's spans (one per stage of each cycle: observe
+    /// and each Prometheus query, detect, decide and each runbook, guard,
+    /// act, verify, with the component and action as fields) over OTLP/HTTP
+    /// to this collector, e.g. http://jaeger-collector.observability:4318
+    /// (`/v1/traces` is added). Plain http; off by default.
     #[arg(long, env = "AUTOPILOT_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
     /// dry-run: decide and journal, send nothing; recommend: also validate

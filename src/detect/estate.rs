@@ -97,6 +97,31 @@ impl Estate {
         findings
     }
 
+    /// Drops the state of every series not read this cycle (`seen`) whose
+    /// newest sample is more than its `max_gap_seconds` before `now` (a
+    /// deleted component, a series that stopped): its next sample would
+    /// restart the detector anyway, so nothing is lost, and the state of an
+    /// estate whose components come and go stays the size of the series
+    /// that exist. A mixture goes with the last series of its component
+    /// unless the component is among `known` (it still exists).
+    fn forget(
+        &mut self,
+        seen: &BTreeSet<(ComponentId, String)>,
+        known: &BTreeSet<ComponentId>,
+        now: i64,
+    ) {
+        self.series
+            .retain(|key, state| seen.contains(key) || !state.gap_restarts_at(now));
+        let kept: BTreeSet<&ComponentId> = self.series.keys().map(|(c, _)| c).collect();
+        self.mixtures
+            .retain(|c, _| known.contains(c) || kept.contains(c));
+    }
+
+    /// Series and mixture states held (for tests and the cycle bench).
+    pub fn held(&self) -> (usize, usize) {
+        (self.series.len(), self.mixtures.len())
+    }
+
     /// Scores one cycle.
     pub fn score_cycle(&mut self, input: CycleInput<'_>, now: i64) -> Report {
         let (components, series) = match input {
@@ -144,6 +169,7 @@ impl Estate {
         if let Some(list) = components {
             known.extend(list.iter().cloned());
         }
+        self.forget(&seen, &known, now);
         for c in &known {
             let Some(spec) = self.specs.iter().find(|s| s.kind == c.kind) else {
                 continue;
@@ -291,6 +317,51 @@ multivariate: {signals: [request_rate, cpu], warmup: 100, refit_every: 50}
         assert_eq!(kinds, vec!["gmm"], "{:?}", r.findings);
         assert_eq!(r.findings[0].signal, "request_rate+cpu");
         assert!(r.findings[0].explanation.contains("together are unusual"));
+    }
+
+    /// Issue #16, "bound what grows": a deleted component's detectors go
+    /// once a sample would restart them anyway (the default gap, 900 s),
+    /// not before; a component that still exists keeps its mixture.
+    #[test]
+    fn a_deleted_components_state_is_dropped_once_a_sample_would_restart_it() {
+        let spec = validate_spec("models/gw.yaml", SPEC).expect("spec");
+        let mut estate = Estate::new(vec![spec]);
+        let (api, gone) = (gw("api"), gw("gone"));
+        let cycle = |estate: &mut Estate, listed: &[ComponentId], fed: &[&ComponentId], at| {
+            let series: Vec<SeriesSamples> = fed
+                .iter()
+                .flat_map(|c| cycle_input(c, at, 1.0, 0.5))
+                .collect();
+            estate.score_cycle(
+                CycleInput::Observed {
+                    components: Some(listed),
+                    series: &series,
+                },
+                at,
+            );
+        };
+        let both = [api.clone(), gone.clone()];
+        let mut at = 1_000;
+        for _ in 0..10 {
+            cycle(&mut estate, &both, &[&api, &gone], at);
+            at += 30;
+        }
+        assert_eq!(estate.held(), (4, 2), "two series and a mixture each");
+        // `gone` is deleted: no more series, no longer listed.
+        let last = at - 30;
+        let only = [api.clone()];
+        cycle(&mut estate, &only, &[&api], last + 900);
+        assert_eq!(
+            estate.held(),
+            (4, 2),
+            "within the gap a sample would resume"
+        );
+        cycle(&mut estate, &only, &[&api], last + 901);
+        assert_eq!(estate.held(), (2, 1), "past it, its state is gone");
+        // `api` still exists but its series stop: its series' state goes
+        // past the gap, its mixture stays with the component.
+        cycle(&mut estate, &only, &[], last + 901 + 1_000);
+        assert_eq!(estate.held(), (0, 1));
     }
 
     #[test]

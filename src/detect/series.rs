@@ -121,6 +121,14 @@ impl SeriesState {
         }
     }
 
+    /// Whether a sample arriving at `now` would restart the detector: the
+    /// series was last seen more than `max_gap_seconds` before (or never),
+    /// so its state carries nothing a later sample could use.
+    pub fn gap_restarts_at(&self, now: i64) -> bool {
+        self.last_at
+            .is_none_or(|t| now - t > self.options.max_gap_seconds)
+    }
+
     /// Feeds one sample.
     pub fn score_sample(&mut self, at: i64, raw: f64) -> Outcome {
         if !raw.is_finite() {

@@ -56,6 +56,7 @@ impl Prometheus {
     /// The replay lag of every CloudNativePG instance, per Cluster:
     /// `replica_lag_seconds` → `{pod: seconds}`. NaN samples are left out
     /// (unknown lag: never a switchover candidate).
+    #[tracing::instrument(name = "query", skip_all, fields(kind = "Cluster"))]
     pub async fn replica_lags(
         &self,
         at: i64,

@@ -121,6 +121,27 @@ pub fn component_of(
     })
 }
 
+/// Series one query (one model spec's) may bring into a cycle: the rest
+/// are dropped unscored, with a warning and
+/// `autopilot_series_dropped_total`, so a runaway label (a pod name in a
+/// spec's `by`, a new exporter) cannot grow the detectors' state and the
+/// cycle without bound. 20,000 is twice the largest estate benchmarked
+/// (BENCHMARKS.md, "Cycle at 10,000 series") in a single kind.
+pub const MAX_SERIES_PER_QUERY: usize = 20_000;
+
+/// Keeps the first `cap` of `series` in (component, signal) order — the
+/// same ones every cycle, so the detectors kept stay warm — and returns
+/// how many were dropped. Under the cap, `series` is left as it is.
+pub fn cap_series(series: &mut Vec<SeriesSamples>, cap: usize) -> usize {
+    if series.len() <= cap {
+        return 0;
+    }
+    series.sort_unstable_by(|a, b| (&a.component, &a.signal).cmp(&(&b.component, &b.signal)));
+    let dropped = series.len() - cap;
+    series.truncate(cap);
+    dropped
+}
+
 /// Prometheus, with a deadline on every query.
 #[derive(Clone)]
 pub struct Prometheus {
@@ -146,6 +167,7 @@ impl Prometheus {
 
     /// Every component's current value of every signal of `spec`, at `at`
     /// (unix seconds), in one query.
+    #[tracing::instrument(name = "query", skip_all, fields(kind = %spec.kind))]
     pub async fn query_spec(
         &self,
         spec: &ValidatedSpec,
@@ -242,4 +264,40 @@ fn series(
 pub fn spec_resource(spec: &ValidatedSpec) -> ApiResource {
     let gvk = kube::api::GroupVersionKind::gvk(&spec.group, &spec.version, &spec.kind);
     ApiResource::from_gvk_with_plural(&gvk, &spec.plural)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(name: &str, signal: &str) -> SeriesSamples {
+        SeriesSamples {
+            component: ComponentId {
+                kind: "PaymentGateway".into(),
+                namespace: "pay".into(),
+                name: name.into(),
+            },
+            signal: signal.into(),
+            samples: vec![(0, 1.0)],
+        }
+    }
+
+    /// Issue #16, "bound what grows": over the cap, the same series are
+    /// kept whatever order Prometheus answers in; under it, nothing moves.
+    #[test]
+    fn over_the_cap_the_first_series_by_component_are_kept_and_the_rest_counted() {
+        let answer = |order: &[(&str, &str)]| -> Vec<SeriesSamples> {
+            order.iter().map(|(n, s)| series(n, s)).collect()
+        };
+        let mut a = answer(&[("c", "cpu"), ("a", "rate"), ("b", "cpu"), ("a", "cpu")]);
+        let mut b = answer(&[("a", "cpu"), ("b", "cpu"), ("c", "cpu"), ("a", "rate")]);
+        assert_eq!(cap_series(&mut a, 3), 1);
+        assert_eq!(cap_series(&mut b, 3), 1);
+        assert_eq!(a, answer(&[("a", "cpu"), ("a", "rate"), ("b", "cpu")]));
+        assert_eq!(a, b, "the same series whatever the answer's order");
+
+        let mut under = answer(&[("c", "cpu"), ("a", "rate")]);
+        assert_eq!(cap_series(&mut under, 2), 0);
+        assert_eq!(under, answer(&[("c", "cpu"), ("a", "rate")]), "untouched");
+    }
 }

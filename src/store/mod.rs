@@ -579,6 +579,19 @@ impl Journal for SqlJournal {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    async fn awaiting_verification(&self, at: i64) -> Result<Vec<JournalEntry>, journal::Error> {
+        let rows = on_pool!(
+            self,
+            select!(
+                "WHERE at >= $1 AND outcome = $2 AND verify IS NOT NULL AND verification IS NULL ORDER BY id",
+                at,
+                outcome::APPLIED
+            )
+        )
+        .map_err(query_error("awaiting_verification"))?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     async fn unresolved(&self) -> Result<Vec<JournalEntry>, journal::Error> {
         let rows = on_pool!(
             self,
@@ -638,6 +651,73 @@ impl Journal for SqlJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    fn entry(target: &str, at: i64, verify: bool) -> NewEntry {
+        NewEntry {
+            uid: journal::new_uid(),
+            at,
+            runbook: "autoscale-gateway".into(),
+            runbook_hash: "h".into(),
+            runbook_editor: None,
+            trigger: "finding".into(),
+            evidence: serde_json::json!([]),
+            action: serde_json::json!({}),
+            action_kind: "scale_replicas".into(),
+            target: target.into(),
+            namespace: "pay".into(),
+            patch: None,
+            inverse: None,
+            disruptive: false,
+            mode: "auto".into(),
+            verdict: "allowed".into(),
+            verdict_detail: String::new(),
+            verify: verify.then(|| {
+                serde_json::json!({"signal": "latency_p99", "expect": "below", "threshold": 0.3, "within_seconds": 600})
+            }),
+            undo_of: None,
+        }
+    }
+
+    /// Issue #16, "bound what grows": the verifier reads every cycle only
+    /// the applied actions still to verify, not every row of its week
+    /// (refusals and dry runs grow with the estate).
+    #[tokio::test]
+    async fn only_applied_unverified_actions_with_a_verify_await_verification() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite:{}", dir.path().join("j.db").display());
+        let j = SqlJournal::connect(&url).await.expect("journal");
+        let mut ids = BTreeMap::new();
+        for (name, at, verify, outcome) in [
+            ("waiting", 100, true, Some(outcome::APPLIED)),
+            ("no-verify", 100, false, Some(outcome::APPLIED)),
+            ("refused", 100, true, Some(outcome::REFUSED)),
+            ("dry-run", 100, true, None),
+            ("verified", 100, true, Some(outcome::APPLIED)),
+            ("too-old", 10, true, Some(outcome::APPLIED)),
+        ] {
+            let id = j
+                .record_intent(&entry(name, at, verify))
+                .await
+                .expect("intent");
+            if let Some(o) = outcome {
+                j.record_outcome(id, o, "", at).await.expect("outcome");
+            }
+            ids.insert(name, id);
+        }
+        j.record_verification(ids["verified"], "passed")
+            .await
+            .expect("verification");
+        let waiting: Vec<i64> = j
+            .awaiting_verification(50)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(waiting, vec![ids["waiting"]]);
+        j.close().await;
+    }
 
     #[test]
     fn urls_are_redacted() {

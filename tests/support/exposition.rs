@@ -71,9 +71,40 @@ pub const ESTATE: &[(&str, &str, &str)] = &[
     ("KafkaNodePool", "team-a", "audit-pool"),
 ];
 
+/// Copies of [`ESTATE`] the exposition is built for (set once, by
+/// [`scale`]; 1 unless set).
+static COPIES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Builds every exposition of this process for `copies` copies of
+/// [`ESTATE`] (copy 0 is [`ESTATE`] itself, copy `c` names its components
+/// `<name>-<c>`), for the cycle bench's large estate. Call it before the
+/// first exposition is built; later calls change nothing.
+pub fn scale(copies: usize) {
+    let _ = COPIES.set(copies.max(1));
+}
+
+/// [`ESTATE`] times the copies set by [`scale`], copy by copy.
+fn estate() -> &'static [(&'static str, &'static str, &'static str)] {
+    static SCALED: std::sync::OnceLock<Vec<(&'static str, &'static str, &'static str)>> =
+        std::sync::OnceLock::new();
+    SCALED.get_or_init(|| {
+        let copies = *COPIES.get_or_init(|| 1);
+        let mut out = ESTATE.to_vec();
+        for c in 1..copies {
+            for &(kind, ns, name) in ESTATE {
+                // Built once per process: leaking them is the cheapest way
+                // to keep `of_kind`'s `&'static str`.
+                let name: &'static str = String::leak(format!("{name}-{c}"));
+                out.push((kind, ns, name));
+            }
+        }
+        out
+    })
+}
+
 /// (namespace, name) of the estate's components of `kind`.
 pub fn of_kind(kind: &str) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
-    ESTATE
+    estate()
         .iter()
         .filter(move |(k, _, _)| *k == kind)
         .map(|(_, ns, n)| (*ns, *n))
@@ -86,6 +117,10 @@ pub struct Exposition {
     /// Every component that exists: [`ESTATE`] plus one ServiceMonitor per
     /// scraped Service.
     pub components: Vec<Component>,
+    /// The series, to render them again ([`Exposition::scrape_text`]).
+    out: Out,
+    /// The time `text` starts at (counters are 0 there).
+    start: i64,
 }
 
 /// The Service Bus message counts each namespace reports under the
@@ -204,7 +239,7 @@ impl Out {
 pub fn build_exposition(scrape: Scrape, start: i64, end: i64, step: i64) -> Exposition {
     let mut out = Out::default();
     crate::exposition_estate::series(&mut Builder(&mut out), scrape);
-    let mut components: Vec<Component> = ESTATE
+    let mut components: Vec<Component> = estate()
         .iter()
         .map(|(kind, namespace, name)| Component {
             kind: kind.to_string(),
@@ -235,25 +270,124 @@ pub fn build_exposition(scrape: Scrape, start: i64, end: i64, step: i64) -> Expo
     Exposition {
         text: render(&out, start, end, step),
         components,
+        out,
+        start,
+    }
+}
+
+impl Exposition {
+    /// Series in the exposition (Prometheus' own per-target series
+    /// included).
+    pub fn series(&self) -> usize {
+        self.out.series.len()
+    }
+
+    /// The same series as a test exporter serves them at `at` (Prometheus
+    /// text format, no timestamps; counters continue from the history),
+    /// without `drop` labels (`job`, `instance`: the scraping Prometheus
+    /// sets its own).
+    pub fn scrape_text(&self, at: i64, drop: &[&str]) -> String {
+        let mut text = String::new();
+        for (name, counter, series) in families(&self.out) {
+            let _ = writeln!(
+                text,
+                "# TYPE {name} {}",
+                if counter { "counter" } else { "gauge" }
+            );
+            for s in series {
+                let labels = s
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| !drop.contains(&k.as_str()))
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let _ = writeln!(text, "{name}{{{labels}}} {}", s.value_at(self.start, at));
+            }
+        }
+        text
+    }
+
+    /// Renames each label of `renamed` to `exported_<label>` and adds
+    /// `added`: the series as a Prometheus that scrapes [`scrape_text`]
+    /// (without those labels) with the target labels `added` stores them,
+    /// so history written with [`Exposition::history`] and live samples are
+    /// the same series.
+    pub fn relabel(&mut self, renamed: &[&str], added: &[(&str, &str)]) {
+        for s in &mut self.out.series {
+            for (k, _) in &mut s.labels {
+                if renamed.contains(&k.as_str()) {
+                    *k = format!("exported_{k}");
+                }
+            }
+            s.labels
+                .extend(added.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        }
+    }
+
+    /// Sets the value of every gauge `name` for which `value_of` of its
+    /// labels is `Some` (a surge on some components); returns how many.
+    pub fn set_gauge(
+        &mut self,
+        name: &str,
+        value_of: impl Fn(&[(String, String)]) -> Option<f64>,
+    ) -> usize {
+        let mut n = 0;
+        for s in &mut self.out.series {
+            if s.name == name && s.counter_rate.is_none() {
+                if let Some(v) = value_of(&s.labels) {
+                    s.value = v;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// OpenMetrics text for promtool of the series as they are now (after
+    /// [`Exposition::relabel`]), every `step` seconds from `start` to `end`.
+    pub fn history(&self, start: i64, end: i64, step: i64) -> String {
+        let mut text = render(&self.out, start, end, step);
+        text.shrink_to_fit();
+        text
+    }
+}
+
+/// The series by metric name (in name order): name, whether a counter,
+/// its series.
+fn families(out: &Out) -> Vec<(&str, bool, Vec<&Series>)> {
+    let mut by_name: std::collections::BTreeMap<&str, Vec<&Series>> = Default::default();
+    for s in &out.series {
+        by_name.entry(s.name.as_str()).or_default().push(s);
+    }
+    by_name
+        .into_iter()
+        .map(|(name, series)| {
+            let counter = series.iter().any(|s| s.counter_rate.is_some());
+            (name, counter, series)
+        })
+        .collect()
+}
+
+impl Series {
+    /// The value at `t`, the history starting at `start`.
+    fn value_at(&self, start: i64, t: i64) -> f64 {
+        match self.counter_rate {
+            Some(r) => r * (t - start) as f64,
+            None => self.value,
+        }
     }
 }
 
 fn render(out: &Out, start: i64, end: i64, step: i64) -> String {
     let mut text = String::new();
-    let mut names: Vec<&str> = out.series.iter().map(|s| s.name.as_str()).collect();
-    names.sort();
-    names.dedup();
-    for name in names {
-        let counter = out
-            .series
-            .iter()
-            .any(|s| s.name == name && s.counter_rate.is_some());
+    for (name, counter, series) in families(out) {
         let _ = writeln!(
             text,
             "# TYPE {name} {}",
             if counter { "counter" } else { "gauge" }
         );
-        for s in out.series.iter().filter(|s| s.name == name) {
+        for s in series {
             let labels = s
                 .labels
                 .iter()
@@ -262,10 +396,7 @@ fn render(out: &Out, start: i64, end: i64, step: i64) -> String {
                 .join(",");
             let mut t = start;
             while t <= end {
-                let v = match s.counter_rate {
-                    Some(r) => r * (t - start) as f64,
-                    None => s.value,
-                };
+                let v = s.value_at(start, t);
                 let _ = writeln!(text, "{name}{{{labels}}} {v} {t}");
                 t += step;
             }

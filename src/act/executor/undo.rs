@@ -132,7 +132,7 @@ impl<J: Journal> Executor<J> {
         value_of: impl Fn(&str, &str) -> Option<f64>,
     ) -> Result<Vec<(i64, Verification)>, Error> {
         let mut out = Vec::new();
-        for e in self.journal.since(now - 7 * 86_400).await? {
+        for e in self.journal.awaiting_verification(now - 7 * 86_400).await? {
             if e.outcome.as_deref() != Some(outcome::APPLIED) || e.verification.is_some() {
                 continue;
             }
