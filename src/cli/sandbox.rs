@@ -26,7 +26,8 @@ pub struct Settings {
     #[arg(long, default_value_t = 40)]
     pub incident_after_seconds: u64,
     /// The fault to inject: `traffic-surge` (the default),
-    /// `primary-degradation`, `temp-file-growth`, or `all` (at once). With a scenario the
+    /// `primary-degradation`, `temp-file-growth`, `kafka-under-replication`,
+    /// or `all` (at once). With a scenario the
     /// sandbox stops once each has played out and prints a table of its
     /// times.
     #[arg(long)]
@@ -45,8 +46,8 @@ pub struct Settings {
     #[arg(long, default_value = "models")]
     pub models: PathBuf,
     /// CustomResourceDefinitions of the operators' kinds to install: the real
-    /// upstream ones when this folder exists, else the minimal copies in
-    /// tests/fixtures/crds.
+    /// upstream ones when this folder exists (with the minimal copy in
+    /// tests/fixtures/crds of any it lacks), else those copies.
     #[arg(long, default_value = "../shared/crds")]
     pub operator_crds: PathBuf,
     /// The operators' resources of the simulated estate (a CloudNativePG

@@ -12,6 +12,7 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::Context;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, ResourceExt,
     api::{DynamicObject, ListParams},
@@ -412,7 +413,7 @@ fn table(scenarios: &[Scenario], mode: Mode) -> String {
         _ => "-".into(),
     };
     let mut out = format!(
-        "\n{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
+        "\n{:<24} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
         "SCENARIO", "FAULT AT", "FIRST FINDING", "ACTION", "WHAT", "RECOVERED", "VERIFIED", "SEED"
     );
     for s in scenarios {
@@ -426,7 +427,7 @@ fn table(scenarios: &[Scenario], mode: Mode) -> String {
             (format!("- ({})", mode.as_str()), "-".into())
         };
         out.push_str(&format!(
-            "{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
+            "{:<24} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
             s.fault.name(),
             s.fault_at.map_or("-".into(), |f| format!("{f:.0}s")),
             after(s.finding_at, s.fault_at),
@@ -438,7 +439,7 @@ fn table(scenarios: &[Scenario], mode: Mode) -> String {
         ));
         if let Some((at, what)) = &s.back {
             out.push_str(&format!(
-                "{:<20} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
+                "{:<24} {:<9} {:<14} {:<8} {:<34} {:<10} {:<10} {}\n",
                 "  surge end",
                 s.ended_at.map_or("-".into(), |f| format!("{f:.0}s")),
                 "-",
@@ -490,30 +491,29 @@ async fn start_cluster(
         .await
         .context("installing the payments.io CRDs")?;
     eprintln!("[sandbox] installed {} CRDs", crd::crds().len());
+    let fixtures = std::path::PathBuf::from("tests/fixtures/crds");
     let operator_crds = if settings.operator_crds.is_dir() {
         settings.operator_crds.clone()
     } else {
-        std::path::PathBuf::from("tests/fixtures/crds")
+        fixtures.clone()
     };
     if operator_crds.is_dir() {
-        let mut crds = Vec::new();
-        for (file, obj) in read_manifests(&operator_crds)? {
-            if obj
-                .types
-                .as_ref()
-                .is_some_and(|t| t.kind == "CustomResourceDefinition")
-            {
-                crds.push(
-                    serde_json::from_value(serde_json::to_value(&obj)?)
-                        .with_context(|| format!("{file}: not a CustomResourceDefinition"))?,
-                );
-            }
+        let mut crds = crds_in(&operator_crds)?;
+        // A kind upstream has no CRD for (Redis Enterprise publishes none
+        // we can copy): the fixture's.
+        if operator_crds != fixtures && fixtures.is_dir() {
+            let have: Vec<Option<String>> = crds.iter().map(|c| c.metadata.name.clone()).collect();
+            crds.extend(
+                crds_in(&fixtures)?
+                    .into_iter()
+                    .filter(|c| !have.contains(&c.metadata.name)),
+            );
         }
         act::apply_crds(&client, &crds)
             .await
             .context("installing the operators' CRDs")?;
         eprintln!(
-            "[sandbox] installed {} operator CRDs from {} (CloudNativePG, Strimzi, cert-manager, …)",
+            "[sandbox] installed {} operator CRDs from {} (CloudNativePG, Strimzi, cert-manager, …; the fixture copy of any it lacks)",
             crds.len(),
             operator_crds.display()
         );
@@ -556,6 +556,24 @@ async fn start_cluster(
         );
     }
     Ok(cp)
+}
+
+/// The CustomResourceDefinitions among the manifests of `dir`.
+fn crds_in(dir: &Path) -> anyhow::Result<Vec<CustomResourceDefinition>> {
+    let mut crds = Vec::new();
+    for (file, obj) in read_manifests(dir)? {
+        if obj
+            .types
+            .as_ref()
+            .is_some_and(|t| t.kind == "CustomResourceDefinition")
+        {
+            crds.push(
+                serde_json::from_value(serde_json::to_value(&obj)?)
+                    .with_context(|| format!("{file}: not a CustomResourceDefinition"))?,
+            );
+        }
+    }
+    Ok(crds)
 }
 
 /// A real Prometheus scraping the exporter, or `None` (the agent then runs

@@ -21,6 +21,13 @@
 //! - [`cnpg`]: CloudNativePG, operator and exporter (`cnpg_*`): a
 //!   switchover moves the primary away from a degrading instance; a larger
 //!   `work_mem` stops the temp-file spill.
+//! - [`strimzi`]: Strimzi (Kafka, KafkaNodePool, KafkaTopic) and the
+//!   brokers' and kafka-exporter's metrics: one broker more (with
+//!   auto-rebalancing on scale-up) relieves a broker whose disk cannot
+//!   keep up, and its partitions are fully replicated again;
+//! - [`redis`], [`argocd`], [`istio`]: a Redis Enterprise database, an
+//!   Argo CD Application and Istio VirtualServices, healthy (no faults):
+//!   the rest of the estate, so the agent is seen to leave it alone.
 //!
 //! [`Model`] holds the parts; [`Estate`] drives it every `tick` against a
 //! cluster. To add a part: a module with a type implementing [`Part`], a
@@ -41,8 +48,12 @@ use serde_json::{Value, json};
 
 use super::prometheus::Exporter;
 
+pub mod argocd;
 pub mod cnpg;
 pub mod gateway;
+pub mod istio;
+pub mod redis;
+pub mod strimzi;
 
 pub use cnpg::{
     ARCHIVE_FAILURES_PER_SECOND, SORT_MEMORY, SWITCHOVER_SECONDS, TEMP_BYTES_NORMAL,
@@ -64,6 +75,15 @@ pub enum Fault {
     /// A new report's sorts need [`SORT_MEMORY`]: with less `work_mem` the
     /// primary spills them to temporary files, the more the less it has.
     TempFileGrowth,
+    /// Kafka under-replication: the disk of one broker of a KafkaNodePool
+    /// degrades to [`strimzi::DEGRADED_SHARE`] of the replication traffic
+    /// it was writing, so it cannot keep up as a follower and drops out of
+    /// the in-sync replicas of the partitions it follows. Only less traffic
+    /// on it heals it: a broker more, whose new node Strimzi's auto-rebalance
+    /// on scale-up (`spec.cruiseControl.autoRebalance: add-brokers`) moves
+    /// replicas onto, taking them from the most loaded brokers first. See
+    /// [`strimzi`].
+    KafkaUnderReplication,
 }
 
 /// What a scenario of a [`Fault`] expects of the agent, for the sandbox's
@@ -86,10 +106,11 @@ pub struct Answer {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 3] = [
+    pub const ALL: [Fault; 4] = [
         Fault::TrafficSurge,
         Fault::PrimaryDegradation,
         Fault::TempFileGrowth,
+        Fault::KafkaUnderReplication,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -97,6 +118,7 @@ impl Fault {
             Fault::TrafficSurge => "traffic-surge",
             Fault::PrimaryDegradation => "primary-degradation",
             Fault::TempFileGrowth => "temp-file-growth",
+            Fault::KafkaUnderReplication => "kafka-under-replication",
         }
     }
 
@@ -105,6 +127,7 @@ impl Fault {
         match self {
             Fault::TrafficSurge => "PaymentGateway",
             Fault::PrimaryDegradation | Fault::TempFileGrowth => "Cluster",
+            Fault::KafkaUnderReplication => "KafkaNodePool",
         }
     }
 
@@ -133,6 +156,14 @@ impl Fault {
                 detector: "ewma",
                 seed: "MTTR 5 min",
                 warmup_seconds: 150.0,
+            },
+            // The under-replicated partitions' MAD detector warms up over
+            // 20 samples.
+            Fault::KafkaUnderReplication => Answer {
+                runbook: "kafka-scale",
+                detector: "mad",
+                seed: "MTTR 5 min",
+                warmup_seconds: 60.0,
             },
         }
     }
@@ -170,12 +201,20 @@ impl SimKind {
     pub fn crd_name(&self) -> String {
         format!("{}.{}", self.plural, self.group)
     }
+
+    /// Whether its CRD has a `/status` subresource: Argo CD's Application
+    /// has none, so its controller writes `status` on the resource itself.
+    pub fn status_subresource(&self) -> bool {
+        !(self.group == "argoproj.io" && self.kind == "Application")
+    }
 }
 
 /// The objects of the estate as they are now, as JSON, by kind.
 pub type Objects = BTreeMap<&'static str, Vec<Value>>;
 
-/// What a simulated operator wants written: a status merge patch.
+/// What a simulated operator wants written: a status merge patch (to the
+/// `/status` subresource, or to the resource when its kind has none; see
+/// [`SimKind::status_subresource`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatusPatch {
     pub kind: &'static str,
@@ -216,15 +255,33 @@ pub trait Part: Send + std::fmt::Debug {
 pub struct Model {
     gateways: gateway::Gateways,
     postgres: cnpg::Clusters,
+    kafka: strimzi::Kafkas,
+    redis: redis::Databases,
+    argocd: argocd::Applications,
+    istio: istio::VirtualServices,
 }
 
 impl Model {
-    fn parts(&self) -> [&dyn Part; 2] {
-        [&self.gateways, &self.postgres]
+    fn parts(&self) -> [&dyn Part; 6] {
+        [
+            &self.gateways,
+            &self.postgres,
+            &self.kafka,
+            &self.redis,
+            &self.argocd,
+            &self.istio,
+        ]
     }
 
-    fn parts_mut(&mut self) -> [&mut dyn Part; 2] {
-        [&mut self.gateways, &mut self.postgres]
+    fn parts_mut(&mut self) -> [&mut dyn Part; 6] {
+        [
+            &mut self.gateways,
+            &mut self.postgres,
+            &mut self.kafka,
+            &mut self.redis,
+            &mut self.argocd,
+            &mut self.istio,
+        ]
     }
 
     /// Every kind the estate reads.
@@ -372,14 +429,16 @@ impl Estate {
                     };
                     let api: Api<DynamicObject> =
                         Api::namespaced_with(client.clone(), &p.namespace, &kind.api_resource());
-                    if let Err(error) = api
-                        .patch_status(
-                            &p.name,
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"status": p.status})),
-                        )
-                        .await
-                    {
+                    let (params, patch) = (
+                        PatchParams::default(),
+                        Patch::Merge(json!({"status": p.status})),
+                    );
+                    let sent = if kind.status_subresource() {
+                        api.patch_status(&p.name, &params, &patch).await
+                    } else {
+                        api.patch(&p.name, &params, &patch).await
+                    };
+                    if let Err(error) = sent {
                         tracing::warn!(kind = p.kind, namespace = %p.namespace, name = %p.name, %error, "simulated operator: status patch failed");
                     }
                 }
