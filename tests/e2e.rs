@@ -516,10 +516,11 @@ fn estate_fixtures() -> Vec<Value> {
 }
 
 /// The faults a recommend-mode run starts by injection alone.
-const RECOMMENDED: [Fault; 3] = [
+const RECOMMENDED: [Fault; 4] = [
     Fault::TrafficSurge,
     Fault::PrimaryDegradation,
     Fault::TempFileGrowth,
+    Fault::KafkaUnderReplication,
 ];
 
 #[tokio::test]

@@ -161,6 +161,7 @@ impl Fault {
             // 20 samples.
             Fault::KafkaUnderReplication => Answer {
                 runbook: "kafka-scale",
+                signal: "under_replicated_partitions",
                 detector: "mad",
                 seed: "MTTR 5 min",
                 warmup_seconds: 60.0,
