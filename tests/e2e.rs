@@ -473,49 +473,38 @@ async fn primary_degradation_switches_over_to_a_healthy_replica() {
 }
 
 #[tokio::test]
-async fn with_the_kill_switch_on_a_surge_is_not_relieved() {
+async fn with_the_kill_switch_on_no_fault_heals_on_its_own() {
     let w = World::with_policy(
-        "e2e-killed",
+        "e2e-killed-all",
         json!({"cooldownSeconds": COOLDOWN_SECONDS, "killSwitch": true}),
     )
     .await;
-    w.create(example_gateway()).await;
     let _agent = w.agent("auto");
-    let gw = "payment-gateway";
-    inject_after_warmup(&w, Fault::TrafficSurge, gw, Duration::from_secs(15)).await;
-    // As long as the surge run took to act and recover, and more.
-    tokio::time::sleep(Duration::from_secs(45)).await;
+    let faults = inject_every_fault(&w, &RECOMMENDED).await;
+    tokio::time::sleep(Duration::from_secs(90)).await;
     assert!(w.actions().await.is_empty(), "nothing applied");
-    assert!(
-        !w.estate.healthy(Fault::TrafficSurge, &w.ns, gw),
-        "still saturated"
-    );
-    let spec = &w.get(&gateways(), gw).await["spec"]["autoscaling"];
-    assert_eq!(spec["minReplicas"].as_i64(), Some(3));
-}
-
-/// The operators' resources of the sandbox's estate
-/// (tests/fixtures/estate), for the test namespace.
-fn estate_fixtures() -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(repo("tests/fixtures/estate"))
-        .expect("tests/fixtures/estate")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    for f in files {
-        for mut doc in support::yaml_documents(&std::fs::read_to_string(&f).expect("fixture")) {
-            if let Some(m) = doc["metadata"].as_object_mut() {
-                m.remove("namespace");
-            }
-            out.push(doc);
-        }
+    let refused = w
+        .rows()
+        .await
+        .into_iter()
+        .filter(|r| r.outcome.as_deref() == Some(outcome::REFUSED))
+        .filter(|r| {
+            r.outcome_detail
+                .as_deref()
+                .is_some_and(|d| d.contains("kill_switch"))
+        })
+        .count();
+    assert!(refused > 0, "the agent decided and the kill switch refused");
+    for (f, name) in &faults {
+        assert!(
+            !w.estate.healthy(f.clone(), &w.ns, name),
+            "{f:?} on {name} healed with nobody acting"
+        );
     }
-    out
 }
 
-/// The faults a recommend-mode run starts by injection alone.
+/// The faults the all-at-once runs (recommend mode, kill switch) start:
+/// those the simulator starts by injection alone.
 const RECOMMENDED: [Fault; 4] = [
     Fault::TrafficSurge,
     Fault::PrimaryDegradation,
@@ -526,45 +515,8 @@ const RECOMMENDED: [Fault; 4] = [
 #[tokio::test]
 async fn in_recommend_mode_every_fault_leaves_one_validated_recommendation_and_changes_nothing() {
     let w = World::new("e2e-recommend").await;
-    w.create(example_gateway()).await;
-    let fixtures = estate_fixtures();
-    for doc in &fixtures {
-        w.create(doc.clone()).await;
-    }
     let _agent = w.agent("recommend");
-    let target = |f: &Fault| -> String {
-        if f.kind() == "PaymentGateway" {
-            return "payment-gateway".into();
-        }
-        fixtures
-            .iter()
-            .find(|d| d["kind"] == f.kind())
-            .and_then(|d| d["metadata"]["name"].as_str())
-            .unwrap_or_else(|| panic!("no {} in tests/fixtures/estate", f.kind()))
-            .to_string()
-    };
-    // The longest warm-up any of them needs (at the e2e's 1 s cycle, half
-    // the sandbox's), then every fault at once.
-    let warmup = RECOMMENDED
-        .iter()
-        .map(|f| f.answer().warmup_seconds / 2.0)
-        .fold(15.0, f64::max);
-    let mut faults = Vec::new();
-    for f in RECOMMENDED {
-        let name = target(&f);
-        support::wait_for("the estate to see the resource", LOOP, || async {
-            w.estate
-                .healthy(f.clone(), &w.ns, &name)
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        })
-        .await;
-        faults.push((f, name));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
-    for (f, name) in &faults {
-        assert!(w.estate.inject(f.clone(), &w.ns, name), "{f:?} injected");
-    }
+    let faults = inject_every_fault(&w, &RECOMMENDED).await;
     let rows = support::wait_for("a recommendation per fault", LOOP * 2, || async {
         let rows: Vec<JournalEntry> = w
             .rows()
