@@ -140,12 +140,14 @@ mod tests {
         let members = vec![
             DetectorParams::Ewma {
                 alpha: 0.05,
+                half_life_seconds: None,
                 warmup: 20,
                 limit: 5.0,
             }
             .build(),
             DetectorParams::Mad {
                 window: 100,
+                window_seconds: None,
                 warmup: 20,
                 limit: 5.0,
             }
