@@ -100,15 +100,17 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<()> {
             model,
             signal,
         } => {
-            let params = match model {
-                Some(path) => model_detector(&path, signal.as_deref())?,
-                None => named(&detector)?,
+            // A model spec's detector scores as the agent's does, calibrated
+            // per series; a named one gives its raw scores (NAB's format).
+            let d = match model {
+                Some(path) => model_detector(&path, signal.as_deref())?.build_calibrated(),
+                None => named(&detector)?.build(),
             };
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("reading {}", input.display()))?;
             let series =
                 nab::parse_series(&input.display().to_string(), &text, nab::Order::Increasing)?;
-            write_stdout(&score_csv(&params, &series))?;
+            write_stdout(&score_csv(d, &series))?;
         }
         DetectCommand::Eval {
             nab: dir,
@@ -170,6 +172,9 @@ fn model_detector(path: &Path, signal: Option<&str>) -> anyhow::Result<DetectorP
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let spec = crate::detect::spec::validate_spec(&path.display().to_string(), &text)?;
+    for w in &spec.warnings {
+        eprintln!("warning: {w}");
+    }
     let chosen = match signal {
         Some(name) => spec.signals.iter().find(|s| s.name == name),
         None => spec.signals.first(),
@@ -198,8 +203,11 @@ pub fn score_rows(params: &DetectorParams, series: &[(i64, f64)]) -> Vec<f64> {
         .collect()
 }
 
-fn score_csv(params: &DetectorParams, series: &[(i64, f64)]) -> String {
-    let scores = score_rows(params, series);
+fn score_csv(mut d: Box<dyn crate::detect::Detector>, series: &[(i64, f64)]) -> String {
+    let scores: Vec<f64> = series
+        .iter()
+        .map(|&(at, v)| d.score(at, v).map_or(0.0, |s| s.score))
+        .collect();
     let mut out = String::with_capacity(series.len() * 40);
     out.push_str("timestamp,value,anomaly_score\n");
     for (&(at, v), s) in series.iter().zip(scores) {

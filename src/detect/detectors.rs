@@ -19,6 +19,7 @@ use super::stats::{
     Episodes, Ewm, SortedWindow, alpha_from_half_life, erfc, half_life_memory, score_from_excess,
 };
 
+pub mod calibrate;
 mod context;
 mod decompose;
 mod entropy;
@@ -27,6 +28,7 @@ mod knn;
 mod params;
 mod rank;
 
+use calibrate::Calibrated;
 use context::ContextDetector;
 use decompose::DecomposeDetector;
 use entropy::EntropyDetector;
@@ -37,7 +39,23 @@ pub use params::{DetectorKind, DetectorParams, Direction, defaults};
 use rank::RankDetector;
 
 impl DetectorParams {
-    /// A fresh detector state for one series.
+    /// A fresh detector state for one series of a model spec: [`build`]'s,
+    /// with its scores calibrated per series (`calibrate.rs`) for the kinds
+    /// that [`DetectorKind::calibrated`] says, so a spec's `threshold` and a
+    /// runbook's `min_score` mean the same for each of them.
+    ///
+    /// [`build`]: DetectorParams::build
+    pub fn build_calibrated(&self) -> Box<dyn Detector> {
+        let d = self.build();
+        if self.kind().calibrated() {
+            Box::new(Calibrated::new(d))
+        } else {
+            d
+        }
+    }
+
+    /// A fresh detector state for one series, raw scores (what `detect
+    /// score|eval|bench` use).
     pub fn build(&self) -> Box<dyn Detector> {
         match self.clone() {
             DetectorParams::Ewma {
@@ -186,7 +204,8 @@ impl DetectorParams {
 /// The result of scoring one sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scored {
-    /// Anomaly score in `[0, 1]`; 0.5 means "at the detector's limit".
+    /// Anomaly score in `[0, 1]`; 0.5 means "at the detector's limit" (raw;
+    /// a spec's series see it calibrated, `calibrate.rs`).
     pub score: f64,
     /// What the sample was compared against (mean, median, slot mean, level).
     pub baseline: f64,

@@ -72,6 +72,28 @@ impl DetectorKind {
         }
     }
 
+    /// Whether a model spec's series get this kind's scores calibrated
+    /// (`calibrate.rs`): the kinds that judge a sample against a baseline
+    /// and a limit. Forecasts keep their time-to-threshold score; the rest
+    /// are not spec kinds.
+    pub fn calibrated(self) -> bool {
+        match self {
+            DetectorKind::Ewma
+            | DetectorKind::Mad
+            | DetectorKind::Seasonal
+            | DetectorKind::Cusum => true,
+            DetectorKind::Forecast
+            | DetectorKind::Gaussian
+            | DetectorKind::Diff
+            | DetectorKind::Ensemble
+            | DetectorKind::Context
+            | DetectorKind::Entropy
+            | DetectorKind::Knn
+            | DetectorKind::Decompose
+            | DetectorKind::Rank => false,
+        }
+    }
+
     /// The kind called `name`, if any.
     pub fn from_name(name: &str) -> Option<DetectorKind> {
         DetectorKind::ALL.into_iter().find(|k| k.name() == name)
