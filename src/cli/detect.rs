@@ -76,6 +76,10 @@ pub enum DetectCommand {
         /// Also print each file's counts at the full-corpus threshold.
         #[arg(long)]
         per_file: bool,
+        /// Score the spec kinds (ewma, mad, seasonal, cusum) calibrated per
+        /// series, as the agent does for a model spec's signals.
+        #[arg(long)]
+        calibrated: bool,
     },
     /// Samples scored per second on one core for each detector, over the NAB
     /// files (release build recommended: `cargo run --release`).
@@ -118,12 +122,14 @@ pub fn run(cmd: DetectCommand) -> anyhow::Result<()> {
             trials,
             seed,
             per_file,
+            calibrated,
         } => {
             let corpus = load_nab(&dir)?;
             let options = eval::Options {
                 trials,
                 seed,
                 per_file,
+                calibrated,
             };
             write_stdout(&eval::eval(&corpus, &names_or_all(detector), &options)?)?;
         }
@@ -196,18 +202,19 @@ fn model_detector(path: &Path, signal: Option<&str>) -> anyhow::Result<DetectorP
 
 /// Scores every row; unscored rows (warm-up) are 0 in NAB's format.
 pub fn score_rows(params: &DetectorParams, series: &[(i64, f64)]) -> Vec<f64> {
-    let mut d = params.build();
+    score_rows_with(params.build(), series)
+}
+
+/// [`score_rows`] with a detector already built.
+pub fn score_rows_with(mut d: Box<dyn crate::detect::Detector>, series: &[(i64, f64)]) -> Vec<f64> {
     series
         .iter()
         .map(|&(at, v)| d.score(at, v).map_or(0.0, |s| s.score))
         .collect()
 }
 
-fn score_csv(mut d: Box<dyn crate::detect::Detector>, series: &[(i64, f64)]) -> String {
-    let scores: Vec<f64> = series
-        .iter()
-        .map(|&(at, v)| d.score(at, v).map_or(0.0, |s| s.score))
-        .collect();
+fn score_csv(d: Box<dyn crate::detect::Detector>, series: &[(i64, f64)]) -> String {
+    let scores = score_rows_with(d, series);
     let mut out = String::with_capacity(series.len() * 40);
     out.push_str("timestamp,value,anomaly_score\n");
     for (&(at, v), s) in series.iter().zip(scores) {

@@ -180,7 +180,7 @@ string, array and map limits and a wall-clock budget; `eval` and imports are una
 detectors that judge a sample against a baseline (`ewma`, `mad`, `seasonal`, `cusum`) the score is \
 calibrated per series: `min_score: t` (0.5 or more) means the sample is past the detector's own \
 `limit` in its model spec (5σ, a CUSUM of 8, …) *and* higher than a share `t` of that series' raw \
-scores over the last hour (at most 256 of them), so `0.9` reads \"past the limit, and rarer than 90% \
+latest 256 raw scores (at most a day back: about an hour at a 15 s cycle, two at 30 s), so `0.9` reads \"past the limit, and rarer than 90% \
 of this series' recent samples\" for every one of them. A series that never gets past its limit \
 never fires, whatever `min_score`; one that does fires on at most a share `1 − t` of its samples. \
 How strong a departure must be is the model's `limit`; how unusual on this series, `min_score`. \

@@ -39,10 +39,13 @@
 use super::{Detector, Scored};
 use crate::detect::stats::SortedWindow;
 
-/// How far back the raw scores a sample is ranked against reach.
-pub const MEMORY_SECONDS: i64 = 3600;
-/// The most raw scores remembered (the memory bound): an hour at a 15 s
-/// interval, a little over 4 minutes at 1 s.
+/// How far back the raw scores a sample is ranked against reach, at most.
+pub const MEMORY_SECONDS: i64 = 86_400;
+/// The most raw scores remembered (the memory bound), which is what
+/// usually limits the memory: about an hour at a 15 s interval, two at
+/// 30 s, 21 at NAB's 5 minutes, a little over 4 minutes at 1 s. (An hour
+/// in time instead held only 12 scores of 5-minute data and scored worse
+/// on NAB: BENCHMARKS.md.)
 pub const MEMORY_SAMPLES: usize = 256;
 /// Seconds from a series' first sample before its first calibrated score:
 /// small, and overlapping the detector's own warm-up, so a detector warmed
@@ -334,7 +337,7 @@ mod tests {
         );
         let before = d.calibration_bytes();
         let mut noise = Gauss(1);
-        // At 1 s the hour holds 3600 scores: the sample cap bounds it.
+        // At 1 s the memory would hold 5000 scores: the sample cap bounds it.
         for t in 0..5000 {
             let _ = d.score(t, noise.next());
         }
