@@ -10,8 +10,9 @@
 //! their own.
 //!
 //! Times are kept short for CI: a 1 s cycle and scrape, the model specs'
-//! 5 m rate windows read as 30 s (the only change made to them), and a
-//! 20 s cooldown. Verification takes what it takes: a settle delay and a
+//! 5 m rate windows read as 30 s, their detector spans (windows, half-lives:
+//! durations, meant for the default 30 s cycle) 30 times shorter like the
+//! cycle (the only changes made to them), and a 20 s cooldown. Verification takes what it takes: a settle delay and a
 //! sustained window of 1/30 and 1/15 of the runbook's own (90 s for the
 //! scale-out's 15 minutes), so the file runs for about 4.5 minutes, its
 //! tests in parallel. The same scenario in recommend mode changes nothing
@@ -95,7 +96,8 @@ async fn install_operator_crds(admin: &Client) {
         .await;
 }
 
-/// The model specs with their 5 m rate windows read as 30 s.
+/// The model specs with their 5 m rate windows read as 30 s and their
+/// detector spans 30 times shorter, as the 1 s cycle is to the default 30 s.
 fn short_window_models(dir: &Path) -> PathBuf {
     let out = dir.join("models");
     std::fs::create_dir_all(&out).expect("models dir");
@@ -105,12 +107,52 @@ fn short_window_models(dir: &Path) -> PathBuf {
             let text = std::fs::read_to_string(&p).expect("model");
             std::fs::write(
                 out.join(p.file_name().expect("name")),
-                text.replace("[5m]", "[30s]"),
+                faster_spans(&text.replace("[5m]", "[30s]")),
             )
             .expect("write model");
         }
     }
     out
+}
+
+/// Every `window: D` and `half_life: D` duration in a spec, divided by the
+/// 30 between the default cycle and the tests' (as seconds, at least the
+/// validator's one minute for a window).
+fn faster_spans(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = ["window: ", "half_life: "]
+        .iter()
+        .filter_map(|k| rest.find(k).map(|i| (i, k.len())))
+        .min()
+        .map(|(i, n)| i + n)
+    {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let end = rest.find([',', '}', '\n']).unwrap_or(rest.len());
+        let span = &rest[..end];
+        match autopilot::detect::spec::parse_duration(span) {
+            Some(s) if span.trim().parse::<f64>().is_err() => {
+                let floor = if out.ends_with("window: ") { 60.0 } else { 1.0 };
+                out.push_str(&format!("{}s", (s / 30.0).round().max(floor)));
+            }
+            _ => out.push_str(span),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn spans_are_read_thirty_times_shorter() {
+    assert_eq!(
+        faster_spans(
+            "{type: ewma, half_life: 6m45s, warmup: 60}\n{type: mad, window: 1h, limit: 3}"
+        ),
+        "{type: ewma, half_life: 14s, warmup: 60}\n{type: mad, window: 120s, limit: 3}"
+    );
+    assert_eq!(faster_spans("window: 30m}"), "window: 60s}");
 }
 
 /// One scenario's world: a namespace of estate resources, the estate

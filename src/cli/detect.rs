@@ -79,6 +79,10 @@ pub enum DetectCommand {
         /// Also print each file's counts at the full-corpus threshold.
         #[arg(long)]
         per_file: bool,
+        /// Score the spec kinds (ewma, mad, seasonal, cusum) calibrated per
+        /// series, as the agent does for a model spec's signals.
+        #[arg(long)]
+        calibrated: bool,
     },
     /// Judge the model specs' detectors on the simulated estate's faults
     /// (the operational corpus): time to detect each scenario's fault, and
@@ -113,15 +117,17 @@ pub async fn run(cmd: DetectCommand) -> anyhow::Result<()> {
             model,
             signal,
         } => {
-            let params = match model {
-                Some(path) => model_detector(&path, signal.as_deref())?,
-                None => named(&detector)?,
+            // A model spec's detector scores as the agent's does, calibrated
+            // per series; a named one gives its raw scores (NAB's format).
+            let d = match model {
+                Some(path) => model_detector(&path, signal.as_deref())?.build_calibrated(),
+                None => named(&detector)?.build(),
             };
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("reading {}", input.display()))?;
             let series =
                 nab::parse_series(&input.display().to_string(), &text, nab::Order::Increasing)?;
-            write_stdout(&score_csv(&params, &series))?;
+            write_stdout(&score_csv(d, &series))?;
         }
         DetectCommand::Eval {
             nab: dir,
@@ -129,12 +135,14 @@ pub async fn run(cmd: DetectCommand) -> anyhow::Result<()> {
             trials,
             seed,
             per_file,
+            calibrated,
         } => {
             let corpus = load_nab(&dir)?;
             let options = eval::Options {
                 trials,
                 seed,
                 per_file,
+                calibrated,
             };
             write_stdout(&eval::eval(&corpus, &names_or_all(detector), &options)?)?;
         }
@@ -183,6 +191,9 @@ fn model_detector(path: &Path, signal: Option<&str>) -> anyhow::Result<DetectorP
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let spec = crate::detect::spec::validate_spec(&path.display().to_string(), &text)?;
+    for w in &spec.warnings {
+        eprintln!("warning: {w}");
+    }
     let chosen = match signal {
         Some(name) => spec.signals.iter().find(|s| s.name == name),
         None => spec.signals.first(),
@@ -204,15 +215,19 @@ fn model_detector(path: &Path, signal: Option<&str>) -> anyhow::Result<DetectorP
 
 /// Scores every row; unscored rows (warm-up) are 0 in NAB's format.
 pub fn score_rows(params: &DetectorParams, series: &[(i64, f64)]) -> Vec<f64> {
-    let mut d = params.build();
+    score_rows_with(params.build(), series)
+}
+
+/// [`score_rows`] with a detector already built.
+pub fn score_rows_with(mut d: Box<dyn crate::detect::Detector>, series: &[(i64, f64)]) -> Vec<f64> {
     series
         .iter()
         .map(|&(at, v)| d.score(at, v).map_or(0.0, |s| s.score))
         .collect()
 }
 
-fn score_csv(params: &DetectorParams, series: &[(i64, f64)]) -> String {
-    let scores = score_rows(params, series);
+fn score_csv(d: Box<dyn crate::detect::Detector>, series: &[(i64, f64)]) -> String {
+    let scores = score_rows_with(d, series);
     let mut out = String::with_capacity(series.len() * 40);
     out.push_str("timestamp,value,anomaly_score\n");
     for (&(at, v), s) in series.iter().zip(scores) {

@@ -15,8 +15,11 @@
 
 use std::collections::VecDeque;
 
-use super::stats::{Episodes, Ewm, SortedWindow, erfc, score_from_excess};
+use super::stats::{
+    Episodes, Ewm, SortedWindow, alpha_from_half_life, erfc, half_life_memory, score_from_excess,
+};
 
+pub mod calibrate;
 mod context;
 mod decompose;
 mod entropy;
@@ -25,6 +28,7 @@ mod knn;
 mod params;
 mod rank;
 
+use calibrate::Calibrated;
 use context::ContextDetector;
 use decompose::DecomposeDetector;
 use entropy::EntropyDetector;
@@ -35,26 +39,45 @@ pub use params::{DetectorKind, DetectorParams, Direction, defaults};
 use rank::RankDetector;
 
 impl DetectorParams {
-    /// A fresh detector state for one series.
+    /// A fresh detector state for one series of a model spec: [`build`]'s,
+    /// with its scores calibrated per series (`calibrate.rs`) for the kinds
+    /// that [`DetectorKind::calibrated`] says, so a spec's `threshold` and a
+    /// runbook's `min_score` mean the same for each of them.
+    ///
+    /// [`build`]: DetectorParams::build
+    pub fn build_calibrated(&self) -> Box<dyn Detector> {
+        let d = self.build();
+        if self.kind().calibrated() {
+            Box::new(Calibrated::new(d))
+        } else {
+            d
+        }
+    }
+
+    /// A fresh detector state for one series, raw scores (what `detect
+    /// score|eval|bench` use).
     pub fn build(&self) -> Box<dyn Detector> {
         match self.clone() {
             DetectorParams::Ewma {
                 alpha,
+                half_life_seconds,
                 warmup,
                 limit,
             } => Box::new(EwmaDetector {
-                alpha,
+                weight: Weight::new(alpha, half_life_seconds),
                 warmup,
                 limit,
                 ewm: Ewm::default(),
             }),
             DetectorParams::Mad {
                 window,
+                window_seconds,
                 warmup,
                 limit,
             } => Box::new(MadDetector {
                 warmup,
                 limit,
+                seconds: window_seconds.map(i64::from),
                 window: SortedWindow::new(window as usize),
             }),
             DetectorParams::Seasonal {
@@ -72,11 +95,12 @@ impl DetectorParams {
             }),
             DetectorParams::Cusum {
                 alpha,
+                half_life_seconds,
                 k,
                 warmup,
                 limit,
             } => Box::new(CusumDetector {
-                alpha,
+                weight: Weight::new(alpha, half_life_seconds),
                 k,
                 warmup,
                 limit,
@@ -180,7 +204,8 @@ impl DetectorParams {
 /// The result of scoring one sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Scored {
-    /// Anomaly score in `[0, 1]`; 0.5 means "at the detector's limit".
+    /// Anomaly score in `[0, 1]`; 0.5 means "at the detector's limit" (raw;
+    /// a spec's series see it calibrated, `calibrate.rs`).
     pub score: f64,
     /// What the sample was compared against (mean, median, slot mean, level).
     pub baseline: f64,
@@ -244,8 +269,70 @@ fn z_of(x: f64, mean: f64, std: f64) -> f64 {
     d / std.max(floor)
 }
 
+/// How much one sample weighs in an exponential average: a fixed `alpha`
+/// per sample, or a half-life in seconds turned into a weight for the
+/// actual interval (and floored at the running mean's `1/n` while few
+/// samples are in).
+#[derive(Clone, Copy, Debug)]
+enum Weight {
+    PerSample(f64),
+    HalfLife { seconds: f64, last: Option<i64> },
+}
+
+impl Weight {
+    fn new(alpha: f64, half_life_seconds: Option<f64>) -> Self {
+        match half_life_seconds {
+            Some(seconds) => Weight::HalfLife {
+                seconds,
+                last: None,
+            },
+            None => Weight::PerSample(alpha),
+        }
+    }
+
+    /// Folds `x`, seen at `at`, into `ewm`.
+    fn push(&mut self, ewm: &mut Ewm, at: i64, x: f64) {
+        match self {
+            Weight::PerSample(alpha) => ewm.push(x, *alpha),
+            Weight::HalfLife { seconds, last } => {
+                let alpha = last.map_or(1.0, |t| alpha_from_half_life(at - t, *seconds));
+                *last = Some(at);
+                ewm.push_floored(x, alpha);
+            }
+        }
+    }
+
+    /// Adopts `x` at `at` as the new level (CUSUM after a change).
+    fn restart_at(&mut self, at: i64) {
+        if let Weight::HalfLife { last, .. } = self {
+            *last = Some(at);
+        }
+    }
+
+    fn reset(&mut self) {
+        if let Weight::HalfLife { last, .. } = self {
+            *last = None;
+        }
+    }
+
+    /// How far back the weight that counts (95%) reaches, `n` samples in.
+    fn span(&self, n: u64) -> Span {
+        match self {
+            Weight::PerSample(alpha) => Span::Samples(ewm_memory(*alpha, n)),
+            Weight::HalfLife { seconds, .. } => Span::Seconds(half_life_memory(*seconds)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Weight::PerSample(alpha) => format!("α={alpha}"),
+            Weight::HalfLife { seconds, .. } => format!("half-life {}", human_duration(*seconds)),
+        }
+    }
+}
+
 struct EwmaDetector {
-    alpha: f64,
+    weight: Weight,
     warmup: u32,
     limit: f64,
     ewm: Ewm,
@@ -255,7 +342,7 @@ impl Detector for EwmaDetector {
     fn name(&self) -> &'static str {
         DetectorKind::Ewma.name()
     }
-    fn score(&mut self, _at: i64, x: f64) -> Option<Scored> {
+    fn score(&mut self, at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {
             return None;
         }
@@ -269,20 +356,24 @@ impl Detector for EwmaDetector {
                 judged: Some(Judged {
                     baseline: self.ewm.mean,
                     spread: self.ewm.std(),
-                    span: Span::Samples(ewm_memory(self.alpha, self.ewm.n)),
+                    span: self.weight.span(self.ewm.n),
                 }),
             }
         });
-        self.ewm.push(x, self.alpha);
+        self.weight.push(&mut self.ewm, at, x);
         out
     }
     fn reset(&mut self) {
         self.ewm = Ewm::default();
+        self.weight.reset();
     }
     fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
         format!(
-            "{signal} {value:.4} is {:.1}σ from its EWMA mean {:.4} (α={}, limit {}σ)",
-            s.measure, s.baseline, self.alpha, self.limit
+            "{signal} {value:.4} is {:.1}σ from its EWMA mean {:.4} ({}, limit {}σ)",
+            s.measure,
+            s.baseline,
+            self.weight.describe(),
+            self.limit
         )
     }
 }
@@ -290,6 +381,8 @@ impl Detector for EwmaDetector {
 struct MadDetector {
     warmup: u32,
     limit: f64,
+    /// A window in time: samples this many seconds old leave it.
+    seconds: Option<i64>,
     window: SortedWindow,
 }
 
@@ -297,9 +390,12 @@ impl Detector for MadDetector {
     fn name(&self) -> &'static str {
         DetectorKind::Mad.name()
     }
-    fn score(&mut self, _at: i64, x: f64) -> Option<Scored> {
+    fn score(&mut self, at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {
             return None;
+        }
+        if let Some(max_age) = self.seconds {
+            self.window.expire(at, max_age);
         }
         let mut out = None;
         if self.window.len() >= self.warmup as usize
@@ -314,11 +410,17 @@ impl Detector for MadDetector {
                 judged: Some(Judged {
                     baseline: median,
                     spread: sigma,
-                    span: Span::Samples(self.window.len() as u64),
+                    span: match (self.window.oldest_at(), self.window.newest_at()) {
+                        (Some(old), Some(new)) => Span::Seconds(new - old),
+                        _ => Span::Samples(self.window.len() as u64),
+                    },
                 }),
             });
         }
-        self.window.push(x);
+        match self.seconds {
+            Some(max_age) => self.window.push_at(at, x, max_age),
+            None => self.window.push(x),
+        }
         out
     }
     fn reset(&mut self) {
@@ -326,8 +428,14 @@ impl Detector for MadDetector {
     }
     fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
         format!(
-            "{signal} {value:.4} is {:.1} robust σ from the window median {:.4} (limit {})",
-            s.measure, s.baseline, self.limit
+            "{signal} {value:.4} is {:.1} robust σ from the {} median {:.4} (limit {})",
+            s.measure,
+            match self.seconds {
+                Some(t) => format!("{} window's", human_duration(t as f64)),
+                None => "window".to_string(),
+            },
+            s.baseline,
+            self.limit
         )
     }
 }
@@ -410,7 +518,7 @@ impl Detector for SeasonalDetector {
 }
 
 struct CusumDetector {
-    alpha: f64,
+    weight: Weight,
     k: f64,
     warmup: u32,
     limit: f64,
@@ -423,12 +531,12 @@ impl Detector for CusumDetector {
     fn name(&self) -> &'static str {
         DetectorKind::Cusum.name()
     }
-    fn score(&mut self, _at: i64, x: f64) -> Option<Scored> {
+    fn score(&mut self, at: i64, x: f64) -> Option<Scored> {
         if !x.is_finite() {
             return None;
         }
         if self.base.n < u64::from(self.warmup) {
-            self.base.push(x, self.alpha);
+            self.weight.push(&mut self.base, at, x);
             return None;
         }
         // A flat baseline (a partition count, a replica count) makes any
@@ -446,7 +554,7 @@ impl Detector for CusumDetector {
             judged: Some(Judged {
                 baseline: self.base.mean,
                 spread: self.base.std().max(floor),
-                span: Span::Samples(ewm_memory(self.alpha, self.base.n)),
+                span: self.weight.span(self.base.n),
             }),
         };
         if s > self.limit {
@@ -455,13 +563,15 @@ impl Detector for CusumDetector {
             self.hi = 0.0;
             self.lo = 0.0;
             self.base.mean = x;
+            self.weight.restart_at(at);
         } else {
-            self.base.push(x, self.alpha);
+            self.weight.push(&mut self.base, at, x);
         }
         Some(out)
     }
     fn reset(&mut self) {
         self.base = Ewm::default();
+        self.weight.reset();
         self.hi = 0.0;
         self.lo = 0.0;
     }

@@ -64,11 +64,13 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
     Some(match kind {
         DetectorKind::Ewma => DetectorParams::Ewma {
             alpha: sig3(rng.log_uniform(0.001, 0.3)),
+            half_life_seconds: None,
             warmup: rng.count(10, 500),
             limit: 5.0,
         },
         DetectorKind::Mad => DetectorParams::Mad {
             window: rng.count(30, 4000),
+            window_seconds: None,
             warmup: rng.count(10, 300),
             limit: 5.0,
         },
@@ -81,6 +83,7 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
         },
         DetectorKind::Cusum => DetectorParams::Cusum {
             alpha: sig3(rng.log_uniform(0.0005, 0.1)),
+            half_life_seconds: None,
             k: sig3(rng.uniform(0.0, 2.0)),
             warmup: rng.count(10, 500),
             limit: sig3(rng.log_uniform(2.0, 30.0)),
@@ -94,6 +97,7 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
             let limit = 3.0;
             let mad = || DetectorParams::Mad {
                 window,
+                window_seconds: None,
                 warmup,
                 limit,
             };

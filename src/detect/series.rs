@@ -17,7 +17,9 @@ pub struct SeriesOptions {
     pub stale_after_seconds: i64,
     /// Raw counter: score its per-second rate, treating a decrease as a reset.
     pub counter: bool,
-    /// Score at or above which a sample becomes a finding.
+    /// Score at or above which a sample becomes a finding (calibrated
+    /// detectors: past the limit and higher than this share of the series'
+    /// recent scores, `calibrate.rs`).
     pub threshold: f64,
 }
 
@@ -91,7 +93,7 @@ impl SeriesState {
             component,
             signal: signal.into(),
             options,
-            detector: params.build(),
+            detector: params.build_calibrated(),
             last_at: None,
             last_raw: None,
             since: None,

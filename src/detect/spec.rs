@@ -75,6 +75,15 @@ struct RawSignal {
     max_gap_seconds: Option<i64>,
 }
 
+/// A span as a spec writes it: a bare number (samples, for `window`; the
+/// spelling that is deprecated) or a duration such as `30m`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+enum RawSpan {
+    Count(u32),
+    Duration(String),
+}
+
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDetector {
@@ -84,7 +93,10 @@ struct RawDetector {
     beta: Option<f64>,
     warmup: Option<u32>,
     limit: Option<f64>,
-    window: Option<u32>,
+    window: Option<RawSpan>,
+    window_seconds: Option<u32>,
+    half_life: Option<String>,
+    half_life_seconds: Option<f64>,
     period_seconds: Option<i64>,
     buckets: Option<u32>,
     min_cycles: Option<u32>,
@@ -124,6 +136,10 @@ pub struct ValidatedSpec {
     pub namespace_label: Option<String>,
     pub signals: Vec<ValidatedSignal>,
     pub multivariate: Option<ValidatedMultivariate>,
+    /// Deprecated spellings the spec still uses (the loader logs them), each
+    /// naming the file, the field and the spelling to use instead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One signal of a validated spec.
@@ -151,7 +167,10 @@ pub fn validate_spec(file: &str, text: &str) -> Result<ValidatedSpec, Error> {
         file: file.to_string(),
         message: e.to_string(),
     })?;
-    let c = Check { file };
+    let c = Check {
+        file,
+        warnings: Default::default(),
+    };
     c.non_empty("kind", &raw.kind)?;
     c.non_empty("version", &raw.version)?;
     c.non_empty("plural", &raw.plural)?;
@@ -186,7 +205,40 @@ pub fn validate_spec(file: &str, text: &str) -> Result<ValidatedSpec, Error> {
         namespace_label: raw.labels.namespace,
         signals,
         multivariate,
+        warnings: c.warnings.into_inner(),
     })
+}
+
+/// Parses a duration as specs and Prometheus write it: one or more
+/// `<number><unit>` with units `s`, `m`, `h`, `d` (`90s`, `30m`, `1h30m`),
+/// or a bare number of seconds. `None` for anything else.
+pub fn parse_duration(text: &str) -> Option<f64> {
+    let t = text.trim();
+    if let Ok(v) = t.parse::<f64>() {
+        return v.is_finite().then_some(v);
+    }
+    let mut total = 0.0;
+    let mut rest = t;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..digits].parse().ok()?;
+        let unit = rest[digits..].chars().next()?;
+        let scale = match unit {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            'd' => 86_400.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    Some(total)
 }
 
 /// Signal `i` of a spec; `before` are the signals already validated (names
@@ -367,12 +419,15 @@ impl DetectorCheck<'_> {
     /// placement is not silently ignored.
     fn only(&self, allowed: &[&str]) -> Result<(), Error> {
         let d = self.d;
-        let given: [(&str, bool); 12] = [
+        let given: [(&str, bool); 15] = [
             ("alpha", d.alpha.is_some()),
             ("beta", d.beta.is_some()),
             ("warmup", d.warmup.is_some()),
             ("limit", d.limit.is_some()),
             ("window", d.window.is_some()),
+            ("window_seconds", d.window_seconds.is_some()),
+            ("half_life", d.half_life.is_some()),
+            ("half_life_seconds", d.half_life_seconds.is_some()),
             ("period_seconds", d.period_seconds.is_some()),
             ("buckets", d.buckets.is_some()),
             ("min_cycles", d.min_cycles.is_some()),
@@ -414,6 +469,137 @@ impl DetectorCheck<'_> {
         self.c
             .range(&f, self.d.limit, default, 1e-9, 1e9, "positive")
     }
+
+    /// An exponential average's weight: `half_life` (a duration) or
+    /// `half_life_seconds`, or the deprecated per-sample `alpha` (with a
+    /// warning). Returns `(alpha, half_life_seconds)`; with neither given,
+    /// the half-life `default_half_life`.
+    fn weight(
+        &self,
+        default_alpha: f64,
+        default_half_life: f64,
+    ) -> Result<(f64, Option<f64>), Error> {
+        let d = self.d;
+        let what = "a duration between 1s and 365d, e.g. 10m";
+        let half_life = match (&d.half_life, d.half_life_seconds) {
+            (Some(_), Some(_)) => {
+                return Err(self.c.fail(
+                    self.field("half_life_seconds"),
+                    "must not be given with half_life (one or the other)",
+                ));
+            }
+            (Some(text), None) => {
+                let f = self.field("half_life");
+                let Some(v) = parse_duration(text) else {
+                    return Err(self.c.fail(f, format!("must be {what} (got {text:?})")));
+                };
+                Some(self.c.range(&f, Some(v), v, 1.0, 365.0 * 86_400.0, what)?)
+            }
+            (None, Some(v)) => {
+                let f = self.field("half_life_seconds");
+                Some(self.c.range(
+                    &f,
+                    Some(v),
+                    v,
+                    1.0,
+                    365.0 * 86_400.0,
+                    "between 1 and 31536000",
+                )?)
+            }
+            (None, None) => None,
+        };
+        match (half_life, d.alpha) {
+            (Some(_), Some(_)) => Err(self.c.fail(
+                self.field("alpha"),
+                "must not be given with a half-life (alpha is the deprecated per-sample form)",
+            )),
+            (Some(h), None) => Ok((default_alpha, Some(h))),
+            (None, Some(_)) => {
+                let alpha = self.alpha(default_alpha)?;
+                self.c.warn(
+                    &self.field("alpha"),
+                    format!(
+                        "is deprecated and will be refused in the next release: a weight per sample \
+                         means a different span at every scrape interval; write half_life instead \
+                         (at 30 s samples, alpha {alpha} is half_life: {}s)",
+                        half_life_for(alpha, 30.0).round()
+                    ),
+                );
+                Ok((alpha, None))
+            }
+            (None, None) => Ok((default_alpha, Some(default_half_life))),
+        }
+    }
+
+    /// A sliding window: a duration (`window: 30m`, `window_seconds:
+    /// 1800`), or the deprecated count of samples (`window: 60`, with a
+    /// warning). Returns `(sample cap, window_seconds)`; with neither given,
+    /// `default_seconds`.
+    fn window(
+        &self,
+        default_samples: u32,
+        default_seconds: u32,
+    ) -> Result<(u32, Option<u32>), Error> {
+        use defaults::MAX_WINDOW_SAMPLES;
+        let d = self.d;
+        let what = "a duration between 1m and 31d, e.g. 30m";
+        let seconds = match (&d.window, d.window_seconds) {
+            (Some(_), Some(_)) => {
+                return Err(self.c.fail(
+                    self.field("window_seconds"),
+                    "must not be given with window (one or the other)",
+                ));
+            }
+            (Some(RawSpan::Count(n)), None) => {
+                let f = self.field("window");
+                let n = self.c.range(
+                    &f,
+                    Some(*n),
+                    default_samples,
+                    5,
+                    100_000,
+                    "between 5 and 100000",
+                )?;
+                self.c.warn(
+                    &f,
+                    format!(
+                        "as a count of samples ({n}) is deprecated and will be refused in the next \
+                         release: write it as a duration (at 30 s samples, window: {}m)",
+                        (f64::from(n) * 30.0 / 60.0).round()
+                    ),
+                );
+                return Ok((n, None));
+            }
+            (Some(RawSpan::Duration(text)), None) => {
+                let f = self.field("window");
+                match parse_duration(text) {
+                    Some(v) if v.fract() == 0.0 && (60.0..=31.0 * 86_400.0).contains(&v) => {
+                        v as u32
+                    }
+                    _ => return Err(self.c.fail(f, format!("must be {what} (got {text:?})"))),
+                }
+            }
+            (None, Some(v)) => self.c.range(
+                &self.field("window_seconds"),
+                Some(v),
+                v,
+                60,
+                31 * 86_400,
+                "between 60 and 2678400",
+            )?,
+            (None, None) => default_seconds,
+        };
+        Ok((MAX_WINDOW_SAMPLES, Some(seconds)))
+    }
+}
+
+/// The half-life, in seconds, of a per-sample weight `alpha` at samples
+/// `interval` seconds apart: `−interval / log2(1 − alpha)`.
+pub fn half_life_for(alpha: f64, interval: f64) -> f64 {
+    if alpha >= 1.0 {
+        return interval;
+    }
+    -interval / (1.0 - alpha).log2()
 }
 
 /// One `detector:` block → its parameters, each left out taking its value
@@ -427,19 +613,22 @@ fn validate_detector(c: &Check, at: &str, d: &RawDetector) -> Result<DetectorPar
     Ok(match kind {
         DetectorKind::Ewma => {
             use defaults::ewma::*;
-            p.only(&["alpha", "warmup", "limit"])?;
+            p.only(&["half_life", "half_life_seconds", "alpha", "warmup", "limit"])?;
+            let (alpha, half_life_seconds) = p.weight(ALPHA, HALF_LIFE_SECONDS)?;
             DetectorParams::Ewma {
-                alpha: p.alpha(ALPHA)?,
+                alpha,
+                half_life_seconds,
                 warmup: p.warmup(WARMUP)?,
                 limit: p.limit(LIMIT)?,
             }
         }
         DetectorKind::Mad => {
             use defaults::mad::*;
-            p.only(&["window", "warmup", "limit"])?;
-            let what = "between 5 and 100000";
+            p.only(&["window", "window_seconds", "warmup", "limit"])?;
+            let (window, window_seconds) = p.window(WINDOW, WINDOW_SECONDS)?;
             DetectorParams::Mad {
-                window: c.range(&f("window"), d.window, WINDOW, 5, 100_000, what)?,
+                window,
+                window_seconds,
                 warmup: p.warmup(WARMUP)?,
                 limit: p.limit(LIMIT)?,
             }
@@ -478,9 +667,18 @@ fn validate_detector(c: &Check, at: &str, d: &RawDetector) -> Result<DetectorPar
         }
         DetectorKind::Cusum => {
             use defaults::cusum::*;
-            p.only(&["alpha", "k", "warmup", "limit"])?;
+            p.only(&[
+                "half_life",
+                "half_life_seconds",
+                "alpha",
+                "k",
+                "warmup",
+                "limit",
+            ])?;
+            let (alpha, half_life_seconds) = p.weight(ALPHA, HALF_LIFE_SECONDS)?;
             DetectorParams::Cusum {
-                alpha: p.alpha(ALPHA)?,
+                alpha,
+                half_life_seconds,
                 k: c.range(&f("k"), d.k, K, 0.0, 100.0, "between 0 and 100")?,
                 warmup: p.warmup(WARMUP)?,
                 limit: p.limit(LIMIT)?,

@@ -50,6 +50,25 @@ pub fn chi2_sf(x: f64, k: f64) -> f64 {
     0.5 * erfc(z / std::f64::consts::SQRT_2)
 }
 
+/// The weight of one sample in an exponential average whose weights halve
+/// every `half_life` seconds, `dt` seconds after the previous sample:
+/// `α = 1 − 2^(−dt/half_life)`, so the span in time is the same whatever the
+/// sampling interval. `dt` below one second counts as one (repeated
+/// timestamps still move the average a little).
+pub fn alpha_from_half_life(dt: i64, half_life: f64) -> f64 {
+    let dt = dt.max(1) as f64;
+    if half_life <= 0.0 {
+        return 1.0;
+    }
+    1.0 - (-dt / half_life).exp2()
+}
+
+/// Seconds after which an exponential average with half-life `half_life`
+/// keeps 5% of a sample's weight (the span carrying 95% of the weight).
+pub fn half_life_memory(half_life: f64) -> i64 {
+    (half_life * 20f64.log2()).ceil() as i64
+}
+
 /// Exponentially weighted mean and variance (West's incremental form).
 #[derive(Clone, Debug, Default)]
 pub struct Ewm {
@@ -73,6 +92,16 @@ impl Ewm {
         self.n += 1;
     }
 
+    /// Folds in `x` with weight `alpha`, but at least `1/(n+1)` while few
+    /// samples are in: the first samples get the plain running mean and
+    /// variance, so a slow average (a long half-life at a short interval)
+    /// does not start with a variance near zero that makes every sample
+    /// look far out.
+    pub fn push_floored(&mut self, x: f64, alpha: f64) {
+        let floor = 1.0 / (self.n as f64 + 1.0);
+        self.push(x, alpha.max(floor));
+    }
+
     pub fn std(&self) -> f64 {
         self.var.max(0.0).sqrt()
     }
@@ -84,6 +113,8 @@ impl Ewm {
 pub struct SortedWindow {
     cap: usize,
     fifo: VecDeque<f64>,
+    /// Arrival times, for [`SortedWindow::push_at`] (empty otherwise).
+    times: VecDeque<i64>,
     sorted: Vec<f64>,
     scratch: Vec<f64>,
 }
@@ -94,6 +125,7 @@ impl SortedWindow {
         SortedWindow {
             cap,
             fifo: VecDeque::with_capacity(cap),
+            times: VecDeque::new(),
             sorted: Vec::with_capacity(cap),
             scratch: Vec::with_capacity(cap),
         }
@@ -105,22 +137,62 @@ impl SortedWindow {
 
     pub fn clear(&mut self) {
         self.fifo.clear();
+        self.times.clear();
         self.sorted.clear();
     }
 
-    /// Adds a finite value, evicting the oldest when full.
-    pub fn push(&mut self, x: f64) {
-        if self.fifo.len() == self.cap
-            && let Some(old) = self.fifo.pop_front()
-        {
+    fn evict_oldest(&mut self) {
+        if let Some(old) = self.fifo.pop_front() {
+            self.times.pop_front();
             let i = self.sorted.partition_point(|v| *v < old);
             if i < self.sorted.len() {
                 self.sorted.remove(i);
             }
         }
+    }
+
+    fn insert(&mut self, x: f64) {
         self.fifo.push_back(x);
         let i = self.sorted.partition_point(|v| *v < x);
         self.sorted.insert(i, x);
+    }
+
+    /// Adds a finite value, evicting the oldest when full.
+    pub fn push(&mut self, x: f64) {
+        if self.fifo.len() == self.cap {
+            self.evict_oldest();
+        }
+        self.insert(x);
+    }
+
+    /// Adds a finite value seen at unix second `at`, after evicting the
+    /// values `max_age` seconds old or older (a window in time), and the
+    /// oldest while the window is at its sample cap (the memory bound).
+    /// Use either this or [`SortedWindow::push`] on one window, not both.
+    pub fn push_at(&mut self, at: i64, x: f64, max_age: i64) {
+        self.expire(at, max_age);
+        if self.fifo.len() == self.cap {
+            self.evict_oldest();
+        }
+        self.insert(x);
+        self.times.push_back(at);
+    }
+
+    /// Evicts the values `max_age` seconds old or older at `now`.
+    pub fn expire(&mut self, now: i64, max_age: i64) {
+        while self.times.front().is_some_and(|&t| now - t >= max_age) {
+            self.evict_oldest();
+        }
+    }
+
+    /// Arrival time of the oldest value (windows fed by `push_at`).
+    pub fn oldest_at(&self) -> Option<i64> {
+        self.times.front().copied()
+    }
+
+    /// Arrival time of the newest value (windows fed by `push_at`).
+    pub fn newest_at(&self) -> Option<i64> {
+        self.times.back().copied()
     }
 
     pub fn median(&self) -> Option<f64> {
@@ -137,10 +209,12 @@ impl SortedWindow {
         self.sorted.last().copied()
     }
 
-    /// Bytes this window holds at capacity (three buffers of `f64`).
+    /// Bytes this window holds at capacity (three buffers of `f64`, plus
+    /// the arrival times when it is a window in time).
     #[cfg(test)]
     pub fn bytes_at_capacity(&self) -> usize {
-        3 * self.cap * std::mem::size_of::<f64>()
+        let times = if self.times.is_empty() { 0 } else { self.cap };
+        (3 * self.cap + times) * std::mem::size_of::<f64>()
     }
 
     /// Median absolute deviation from the median (O(window) by selection).
@@ -300,5 +374,63 @@ mod tests {
         assert_eq!(w.max(), Some(100.0));
         w.clear();
         assert_eq!(w.median(), None);
+    }
+
+    #[test]
+    fn a_window_in_time_evicts_by_age_and_stays_under_its_cap() {
+        let mut w = SortedWindow::new(4);
+        // 60 s of age: at 15 s intervals four values, at 30 s two.
+        for (i, x) in [1.0, 2.0, 3.0, 4.0].into_iter().enumerate() {
+            w.push_at(i as i64 * 15, x, 60);
+        }
+        assert_eq!(w.len(), 4);
+        w.push_at(60, 5.0, 60); // the value at 0 is 60 s old: out
+        assert_eq!(
+            (w.len(), w.oldest_at(), w.median()),
+            (4, Some(15), Some(3.5))
+        );
+        w.push_at(120, 6.0, 60); // only 75 (none) and 120 are recent enough
+        assert_eq!(
+            (w.len(), w.oldest_at(), w.newest_at()),
+            (1, Some(120), Some(120))
+        );
+        // At 1 s intervals the sample cap bounds it, oldest out first.
+        for t in 200..300 {
+            w.push_at(t, t as f64, 60);
+        }
+        assert_eq!(
+            (w.len(), w.oldest_at(), w.max()),
+            (4, Some(296), Some(299.0))
+        );
+    }
+
+    #[test]
+    fn a_half_life_gives_the_same_span_at_any_interval() {
+        // After one half-life of samples, an old level keeps half its weight,
+        // whether the samples came every second or every 30 seconds.
+        for dt in [1i64, 15, 30] {
+            let mut e = Ewm::default();
+            e.push(0.0, 1.0);
+            let a = alpha_from_half_life(dt, 300.0);
+            for _ in 0..(300 / dt) {
+                e.push(1.0, a);
+            }
+            assert!((e.mean - 0.5).abs() < 1e-9, "dt {dt}: {}", e.mean);
+        }
+        assert_eq!(half_life_memory(100.0), 433);
+    }
+
+    #[test]
+    fn the_floor_gives_a_running_mean_and_variance_at_first() {
+        let mut e = Ewm::default();
+        for x in [1.0, 2.0, 3.0, 4.0] {
+            e.push_floored(x, 1e-4);
+        }
+        assert!((e.mean - 2.5).abs() < 1e-12);
+        assert!(
+            (e.var - 1.25).abs() < 1e-12,
+            "population variance {}",
+            e.var
+        );
     }
 }

@@ -76,10 +76,11 @@ pub fn load_model_specs(dir: &Path) -> Result<Vec<ValidatedSpec>, Error> {
             path: p.display().to_string(),
             source,
         })?;
-        specs.push(crate::detect::spec::validate_spec(
-            &p.display().to_string(),
-            &text,
-        )?);
+        let spec = crate::detect::spec::validate_spec(&p.display().to_string(), &text)?;
+        for w in &spec.warnings {
+            tracing::warn!("{w}");
+        }
+        specs.push(spec);
     }
     Ok(specs)
 }

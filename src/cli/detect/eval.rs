@@ -8,7 +8,7 @@ use std::{fmt::Write as _, time::Instant};
 
 use anyhow::Context;
 
-use super::{NabFile, score_rows};
+use super::{NabFile, score_rows_with};
 use crate::detect::{
     DetectorParams,
     detectors::DetectorKind,
@@ -21,6 +21,8 @@ pub struct Options {
     pub trials: u32,
     pub seed: u64,
     pub per_file: bool,
+    /// Spec kinds calibrated per series (`DetectorParams::build_calibrated`).
+    pub calibrated: bool,
 }
 
 /// One evaluated detector: its candidates' labels and scores (candidate →
@@ -71,7 +73,16 @@ fn evaluate(corpus: &[NabFile], name: &str, o: &Options) -> anyhow::Result<Evalu
             let mut scores = Vec::with_capacity(candidates.len());
             for (i, p) in candidates.iter().enumerate() {
                 let start = Instant::now();
-                scores.push(corpus.iter().map(|f| score_rows(p, &f.series)).collect());
+                let build = || match o.calibrated {
+                    true => p.build_calibrated(),
+                    false => p.build(),
+                };
+                scores.push(
+                    corpus
+                        .iter()
+                        .map(|f| score_rows_with(build(), &f.series))
+                        .collect(),
+                );
                 eprintln!(
                     "eval: {name} candidate {}/{} scored in {:.1}s: {}",
                     i + 1,
@@ -106,11 +117,12 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
 
     let mut out = format!(
         "NAB over {} files ({rows} rows, {windows} windows); {} candidate(s) per detector \
-         (--trials {} --seed {})\n",
+         (--trials {} --seed {}{})\n",
         corpus.len(),
         o.trials.max(1),
         o.trials,
-        o.seed
+        o.seed,
+        if o.calibrated { " --calibrated" } else { "" }
     );
 
     // Full corpus: the defaults (first candidate), threshold chosen on the

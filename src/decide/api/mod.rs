@@ -175,6 +175,20 @@ string, array and map limits and a wall-clock budget; `eval` and imports are una
 (none of its intents is proposed) and the error names the runbook and the count.\n\n",
         Limits::default().max_intents
     ));
+    out.push_str(
+        "A `findings` trigger fires on a finding whose `score` is at least `min_score`. For the \
+detectors that judge a sample against a baseline (`ewma`, `mad`, `seasonal`, `cusum`) the score is \
+calibrated per series: `min_score: t` (0.5 or more) means the sample is past the detector's own \
+`limit` in its model spec (5σ, a CUSUM of 8, …) *and* higher than a share `t` of that series' raw \
+latest 256 raw scores (at most a day back: about an hour at a 15 s cycle, two at 30 s), so `0.9` reads \"past the limit, and rarer than 90% \
+of this series' recent samples\" for every one of them. A series that never gets past its limit \
+never fires, whatever `min_score`; one that does fires on at most a share `1 − t` of its samples. \
+How strong a departure must be is the model's `limit`; how unusual on this series, `min_score`. \
+With few scores behind it (a series just started), a score cannot exceed `1 − 1/(n+1)` unless the \
+sample is beyond every one of the `n`, so a high `min_score` waits for history. Forecasts are not \
+calibrated: their score says how soon the threshold is crossed (0.5 at `horizon_seconds`, higher \
+sooner), and `min_score` reads in those terms for them.\n\n",
+    );
     for f in HOST_API {
         out.push_str(&format!(
             "## `{}`\n\n{}\n\n```rhai\n{}\n```\nreturns `{}`\n\n",

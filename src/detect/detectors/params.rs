@@ -72,6 +72,28 @@ impl DetectorKind {
         }
     }
 
+    /// Whether a model spec's series get this kind's scores calibrated
+    /// (`calibrate.rs`): the kinds that judge a sample against a baseline
+    /// and a limit. Forecasts keep their time-to-threshold score; the rest
+    /// are not spec kinds.
+    pub fn calibrated(self) -> bool {
+        match self {
+            DetectorKind::Ewma
+            | DetectorKind::Mad
+            | DetectorKind::Seasonal
+            | DetectorKind::Cusum => true,
+            DetectorKind::Forecast
+            | DetectorKind::Gaussian
+            | DetectorKind::Diff
+            | DetectorKind::Ensemble
+            | DetectorKind::Context
+            | DetectorKind::Entropy
+            | DetectorKind::Knn
+            | DetectorKind::Decompose
+            | DetectorKind::Rank => false,
+        }
+    }
+
     /// The kind called `name`, if any.
     pub fn from_name(name: &str) -> Option<DetectorKind> {
         DetectorKind::ALL.into_iter().find(|k| k.name() == name)
@@ -84,11 +106,13 @@ impl DetectorKind {
         Some(match self {
             DetectorKind::Ewma => DetectorParams::Ewma {
                 alpha: defaults::ewma::ALPHA,
+                half_life_seconds: None,
                 warmup: defaults::ewma::WARMUP,
                 limit: defaults::ewma::LIMIT,
             },
             DetectorKind::Mad => DetectorParams::Mad {
                 window: defaults::mad::WINDOW,
+                window_seconds: None,
                 warmup: defaults::mad::WARMUP,
                 limit: defaults::mad::LIMIT,
             },
@@ -101,6 +125,7 @@ impl DetectorKind {
             },
             DetectorKind::Cusum => DetectorParams::Cusum {
                 alpha: defaults::cusum::ALPHA,
+                half_life_seconds: None,
                 k: defaults::cusum::K,
                 warmup: defaults::cusum::WARMUP,
                 limit: defaults::cusum::LIMIT,
@@ -113,6 +138,7 @@ impl DetectorKind {
                 use defaults::ensemble::{LIMIT, REFRACTORY, WARMUP, WINDOW};
                 let mad = || DetectorParams::Mad {
                     window: WINDOW,
+                    window_seconds: None,
                     warmup: WARMUP,
                     limit: LIMIT,
                 };
@@ -186,15 +212,28 @@ impl DetectorKind {
 /// Default parameters of each detector: the value a model spec gets for a
 /// parameter it leaves out, and the settings of `detect score --detector
 /// NAME`. Kept here, and only here, so the two cannot drift apart.
+///
+/// Spans come in two forms: in samples (`ALPHA`, `WINDOW`), what `detect
+/// score|eval|bench --detector NAME` use on NAB's 5-minute data, and in
+/// seconds (`HALF_LIFE_SECONDS`, `WINDOW_SECONDS`), what a model spec gets,
+/// the same spans at 5-minute samples, so they hold at any scrape interval.
 pub mod defaults {
+    /// The most samples a window in time keeps (its memory bound): a
+    /// 30-minute window at a 1 s interval, a day at 45 s. 2048 × 24 bytes
+    /// = 48 KB per series at most.
+    pub const MAX_WINDOW_SAMPLES: u32 = 2048;
     pub mod ewma {
         pub const ALPHA: f64 = 0.02;
+        /// α 0.02 at 5-minute samples: 300 / −log2(0.98) s, rounded to 3 h.
+        pub const HALF_LIFE_SECONDS: f64 = 10_800.0;
         pub const WARMUP: u32 = 50;
         pub const LIMIT: f64 = 5.0;
     }
     pub mod mad {
         /// A day of 5-minute samples.
         pub const WINDOW: u32 = 288;
+        /// A day.
+        pub const WINDOW_SECONDS: u32 = 86_400;
         pub const WARMUP: u32 = 50;
         pub const LIMIT: f64 = 5.0;
     }
@@ -208,6 +247,8 @@ pub mod defaults {
     }
     pub mod cusum {
         pub const ALPHA: f64 = 0.01;
+        /// α 0.01 at 5-minute samples: 300 / −log2(0.99) s, rounded to 6 h.
+        pub const HALF_LIFE_SECONDS: f64 = 21_600.0;
         pub const K: f64 = 0.5;
         pub const WARMUP: u32 = 50;
         pub const LIMIT: f64 = 8.0;
@@ -288,11 +329,23 @@ pub mod defaults {
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(tag = "detector", rename_all = "lowercase")]
 pub enum DetectorParams {
-    /// z-score against an exponentially weighted mean and variance.
-    Ewma { alpha: f64, warmup: u32, limit: f64 },
-    /// Robust z-score against the median and MAD of the last `window` samples.
+    /// z-score against an exponentially weighted mean and variance: each
+    /// sample weighs `alpha`, or, with `half_life_seconds`, `1 −
+    /// 2^(−Δt/half_life)` for the actual interval Δt since the previous one.
+    Ewma {
+        alpha: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        half_life_seconds: Option<f64>,
+        warmup: u32,
+        limit: f64,
+    },
+    /// Robust z-score against the median and MAD of the last `window`
+    /// samples, or, with `window_seconds`, of the samples of the last
+    /// `window_seconds` (at most `window` of them: the memory bound).
     Mad {
         window: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        window_seconds: Option<u32>,
         warmup: u32,
         limit: f64,
     },
@@ -307,8 +360,12 @@ pub enum DetectorParams {
     },
     /// Two-sided standardized CUSUM over a slow EWMA baseline; `k` is the
     /// allowed slack in standard deviations, `limit` the decision interval h.
+    /// The baseline's weight is `alpha` per sample or, with
+    /// `half_life_seconds`, from the half-life and the actual interval.
     Cusum {
         alpha: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        half_life_seconds: Option<f64>,
         k: f64,
         warmup: u32,
         limit: f64,

@@ -18,6 +18,7 @@
 //! member in a sorted window (3 × 8 bytes each): 6 KB per member at the
 //! default 256. Pure.
 
+use super::calibrate::p_value;
 use super::{Detector, DetectorKind, Scored};
 use crate::detect::stats::{Episodes, SortedWindow, chi2_sf};
 
@@ -56,17 +57,6 @@ impl RankDetector {
             .iter()
             .map(|(_, w)| w.bytes_at_capacity())
             .sum()
-    }
-}
-
-/// p-value of `s` against the scores in `w`: the share at least as high,
-/// shrunk in proportion past the highest.
-fn p_value(w: &SortedWindow, s: f64) -> f64 {
-    let n = w.len() as f64;
-    let p = (w.count_at_least(s) as f64 + 1.0) / (n + 1.0);
-    match w.max() {
-        Some(m) if s > m && s > 0.0 => p * (m.max(1e-12) / s),
-        _ => p,
     }
 }
 
@@ -140,12 +130,14 @@ mod tests {
         let members = vec![
             DetectorParams::Ewma {
                 alpha: 0.05,
+                half_life_seconds: None,
                 warmup: 20,
                 limit: 5.0,
             }
             .build(),
             DetectorParams::Mad {
                 window: 100,
+                window_seconds: None,
                 warmup: 20,
                 limit: 5.0,
             }

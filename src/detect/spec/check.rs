@@ -9,9 +9,19 @@ use crate::detect::Error;
 
 pub(super) struct Check<'a> {
     pub(super) file: &'a str,
+    /// What the spec should change but still works (deprecated spellings).
+    pub(super) warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Check<'_> {
+    /// Records a warning about `field`, named like errors are.
+    pub(super) fn warn(&self, field: &str, message: impl std::fmt::Display) {
+        self.warnings.borrow_mut().push(format!(
+            "model spec {}: field `{field}` {message}",
+            self.file
+        ));
+    }
+
     pub(super) fn fail(&self, field: impl Into<String>, expected: impl Into<String>) -> Error {
         Error::ValidateSpec {
             file: self.file.to_string(),

@@ -33,9 +33,19 @@ fn a_good_spec_validates_with_defaults_filled_in() {
         s.signals[0].detector,
         DetectorParams::Ewma {
             alpha: 0.05,
+            half_life_seconds: None,
             warmup: 50,
             limit: 5.0
         }
+    );
+    // `alpha` still works, for one release, with a warning saying what to
+    // write instead.
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert!(
+        s.warnings[0].contains("`signals[0].detector.alpha` is deprecated")
+            && s.warnings[0].contains("half_life: 405s"),
+        "{}",
+        s.warnings[0]
     );
     assert_eq!(s.signals[0].options.threshold, 0.5);
     assert_eq!(s.multivariate.expect("multivariate").signals, vec![0, 1]);
@@ -104,7 +114,7 @@ fn every_spec_kind_validates_with_its_defaults_and_others_are_refused() {
             let detector = got.expect(name).signals[0].detector.clone();
             assert_eq!(detector.kind(), kind);
             if let Some(defaults) = kind.default_params() {
-                assert_eq!(detector, defaults, "one source of defaults");
+                assert_eq!(detector, in_time(defaults), "one source of defaults");
             }
         } else {
             let e = got.expect_err(kind.name()).to_string();
@@ -116,6 +126,184 @@ fn every_spec_kind_validates_with_its_defaults_and_others_are_refused() {
             );
         }
     }
+}
+
+/// The defaults in samples (the CLI's, for NAB's 5-minute data) in the
+/// form a model spec gets them: spans in seconds.
+fn in_time(p: DetectorParams) -> DetectorParams {
+    use crate::detect::detectors::defaults::*;
+    match p {
+        DetectorParams::Ewma {
+            alpha,
+            warmup,
+            limit,
+            ..
+        } => DetectorParams::Ewma {
+            alpha,
+            half_life_seconds: Some(ewma::HALF_LIFE_SECONDS),
+            warmup,
+            limit,
+        },
+        DetectorParams::Mad { warmup, limit, .. } => DetectorParams::Mad {
+            window: MAX_WINDOW_SAMPLES,
+            window_seconds: Some(mad::WINDOW_SECONDS),
+            warmup,
+            limit,
+        },
+        DetectorParams::Cusum {
+            alpha,
+            k,
+            warmup,
+            limit,
+            ..
+        } => DetectorParams::Cusum {
+            alpha,
+            half_life_seconds: Some(cusum::HALF_LIFE_SECONDS),
+            k,
+            warmup,
+            limit,
+        },
+        other => other,
+    }
+}
+
+#[test]
+fn spans_are_durations_and_counts_of_samples_are_deprecated() {
+    let detector = |text: &str| {
+        let s = validate_spec("models/x.yaml", &with_detector(text)).expect(text);
+        (s.signals[0].detector.clone(), s.warnings)
+    };
+    let (d, w) = detector("{type: mad, window: 30m}");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        d,
+        DetectorParams::Mad {
+            window: 2048,
+            window_seconds: Some(1800),
+            warmup: 50,
+            limit: 5.0
+        }
+    );
+    assert_eq!(detector("{type: mad, window_seconds: 1800}").0, d);
+    assert_eq!(detector("{type: mad, window: 1h30m}").0.clone(), {
+        let DetectorParams::Mad {
+            window,
+            warmup,
+            limit,
+            ..
+        } = d.clone()
+        else {
+            unreachable!()
+        };
+        DetectorParams::Mad {
+            window,
+            window_seconds: Some(5400),
+            warmup,
+            limit,
+        }
+    });
+    let (d, w) = detector("{type: mad, window: 60}");
+    assert_eq!(
+        d,
+        DetectorParams::Mad {
+            window: 60,
+            window_seconds: None,
+            warmup: 50,
+            limit: 5.0
+        }
+    );
+    assert!(
+        w.len() == 1
+            && w[0]
+                .contains("`signals[0].detector.window` as a count of samples (60) is deprecated")
+            && w[0].contains("window: 30m"),
+        "{w:?}"
+    );
+    let (d, w) = detector("{type: ewma, half_life: 6m45s}");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        d,
+        DetectorParams::Ewma {
+            alpha: 0.02,
+            half_life_seconds: Some(405.0),
+            warmup: 50,
+            limit: 5.0
+        }
+    );
+    assert_eq!(detector("{type: ewma, half_life_seconds: 405}").0, d);
+    let (d, w) = detector("{type: cusum, half_life: 34m30s}");
+    assert!(
+        w.is_empty()
+            && matches!(d, DetectorParams::Cusum { half_life_seconds: Some(h), .. } if h == 2070.0)
+    );
+    for (bad, field, says) in [
+        (
+            "{type: mad, window: 30x}",
+            "window",
+            "must be a duration between 1m and 31d",
+        ),
+        (
+            "{type: mad, window: 30s}",
+            "window",
+            "must be a duration between 1m and 31d",
+        ),
+        (
+            "{type: mad, window: 30m, window_seconds: 60}",
+            "window_seconds",
+            "must not be given with window",
+        ),
+        (
+            "{type: ewma, half_life: soon}",
+            "half_life",
+            "must be a duration between 1s and 365d",
+        ),
+        (
+            "{type: ewma, half_life: 5m, alpha: 0.1}",
+            "alpha",
+            "must not be given with a half-life",
+        ),
+        (
+            "{type: seasonal, half_life: 5m}",
+            "half_life",
+            "is not a parameter of detector \"seasonal\"",
+        ),
+    ] {
+        let e = err(&with_detector(bad));
+        assert!(
+            e.contains(&format!("`signals[0].detector.{field}` {says}")),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn durations_parse_as_prometheus_writes_them() {
+    assert_eq!(parse_duration("90s"), Some(90.0));
+    assert_eq!(parse_duration("30m"), Some(1800.0));
+    assert_eq!(parse_duration("1h30m"), Some(5400.0));
+    assert_eq!(parse_duration("2d"), Some(172_800.0));
+    assert_eq!(parse_duration("600"), Some(600.0));
+    assert_eq!(parse_duration("1.5h"), Some(5400.0));
+    for bad in ["", "m", "10 m", "10w", "1h-5m"] {
+        assert_eq!(parse_duration(bad), None, "{bad:?}");
+    }
+    assert!((half_life_for(0.05, 30.0) - 405.4).abs() < 0.1);
+}
+
+#[test]
+fn the_default_models_use_no_deprecated_spelling() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("models") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let text = std::fs::read_to_string(&p).expect("read");
+            let s = validate_spec(&p.display().to_string(), &text).expect("valid");
+            assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+            n += 1;
+        }
+    }
+    assert!(n > 10, "{n} models");
 }
 
 #[test]
