@@ -514,6 +514,75 @@ async fn primary_degradation_switches_over_to_a_healthy_replica() {
     w.quiet(1, COOLDOWN_SECONDS + 20).await;
 }
 
+/// The operators' resources of the sandbox's estate
+/// (tests/fixtures/estate), for the test namespace.
+fn estate_fixtures() -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(repo("tests/fixtures/estate"))
+        .expect("tests/fixtures/estate")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        for mut doc in support::yaml_documents(&std::fs::read_to_string(&f).expect("fixture")) {
+            if let Some(m) = doc["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+            out.push(doc);
+        }
+    }
+    out
+}
+
+/// Creates the sandbox's estate (the example gateway and
+/// tests/fixtures/estate) in `w`, waits until the simulator sees the
+/// resource of each of `faults`, lets the detectors warm up (the longest
+/// warm-up any of them needs, at the e2e's 1 s cycle half the sandbox's),
+/// then injects them all at once; returns each with its resource's name.
+async fn inject_every_fault(w: &World, faults: &[Fault]) -> Vec<(Fault, String)> {
+    w.create(example_gateway()).await;
+    let fixtures = estate_fixtures();
+    for doc in &fixtures {
+        w.create(doc.clone()).await;
+    }
+    let target = |f: &Fault| -> String {
+        if f.kind() == "PaymentGateway" {
+            return "payment-gateway".into();
+        }
+        fixtures
+            .iter()
+            .find(|d| d["kind"] == f.kind())
+            .and_then(|d| d["metadata"]["name"].as_str())
+            .unwrap_or_else(|| panic!("no {} in tests/fixtures/estate", f.kind()))
+            .to_string()
+    };
+    let warmup = faults
+        .iter()
+        .map(|f| f.answer().warmup_seconds / 2.0)
+        .fold(15.0, f64::max);
+    let mut out = Vec::new();
+    for f in faults {
+        let name = target(f);
+        support::wait_for("the estate to see the resource", LOOP, || async {
+            w.estate
+                .healthy(f.clone(), &w.ns, &name)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        })
+        .await;
+        out.push((f.clone(), name));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
+    for (f, name) in &out {
+        assert!(w.estate.inject(f.clone(), &w.ns, name), "{f:?} injected");
+    }
+    out
+}
+
+/// Faults never heal on a timer: with the kill switch on, the agent finds
+/// every fault and sends nothing, and none of them recovers over as long as
+/// the slowest scenario took to act and recover in auto mode, and more.
 #[tokio::test]
 async fn with_the_kill_switch_on_no_fault_heals_on_its_own() {
     let w = World::with_policy(
