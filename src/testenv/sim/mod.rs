@@ -20,7 +20,13 @@
 //!   more replicas (or a higher HPA floor) → lower saturation and latency;
 //! - [`cnpg`]: CloudNativePG, operator and exporter (`cnpg_*`): a
 //!   switchover moves the primary away from a degrading instance; a larger
-//!   `work_mem` stops the temp-file spill.
+//!   `work_mem` stops the temp-file spill; a higher `max_connections`,
+//!   applied with a rolling restart, ends a connection exhaustion;
+//! - [`certmanager`]: cert-manager, controller and exporter
+//!   (`certmanager_certificate_*`): a renewal asked for (`Issuing=True`)
+//!   issues a new certificate;
+//! - [`externalsecrets`]: External Secrets, controller and exporter
+//!   (`externalsecret_*`): a forced refresh syncs a failed ExternalSecret.
 //!
 //! [`Model`] holds the parts; [`Estate`] drives it every `tick` against a
 //! cluster. To add a part: a module with a type implementing [`Part`], a
@@ -41,7 +47,9 @@ use serde_json::{Value, json};
 
 use super::prometheus::Exporter;
 
+pub mod certmanager;
 pub mod cnpg;
+pub mod externalsecrets;
 pub mod gateway;
 
 pub use cnpg::{
@@ -64,6 +72,17 @@ pub enum Fault {
     /// A new report's sorts need [`SORT_MEMORY`]: with less `work_mem` the
     /// primary spills them to temporary files, the more the less it has.
     TempFileGrowth,
+    /// A Certificate is 9 days from expiry: its automatic renewal failed
+    /// (the issuer did not answer) and cert-manager backs off 32 h; the
+    /// issuer answers again (see [`certmanager`]).
+    CertificateExpiry,
+    /// The store behind an ExternalSecret had an outage: its syncs failed,
+    /// it is Ready=False, and ESO's backed-off retry is far away though the
+    /// store answers again (see [`externalsecrets`]).
+    SecretStoreFailure,
+    /// The application's backends on the primary climb to 95 % of
+    /// `max_connections` (its pools grew).
+    ConnectionExhaustion,
 }
 
 /// What a scenario of a [`Fault`] expects of the agent, for the sandbox's
@@ -83,10 +102,13 @@ pub struct Answer {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 3] = [
+    pub const ALL: [Fault; 6] = [
         Fault::TrafficSurge,
         Fault::PrimaryDegradation,
         Fault::TempFileGrowth,
+        Fault::CertificateExpiry,
+        Fault::SecretStoreFailure,
+        Fault::ConnectionExhaustion,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -94,6 +116,9 @@ impl Fault {
             Fault::TrafficSurge => "traffic-surge",
             Fault::PrimaryDegradation => "primary-degradation",
             Fault::TempFileGrowth => "temp-file-growth",
+            Fault::CertificateExpiry => "certificate-expiry",
+            Fault::SecretStoreFailure => "secret-store-failure",
+            Fault::ConnectionExhaustion => "connection-exhaustion",
         }
     }
 
@@ -102,6 +127,9 @@ impl Fault {
         match self {
             Fault::TrafficSurge => "PaymentGateway",
             Fault::PrimaryDegradation | Fault::TempFileGrowth => "Cluster",
+            Fault::CertificateExpiry => "Certificate",
+            Fault::SecretStoreFailure => "ExternalSecret",
+            Fault::ConnectionExhaustion => "Cluster",
         }
     }
 
@@ -127,6 +155,27 @@ impl Fault {
                 detector: "ewma",
                 seed: "MTTR 5 min",
                 warmup_seconds: 150.0,
+            },
+            // The forecast needs 3 samples of the time left.
+            Fault::CertificateExpiry => Answer {
+                runbook: "cert-renew",
+                detector: "forecast",
+                seed: "MTTR 5 min",
+                warmup_seconds: 10.0,
+            },
+            // The sync errors' detector warms up over 20 samples.
+            Fault::SecretStoreFailure => Answer {
+                runbook: "externalsecret-refresh",
+                detector: "mad",
+                seed: "MTTR 5 min",
+                warmup_seconds: 60.0,
+            },
+            // The connections' forecast warms up over 20 samples.
+            Fault::ConnectionExhaustion => Answer {
+                runbook: "cnpg-max-connections",
+                detector: "forecast",
+                seed: "MTTR 5 min",
+                warmup_seconds: 60.0,
             },
         }
     }
@@ -206,15 +255,27 @@ pub trait Part: Send + std::fmt::Debug {
 pub struct Model {
     gateways: gateway::Gateways,
     postgres: cnpg::Clusters,
+    certificates: certmanager::Certificates,
+    external_secrets: externalsecrets::ExternalSecrets,
 }
 
 impl Model {
-    fn parts(&self) -> [&dyn Part; 2] {
-        [&self.gateways, &self.postgres]
+    fn parts(&self) -> [&dyn Part; 4] {
+        [
+            &self.gateways,
+            &self.postgres,
+            &self.certificates,
+            &self.external_secrets,
+        ]
     }
 
-    fn parts_mut(&mut self) -> [&mut dyn Part; 2] {
-        [&mut self.gateways, &mut self.postgres]
+    fn parts_mut(&mut self) -> [&mut dyn Part; 4] {
+        [
+            &mut self.gateways,
+            &mut self.postgres,
+            &mut self.certificates,
+            &mut self.external_secrets,
+        ]
     }
 
     /// Every kind the estate reads.
