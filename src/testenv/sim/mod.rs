@@ -170,12 +170,15 @@ impl Fault {
                 seed: "MTTR 5 min",
                 warmup_seconds: 60.0,
             },
-            // The connections' forecast warms up over 20 samples.
+            // The connections' forecast warms up over 20 samples; later
+            // still, so that with `--scenario all` its action on the
+            // Cluster comes after temp-file growth's and the 60 s cooldown
+            // (that one's EWMA finding lasts only moments).
             Fault::ConnectionExhaustion => Answer {
                 runbook: "cnpg-max-connections",
                 detector: "forecast",
                 seed: "MTTR 5 min",
-                warmup_seconds: 60.0,
+                warmup_seconds: 240.0,
             },
         }
     }
