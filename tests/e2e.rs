@@ -616,11 +616,14 @@ async fn with_the_kill_switch_on_no_fault_heals_on_its_own() {
 
 /// The faults the all-at-once runs (recommend mode, kill switch) start:
 /// those the simulator starts by injection alone.
-const RECOMMENDED: [Fault; 4] = [
+const RECOMMENDED: [Fault; 7] = [
     Fault::TrafficSurge,
     Fault::PrimaryDegradation,
     Fault::TempFileGrowth,
     Fault::KafkaUnderReplication,
+    Fault::CertificateExpiry,
+    Fault::SecretStoreFailure,
+    Fault::ConnectionExhaustion,
 ];
 
 #[tokio::test]
@@ -833,4 +836,182 @@ async fn kafka_under_replication_adds_a_broker_once() {
     // Fully replicated again: no second broker.
     w.quiet(1, COOLDOWN_SECONDS + 10).await;
     assert_eq!(w.get(&node_pools(), pool).await["spec"]["replicas"], 4);
+}
+
+fn certificates() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"),
+        "certificates",
+    )
+}
+
+fn external_secrets() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"),
+        "externalsecrets",
+    )
+}
+
+/// The sandbox's estate resource `file` (tests/fixtures/estate), in the
+/// test's namespace.
+fn estate_fixture(file: &str) -> Value {
+    let text = std::fs::read_to_string(repo(&format!("tests/fixtures/estate/{file}")))
+        .expect("estate fixture");
+    let mut o = support::yaml_documents(&text).remove(0);
+    o["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("namespace");
+    o
+}
+
+#[tokio::test]
+async fn certificate_expiry_is_renewed_once() {
+    let w = World::new("e2e-cert").await;
+    w.create(estate_fixture("gateway-tls.yaml")).await;
+    let _agent = w.agent("auto");
+    let cert = "gateway-tls";
+    let fault_at =
+        inject_after_warmup(&w, Fault::CertificateExpiry, cert, Duration::from_secs(10)).await;
+
+    let out = w.action(1, "cert-renew").await;
+    let action_at = w.secs();
+    assert_eq!(out.entry.action_kind, "renew_certificate");
+    assert!(
+        out.entry.evidence.to_string().contains("seconds_to_expiry"),
+        "journaled with its evidence: {}",
+        out.entry.evidence
+    );
+    assert!(
+        out.entry.action["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("forecast")),
+        "says it acts on a forecast: {}",
+        out.entry.action
+    );
+    let recovered_at = wait_healthy(&w, Fault::CertificateExpiry, cert).await;
+    // cert-manager issued: a new revision, the Issuing condition gone, Ready.
+    let status = &w.get(&certificates(), cert).await["status"];
+    assert_eq!(status["revision"], 2, "{status}");
+    let conditions = status["conditions"].as_array().expect("conditions");
+    assert!(
+        conditions.iter().all(|c| c["type"] != "Issuing")
+            && conditions
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True"),
+        "{status}"
+    );
+    assert!(status["lastFailureTime"].is_null(), "{status}");
+    let verdict = wait_verified(&w, out.id).await;
+    assert!(verdict.contains("seconds_to_expiry"), "{verdict}");
+    report("certificate expiry", fault_at, action_at, recovered_at);
+    eprintln!(
+        "[e2e] certificate expiry: verification passed {:.0}s after the fault: {verdict}",
+        w.secs() - fault_at
+    );
+    w.quiet(1, COOLDOWN_SECONDS + 10).await;
+}
+
+#[tokio::test]
+async fn secret_store_failure_is_refreshed_once() {
+    let w = World::new("e2e-secret").await;
+    w.create(estate_fixture("psp-api-keys.yaml")).await;
+    let _agent = w.agent("auto");
+    let es = "psp-api-keys";
+    // The sync errors' detector warms up over 20 samples.
+    let fault_at =
+        inject_after_warmup(&w, Fault::SecretStoreFailure, es, Duration::from_secs(30)).await;
+
+    let out = w.action(1, "externalsecret-refresh").await;
+    let action_at = w.secs();
+    assert_eq!(out.entry.action_kind, "refresh_external_secret");
+    assert!(
+        out.entry.evidence.to_string().contains("sync_errors"),
+        "journaled with its evidence: {}",
+        out.entry.evidence
+    );
+    let obj = w.get(&external_secrets(), es).await;
+    assert!(
+        obj["metadata"]["annotations"]["force-sync"].is_string(),
+        "{}",
+        obj["metadata"]
+    );
+    let recovered_at = wait_healthy(&w, Fault::SecretStoreFailure, es).await;
+    let status = &w.get(&external_secrets(), es).await["status"];
+    assert_eq!(status["conditions"][0]["status"], "True", "{status}");
+    let verdict = wait_verified(&w, out.id).await;
+    assert!(verdict.contains("ready"), "{verdict}");
+    report("secret store failure", fault_at, action_at, recovered_at);
+    eprintln!(
+        "[e2e] secret store failure: verification passed {:.0}s after the fault: {verdict}",
+        w.secs() - fault_at
+    );
+    // Synced again: the error rate still up for its window is no reason.
+    w.quiet(1, COOLDOWN_SECONDS + 10).await;
+}
+
+#[tokio::test]
+async fn connection_exhaustion_raises_max_connections_once_with_a_rolling_restart() {
+    let w = World::new("e2e-conns").await;
+    let mut pg = pg_cluster();
+    pg["spec"]["postgresql"] = json!({"parameters": {"max_connections": "100"}});
+    w.create(pg).await;
+    let _agent = w.agent("auto");
+    let db = "payments-db";
+    // Every phase the Cluster shows, in order.
+    let phases = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let watcher = {
+        let (api, phases) = (
+            Api::<DynamicObject>::namespaced_with(w.admin.clone(), &w.ns, &clusters()),
+            phases.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                if let Ok(c) = api.get(db).await
+                    && let Some(p) = c.data["status"]["phase"].as_str()
+                    && let Ok(mut seen) = phases.lock()
+                    && seen.last().is_none_or(|l| l != p)
+                {
+                    seen.push(p.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    // The connections' forecast warms up over 20 samples.
+    let fault_at =
+        inject_after_warmup(&w, Fault::ConnectionExhaustion, db, Duration::from_secs(30)).await;
+
+    let out = w.action(1, "cnpg-max-connections").await;
+    let action_at = w.secs();
+    assert_eq!(out.entry.action_kind, "set_postgres_parameters");
+    assert!(out.entry.disruptive, "a restart: disruptive");
+    assert!(
+        out.entry.evidence.to_string().contains("connections_ratio"),
+        "journaled with its evidence: {}",
+        out.entry.evidence
+    );
+    let spec = &w.get(&clusters(), db).await["spec"];
+    assert_eq!(
+        spec["postgresql"]["parameters"]["max_connections"], "125",
+        "{spec}"
+    );
+    let recovered_at = wait_healthy(&w, Fault::ConnectionExhaustion, db).await;
+    let verdict = wait_verified(&w, out.id).await;
+    assert!(verdict.contains("connections_ratio"), "{verdict}");
+    watcher.abort();
+    let phases = phases.lock().expect("phases").clone();
+    let restart = phases.iter().position(|p| p == "Applying configuration");
+    assert!(
+        restart.is_some_and(|i| phases[i + 1..]
+            .iter()
+            .any(|p| p == "Cluster in healthy state")),
+        "a rolling restart, then healthy: {phases:?}"
+    );
+    report("connection exhaustion", fault_at, action_at, recovered_at);
+    eprintln!(
+        "[e2e] connection exhaustion: verification passed {:.0}s after the fault: {verdict}",
+        w.secs() - fault_at
+    );
+    w.quiet(1, COOLDOWN_SECONDS + 10).await;
 }

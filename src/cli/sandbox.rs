@@ -27,7 +27,8 @@ pub struct Settings {
     pub incident_after_seconds: u64,
     /// The fault to inject: `traffic-surge` (the default),
     /// `primary-degradation`, `temp-file-growth`, `kafka-under-replication`,
-    /// or `all` (at once). With a scenario the
+    /// `certificate-expiry`, `secret-store-failure`, `connection-exhaustion`,
+    /// `bad-release`, `memory-leak`, or `all` (at once). With a scenario the
     /// sandbox stops once each has played out and prints a table of its
     /// times.
     #[arg(long)]

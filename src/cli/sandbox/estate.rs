@@ -525,11 +525,15 @@ async fn start_cluster(
     act::apply_manifest(&client, &ns, namespace).await?;
     // The guard policy, as the chart installs it: without one the agent
     // sends nothing (it fails closed). The defaults, but a one-minute
-    // cooldown so that a surge's scale-in follows within the sandbox's run.
+    // cooldown so that a surge's scale-in follows within the sandbox's run,
+    // and room for more disruptive actions an hour: `--scenario all` plays
+    // every incident in one namespace within minutes, and the default two
+    // (a switchover and a scale-in) would hold back the third (a restart
+    // for max_connections) for the rest of the hour.
     let policy: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "payments.io/v1", "kind": "AutopilotPolicy",
         "metadata": {"name": crate::act::guard::POLICY_NAME, "namespace": namespace},
-        "spec": {"cooldownSeconds": 60},
+        "spec": {"cooldownSeconds": 60, "disruptivePerNamespacePerHour": 10, "disruptivePerHour": 20},
     }))?;
     act::apply_manifest(&client, &policy, namespace).await?;
     for (file, obj) in manifests {

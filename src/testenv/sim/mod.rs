@@ -20,14 +20,20 @@
 //!   more replicas (or a higher HPA floor) → lower saturation and latency;
 //! - [`cnpg`]: CloudNativePG, operator and exporter (`cnpg_*`): a
 //!   switchover moves the primary away from a degrading instance; a larger
-//!   `work_mem` stops the temp-file spill.
+//!   `work_mem` stops the temp-file spill; a higher `max_connections`,
+//!   applied with a rolling restart, ends a connection exhaustion;
 //! - [`strimzi`]: Strimzi (Kafka, KafkaNodePool, KafkaTopic) and the
 //!   brokers' and kafka-exporter's metrics: one broker more (with
 //!   auto-rebalancing on scale-up) relieves a broker whose disk cannot
 //!   keep up, and its partitions are fully replicated again;
 //! - [`redis`], [`argocd`], [`istio`]: a Redis Enterprise database, an
 //!   Argo CD Application and Istio VirtualServices, healthy (no faults):
-//!   the rest of the estate, so the agent is seen to leave it alone.
+//!   the rest of the estate, so the agent is seen to leave it alone;
+//! - [`certmanager`]: cert-manager, controller and exporter
+//!   (`certmanager_certificate_*`): a renewal asked for (`Issuing=True`)
+//!   issues a new certificate;
+//! - [`externalsecrets`]: External Secrets, controller and exporter
+//!   (`externalsecret_*`): a forced refresh syncs a failed ExternalSecret.
 //!
 //! [`Model`] holds the parts; [`Estate`] drives it every `tick` against a
 //! cluster. To add a part: a module with a type implementing [`Part`], a
@@ -49,7 +55,9 @@ use serde_json::{Value, json};
 use super::prometheus::Exporter;
 
 pub mod argocd;
+pub mod certmanager;
 pub mod cnpg;
+pub mod externalsecrets;
 pub mod gateway;
 pub mod istio;
 pub mod redis;
@@ -84,6 +92,17 @@ pub enum Fault {
     /// replicas onto, taking them from the most loaded brokers first. See
     /// [`strimzi`].
     KafkaUnderReplication,
+    /// A Certificate is 9 days from expiry: its automatic renewal failed
+    /// (the issuer did not answer) and cert-manager backs off 32 h; the
+    /// issuer answers again (see [`certmanager`]).
+    CertificateExpiry,
+    /// The store behind an ExternalSecret had an outage: its syncs failed,
+    /// it is Ready=False, and ESO's backed-off retry is far away though the
+    /// store answers again (see [`externalsecrets`]).
+    SecretStoreFailure,
+    /// The application's backends on the primary climb to 95 % of
+    /// `max_connections` (its pools grew).
+    ConnectionExhaustion,
 }
 
 /// What a scenario of a [`Fault`] expects of the agent, for the sandbox's
@@ -106,11 +125,14 @@ pub struct Answer {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 4] = [
+    pub const ALL: [Fault; 7] = [
         Fault::TrafficSurge,
         Fault::PrimaryDegradation,
         Fault::TempFileGrowth,
         Fault::KafkaUnderReplication,
+        Fault::CertificateExpiry,
+        Fault::SecretStoreFailure,
+        Fault::ConnectionExhaustion,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -119,6 +141,9 @@ impl Fault {
             Fault::PrimaryDegradation => "primary-degradation",
             Fault::TempFileGrowth => "temp-file-growth",
             Fault::KafkaUnderReplication => "kafka-under-replication",
+            Fault::CertificateExpiry => "certificate-expiry",
+            Fault::SecretStoreFailure => "secret-store-failure",
+            Fault::ConnectionExhaustion => "connection-exhaustion",
         }
     }
 
@@ -128,6 +153,9 @@ impl Fault {
             Fault::TrafficSurge => "PaymentGateway",
             Fault::PrimaryDegradation | Fault::TempFileGrowth => "Cluster",
             Fault::KafkaUnderReplication => "KafkaNodePool",
+            Fault::CertificateExpiry => "Certificate",
+            Fault::SecretStoreFailure => "ExternalSecret",
+            Fault::ConnectionExhaustion => "Cluster",
         }
     }
 
@@ -165,6 +193,33 @@ impl Fault {
                 detector: "mad",
                 seed: "MTTR 5 min",
                 warmup_seconds: 60.0,
+            },
+            // The forecast needs 3 samples of the time left.
+            Fault::CertificateExpiry => Answer {
+                runbook: "cert-renew",
+                signal: "seconds_to_expiry",
+                detector: "forecast",
+                seed: "MTTR 5 min",
+                warmup_seconds: 10.0,
+            },
+            // The sync errors' detector warms up over 20 samples.
+            Fault::SecretStoreFailure => Answer {
+                runbook: "externalsecret-refresh",
+                signal: "sync_errors",
+                detector: "mad",
+                seed: "MTTR 5 min",
+                warmup_seconds: 60.0,
+            },
+            // The connections' forecast warms up over 20 samples; later
+            // still, so that with `--scenario all` its action on the
+            // Cluster comes after temp-file growth's and the 60 s cooldown
+            // (that one's EWMA finding lasts only moments).
+            Fault::ConnectionExhaustion => Answer {
+                runbook: "cnpg-max-connections",
+                signal: "connections_ratio",
+                detector: "forecast",
+                seed: "MTTR 5 min",
+                warmup_seconds: 240.0,
             },
         }
     }
@@ -260,10 +315,12 @@ pub struct Model {
     redis: redis::Databases,
     argocd: argocd::Applications,
     istio: istio::VirtualServices,
+    certificates: certmanager::Certificates,
+    external_secrets: externalsecrets::ExternalSecrets,
 }
 
 impl Model {
-    fn parts(&self) -> [&dyn Part; 6] {
+    fn parts(&self) -> [&dyn Part; 8] {
         [
             &self.gateways,
             &self.postgres,
@@ -271,10 +328,12 @@ impl Model {
             &self.redis,
             &self.argocd,
             &self.istio,
+            &self.certificates,
+            &self.external_secrets,
         ]
     }
 
-    fn parts_mut(&mut self) -> [&mut dyn Part; 6] {
+    fn parts_mut(&mut self) -> [&mut dyn Part; 8] {
         [
             &mut self.gateways,
             &mut self.postgres,
@@ -282,6 +341,8 @@ impl Model {
             &mut self.redis,
             &mut self.argocd,
             &mut self.istio,
+            &mut self.certificates,
+            &mut self.external_secrets,
         ]
     }
 
