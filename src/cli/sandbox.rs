@@ -26,7 +26,9 @@ pub struct Settings {
     #[arg(long, default_value_t = 40)]
     pub incident_after_seconds: u64,
     /// The fault to inject: `traffic-surge` (the default),
-    /// `primary-degradation`, `temp-file-growth`, or `all` (at once). With a scenario the
+    /// `primary-degradation`, `temp-file-growth`, `bad-release` (the
+    /// next version, deployed, answers with 5xx), `memory-leak` (a gateway
+    /// with a memory limit), or `all` (at once). With a scenario the
     /// sandbox stops once each has played out and prints a table of its
     /// times.
     #[arg(long)]

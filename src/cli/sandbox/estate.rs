@@ -147,7 +147,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prom = start_prometheus(estate.metrics_addr());
     let mut scenarios: Vec<Scenario> = Vec::new();
     for fault in faults {
-        let name = first_of_kind(&client, &settings.namespace, fault.kind())
+        let name = first_of_kind(&client, &settings.namespace, &fault)
             .await?
             .with_context(|| {
                 format!(
@@ -224,6 +224,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                     s.fault.name(),
                     s.target()
                 );
+                // A bad release is a deploy: made as the pipeline would.
+                if let Some(patch) = estate
+                    .deploy(s.fault.clone(), &s.namespace, &s.name)
+                    .await
+                    .with_context(|| format!("deploying {} on {}", s.fault.name(), s.target()))?
+                {
+                    println!("[estate] {t:>5.0}s deployed {}: {patch}", s.target());
+                }
             }
         }
         let findings = findings_by_kind(settings.listen).await;
@@ -448,12 +456,14 @@ fn table(scenarios: &[Scenario], mode: Mode) -> String {
     out
 }
 
-/// The name of the first resource of `kind` in `namespace`, if any.
+/// The name of the first resource of the fault's kind in `namespace` that
+/// the fault fits ([`Fault::fits`]), if any.
 async fn first_of_kind(
     client: &kube::Client,
     namespace: &str,
-    kind: &str,
+    fault: &Fault,
 ) -> anyhow::Result<Option<String>> {
+    let kind = fault.kind();
     let resource = sim::Model::kind(kind)
         .map(|k| k.api_resource())
         .with_context(|| format!("the estate simulator does not know kind {kind}"))?;
@@ -461,7 +471,11 @@ async fn first_of_kind(
         .list(&ListParams::default())
         .await
         .with_context(|| format!("listing {}", resource.plural))?;
-    Ok(list.items.first().map(|o| o.name_any()))
+    Ok(list
+        .items
+        .iter()
+        .find(|o| serde_json::to_value(o).is_ok_and(|v| fault.fits(&v)))
+        .map(|o| o.name_any()))
 }
 
 /// The control plane with our CRDs, the operators' CRDs, the namespace and
