@@ -533,11 +533,18 @@ async fn start_cluster(
     act::apply_manifest(&client, &ns, namespace).await?;
     // The guard policy, as the chart installs it: without one the agent
     // sends nothing (it fails closed). The defaults, but a one-minute
-    // cooldown so that a surge's scale-in follows within the sandbox's run.
+    // cooldown so that a surge's scale-in follows within the sandbox's run,
+    // and room for the disruptive actions of every scenario at once (a
+    // switchover, a memory limit, a rollback, a scale-in: five incidents in
+    // one namespace within ten minutes, where the default allows two an hour).
     let policy: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "payments.io/v1", "kind": "AutopilotPolicy",
         "metadata": {"name": crate::act::guard::POLICY_NAME, "namespace": namespace},
-        "spec": {"cooldownSeconds": 60},
+        "spec": {
+            "cooldownSeconds": 60,
+            "disruptivePerNamespacePerHour": 8,
+            "disruptivePerHour": 8,
+        },
     }))?;
     act::apply_manifest(&client, &policy, namespace).await?;
     for (file, obj) in manifests {
