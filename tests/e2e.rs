@@ -46,8 +46,13 @@ const COOLDOWN_SECONDS: u64 = 20;
 /// Long enough for warm-up, finding, action and the estate's reaction.
 const LOOP: Duration = Duration::from_secs(150);
 
+/// With kube-controller-manager: a gateway's Deployment rolls out (where a
+/// test runs a fake kubelet), so its status records the versions a
+/// rollback needs.
 fn cp() -> &'static ControlPlane {
-    support::control_plane(Options::default())
+    support::control_plane(Options {
+        controller_manager: true,
+    })
 }
 
 fn repo(path: &str) -> PathBuf {
@@ -546,13 +551,14 @@ async fn inject_every_fault(w: &World, faults: &[Fault]) -> Vec<(Fault, String)>
     for doc in &fixtures {
         w.create(doc.clone()).await;
     }
+    // The first resource of its kind the fault can start on (the example
+    // gateway first; a memory leak needs the one with a memory limit).
+    let mut candidates = vec![example_gateway()];
+    candidates.extend(fixtures.iter().cloned());
     let target = |f: &Fault| -> String {
-        if f.kind() == "PaymentGateway" {
-            return "payment-gateway".into();
-        }
-        fixtures
+        candidates
             .iter()
-            .find(|d| d["kind"] == f.kind())
+            .find(|d| d["kind"] == f.kind() && f.fits(d))
             .and_then(|d| d["metadata"]["name"].as_str())
             .unwrap_or_else(|| panic!("no {} in tests/fixtures/estate", f.kind()))
             .to_string()
@@ -615,8 +621,9 @@ async fn with_the_kill_switch_on_no_fault_heals_on_its_own() {
 }
 
 /// The faults the all-at-once runs (recommend mode, kill switch) start:
-/// those the simulator starts by injection alone.
-const RECOMMENDED: [Fault; 7] = [
+/// those the simulator starts by injection alone (a bad release also needs
+/// a deploy, which its own test makes).
+const RECOMMENDED: [Fault; 8] = [
     Fault::TrafficSurge,
     Fault::PrimaryDegradation,
     Fault::TempFileGrowth,
@@ -624,6 +631,7 @@ const RECOMMENDED: [Fault; 7] = [
     Fault::CertificateExpiry,
     Fault::SecretStoreFailure,
     Fault::ConnectionExhaustion,
+    Fault::MemoryLeak,
 ];
 
 #[tokio::test]
@@ -1014,4 +1022,139 @@ async fn connection_exhaustion_raises_max_connections_once_with_a_rolling_restar
         w.secs() - fault_at
     );
     w.quiet(1, COOLDOWN_SECONDS + 10).await;
+}
+
+/// The sandbox's gateway with a memory limit (tests/fixtures/estate).
+fn payouts_gateway() -> Value {
+    let text = std::fs::read_to_string(repo("tests/fixtures/estate/payouts-gateway.yaml"))
+        .expect("payouts gateway");
+    let mut gw = support::yaml_documents(&text).remove(0);
+    gw["metadata"] = json!({"name": "payouts-gateway"});
+    gw
+}
+
+#[tokio::test]
+async fn a_bad_release_is_rolled_back_to_the_last_good_version() {
+    let w = World::new("e2e-release").await;
+    let _kubelet = support::kubelet::start(w.admin.clone(), &w.ns).await;
+    w.create(example_gateway()).await;
+    let _agent = w.agent("auto");
+    let gw = "payment-gateway";
+    let status = |v: &Value| v["status"].clone();
+    support::wait_for("1.5.0 rolled out and good", LOOP, || async {
+        let s = status(&w.get(&gateways(), gw).await);
+        (s["lastGoodVersion"] == "1.5.0" && s["currentVersion"] == "1.5.0")
+            .then_some(())
+            .ok_or_else(|| format!("{s}"))
+    })
+    .await;
+    // The error rate's EWMA learns the normal level over 60 samples.
+    let fault_at = inject_after_warmup(&w, Fault::BadRelease, gw, Duration::from_secs(65)).await;
+    let patch = w
+        .estate
+        .deploy(Fault::BadRelease, &w.ns, gw)
+        .await
+        .expect("deploy the release")
+        .expect("a release to deploy");
+    assert_eq!(patch["spec"]["version"], "1.6.0", "{patch}");
+    // 1.6.0 rolls out and serves; it soaks, so 1.5.0 stays the last good.
+    support::wait_for("1.6.0 to be served", LOOP, || async {
+        let s = status(&w.get(&gateways(), gw).await);
+        (s["currentVersion"] == "1.6.0")
+            .then_some(())
+            .ok_or_else(|| format!("{s}"))
+    })
+    .await;
+    let s = status(&w.get(&gateways(), gw).await);
+    assert_eq!(s["lastGoodVersion"], "1.5.0", "{s}");
+    assert!(s["soakingSince"].is_string(), "{s}");
+
+    let out = w.action(1, "rollback-on-error-rate").await;
+    let action_at = w.secs();
+    assert_eq!(out.entry.action_kind, "rollback");
+    assert!(
+        out.entry.evidence.to_string().contains("error_rate"),
+        "journaled with its evidence: {}",
+        out.entry.evidence
+    );
+    let spec = &w.get(&gateways(), gw).await["spec"];
+    assert_eq!(
+        (spec["version"].as_str(), spec["image"].as_str()),
+        (
+            Some("1.5.0"),
+            Some("acr.azurecr.io/payment-initiation:1.5.0")
+        ),
+        "{spec}"
+    );
+    // The good version rolls out again and serves.
+    support::wait_for("the estate to recover", LOOP, || async {
+        let s = status(&w.get(&gateways(), gw).await);
+        w.estate
+            .healthy(Fault::BadRelease, &w.ns, gw)
+            .then_some(())
+            .ok_or_else(|| format!("still serving the bad release: {s}"))
+    })
+    .await;
+    let recovered_at = w.secs();
+    let verdict = wait_verified(&w, out.id).await;
+    assert!(verdict.contains("error_rate"), "{verdict}");
+    report("bad release", fault_at, action_at, recovered_at);
+    eprintln!(
+        "[e2e] bad release: verification passed {:.0}s after the fault: {verdict}",
+        w.secs() - fault_at
+    );
+    // The good version serves: no second rollback.
+    w.quiet(1, COOLDOWN_SECONDS + 20).await;
+    let s = status(&w.get(&gateways(), gw).await);
+    assert_eq!(
+        (s["currentVersion"].as_str(), s["lastGoodVersion"].as_str()),
+        (Some("1.5.0"), Some("1.5.0")),
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn a_memory_leak_raises_the_memory_limit_once_within_its_cap() {
+    let w = World::new("e2e-memory").await;
+    w.create(payouts_gateway()).await;
+    let _agent = w.agent("auto");
+    let gw = "payouts-gateway";
+    let fault_at = inject_after_warmup(&w, Fault::MemoryLeak, gw, Duration::from_secs(15)).await;
+
+    let out = w.action(1, "vertical-scale-memory").await;
+    let action_at = w.secs();
+    assert_eq!(out.entry.action_kind, "set_resources");
+    assert!(
+        out.entry.evidence.to_string().contains("memory_usage"),
+        "journaled with its evidence: {}",
+        out.entry.evidence
+    );
+    let why = out.entry.action.to_string();
+    assert!(
+        why.contains("forecast") && why.contains("cap 4Gi"),
+        "says it acts on a forecast, within a cap: {why}"
+    );
+    let spec = &w.get(&gateways(), gw).await["spec"]["resources"];
+    assert_eq!(
+        (
+            spec["limits"]["memory"].as_str(),
+            spec["requests"]["memory"].as_str()
+        ),
+        (Some("768Mi"), Some("256Mi")),
+        "{spec}"
+    );
+    let recovered_at = wait_healthy(&w, Fault::MemoryLeak, gw).await;
+    let verdict = wait_verified(&w, out.id).await;
+    assert!(verdict.contains("memory_usage"), "{verdict}");
+    report("memory leak", fault_at, action_at, recovered_at);
+    eprintln!(
+        "[e2e] memory leak: verification passed {:.0}s after the fault: {verdict}",
+        w.secs() - fault_at
+    );
+    // The leak levels off under the new limit: no second raise.
+    w.quiet(1, COOLDOWN_SECONDS + 10).await;
+    assert_eq!(
+        w.get(&gateways(), gw).await["spec"]["resources"]["limits"]["memory"],
+        "768Mi"
+    );
 }

@@ -282,7 +282,8 @@ async fn ready_gateway(client: &Client, ns: &str, name: &str, deadline: u32) {
         ns,
         json!({"apiVersion": "payments.io/v1", "kind": "PaymentGateway", "metadata": {"name": name},
                "spec": {"version": "1.0.0", "replicas": 2,
-                        "upgrade": {"progressDeadlineSeconds": deadline, "unavailableToleranceSeconds": 30}}}),
+                        "upgrade": {"progressDeadlineSeconds": deadline, "unavailableToleranceSeconds": 30,
+                                    "soakSeconds": 3}}}),
     )
     .await;
     wait_gateway(client, ns, name, "1.0.0 to be Ready", |p| {
@@ -303,7 +304,9 @@ async fn upgrade_succeeds_then_a_bad_version_is_rolled_back_and_not_retried() {
     let name = "gw";
     ready_gateway(&client, &ns, name, 8).await;
 
-    // Success path: currentVersion and lastGoodVersion move once the rollout completes.
+    // Success path: currentVersion moves once the rollout completes, and
+    // lastGoodVersion once the new version has soaked (3 s here), woken by
+    // the soak's own timer.
     patch_spec::<PaymentGateway>(&client, &ns, name, json!({"version": "1.1.0"})).await;
     let up = wait_gateway(&client, &ns, name, "1.1.0 to roll out", |p| {
         p.status.as_ref().is_some_and(|s| {
@@ -311,12 +314,17 @@ async fn upgrade_succeeds_then_a_bad_version_is_rolled_back_and_not_retried() {
         })
     })
     .await;
-    assert_eq!(
-        up.status
-            .as_ref()
-            .and_then(|s| s.last_good_version.as_deref()),
-        Some("1.1.0")
+    let soaking = up.status.as_ref().expect("status");
+    assert!(
+        soaking.soaking_since.is_some() || soaking.last_good_version.as_deref() == Some("1.1.0"),
+        "{soaking:?}"
     );
+    wait_gateway(&client, &ns, name, "1.1.0 to soak", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.last_good_version.as_deref() == Some("1.1.0") && s.soaking_since.is_none()
+        })
+    })
+    .await;
     let d: Deployment = get(&client, &ns, name).await.expect("deployment");
     assert_eq!(d.status.and_then(|s| s.updated_replicas), Some(2));
 

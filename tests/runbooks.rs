@@ -232,7 +232,7 @@ fn the_runbook_subcommands_exit_non_zero_on_failure() {
     assert!(!ok, "{out}");
     assert!(
         out.contains("error: ")
-            && out.contains("trigger signal \"cpu_saturation\" is produced by no model of kind PaymentGateway (it has: error_rate, latency_p99, request_rate, saturation)")
+            && out.contains("trigger signal \"cpu_saturation\" is produced by no model of kind PaymentGateway (it has: error_rate, latency_p99, memory_usage, request_rate, saturation)")
             && out.contains("ctx.samples reads \"cpu_saturation\""),
         "{out}"
     );

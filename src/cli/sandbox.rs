@@ -28,7 +28,9 @@ pub struct Settings {
     /// The fault to inject: `traffic-surge` (the default),
     /// `primary-degradation`, `temp-file-growth`, `kafka-under-replication`,
     /// `certificate-expiry`, `secret-store-failure`, `connection-exhaustion`,
-    /// `bad-release`, `memory-leak`, or `all` (at once). With a scenario the
+    /// `bad-release` (the next version, deployed, answers with 5xx),
+    /// `memory-leak` (a gateway with a memory limit), or `all` (at once).
+    /// With a scenario the
     /// sandbox stops once each has played out and prints a table of its
     /// times.
     #[arg(long)]

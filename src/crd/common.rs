@@ -258,10 +258,18 @@ pub struct WorkloadStatus {
     /// rollout and after an automatic rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<String>,
-    /// The last version that completed a rollout healthily; the target of an
-    /// automatic rollback.
+    /// The last version that completed a rollout and then stayed healthy
+    /// for `upgrade.soakSeconds` (the first version of a resource as soon
+    /// as its rollout completes: there is nothing older to fall back to);
+    /// the target of a rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_good_version: Option<String>,
+    /// Since when `currentVersion`, rolled out but not yet the last good
+    /// version, has run healthy; it becomes `lastGoodVersion` once
+    /// `upgrade.soakSeconds` have passed. Cleared by a new rollout or a
+    /// failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soaking_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// A version that failed its rollout and was rolled back; it is not retried
     /// until `spec.version` changes again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,6 +307,14 @@ pub struct UpgradePolicy {
     /// a failed rollout is reported as `Degraded` and left for a human.
     #[serde(default = "default_true")]
     pub auto_rollback: bool,
+    /// Seconds a version must run healthy after its rollout completes
+    /// before it becomes `status.lastGoodVersion`, the target of a
+    /// rollback. A release whose errors show only under traffic is then
+    /// rolled back to the version before it, not to itself. 0 makes a
+    /// version good as soon as its rollout completes.
+    #[serde(default = "default_soak")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub soak_seconds: i32,
 }
 
 impl Default for UpgradePolicy {
@@ -307,8 +323,13 @@ impl Default for UpgradePolicy {
             progress_deadline_seconds: default_progress_deadline(),
             unavailable_tolerance_seconds: default_unavailable_tolerance(),
             auto_rollback: true,
+            soak_seconds: default_soak(),
         }
     }
+}
+
+fn default_soak() -> i32 {
+    300
 }
 
 fn default_progress_deadline() -> i32 {

@@ -376,8 +376,9 @@ where
         watcher::Config::default(),
         Some(writer),
         false,
-        // Our own status writes are echoes; nobody else writes it.
-        true,
+        // Our own status writes are echoes (nobody else writes it); the
+        // executor's patches to the spec are not.
+        watch::Echoes::Status,
     );
     let mut controller = Controller::for_stream(trigger, reader).with_config(
         kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
@@ -470,7 +471,13 @@ where
     C: Watched,
 {
     let cfg = watcher::Config::default().labels(watch::OWNED_SELECTOR);
-    controller.owns_stream(watch::triggers(api, cfg, store, true, status_matters))
+    controller.owns_stream(watch::triggers(
+        api,
+        cfg,
+        store,
+        true,
+        watch::Echoes::Owned { status_matters },
+    ))
 }
 
 fn requeue(ctx: &Context, busy: bool) -> Action {

@@ -219,7 +219,7 @@ pub fn compute_status(
 
 /// Versions: a failure is forgotten once the user moves spec.version on; a
 /// rollback marks spec.version failed; a complete rollout of spec.version
-/// makes it the last good one.
+/// makes it the last good one once it has soaked ([`soak`]).
 fn track_versions(
     s: &mut WorkloadStatus,
     input: &Input<'_>,
@@ -234,13 +234,67 @@ fn track_versions(
     }
     if rolled_back {
         s.failed_version = Some(input.spec_version.to_string());
+        s.soaking_since = None;
     } else if *judgement == Judgement::Complete {
         s.current_version = Some(input.target.to_string());
+        s.soaking_since = None;
         if input.target == input.spec_version {
-            s.last_good_version = Some(input.target.to_string());
             s.failed_version = None;
+            match soak(input) {
+                Soak::Good => s.last_good_version = Some(input.target.to_string()),
+                Soak::Soaking { since, .. } => s.soaking_since = Some(Time(since)),
+            }
         }
+    } else if input.upgrading() || matches!(judgement, Judgement::Failed { .. }) {
+        s.soaking_since = None;
     }
+}
+
+/// Where a version whose rollout is complete stands in its soak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Soak {
+    /// It is (or now becomes) the last good version.
+    Good,
+    /// Healthy since `since`; good after `left` more seconds.
+    Soaking { since: Timestamp, left: i64 },
+}
+
+/// The soak of `input.target`, complete now: a version becomes the last
+/// good one only after running healthy for `upgrade.soakSeconds`, so that
+/// a release whose errors show only under traffic is not taken as good
+/// before they show. The first version of a resource (no last good one) is
+/// good at once: there is nothing older to roll back to.
+pub fn soak(input: &Input<'_>) -> Soak {
+    let prev = input.previous;
+    match prev.last_good_version.as_deref() {
+        None => return Soak::Good,
+        Some(good) if good == input.target => return Soak::Good,
+        Some(_) => {}
+    }
+    // The soak runs on from the last reconcile only for the same version.
+    let since = prev
+        .soaking_since
+        .as_ref()
+        .filter(|_| prev.current_version.as_deref() == Some(input.target))
+        .map_or(input.now, |t| t.0);
+    let left = since.as_second() + i64::from(input.policy.soak_seconds) - input.now.as_second();
+    if left <= 0 {
+        Soak::Good
+    } else {
+        Soak::Soaking { since, left }
+    }
+}
+
+/// When to wake for a soak to end: a second after it does, or `None` when
+/// no version is soaking.
+pub fn soak_timer(
+    status: &WorkloadStatus,
+    policy: &UpgradePolicy,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let since = status.soaking_since.as_ref()?.0;
+    let left = since.as_second() + i64::from(policy.soak_seconds) - now.as_second();
+    Some(std::time::Duration::from_secs(left.max(0) as u64 + 1))
 }
 
 /// What the conditions say, decided once from the judgement and versions.

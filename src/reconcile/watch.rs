@@ -69,9 +69,53 @@ pub fn written_last_by_us(meta: &ObjectMeta, status_matters: bool) -> bool {
     }
 }
 
+/// Whether the newest change recorded in `meta.managedFields` is our write
+/// to the status subresource: for a reconciled resource, the one write of
+/// ours that only echoes. The executor's actions patch the resource's spec
+/// under the same field manager (a rollback, new resources), and those
+/// must wake its reconciler, or they would wait for the resync. Ties wake.
+pub fn status_written_last_by_us(meta: &ObjectMeta) -> bool {
+    let mut ours = None;
+    let mut others = None;
+    for m in meta.managed_fields.iter().flatten() {
+        let our_status = matches!(m.manager.as_deref(), Some(FIELD_MANAGER))
+            && m.subresource.as_deref() == Some("status");
+        let slot = if our_status { &mut ours } else { &mut others };
+        let t = m.time.as_ref().map(|t| t.0);
+        if slot.is_none_or(|s| t > s) {
+            *slot = Some(t);
+        }
+    }
+    match (ours, others) {
+        (Some(_), None) => true,
+        (Some(o), Some(x)) => o > x,
+        (None, _) => false,
+    }
+}
+
+/// Which of our own writes a watch only echoes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Echoes {
+    /// An owned object: any write of ours ([`written_last_by_us`]); with
+    /// `status_matters` false, others' status writes are no change either.
+    Owned { status_matters: bool },
+    /// A reconciled resource: only our status writes
+    /// ([`status_written_last_by_us`]).
+    Status,
+}
+
+impl Echoes {
+    fn echo(self, meta: &ObjectMeta) -> bool {
+        match self {
+            Echoes::Owned { status_matters } => written_last_by_us(meta, status_matters),
+            Echoes::Status => status_written_last_by_us(meta),
+        }
+    }
+}
+
 /// The watch events of `api` as reconcile triggers: every object listed or
-/// deleted, and every change that is not an echo of our own write (nor,
-/// unless `status_matters`, only a status update by someone else). Each
+/// deleted, and every change that is not an echo of our own write
+/// ([`Echoes`]). Each
 /// event is first written to `store` (when given), with its managed fields
 /// dropped (nothing reads them from the store, and they are a large part of
 /// each object).
@@ -80,7 +124,7 @@ pub fn triggers<K>(
     cfg: watcher::Config,
     mut store: Option<Writer<K>>,
     strip: bool,
-    status_matters: bool,
+    echoes: Echoes,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()>
@@ -98,7 +142,7 @@ where
                 Err(e) => Some(Err(e)),
                 Ok(mut event) => {
                     let wake = match &event {
-                        watcher::Event::Apply(o) => !written_last_by_us(o.meta(), status_matters),
+                        watcher::Event::Apply(o) => !echoes.echo(o.meta()),
                         watcher::Event::Delete(_) | watcher::Event::InitApply(_) => true,
                         watcher::Event::Init | watcher::Event::InitDone => false,
                     };
@@ -262,5 +306,22 @@ mod tests {
         ])));
         assert!(!written_last_by_us(&meta(&[("kubectl", 10)])));
         assert!(!written_last_by_us(&ObjectMeta::default()));
+    }
+
+    #[test]
+    fn on_a_reconciled_resource_only_our_status_write_is_an_echo() {
+        let created = meta(&[("kubectl", 5), ("autopilot/status", 10)]);
+        assert!(status_written_last_by_us(&created));
+        // The executor rolled spec.version back (a merge patch under our
+        // field manager): the reconciler must run.
+        let acted = meta(&[("kubectl", 5), ("autopilot/status", 10), ("autopilot", 20)]);
+        assert!(!status_written_last_by_us(&acted));
+        assert!(written_last_by_us(&acted, true), "an owned object's echo");
+        // Its status after the new rollout is an echo again.
+        let rolled = meta(&[("kubectl", 5), ("autopilot/status", 30), ("autopilot", 20)]);
+        assert!(status_written_last_by_us(&rolled));
+        let tie = meta(&[("autopilot/status", 20), ("autopilot", 20)]);
+        assert!(!status_written_last_by_us(&tie));
+        assert!(!status_written_last_by_us(&ObjectMeta::default()));
     }
 }

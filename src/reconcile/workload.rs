@@ -355,7 +355,7 @@ async fn apply_version<K: WorkloadKind>(
 /// When to look again. Deployment status changes (progress, readiness, the
 /// progress deadline) wake this reconciler through the owned-object watch;
 /// the timers only cover what no watch reports: the unavailability
-/// tolerance running out, and a fallback poll while a rollout is in
+/// tolerance running out, a soak ending, and a fallback poll while a rollout is in
 /// progress. Only an upgrade from a known good version can be failed by the
 /// gate and rolled back, so only that is polled; first rollouts and scaling
 /// rely on the watches alone (polling them all starves new resources at scale).
@@ -367,16 +367,25 @@ fn next_reconcile(
 ) -> Action {
     let busy = conditions::is_true(&status.conditions, condition::PROGRESSING)
         && status.last_good_version.is_some();
-    let mut action = requeue(ctx, busy);
+    let mut wait = if busy {
+        ctx.settings.progress_interval
+    } else {
+        ctx.settings.resync_interval
+    };
     if let Some(at_expiry) = status
         .below_minimum_since
         .as_ref()
         .and_then(|since| tolerance_timer(since.0, policy.unavailable_tolerance_seconds, now))
         && (at_expiry < ctx.settings.progress_interval || !busy)
     {
-        action = Action::requeue(at_expiry.min(ctx.settings.resync_interval));
+        wait = at_expiry.min(ctx.settings.resync_interval);
     }
-    action
+    // A soaking version becomes the last good one when its soak ends: wake
+    // then rather than poll (no watch reports time passing).
+    if let Some(at_end) = rollout::soak_timer(status, policy, now) {
+        wait = wait.min(at_end);
+    }
+    Action::requeue(wait)
 }
 
 /// When to wake for the unavailability tolerance running out: a second

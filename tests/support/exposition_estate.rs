@@ -23,6 +23,65 @@ pub fn series(b: &mut B<'_>, scrape: Scrape) {
     prometheus_rules(b);
     redis_enterprise(b);
     strimzi(b);
+    gateway_containers(b);
+}
+
+/// The PaymentGateways' pods (`<gateway>-<pod-template-hash>-<suffix>`,
+/// container `gateway`): the kubelet's cAdvisor working set (with the pod
+/// cgroup's and the pause container's series beside it, as cAdvisor gives
+/// them) and kube-state-metrics' limits and restarts.
+fn gateway_containers(b: &mut B<'_>) {
+    let kubelet = B::target(
+        "kube-system",
+        "",
+        "kube-prometheus-stack-kubelet",
+        "kubelet",
+    );
+    let ksm = ksm_target();
+    let h = Scrape::Honored;
+    for (ns, gw) in of_kind("PaymentGateway") {
+        for suffix in ["x7k2p", "q9m4z"] {
+            let pod = format!("{gw}-6d4b8c7f9-{suffix}");
+            for (container, image, v) in [
+                ("gateway", "ghcr.io/payments/gateway:1.5.0", 300e6),
+                ("", "", 320e6),
+                ("POD", "registry.k8s.io/pause:3.10", 1e6),
+            ] {
+                let id = format!("/kubepods/burstable/pod-{pod}/{container}");
+                let own = [
+                    ("namespace", ns),
+                    ("pod", pod.as_str()),
+                    ("container", container),
+                    ("image", image),
+                    ("id", id.as_str()),
+                    ("name", container),
+                ];
+                b.gauge("container_memory_working_set_bytes", &kubelet, &own, h, v);
+            }
+            let own = [
+                ("namespace", ns),
+                ("pod", pod.as_str()),
+                ("uid", "0b6c1f7e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"),
+                ("container", "gateway"),
+                ("node", "aks-pool1-12345678-vmss000000"),
+            ];
+            for (resource, unit, v) in [
+                ("memory", "byte", 512.0 * 1024.0 * 1024.0),
+                ("cpu", "core", 1.0),
+            ] {
+                let mut l = own.to_vec();
+                l.extend([("resource", resource), ("unit", unit)]);
+                b.gauge("kube_pod_container_resource_limits", &ksm, &l, h, v);
+            }
+            b.counter(
+                "kube_pod_container_status_restarts_total",
+                &ksm,
+                &own[..4],
+                h,
+                0.0,
+            );
+        }
+    }
 }
 
 fn argocd(b: &mut B<'_>, scrape: Scrape) {

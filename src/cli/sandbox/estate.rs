@@ -148,7 +148,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prom = start_prometheus(estate.metrics_addr());
     let mut scenarios: Vec<Scenario> = Vec::new();
     for fault in faults {
-        let name = first_of_kind(&client, &settings.namespace, fault.kind())
+        let name = first_of_kind(&client, &settings.namespace, &fault)
             .await?
             .with_context(|| {
                 format!(
@@ -231,6 +231,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                     s.fault.name(),
                     s.target()
                 );
+                // A bad release is a deploy: made as the pipeline would.
+                if let Some(patch) = estate
+                    .deploy(s.fault.clone(), &s.namespace, &s.name)
+                    .await
+                    .with_context(|| format!("deploying {} on {}", s.fault.name(), s.target()))?
+                {
+                    println!("[estate] {t:>5.0}s deployed {}: {patch}", s.target());
+                }
             }
         }
         let findings = findings_by_kind(settings.listen).await;
@@ -455,12 +463,14 @@ fn table(scenarios: &[Scenario], mode: Mode) -> String {
     out
 }
 
-/// The name of the first resource of `kind` in `namespace`, if any.
+/// The name of the first resource of the fault's kind in `namespace` that
+/// the fault fits ([`Fault::fits`]), if any.
 async fn first_of_kind(
     client: &kube::Client,
     namespace: &str,
-    kind: &str,
+    fault: &Fault,
 ) -> anyhow::Result<Option<String>> {
+    let kind = fault.kind();
     let resource = sim::Model::kind(kind)
         .map(|k| k.api_resource())
         .with_context(|| format!("the estate simulator does not know kind {kind}"))?;
@@ -468,7 +478,11 @@ async fn first_of_kind(
         .list(&ListParams::default())
         .await
         .with_context(|| format!("listing {}", resource.plural))?;
-    Ok(list.items.first().map(|o| o.name_any()))
+    Ok(list
+        .items
+        .iter()
+        .find(|o| serde_json::to_value(o).is_ok_and(|v| fault.fits(&v)))
+        .map(|o| o.name_any()))
 }
 
 /// The control plane with our CRDs, the operators' CRDs, the namespace and
@@ -526,14 +540,18 @@ async fn start_cluster(
     // The guard policy, as the chart installs it: without one the agent
     // sends nothing (it fails closed). The defaults, but a one-minute
     // cooldown so that a surge's scale-in follows within the sandbox's run,
-    // and room for more disruptive actions an hour: `--scenario all` plays
-    // every incident in one namespace within minutes, and the default two
-    // (a switchover and a scale-in) would hold back the third (a restart
-    // for max_connections) for the rest of the hour.
+    // and room for the disruptive actions of every scenario at once (a
+    // switchover, a memory limit, a rollback, a restart for
+    // max_connections, a scale-in: nine incidents in one namespace within
+    // minutes, where the default allows two an hour).
     let policy: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "payments.io/v1", "kind": "AutopilotPolicy",
         "metadata": {"name": crate::act::guard::POLICY_NAME, "namespace": namespace},
-        "spec": {"cooldownSeconds": 60, "disruptivePerNamespacePerHour": 10, "disruptivePerHour": 20},
+        "spec": {
+            "cooldownSeconds": 60,
+            "disruptivePerNamespacePerHour": 10,
+            "disruptivePerHour": 20,
+        },
     }))?;
     act::apply_manifest(&client, &policy, namespace).await?;
     for (file, obj) in manifests {

@@ -143,9 +143,101 @@ fn missed_progress_deadline_rolls_back_to_the_last_good_version() {
     let fixed = input("1.2.0", &s2, &o4, &policy, 300);
     let (s3, _) = compute_status(&fixed, &judge(&fixed), None);
     assert_eq!(s3.failed_version, None);
-    assert_eq!(s3.last_good_version.as_deref(), Some("1.2.0"));
     assert_eq!(s3.phase, Phase::Ready);
     assert_eq!(cond(&s3, condition::ROLLED_BACK).status, "False");
+    // ... and it becomes the last good version once it has soaked.
+    assert_eq!(s3.last_good_version.as_deref(), Some("1.0.0"));
+    let soaked = input("1.2.0", &s3, &o4, &policy, 300 + 300);
+    let (s4, _) = compute_status(&soaked, &judge(&soaked), None);
+    assert_eq!(s4.last_good_version.as_deref(), Some("1.2.0"));
+}
+
+#[test]
+fn a_new_version_becomes_last_good_only_after_its_soak() {
+    let policy = UpgradePolicy {
+        soak_seconds: 120,
+        ..Default::default()
+    };
+    let prev = status("1.0.0", "1.0.0");
+    let done = obs("1.1.0", 3, 3, 3, 3);
+    // The rollout completes at 100: 1.1.0 runs, 1.0.0 stays the fallback.
+    let i = input("1.1.0", &prev, &done, &policy, 100);
+    assert_eq!(
+        soak(&i),
+        Soak::Soaking {
+            since: t(100),
+            left: 120
+        }
+    );
+    let (s, events) = compute_status(&i, &judge(&i), None);
+    assert_eq!(s.current_version.as_deref(), Some("1.1.0"));
+    assert_eq!(s.last_good_version.as_deref(), Some("1.0.0"));
+    assert_eq!(s.soaking_since.as_ref().map(|x| x.0), Some(t(100)));
+    assert_eq!(s.phase, Phase::Ready);
+    assert!(!events.iter().any(|e| e.reason == "UpgradeSucceeded"));
+    // The reconciler wakes when the soak ends, not before.
+    let secs = |now| soak_timer(&s, &policy, t(now)).map(|d| d.as_secs());
+    assert_eq!(secs(100), Some(121));
+    assert_eq!(secs(219), Some(2));
+    assert_eq!(secs(500), Some(1));
+    // Midway the soak runs on from where it started.
+    let mid = input("1.1.0", &s, &done, &policy, 160);
+    assert_eq!(
+        soak(&mid),
+        Soak::Soaking {
+            since: t(100),
+            left: 60
+        }
+    );
+    let (s2, _) = compute_status(&mid, &judge(&mid), None);
+    assert_eq!(s2.soaking_since, s.soaking_since);
+    // Its errors show meanwhile and the runbook rolls spec.version back to
+    // 1.0.0: still the last good version, and the soak is over.
+    let back = obs("1.0.0", 3, 3, 3, 3);
+    let rolled = input("1.0.0", &s2, &back, &policy, 170);
+    assert_eq!(soak(&rolled), Soak::Good);
+    let (s3, _) = compute_status(&rolled, &judge(&rolled), None);
+    assert_eq!(s3.last_good_version.as_deref(), Some("1.0.0"));
+    assert_eq!(s3.soaking_since, None);
+    assert_eq!(soak_timer(&s3, &policy, t(170)), None);
+    // Had it stayed healthy, it would have been good at 220.
+    let end = input("1.1.0", &s2, &done, &policy, 220);
+    assert_eq!(soak(&end), Soak::Good);
+    let (s4, events) = compute_status(&end, &judge(&end), None);
+    assert_eq!(s4.last_good_version.as_deref(), Some("1.1.0"));
+    assert_eq!(s4.soaking_since, None);
+    assert!(events.iter().any(|e| e.reason == "UpgradeSucceeded"));
+}
+
+#[test]
+fn a_new_rollout_or_a_failure_restarts_the_soak_and_zero_disables_it() {
+    let policy = UpgradePolicy::default();
+    assert_eq!(policy.soak_seconds, 300);
+    let prev = status("1.0.0", "1.0.0");
+    let done = obs("1.1.0", 3, 3, 3, 3);
+    let i = input("1.1.0", &prev, &done, &policy, 100);
+    let (s, _) = compute_status(&i, &judge(&i), None);
+    assert!(s.soaking_since.is_some());
+    // Scaling while soaking keeps the soak.
+    let scaling = obs("1.1.0", 4, 4, 4, 3);
+    let j = input("1.1.0", &s, &scaling, &policy, 150);
+    let (kept, _) = compute_status(&j, &judge(&j), None);
+    assert_eq!(kept.soaking_since, s.soaking_since);
+    // Another version is rolled out: the soak of 1.1.0 is over, unfinished.
+    let rolling = obs("1.2.0", 3, 1, 4, 3);
+    let k = input("1.2.0", &s, &rolling, &policy, 200);
+    let (next, _) = compute_status(&k, &judge(&k), None);
+    assert_eq!(next.soaking_since, None);
+    assert_eq!(next.last_good_version.as_deref(), Some("1.0.0"));
+    // No soak: good as soon as the rollout completes.
+    let none = UpgradePolicy {
+        soak_seconds: 0,
+        ..Default::default()
+    };
+    let at_once = input("1.1.0", &prev, &done, &none, 100);
+    assert_eq!(soak(&at_once), Soak::Good);
+    let (s0, _) = compute_status(&at_once, &judge(&at_once), None);
+    assert_eq!(s0.last_good_version.as_deref(), Some("1.1.0"));
 }
 
 #[test]

@@ -18,6 +18,9 @@
 //!
 //! - [`gateway`]: the PaymentGateways' exporters (`payments_gateway_*`);
 //!   more replicas (or a higher HPA floor) → lower saturation and latency;
+//!   a bad release answers with errors until the good version is served
+//!   again; their containers' memory (cAdvisor, kube-state-metrics) leaks
+//!   until a raised limit holds it;
 //! - [`cnpg`]: CloudNativePG, operator and exporter (`cnpg_*`): a
 //!   switchover moves the primary away from a degrading instance; a larger
 //!   `work_mem` stops the temp-file spill; a higher `max_connections`,
@@ -68,7 +71,8 @@ pub use cnpg::{
     TEMP_BYTES_SPILL,
 };
 pub use gateway::{
-    NORMAL_LOAD, REQUEST_RATE, SLOTS_PER_POD, SURGE_FACTOR, serving_replicas, tail_latency,
+    BAD_RELEASE_ERROR_SHARE, LEAK_PEAK_SHARE, LEAK_PER_SECOND, MEMORY_BASE_SHARE, NORMAL_LOAD,
+    REQUEST_RATE, SLOTS_PER_POD, SURGE_FACTOR, next_release, serving_replicas, tail_latency,
 };
 
 /// A fault by name (`autopilot sandbox --scenario`).
@@ -103,6 +107,15 @@ pub enum Fault {
     /// The application's backends on the primary climb to 95 % of
     /// `max_connections` (its pools grew).
     ConnectionExhaustion,
+    /// The next release of a PaymentGateway ([`next_release`]) is deployed
+    /// ([`Estate::deploy`] patches `spec.version`, as a pipeline would) and
+    /// answers [`BAD_RELEASE_ERROR_SHARE`] of requests with a 5xx while its
+    /// pods serve it.
+    BadRelease,
+    /// A PaymentGateway's containers leak memory up to
+    /// [`LEAK_PEAK_SHARE`] of their memory limit: OOM kills and restarts
+    /// until the limit is raised above it.
+    MemoryLeak,
 }
 
 /// What a scenario of a [`Fault`] expects of the agent, for the sandbox's
@@ -125,7 +138,7 @@ pub struct Answer {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 9] = [
         Fault::TrafficSurge,
         Fault::PrimaryDegradation,
         Fault::TempFileGrowth,
@@ -133,6 +146,8 @@ impl Fault {
         Fault::CertificateExpiry,
         Fault::SecretStoreFailure,
         Fault::ConnectionExhaustion,
+        Fault::BadRelease,
+        Fault::MemoryLeak,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -144,13 +159,15 @@ impl Fault {
             Fault::CertificateExpiry => "certificate-expiry",
             Fault::SecretStoreFailure => "secret-store-failure",
             Fault::ConnectionExhaustion => "connection-exhaustion",
+            Fault::BadRelease => "bad-release",
+            Fault::MemoryLeak => "memory-leak",
         }
     }
 
     /// The kind of resource the fault hits.
     pub fn kind(&self) -> &'static str {
         match self {
-            Fault::TrafficSurge => "PaymentGateway",
+            Fault::TrafficSurge | Fault::BadRelease | Fault::MemoryLeak => "PaymentGateway",
             Fault::PrimaryDegradation | Fault::TempFileGrowth => "Cluster",
             Fault::KafkaUnderReplication => "KafkaNodePool",
             Fault::CertificateExpiry => "Certificate",
@@ -221,6 +238,31 @@ impl Fault {
                 seed: "MTTR 5 min",
                 warmup_seconds: 240.0,
             },
+            // The error rate's detector learns the normal level over 60
+            // samples.
+            Fault::BadRelease => Answer {
+                runbook: "rollback-on-error-rate",
+                signal: "error_rate",
+                detector: "ewma",
+                seed: "MTTR 5 min",
+                warmup_seconds: 150.0,
+            },
+            Fault::MemoryLeak => Answer {
+                runbook: "vertical-scale-memory",
+                signal: "memory_usage",
+                detector: "forecast",
+                seed: "MTTR 5 min",
+                warmup_seconds: 30.0,
+            },
+        }
+    }
+
+    /// Whether the fault can start on `resource` (as listed): a memory leak
+    /// needs a memory limit to run into.
+    pub fn fits(&self, resource: &Value) -> bool {
+        match self {
+            Fault::MemoryLeak => resource["spec"]["resources"]["limits"]["memory"].is_string(),
+            _ => true,
         }
     }
 
@@ -404,6 +446,16 @@ impl Model {
         self.gateways.saturation(key)
     }
 
+    /// The spec change that deploys `fault` on `key`, as a merge patch:
+    /// the bad version of a started bad release; `None` for faults that are
+    /// no deploy.
+    pub fn deploy_patch(&self, fault: &Fault, key: &Key) -> Option<Value> {
+        match fault {
+            Fault::BadRelease => self.gateways.release_patch(key),
+            _ => None,
+        }
+    }
+
     /// Whether `key` is healthy as its fault sees it.
     pub fn healthy(&self, fault: Fault, key: &Key) -> bool {
         self.parts()
@@ -441,6 +493,7 @@ fn name_of(o: &Value) -> &str {
 /// `namespaces`, plays their operators, and serves the metrics on an
 /// [`Exporter`]. Stops when dropped.
 pub struct Estate {
+    client: Client,
     model: Arc<Mutex<Model>>,
     exporter: Arc<Exporter>,
     task: tokio::task::JoinHandle<()>,
@@ -462,7 +515,7 @@ impl Estate {
     ) -> Result<Estate, super::prometheus::Error> {
         let exporter = Arc::new(Exporter::start()?);
         let model = Arc::new(Mutex::new(Model::default()));
-        let (m, e) = (model.clone(), exporter.clone());
+        let (m, e, c) = (model.clone(), exporter.clone(), client.clone());
         let task = tokio::spawn(async move {
             let kinds = Model::kinds();
             let mut last = tokio::time::Instant::now();
@@ -508,6 +561,7 @@ impl Estate {
             }
         });
         Ok(Estate {
+            client: c,
             model,
             exporter,
             task,
@@ -524,6 +578,31 @@ impl Estate {
     pub fn inject(&self, fault: Fault, namespace: &str, name: &str) -> bool {
         let k = key(fault.kind(), namespace, name);
         self.model.lock().is_ok_and(|mut m| m.inject(fault, k))
+    }
+
+    /// Makes the change that brings an injected `fault` about, as the
+    /// person or pipeline behind it would (a bad release: `spec.version`
+    /// and the image tag, patched with the estate's own credentials);
+    /// nothing for faults that are no deploy. Returns the patch sent.
+    pub async fn deploy(
+        &self,
+        fault: Fault,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, kube::Error> {
+        let k = key(fault.kind(), namespace, name);
+        let patch = self
+            .model
+            .lock()
+            .ok()
+            .and_then(|m| m.deploy_patch(&fault, &k));
+        let (Some(patch), Some(kind)) = (patch, Model::kind(fault.kind())) else {
+            return Ok(None);
+        };
+        Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &kind.api_resource())
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(Some(patch))
     }
 
     /// Ends `fault` on `namespace`/`name`.
