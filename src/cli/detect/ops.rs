@@ -183,6 +183,8 @@ fn play(
     let mut samples = Samples::new();
     let scrape = i64::from(args.scrape_seconds.max(1));
     let mut t = from;
+    // The objects as they were before a fault's deploy, by schedule index.
+    let mut deployed: BTreeMap<usize, Value> = BTreeMap::new();
     let key = |s: &Scheduled| {
         let mut parts = s.target.splitn(3, '/');
         let (k, ns, n) = (parts.next(), parts.next(), parts.next());
@@ -196,12 +198,26 @@ fn play(
         // The simulated operators act on the resources as they are now.
         let patches = model.observe(&by_kind(objects));
         apply(objects, patches);
-        for (fault, s) in schedule {
-            if t == s.start && !model.inject(fault.clone(), key(s)) {
-                bail!("scenario {}: the estate has no {}", s.scenario, s.target);
+        for (i, (fault, s)) in schedule.iter().enumerate() {
+            if t == s.start {
+                if !model.inject(fault.clone(), key(s)) {
+                    bail!("scenario {}: the estate has no {}", s.scenario, s.target);
+                }
+                // A bad release is deployed, as a pipeline would, and rolled
+                // out at once (no reconciler here); it is rolled back at
+                // the end.
+                if let Some(mut patch) = model.deploy_patch(fault, &key(s))
+                    && let Some(o) = find(objects, &key(s))
+                {
+                    deployed.insert(i, o.clone());
+                    json_patch_merge(o, &mut patch);
+                }
             }
             if t == s.end {
                 model.end(fault.clone(), &key(s));
+                if let (Some(before), Some(o)) = (deployed.remove(&i), find(objects, &key(s))) {
+                    *o = before;
+                }
             }
         }
         model.set_load(load(t, args.daily_swing, args.noise, &mut rng));
@@ -237,6 +253,15 @@ fn by_kind(objects: &[Value]) -> crate::testenv::sim::Objects {
         );
     }
     out
+}
+
+/// The object of `key` (kind, namespace, name).
+fn find<'a>(objects: &'a mut [Value], key: &(String, String, String)) -> Option<&'a mut Value> {
+    objects.iter_mut().find(|o| {
+        o["kind"] == key.0.as_str()
+            && o["metadata"]["namespace"] == key.1.as_str()
+            && o["metadata"]["name"] == key.2.as_str()
+    })
 }
 
 /// Merges each status patch into its object.
@@ -338,7 +363,7 @@ pub async fn run(args: OpsArgs) -> anyhow::Result<()> {
     for (i, fault) in faults.iter().enumerate() {
         let name = objects
             .iter()
-            .find(|o| o["kind"] == fault.kind())
+            .find(|o| o["kind"] == fault.kind() && fault.fits(o))
             .and_then(|o| o["metadata"]["name"].as_str())
             .with_context(|| {
                 format!(
