@@ -461,6 +461,23 @@ impl<J: Journal> Executor<J> {
         policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Vec<Executed>, Error> {
+        // Proposals that repeat a pending recommendation go last (see
+        // `fair_order`); the results come back in the callers' order.
+        let pending = self.journal.since(now - 86_400).await?;
+        let order = fair_order(proposals, &pending);
+        let ordered: Vec<Proposal> = order.iter().map(|&i| proposals[i].clone()).collect();
+        let mut out = self.run_ordered(&ordered, policy, now).await?;
+        let mut back: Vec<(usize, Executed)> = order.into_iter().zip(out.drain(..)).collect();
+        back.sort_by_key(|(i, _)| *i);
+        Ok(back.into_iter().map(|(_, e)| e).collect())
+    }
+
+    async fn run_ordered(
+        &self,
+        proposals: &[Proposal],
+        policy: &(impl PolicySource + ?Sized),
+        now: i64,
+    ) -> Result<Vec<Executed>, Error> {
         // Read, plan and judge everything first, on one snapshot of history
         // and of the policy; each send is judged again by the gate.
         let (judged, recent) = self.judge_batch(proposals, policy, now).await?;
@@ -503,6 +520,31 @@ impl<J: Journal> Executor<J> {
         }
         Recorded::parse(e)
     }
+}
+
+/// The order a batch is judged in: the proposals as decided, except that
+/// one repeating a recommendation still pending review (same runbook,
+/// action and target, not yet approved or rejected) goes after the others.
+/// The first action on a target takes the cycle and then the cooldown; a
+/// condition that persists in recommend mode (nothing is applied, so it
+/// does not heal) re-proposes every cooldown, and would otherwise keep the
+/// target from every other runbook's proposal for as long as it lasts. In
+/// auto mode nothing is pending and the order is the decided one.
+fn fair_order(proposals: &[Proposal], recent: &[JournalEntry]) -> Vec<usize> {
+    let repeats = |p: &Proposal| {
+        let target = crate::act::guard::target_key(&p.intent.action);
+        recent.iter().any(|e| {
+            e.outcome.as_deref() == Some(outcome::RECOMMENDED)
+                && e.approval.is_none()
+                && e.entry.runbook == p.intent.runbook
+                && e.entry.action_kind == p.intent.action.name()
+                && e.entry.target == target
+        })
+    };
+    let (mut first, later): (Vec<usize>, Vec<usize>) =
+        (0..proposals.len()).partition(|&i| !repeats(&proposals[i]));
+    first.extend(later);
+    first
 }
 
 /// What the gate judges a write on, read before the journal's history (so
@@ -591,5 +633,75 @@ impl Recorded {
     /// The object the action is planned against and sent to.
     fn target(&self) -> &ComponentId {
         self.intent.action.target()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{act::journal::NewEntry, decide::Action};
+
+    fn proposal(runbook: &str, name: &str) -> Proposal {
+        let mut intent = Intent::new(Action::ScaleReplicas {
+            target: ComponentId {
+                kind: "PaymentGateway".into(),
+                namespace: "pay".into(),
+                name: name.into(),
+            },
+            replicas: 3,
+        });
+        intent.runbook = runbook.into();
+        Proposal {
+            intent,
+            runbook_hash: "h".into(),
+            runbook_editor: None,
+            trigger: "finding".into(),
+            evidence: serde_json::json!([]),
+            mode: Mode::Recommend,
+            mode_note: None,
+        }
+    }
+
+    fn recommended(runbook: &str, name: &str, approval: Option<&str>) -> JournalEntry {
+        JournalEntry {
+            id: 1,
+            entry: NewEntry {
+                runbook: runbook.into(),
+                action_kind: "scale_replicas".into(),
+                target: format!("PaymentGateway/pay/{name}"),
+                ..NewEntry::fixture()
+            },
+            dry_run: Some("ok".into()),
+            outcome: Some(outcome::RECOMMENDED.into()),
+            outcome_detail: None,
+            outcome_at: Some(0),
+            verification: None,
+            approval: approval.map(str::to_string),
+        }
+    }
+
+    /// A persistent condition in recommend mode re-proposes every cooldown;
+    /// it goes after a runbook that has nothing pending on the target, so
+    /// it cannot keep the target's every cooldown slot to itself.
+    #[test]
+    fn a_proposal_repeating_a_pending_recommendation_goes_last() {
+        let batch = [
+            proposal("work-mem", "db"),
+            proposal("switchover", "db"),
+            proposal("scale", "gw"),
+        ];
+        let pending = [recommended("work-mem", "db", None)];
+        assert_eq!(fair_order(&batch, &pending), vec![1, 2, 0]);
+        // Nothing pending (auto mode), or the recommendation already
+        // approved or rejected: the decided order.
+        assert_eq!(fair_order(&batch, &[]), vec![0, 1, 2]);
+        let decided = [recommended("work-mem", "db", Some("approved by alice"))];
+        assert_eq!(fair_order(&batch, &decided), vec![0, 1, 2]);
+        // Another target's or another runbook's recommendation is no repeat.
+        let other = [
+            recommended("work-mem", "gw", None),
+            recommended("x", "db", None),
+        ];
+        assert_eq!(fair_order(&batch, &other), vec![0, 1, 2]);
     }
 }
