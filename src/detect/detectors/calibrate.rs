@@ -63,12 +63,69 @@ pub(super) fn p_value(w: &SortedWindow, s: f64) -> f64 {
     }
 }
 
+/// The memory of one series' raw scores and the rule that turns a raw
+/// score into a calibrated one (module docs): what [`Calibrated`] wraps
+/// round a single-signal detector, and what the multivariate detector
+/// (`detect::gmm`) uses on its own raw score.
+#[derive(Clone, Debug)]
+pub struct Rarity {
+    memory: SortedWindow,
+    /// When the series' first raw score came (the warm-up's start).
+    since: Option<i64>,
+}
+
+/// One calibrated score: the score, and the raw score, p-value and memory
+/// size it came from (for an explanation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ranked {
+    pub score: f64,
+    pub raw: f64,
+    pub p: f64,
+    pub memory: usize,
+}
+
+impl Default for Rarity {
+    fn default() -> Self {
+        Rarity {
+            memory: SortedWindow::new(MEMORY_SAMPLES),
+            since: None,
+        }
+    }
+}
+
+impl Rarity {
+    /// Ranks raw score `raw` at `at` against the memory, then remembers it.
+    /// `None` during the warm-up (module docs).
+    pub fn rank(&mut self, at: i64, raw: f64) -> Option<Ranked> {
+        let since = *self.since.get_or_insert(at);
+        self.memory.expire(at, MEMORY_SECONDS);
+        let warm = at - since >= WARMUP_SECONDS && self.memory.len() > 0;
+        let p = p_value(&self.memory, raw);
+        let n = self.memory.len();
+        self.memory.push_at(at, raw, MEMORY_SECONDS);
+        warm.then_some(Ranked {
+            score: calibrated(raw, p),
+            raw,
+            p,
+            memory: n,
+        })
+    }
+
+    pub fn clear(&mut self) {
+        self.memory.clear();
+        self.since = None;
+    }
+
+    /// Bytes of the memory at capacity.
+    pub fn bytes_at_capacity(&self) -> usize {
+        self.memory.bytes_at_capacity()
+    }
+}
+
 /// A spec detector whose scores are calibrated per series (module docs).
 pub(super) struct Calibrated {
     inner: Box<dyn Detector>,
-    memory: SortedWindow,
-    /// When the series' first sample came (the warm-up's start).
-    since: Option<i64>,
+    rarity: Rarity,
     /// The last score's raw value, p-value and memory size, for `explain`.
     last: (f64, f64, usize),
 }
@@ -77,8 +134,7 @@ impl Calibrated {
     pub(super) fn new(inner: Box<dyn Detector>) -> Self {
         Calibrated {
             inner,
-            memory: SortedWindow::new(MEMORY_SAMPLES),
-            since: None,
+            rarity: Rarity::default(),
             last: (0.0, 1.0, 0),
         }
     }
@@ -86,7 +142,7 @@ impl Calibrated {
     /// Bytes of the calibration memory at capacity.
     #[cfg(test)]
     pub(super) fn calibration_bytes(&self) -> usize {
-        self.memory.bytes_at_capacity()
+        self.rarity.bytes_at_capacity()
     }
 }
 
@@ -107,27 +163,24 @@ impl Detector for Calibrated {
         if !x.is_finite() {
             return None;
         }
-        let since = *self.since.get_or_insert(at);
-        let s = self.inner.score(at, x)?;
-        let raw = s.score;
-        self.memory.expire(at, MEMORY_SECONDS);
-        let warm = at - since >= WARMUP_SECONDS && self.memory.len() > 0;
-        let p = p_value(&self.memory, raw);
-        let n = self.memory.len();
-        self.memory.push_at(at, raw, MEMORY_SECONDS);
-        if !warm {
-            return None;
-        }
-        self.last = (raw, p, n);
+        // The warm-up counts from the series' first sample, scored or not.
+        let s = match self.inner.score(at, x) {
+            Some(s) => s,
+            None => {
+                self.rarity.since.get_or_insert(at);
+                return None;
+            }
+        };
+        let r = self.rarity.rank(at, s.score)?;
+        self.last = (r.raw, r.p, r.memory);
         Some(Scored {
-            score: calibrated(raw, p),
+            score: r.score,
             ..s
         })
     }
     fn reset(&mut self) {
         self.inner.reset();
-        self.memory.clear();
-        self.since = None;
+        self.rarity.clear();
     }
     fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
         let (raw, p, n) = self.last;
@@ -341,11 +394,11 @@ mod tests {
         for t in 0..5000 {
             let _ = d.score(t, noise.next());
         }
-        assert_eq!(d.memory.len(), MEMORY_SAMPLES);
+        assert_eq!(d.rarity.memory.len(), MEMORY_SAMPLES);
         assert_eq!(d.calibration_bytes(), 4 * MEMORY_SAMPLES * 8);
         assert!(before <= d.calibration_bytes());
         d.reset();
-        assert_eq!((d.memory.len(), d.since), (0, None));
+        assert_eq!((d.rarity.memory.len(), d.rarity.since), (0, None));
         assert_eq!(d.score(0, f64::NAN).map(|s| s.score), None);
     }
 }
