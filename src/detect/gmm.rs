@@ -129,7 +129,11 @@ impl GmmDetector {
         let raw = self.fitted.as_ref().map(|f| {
             let nll = f.nll(x);
             let excess = nll - f.nll_q99;
-            (score_from_excess(excess, self.params.limit), f.nll_q99, excess)
+            (
+                score_from_excess(excess, self.params.limit),
+                f.nll_q99,
+                excess,
+            )
         });
         let out = raw.and_then(|(raw, baseline, z)| {
             self.rarity.rank(at, raw).map(|r| Scored {
@@ -300,7 +304,10 @@ mod tests {
     fn warms_up_and_treats_partial_vectors_as_no_data() {
         let mut d = GmmDetector::new(GmmParams::default(), 2);
         for i in 0..99 {
-            assert_eq!(d.score(i as i64 * 30, &normal_vector(i)).expect("score"), None);
+            assert_eq!(
+                d.score(i as i64 * 30, &normal_vector(i)).expect("score"),
+                None
+            );
         }
         assert_eq!(d.score(99 * 30, &[1.0, f64::NAN]).expect("score"), None);
         assert!(d.score(99 * 30, &[1.0]).is_err());
@@ -338,7 +345,10 @@ mod tests {
         let at = day as i64 * 15;
         let mut v = quiet_database(day);
         v[0] = 1.0;
-        let s = d.score(at, &v).expect("score").expect("warm detector scores");
+        let s = d
+            .score(at, &v)
+            .expect("score")
+            .expect("warm detector scores");
         assert!(s.score > 0.99, "a second of lag scores {}", s.score);
     }
 }
