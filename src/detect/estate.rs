@@ -210,7 +210,7 @@ impl Estate {
                     .entry(c.clone())
                     .or_insert_with(|| GmmDetector::new(mv.params.clone(), vector.len()));
                 // A fit failure leaves the component unscored this cycle.
-                if let Ok(Some(s)) = model.score(&vector)
+                if let Ok(Some(s)) = model.score(now, &vector)
                     && s.score >= 0.5
                 {
                     report.findings.push(Finding {
@@ -223,9 +223,9 @@ impl Estate {
                         baseline: s.baseline,
                         time_to_threshold_seconds: None,
                         explanation: format!(
-                            "{} together are unusual: {:.1} robust σ less likely than usual under the mixture model",
+                            "{} together are unusual: {:.0} times less likely under the mixture model than the least likely 1% of the component's recent vectors",
                             names.join(", "),
-                            s.measure
+                            s.measure.exp()
                         ),
                         window: None,
                     });

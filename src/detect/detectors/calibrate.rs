@@ -63,12 +63,94 @@ pub(super) fn p_value(w: &SortedWindow, s: f64) -> f64 {
     }
 }
 
+/// The memory of one series' raw scores and the rule that turns a raw
+/// score into a calibrated one (module docs): what [`Calibrated`] wraps
+/// round a single-signal detector, and what the multivariate detector
+/// (`detect::gmm`) uses on its own raw score.
+///
+///
+/// A departure is remembered once, when it is over: while raw scores stay
+/// past the limit they are ranked against the memory as it was before the
+/// departure, and its highest raw score joins the memory when a raw score
+/// falls under the limit again. Otherwise a fault that lasts would rank
+/// itself against its own scores: from its second sample on, it would no
+/// longer be past everything seen, and after `(1 − t) × 256` samples (12
+/// minutes at a 30 s cycle for `t` = 0.9) no longer rare at all, so the
+/// finding would clear while the fault went on, say while a guard held the
+/// action back. How long a departure lasts is the inner detector's to say:
+/// once it has learnt the new level, its raw score falls under the limit.
+#[derive(Clone, Debug)]
+pub struct Rarity {
+    memory: SortedWindow,
+    /// When the series' first raw score came (the warm-up's start).
+    since: Option<i64>,
+    /// The departure under way: when it started and its highest raw score.
+    departure: Option<(i64, f64)>,
+}
+
+/// One calibrated score: the score, and the raw score, p-value and memory
+/// size it came from (for an explanation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ranked {
+    pub score: f64,
+    pub raw: f64,
+    pub p: f64,
+    pub memory: usize,
+}
+
+impl Default for Rarity {
+    fn default() -> Self {
+        Rarity {
+            memory: SortedWindow::new(MEMORY_SAMPLES),
+            since: None,
+            departure: None,
+        }
+    }
+}
+
+impl Rarity {
+    /// Ranks raw score `raw` at `at` against the memory, then remembers it.
+    /// `None` during the warm-up (module docs).
+    pub fn rank(&mut self, at: i64, raw: f64) -> Option<Ranked> {
+        let since = *self.since.get_or_insert(at);
+        self.memory.expire(at, MEMORY_SECONDS);
+        let warm = at - since >= WARMUP_SECONDS && self.memory.len() > 0;
+        let p = p_value(&self.memory, raw);
+        let n = self.memory.len();
+        if raw >= 0.5 {
+            let (_, highest) = self.departure.get_or_insert((at, raw));
+            *highest = highest.max(raw);
+        } else {
+            if let Some((started, highest)) = self.departure.take() {
+                self.memory.push_at(started, highest, MEMORY_SECONDS);
+            }
+            self.memory.push_at(at, raw, MEMORY_SECONDS);
+        }
+        warm.then_some(Ranked {
+            score: calibrated(raw, p),
+            raw,
+            p,
+            memory: n,
+        })
+    }
+
+    pub fn clear(&mut self) {
+        self.memory.clear();
+        self.since = None;
+        self.departure = None;
+    }
+
+    /// Bytes of the memory at capacity.
+    #[cfg(test)]
+    pub fn bytes_at_capacity(&self) -> usize {
+        self.memory.bytes_at_capacity()
+    }
+}
+
 /// A spec detector whose scores are calibrated per series (module docs).
 pub(super) struct Calibrated {
     inner: Box<dyn Detector>,
-    memory: SortedWindow,
-    /// When the series' first sample came (the warm-up's start).
-    since: Option<i64>,
+    rarity: Rarity,
     /// The last score's raw value, p-value and memory size, for `explain`.
     last: (f64, f64, usize),
 }
@@ -77,8 +159,7 @@ impl Calibrated {
     pub(super) fn new(inner: Box<dyn Detector>) -> Self {
         Calibrated {
             inner,
-            memory: SortedWindow::new(MEMORY_SAMPLES),
-            since: None,
+            rarity: Rarity::default(),
             last: (0.0, 1.0, 0),
         }
     }
@@ -86,7 +167,7 @@ impl Calibrated {
     /// Bytes of the calibration memory at capacity.
     #[cfg(test)]
     pub(super) fn calibration_bytes(&self) -> usize {
-        self.memory.bytes_at_capacity()
+        self.rarity.bytes_at_capacity()
     }
 }
 
@@ -107,27 +188,24 @@ impl Detector for Calibrated {
         if !x.is_finite() {
             return None;
         }
-        let since = *self.since.get_or_insert(at);
-        let s = self.inner.score(at, x)?;
-        let raw = s.score;
-        self.memory.expire(at, MEMORY_SECONDS);
-        let warm = at - since >= WARMUP_SECONDS && self.memory.len() > 0;
-        let p = p_value(&self.memory, raw);
-        let n = self.memory.len();
-        self.memory.push_at(at, raw, MEMORY_SECONDS);
-        if !warm {
-            return None;
-        }
-        self.last = (raw, p, n);
+        // The warm-up counts from the series' first sample, scored or not.
+        let s = match self.inner.score(at, x) {
+            Some(s) => s,
+            None => {
+                self.rarity.since.get_or_insert(at);
+                return None;
+            }
+        };
+        let r = self.rarity.rank(at, s.score)?;
+        self.last = (r.raw, r.p, r.memory);
         Some(Scored {
-            score: calibrated(raw, p),
+            score: r.score,
             ..s
         })
     }
     fn reset(&mut self) {
         self.inner.reset();
-        self.memory.clear();
-        self.since = None;
+        self.rarity.clear();
     }
     fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
         let (raw, p, n) = self.last;
@@ -294,6 +372,46 @@ mod tests {
         }
     }
 
+    /// A fault that lasts stays a finding while the detector still calls
+    /// it a departure, even with little history behind it (the e2e suite's
+    /// agents have a minute of it): its own scores are not learnt as usual.
+    #[test]
+    fn a_lasting_departure_keeps_its_score_while_the_detector_calls_it_one() {
+        // The models' 0/1 and count signals: a MAD over 30 minutes at 3σ.
+        let mut d = Calibrated::new(
+            DetectorParams::Mad {
+                window: 2048,
+                window_seconds: Some(1800),
+                warmup: 10,
+                limit: 3.0,
+            }
+            .build(),
+        );
+        // Four minutes of zero under-replicated partitions, then ten.
+        let quiet = (240 / STEP) as usize;
+        let mut xs = vec![0.0; quiet];
+        xs.extend(vec![10.0; 20]);
+        // (score, raw) for each sample of the fault.
+        let during: Vec<(f64, f64)> = xs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &x)| d.score(i as i64 * STEP, x).map(|s| (s.score, d.last.0)))
+            .skip(quiet - 10)
+            .collect();
+        let departing: Vec<f64> = during
+            .iter()
+            .take_while(|(_, raw)| *raw >= 0.5)
+            .map(|(s, _)| *s)
+            .collect();
+        assert!(
+            departing.len() >= 5 && departing.iter().all(|&s| s >= 0.99),
+            "while the MAD calls it a departure, every score at least 0.99: {during:?}"
+        );
+        // Its highest score joined the memory when it was over.
+        let highest = d.rarity.memory.max().expect("remembered");
+        assert!(highest >= 0.99, "{highest}");
+    }
+
     #[test]
     fn a_warm_detector_finds_a_spike_within_seconds_at_a_one_second_cycle() {
         // The agent tests' case: a flat series, a short warm-up, one spike.
@@ -341,11 +459,11 @@ mod tests {
         for t in 0..5000 {
             let _ = d.score(t, noise.next());
         }
-        assert_eq!(d.memory.len(), MEMORY_SAMPLES);
+        assert_eq!(d.rarity.memory.len(), MEMORY_SAMPLES);
         assert_eq!(d.calibration_bytes(), 4 * MEMORY_SAMPLES * 8);
         assert!(before <= d.calibration_bytes());
         d.reset();
-        assert_eq!((d.memory.len(), d.since), (0, None));
+        assert_eq!((d.rarity.memory.len(), d.rarity.since), (0, None));
         assert_eq!(d.score(0, f64::NAN).map(|s| s.score), None);
     }
 }
