@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use super::{Fault, Key, Objects, Part, SimKind, StatusPatch, key, name_of, ns_of};
+use super::{Key, Objects, Part, SimKind, StatusPatch, key, name_of, ns_of};
 
 const KINDS: &[SimKind] = &[SimKind {
     group: "argoproj.io",
@@ -94,20 +94,6 @@ impl Part for Applications {
         }
         self.apps.retain(|k, _| seen.contains(k));
         patches
-    }
-
-    fn advance(&mut self, _dt: f64) -> Vec<StatusPatch> {
-        Vec::new()
-    }
-
-    fn inject(&mut self, _fault: &Fault, _k: &Key) -> bool {
-        false
-    }
-
-    fn end(&mut self, _fault: &Fault, _k: &Key) {}
-
-    fn healthy(&self, _fault: &Fault, _k: &Key) -> bool {
-        false
     }
 
     fn exposition(&self, out: &mut String) {

@@ -273,8 +273,6 @@ impl Part for Certificates {
     }
 
     /// Nothing to end: only a renewal brings the certificate back.
-    fn end(&mut self, _fault: &Fault, _k: &Key) {}
-
     /// More than [`HEALTHY_SECONDS_LEFT`] left, and Ready.
     fn healthy(&self, fault: &Fault, k: &Key) -> bool {
         *fault == Fault::CertificateExpiry

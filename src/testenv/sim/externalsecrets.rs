@@ -172,8 +172,6 @@ impl Part for ExternalSecrets {
     }
 
     /// Nothing to end: the store already answers again.
-    fn end(&mut self, _fault: &Fault, _k: &Key) {}
-
     fn healthy(&self, fault: &Fault, k: &Key) -> bool {
         *fault == Fault::SecretStoreFailure && self.secrets.get(k).is_some_and(|es| es.ready)
     }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Fault, Key, Objects, Part, SimKind, StatusPatch, key, name_of, ns_of};
+use super::{Key, Objects, Part, SimKind, StatusPatch, key, name_of, ns_of};
 
 /// Requests per second through each VirtualService.
 pub const REQUEST_RATE: f64 = 200.0;
@@ -82,16 +82,6 @@ impl Part for VirtualServices {
             r.sum += n * (0.95 * 20.0 + 0.05 * 80.0);
         }
         Vec::new()
-    }
-
-    fn inject(&mut self, _fault: &Fault, _k: &Key) -> bool {
-        false
-    }
-
-    fn end(&mut self, _fault: &Fault, _k: &Key) {}
-
-    fn healthy(&self, _fault: &Fault, _k: &Key) -> bool {
-        false
     }
 
     fn exposition(&self, out: &mut String) {

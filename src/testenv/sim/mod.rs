@@ -330,15 +330,24 @@ pub trait Part: Send + std::fmt::Debug {
     /// its operator sends.
     fn observe(&mut self, objects: &Objects) -> Vec<StatusPatch>;
     /// Advances it by `dt` seconds; returns the status patches of what
-    /// completed meanwhile.
-    fn advance(&mut self, dt: f64) -> Vec<StatusPatch>;
+    /// completed meanwhile. The default, for a part with nothing under
+    /// way, completes nothing.
+    fn advance(&mut self, _dt: f64) -> Vec<StatusPatch> {
+        Vec::new()
+    }
     /// Starts `fault` on `key` (of one of its kinds); false when it has no
-    /// such resource (yet) or the fault is not its.
-    fn inject(&mut self, fault: &Fault, key: &Key) -> bool;
+    /// such resource (yet) or the fault is not its. The default, for a
+    /// healthy-only part, takes no fault.
+    fn inject(&mut self, _fault: &Fault, _key: &Key) -> bool {
+        false
+    }
     /// Ends `fault` on `key`.
-    fn end(&mut self, fault: &Fault, key: &Key);
-    /// Whether `key` is healthy as `fault` sees it (false when unknown).
-    fn healthy(&self, fault: &Fault, key: &Key) -> bool;
+    fn end(&mut self, _fault: &Fault, _key: &Key) {}
+    /// Whether `key` is healthy as `fault` sees it (false when unknown,
+    /// and for a part that takes no fault).
+    fn healthy(&self, _fault: &Fault, _key: &Key) -> bool {
+        false
+    }
     /// Appends its Prometheus text exposition.
     fn exposition(&self, out: &mut String);
     /// Sets the load of the moment as a share of normal (1.0; a daily

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use super::{Fault, Key, Objects, Part, SimKind, StatusPatch, key, name_of, ns_of};
+use super::{Key, Objects, Part, SimKind, StatusPatch, key, name_of, ns_of};
 
 /// Average latency of the database's operations, in seconds.
 pub const AVG_LATENCY_SECONDS: f64 = 0.00015;
@@ -110,20 +110,6 @@ impl Part for Databases {
         }
         self.databases.retain(|k, _| seen.contains(k));
         patches
-    }
-
-    fn advance(&mut self, _dt: f64) -> Vec<StatusPatch> {
-        Vec::new()
-    }
-
-    fn inject(&mut self, _fault: &Fault, _k: &Key) -> bool {
-        false
-    }
-
-    fn end(&mut self, _fault: &Fault, _k: &Key) {}
-
-    fn healthy(&self, _fault: &Fault, _k: &Key) -> bool {
-        false
     }
 
     fn exposition(&self, out: &mut String) {
