@@ -414,6 +414,122 @@ async fn each_shards_lease_has_its_own_epoch_on_postgres() {
         .expect("shard 0's new leader journals");
 }
 
+/// What the shard races below share: two journals on one PostgreSQL
+/// database, a cluster-wide budget of one disruptive action an hour (the
+/// per-namespace budget and the cooldown do not bind: each shard has its
+/// own team's gateway), and a judge that makes both checks meet.
+mod race {
+    use std::sync::{Arc, Condvar, Mutex};
+
+    use autopilot::store::SqlJournal;
+    use autopilot::{
+        act::{
+            action::{Change, Planned, Subresource, kind_info},
+            executor::{
+                gate::{self, Admitted, Decider, Refused},
+                history,
+            },
+            guard::{Observed, Policy},
+            journal::{JournalEntry, NewEntry},
+        },
+        decide::{Action, Intent, Mode},
+        detect::ComponentId,
+    };
+    use serde_json::json;
+
+    pub async fn shards(test: &str) -> Option<[SqlJournal; 2]> {
+        let url = super::postgres_url(test).await?;
+        Some([
+            SqlJournal::connect(&url).await.expect("connect"),
+            SqlJournal::connect(&url).await.expect("connect"),
+        ])
+    }
+
+    pub fn policy() -> Policy {
+        Policy {
+            disruptive_per_hour: 1,
+            disruptive_per_namespace_per_hour: 10,
+            ..Policy::default()
+        }
+    }
+
+    /// Team `i`'s gateway.
+    pub fn target(i: usize) -> ComponentId {
+        ComponentId {
+            kind: "PaymentGateway".into(),
+            namespace: format!("team-{i}"),
+            name: "gw".into(),
+        }
+    }
+
+    /// A disruptive scale of team `i`'s gateway, as intended and planned.
+    pub fn action(i: usize) -> (Intent, Planned) {
+        let intent = Intent::new(Action::ScaleReplicas {
+            target: target(i),
+            replicas: 3,
+        });
+        let planned = Planned {
+            change: Change::Merge {
+                kind: kind_info("PaymentGateway").expect("kind"),
+                namespace: target(i).namespace,
+                name: "gw".into(),
+                subresource: Subresource::Main,
+                patch: json!({"spec": {"replicas": 3}}),
+            },
+            inverse: None,
+            disruptive: true,
+            moves: vec![],
+        };
+        (intent, planned)
+    }
+
+    /// Its journal entry at `at` in `mode`.
+    pub fn entry(i: usize, at: i64, mode: &str) -> NewEntry {
+        let mut e = super::entry(at, mode, "allowed");
+        e.disruptive = true;
+        e.target = target(i).to_string();
+        e.namespace = target(i).namespace;
+        e
+    }
+
+    /// How many checks have started, for them to meet.
+    pub type Meeting = Arc<(Mutex<u32>, Condvar)>;
+
+    pub fn meeting() -> Meeting {
+        Arc::new((Mutex::new(0u32), Condvar::new()))
+    }
+
+    /// The gate's verdict on `action` against `recent`, once both checks
+    /// have started (or after 100 ms): were the read, the check and the
+    /// insert not one step under one lock, both would read the budget
+    /// unspent.
+    pub fn judge(
+        meeting: &Meeting,
+        (intent, planned): &(Intent, Planned),
+        decider: Decider,
+        recent: &[JournalEntry],
+        now: i64,
+    ) -> Result<Admitted, Refused> {
+        let (count, woken) = &**meeting;
+        let mut n = count.lock().expect("lock");
+        *n += 1;
+        woken.notify_all();
+        drop(
+            woken
+                .wait_timeout_while(n, std::time::Duration::from_millis(100), |n| *n < 2)
+                .expect("wait"),
+        );
+        let history = history(recent);
+        let j = gate::Judged {
+            intent,
+            planned,
+            history: &history,
+            observed: &Observed::default(),
+        };
+        gate::judge(&policy(), Mode::Auto, decider, Ok(()), Some(j), now)
+    }
+}
+
 /// Two agents (shards) on one PostgreSQL journal race for the last unit of
 /// the cluster-wide disruption budget, again and again: each checks the
 /// guards and records its intent in one step, and exactly one of them wins
@@ -422,98 +538,26 @@ async fn each_shards_lease_has_its_own_epoch_on_postgres() {
 /// step under one lock, both would read the budget unspent and both win.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_shards_never_both_spend_the_last_unit_of_a_budget_on_postgres() {
-    use std::sync::{Arc, Condvar, Mutex};
+    use autopilot::act::executor::gate::Decider;
 
-    use autopilot::{
-        act::{
-            action::{Change, Planned, Subresource, kind_info},
-            executor::{
-                gate::{self, Decider},
-                history,
-            },
-            guard::{Observed, Policy},
-        },
-        decide::{Action, Intent, Mode},
-        detect::ComponentId,
-    };
-
-    let Some(url) = postgres_url("budget_race").await else {
+    let Some(shards) = race::shards("budget_race").await else {
         return;
-    };
-    let shards = [
-        SqlJournal::connect(&url).await.expect("connect"),
-        SqlJournal::connect(&url).await.expect("connect"),
-    ];
-    // One disruptive action an hour across the cluster; the per-namespace
-    // budget and the cooldown do not bind (each shard has its own target).
-    let policy = Policy {
-        disruptive_per_hour: 1,
-        disruptive_per_namespace_per_hour: 10,
-        ..Policy::default()
-    };
-    let target = |i: usize| ComponentId {
-        kind: "PaymentGateway".into(),
-        namespace: format!("team-{i}"),
-        name: "gw".into(),
-    };
-    let intent = |i: usize| {
-        Intent::new(Action::ScaleReplicas {
-            target: target(i),
-            replicas: 3,
-        })
-    };
-    let planned = |i: usize| Planned {
-        change: Change::Merge {
-            kind: kind_info("PaymentGateway").expect("kind"),
-            namespace: target(i).namespace,
-            name: "gw".into(),
-            subresource: Subresource::Main,
-            patch: json!({"spec": {"replicas": 3}}),
-        },
-        inverse: None,
-        disruptive: true,
-        moves: vec![],
     };
     const ROUNDS: i64 = 20;
     for round in 0..ROUNDS {
         // Two hours apart: each round has a fresh hour's budget.
         let now = 1_000_000 + round * 7200;
-        let arrived = Arc::new((Mutex::new(0u32), Condvar::new()));
+        let meeting = race::meeting();
         let race = shards.iter().enumerate().map(|(i, j)| {
-            let (policy, arrived) = (policy.clone(), arrived.clone());
-            let (intent, planned) = (intent(i), planned(i));
-            let mut e = entry(now, "auto", "allowed");
-            e.disruptive = true;
-            e.target = target(i).to_string();
-            e.namespace = target(i).namespace;
+            let (meeting, action, e) = (
+                meeting.clone(),
+                race::action(i),
+                race::entry(i, now, "auto"),
+            );
             async move {
                 let (id, verdict) = j
                     .record_intent_checked(&e, now - 86_400, |recent| {
-                        let (count, woken) = &*arrived;
-                        let mut n = count.lock().expect("lock");
-                        *n += 1;
-                        woken.notify_all();
-                        drop(
-                            woken
-                                .wait_timeout_while(n, std::time::Duration::from_millis(100), |n| {
-                                    *n < 2
-                                })
-                                .expect("wait"),
-                        );
-                        let judged = gate::Judged {
-                            intent: &intent,
-                            planned: &planned,
-                            history: &history(recent),
-                            observed: &Observed::default(),
-                        };
-                        gate::judge(
-                            &policy,
-                            Mode::Auto,
-                            Decider::Agent,
-                            Ok(()),
-                            Some(judged),
-                            now,
-                        )
+                        race::judge(&meeting, &action, Decider::Agent, recent, now)
                     })
                     .await
                     .expect("journal");
@@ -564,116 +608,39 @@ async fn a_bad_url_is_a_clear_error() {
 /// budget's hour), so exactly one of them wins each round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_approval_and_another_shards_action_never_both_spend_the_last_unit_on_postgres() {
-    use std::sync::{Arc, Condvar, Mutex};
+    use autopilot::act::executor::gate::Decider;
 
-    use autopilot::{
-        act::{
-            action::{Change, Planned, Subresource, kind_info},
-            executor::{
-                gate::{self, Decider},
-                history,
-            },
-            guard::{Observed, Policy},
-        },
-        decide::{Action, Intent, Mode},
-        detect::ComponentId,
-    };
-
-    let Some(url) = postgres_url("approval_race").await else {
+    let Some(shards) = race::shards("approval_race").await else {
         return;
-    };
-    let shards = [
-        SqlJournal::connect(&url).await.expect("connect"),
-        SqlJournal::connect(&url).await.expect("connect"),
-    ];
-    let policy = Policy {
-        disruptive_per_hour: 1,
-        disruptive_per_namespace_per_hour: 10,
-        ..Policy::default()
-    };
-    let target = |i: usize| ComponentId {
-        kind: "PaymentGateway".into(),
-        namespace: format!("team-{i}"),
-        name: "gw".into(),
-    };
-    let judged = |i: usize| {
-        let intent = Intent::new(Action::ScaleReplicas {
-            target: target(i),
-            replicas: 3,
-        });
-        let planned = Planned {
-            change: Change::Merge {
-                kind: kind_info("PaymentGateway").expect("kind"),
-                namespace: target(i).namespace,
-                name: "gw".into(),
-                subresource: Subresource::Main,
-                patch: json!({"spec": {"replicas": 3}}),
-            },
-            inverse: None,
-            disruptive: true,
-            moves: vec![],
-        };
-        (intent, planned)
-    };
-    // Both wait (up to 100 ms) for the other's check to start, then judge.
-    let judge = |arrived: &Arc<(Mutex<u32>, Condvar)>,
-                 (intent, planned): &(Intent, Planned),
-                 decider: Decider,
-                 recent: &[autopilot::act::journal::JournalEntry],
-                 now: i64| {
-        let (count, woken) = &**arrived;
-        let mut n = count.lock().expect("lock");
-        *n += 1;
-        woken.notify_all();
-        drop(
-            woken
-                .wait_timeout_while(n, std::time::Duration::from_millis(100), |n| *n < 2)
-                .expect("wait"),
-        );
-        let history = history(recent);
-        let j = gate::Judged {
-            intent,
-            planned,
-            history: &history,
-            observed: &Observed::default(),
-        };
-        gate::judge(&policy, Mode::Auto, decider, Ok(()), Some(j), now)
     };
     const ROUNDS: i64 = 10;
     let mut approvals_won = 0;
     for round in 0..ROUNDS {
         let now = 1_000_000 + round * 7200;
         // Shard 0's recommendation, made an hour and a half ago.
-        let mut rec = entry(now - 5400, "recommend", "allowed");
-        rec.disruptive = true;
-        rec.target = target(0).to_string();
-        rec.namespace = target(0).namespace;
+        let rec = race::entry(0, now - 5400, "recommend");
         let rec_id = shards[0].record_intent(&rec).await.expect("recommend");
         shards[0]
             .record_outcome(rec_id, outcome::RECOMMENDED, "", now - 5400)
             .await
             .expect("recommended");
-        let arrived = Arc::new((Mutex::new(0u32), Condvar::new()));
-        let (a0, a1) = (arrived.clone(), arrived.clone());
-        let (j0, j1) = (judged(0), judged(1));
+        let meeting = race::meeting();
+        let (j0, j1) = (race::action(0), race::action(1));
         let approve = async {
             shards[0]
                 .record_approval_checked(rec_id, "approved by alice", now, now - 86_400, |recent| {
                     let recent: Vec<_> =
                         recent.iter().filter(|e| e.id != rec_id).cloned().collect();
-                    judge(&a0, &j0, Decider::Person, &recent, now)
+                    race::judge(&meeting, &j0, Decider::Person, &recent, now)
                 })
                 .await
                 .expect("journal")
         };
-        let mut e = entry(now, "auto", "allowed");
-        e.disruptive = true;
-        e.target = target(1).to_string();
-        e.namespace = target(1).namespace;
+        let e = race::entry(1, now, "auto");
         let act = async {
             shards[1]
                 .record_intent_checked(&e, now - 86_400, |recent| {
-                    judge(&a1, &j1, Decider::Agent, recent, now)
+                    race::judge(&meeting, &j1, Decider::Agent, recent, now)
                 })
                 .await
                 .expect("journal")
