@@ -311,6 +311,33 @@ impl SqlJournal {
 /// Refuses, inside transaction `tx`, unless this replica's epoch (if it
 /// took one) is still its Lease's current epoch: the row is read FOR SHARE,
 /// so a new leader's increment waits for this transaction.
+/// Takes the guards' lock for the rest of transaction `tx`, checks this
+/// shard still leads, and reads the history since `since` that the guards
+/// judge on. Read committed suffices: each statement reads what the
+/// previous holders of the lock committed.
+async fn guarded_history(
+    tx: &mut sqlx::PgConnection,
+    epoch: &Epoch,
+    since: i64,
+    op: &'static str,
+) -> Result<Vec<JournalEntry>, journal::Error> {
+    sqlx::query_scalar!(
+        "SELECT true AS \"locked!\" FROM pg_advisory_xact_lock($1) -- postgres",
+        GUARD_LOCK_KEY
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(query_error(op))?;
+    check_epoch(&mut *tx, epoch, op).await?;
+    Ok(
+        select!(&mut *tx, "postgres", "WHERE at >= $1 ORDER BY id", since)
+            .map_err(query_error(op))?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    )
+}
+
 async fn check_epoch(
     tx: &mut sqlx::PgConnection,
     epoch: &Epoch,
@@ -393,23 +420,8 @@ impl Journal for SqlJournal {
             SqlJournal::Postgres(p, epoch) => {
                 let mut tx = p.begin().await.map_err(query_error(op))?;
                 // Held until the commit: whoever checks next (any shard)
-                // reads this intent among the history. Read committed
-                // suffices: each statement below reads what the previous
-                // holders committed.
-                sqlx::query_scalar!(
-                    "SELECT true AS \"locked!\" FROM pg_advisory_xact_lock($1) -- postgres",
-                    GUARD_LOCK_KEY
-                )
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(query_error(op))?;
-                check_epoch(&mut tx, epoch, op).await?;
-                let rows: Vec<JournalEntry> =
-                    select!(&mut *tx, "postgres", "WHERE at >= $1 ORDER BY id", since)
-                        .map_err(query_error(op))?
-                        .into_iter()
-                        .map(Into::into)
-                        .collect();
+                // reads this intent among the history.
+                let rows = guarded_history(&mut tx, epoch, since, op).await?;
                 let verdict = check(&rows);
                 let id = insert_intent!(&mut *tx, "postgres", e).map_err(query_error(op))?;
                 if let Err(refused) = &verdict {
@@ -505,20 +517,7 @@ impl Journal for SqlJournal {
                 let mut tx = p.begin().await.map_err(query_error(op))?;
                 // The same lock as record_intent_checked: whoever checks
                 // next (any shard) reads this claim among the history.
-                sqlx::query_scalar!(
-                    "SELECT true AS \"locked!\" FROM pg_advisory_xact_lock($1) -- postgres",
-                    GUARD_LOCK_KEY
-                )
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(query_error(op))?;
-                check_epoch(&mut tx, epoch, op).await?;
-                let rows: Vec<JournalEntry> =
-                    select!(&mut *tx, "postgres", "WHERE at >= $1 ORDER BY id", since)
-                        .map_err(query_error(op))?
-                        .into_iter()
-                        .map(Into::into)
-                        .collect();
+                let rows = guarded_history(&mut tx, epoch, since, op).await?;
                 let verdict = check(&rows);
                 if verdict.is_err() {
                     return Ok(Some(verdict));
