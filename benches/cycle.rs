@@ -186,18 +186,7 @@ fn clock_ticks() -> f64 {
 
 /// A `/proc/self/status` field in KiB (VmRSS, VmHWM).
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("/proc/self/status")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    proc_status_kib("self", field)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -858,7 +847,12 @@ fn cpu_seconds_of(pid: u32) -> f64 {
 }
 
 fn status_kib_of(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_status_kib(&pid.to_string(), field)
+}
+
+/// A `/proc/<process>/status` field in KiB; 0 when the process is gone.
+fn proc_status_kib(process: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| {

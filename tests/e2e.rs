@@ -597,7 +597,7 @@ async fn with_the_kill_switch_on_no_fault_heals_on_its_own() {
     )
     .await;
     let _agent = w.agent("auto");
-    let faults = inject_every_fault(&w, &RECOMMENDED).await;
+    let faults = inject_every_fault(&w, &recommended()).await;
     tokio::time::sleep(Duration::from_secs(90)).await;
     assert!(w.actions().await.is_empty(), "nothing applied");
     let refused = w
@@ -623,22 +623,18 @@ async fn with_the_kill_switch_on_no_fault_heals_on_its_own() {
 /// The faults the all-at-once runs (recommend mode, kill switch) start:
 /// those the simulator starts by injection alone (a bad release also needs
 /// a deploy, which its own test makes).
-const RECOMMENDED: [Fault; 8] = [
-    Fault::TrafficSurge,
-    Fault::PrimaryDegradation,
-    Fault::TempFileGrowth,
-    Fault::KafkaUnderReplication,
-    Fault::CertificateExpiry,
-    Fault::SecretStoreFailure,
-    Fault::ConnectionExhaustion,
-    Fault::MemoryLeak,
-];
+fn recommended() -> Vec<Fault> {
+    Fault::ALL
+        .into_iter()
+        .filter(|f| *f != Fault::BadRelease)
+        .collect()
+}
 
 #[tokio::test]
 async fn in_recommend_mode_every_fault_leaves_one_validated_recommendation_and_changes_nothing() {
     let w = World::new("e2e-recommend").await;
     let _agent = w.agent("recommend");
-    let faults = inject_every_fault(&w, &RECOMMENDED).await;
+    let faults = inject_every_fault(&w, &recommended()).await;
     let rows = support::wait_for("a recommendation per fault", LOOP * 2, || async {
         let rows: Vec<JournalEntry> = w
             .rows()
