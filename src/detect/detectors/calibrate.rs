@@ -36,6 +36,8 @@
 //! Cost: the inner detector's plus O(log n) to rank and O(n) to insert;
 //! memory: the inner's plus 256 × 32 bytes = 8 KB per series. Pure.
 
+use std::collections::VecDeque;
+
 use super::{Detector, Scored};
 use crate::detect::stats::SortedWindow;
 
@@ -69,23 +71,28 @@ pub(super) fn p_value(w: &SortedWindow, s: f64) -> f64 {
 /// (`detect::gmm`) uses on its own raw score.
 ///
 ///
-/// A departure is remembered once, when it is over: while raw scores stay
-/// past the limit they are ranked against the memory as it was before the
-/// departure, and its highest raw score joins the memory when a raw score
-/// falls under the limit again. Otherwise a fault that lasts would rank
-/// itself against its own scores: from its second sample on, it would no
-/// longer be past everything seen, and after `(1 − t) × 256` samples (12
-/// minutes at a 30 s cycle for `t` = 0.9) no longer rare at all, so the
-/// finding would clear while the fault went on, say while a guard held the
-/// action back. How long a departure lasts is the inner detector's to say:
-/// once it has learnt the new level, its raw score falls under the limit.
+/// A departure is learnt when it is over: while raw scores stay past the
+/// limit they are ranked against the memory as it was before the
+/// departure, and they join the memory (the latest [`MEMORY_SAMPLES`] of
+/// them at most) when a raw score falls under the limit again. Ranked
+/// against its own scores as they came, a fault that lasts would no longer
+/// be past everything seen from its second sample on, and after
+/// `(1 − t) × 256` samples (12 minutes at a 30 s cycle for `t` = 0.9) not
+/// rare at all: the finding would clear while the fault went on, say while
+/// a guard held the action back. Once it is over, the memory holds it as
+/// it was, so its tail (a rate window still holding the fault's last
+/// seconds) or a recurrence soon after ranks as the usual it has become,
+/// not as a new departure. How long a departure lasts is the inner
+/// detector's to say: once it has learnt the new level, its raw score
+/// falls under the limit.
 #[derive(Clone, Debug)]
 pub struct Rarity {
     memory: SortedWindow,
     /// When the series' first raw score came (the warm-up's start).
     since: Option<i64>,
-    /// The departure under way: when it started and its highest raw score.
-    departure: Option<(i64, f64)>,
+    /// The raw scores of the departure under way (the latest
+    /// [`MEMORY_SAMPLES`]), with their times.
+    departure: VecDeque<(i64, f64)>,
 }
 
 /// One calibrated score: the score, and the raw score, p-value and memory
@@ -103,7 +110,7 @@ impl Default for Rarity {
         Rarity {
             memory: SortedWindow::new(MEMORY_SAMPLES),
             since: None,
-            departure: None,
+            departure: VecDeque::new(),
         }
     }
 }
@@ -118,11 +125,13 @@ impl Rarity {
         let p = p_value(&self.memory, raw);
         let n = self.memory.len();
         if raw >= 0.5 {
-            let (_, highest) = self.departure.get_or_insert((at, raw));
-            *highest = highest.max(raw);
+            if self.departure.len() == MEMORY_SAMPLES {
+                self.departure.pop_front();
+            }
+            self.departure.push_back((at, raw));
         } else {
-            if let Some((started, highest)) = self.departure.take() {
-                self.memory.push_at(started, highest, MEMORY_SECONDS);
+            for (then, score) in self.departure.drain(..) {
+                self.memory.push_at(then, score, MEMORY_SECONDS);
             }
             self.memory.push_at(at, raw, MEMORY_SECONDS);
         }
@@ -137,7 +146,7 @@ impl Rarity {
     pub fn clear(&mut self) {
         self.memory.clear();
         self.since = None;
-        self.departure = None;
+        self.departure.clear();
     }
 
     /// Bytes of the memory at capacity.
@@ -407,9 +416,24 @@ mod tests {
             departing.len() >= 5 && departing.iter().all(|&s| s >= 0.99),
             "while the MAD calls it a departure, every score at least 0.99: {during:?}"
         );
-        // Its highest score joined the memory when it was over.
-        let highest = d.rarity.memory.max().expect("remembered");
-        assert!(highest >= 0.99, "{highest}");
+        // Over (the MAD has learnt the level): its scores joined the
+        // memory, so its tail, or the same departure again soon after, is
+        // no longer rare.
+        assert!(
+            d.rarity.memory.count_at_least(0.5) >= departing.len(),
+            "the departure's {} scores remembered",
+            departing.len()
+        );
+        let t = xs.len() as i64 * STEP;
+        let (again, _) = d
+            .rarity
+            .rank(t + STEP, 0.6)
+            .map(|r| (r.score, r.p))
+            .expect("ranked");
+        assert!(
+            again < 0.85,
+            "a recurrence ranked against the fault: {again}"
+        );
     }
 
     #[test]
