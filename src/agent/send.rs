@@ -126,7 +126,7 @@ pub async fn send_proposals<J: Journal>(
         Ok(done) => {
             for e in &done {
                 if e.repeat {
-                    tracing::debug!(id = e.id, outcome = %e.outcome, detail = %e.detail, "action refused again");
+                    tracing::debug!(id = e.id, outcome = %e.outcome, detail = %e.detail, "action repeated (not journaled again)");
                 } else {
                     tracing::info!(id = e.id, outcome = %e.outcome, detail = %e.detail, "action");
                 }

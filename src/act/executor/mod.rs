@@ -252,7 +252,8 @@ pub struct Executed {
     pub id: i64,
     pub outcome: String,
     pub detail: String,
-    /// A refusal that repeats journal entry `id` and was not journaled again.
+    /// A refusal, or a recommendation, that repeats journal entry `id` and
+    /// was not journaled again.
     pub repeat: bool,
 }
 

@@ -303,6 +303,9 @@ impl<J: Journal> Executor<J> {
                     .await
             }
             Mode::Recommend => {
+                if let Some(pending) = self.same_pending(&entry).await? {
+                    return Ok(self.unchanged(pending, &entry));
+                }
                 // The intent is durable before anything is sent.
                 let id = self.journal.record_intent(&entry).await?;
                 let write = Write::planned(
@@ -438,6 +441,45 @@ impl<J: Journal> Executor<J> {
             }
         }
         Ok(())
+    }
+
+    /// The pending recommendation that proposes exactly `entry`'s change
+    /// (same runbook, action, target and patch), if there is one.
+    async fn same_pending(&self, entry: &NewEntry) -> Result<Option<i64>, super::Error> {
+        Ok(self
+            .journal
+            .list(1000, true)
+            .await?
+            .into_iter()
+            .find(|old| {
+                old.approval.is_none()
+                    && old.entry.runbook == entry.runbook
+                    && old.entry.action_kind == entry.action_kind
+                    && old.entry.target == entry.target
+                    && old.entry.patch == entry.patch
+            })
+            .map(|old| old.id))
+    }
+
+    /// A recommendation already pending with the same change: nothing to
+    /// journal, publish or supersede. Journaling it again would start the
+    /// target's cooldown anew every time: a condition that lasts in
+    /// recommend mode (nothing is applied, so it does not heal) would keep
+    /// every other runbook's proposal on the target out for as long as it
+    /// lasted. A changed proposal (new data, a new size) supersedes it.
+    fn unchanged(&self, pending: i64, entry: &NewEntry) -> Executed {
+        tracing::debug!(
+            pending,
+            runbook = %entry.runbook,
+            target = %entry.target,
+            "proposed again unchanged; the pending recommendation stands"
+        );
+        Executed {
+            id: pending,
+            outcome: outcome::RECOMMENDED.to_string(),
+            detail: format!("unchanged; recommendation {pending} is still pending"),
+            repeat: true,
+        }
     }
 
     /// A refusal already journaled: counted and logged, not journaled again.
