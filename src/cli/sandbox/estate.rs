@@ -196,12 +196,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         eprintln!("[sandbox] press Ctrl-C to stop");
     }
 
-    let journal = loop {
-        // The agent creates the journal; wait for it.
-        if db.exists() || agent.is_finished() {
-            break SqlJournal::connect(&db.display().to_string()).await?;
+    let journal = {
+        // The agent creates and migrates the journal; wait for it. SQLite
+        // migrations take no lock across connections, so opening the file
+        // while the agent is migrating it can fail ("duplicate column"):
+        // retry for a while, then say why.
+        let mut tries = 0;
+        loop {
+            if db.exists() || agent.is_finished() {
+                match SqlJournal::connect(&db.display().to_string()).await {
+                    Ok(j) => break j,
+                    Err(e) if tries < 50 && !agent.is_finished() => {
+                        tries += 1;
+                        tracing::debug!(error = %e, "the journal is not ready yet; retrying");
+                    }
+                    Err(e) => return Err(e).context("opening the agent's journal"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let start = tokio::time::Instant::now();
     let mut shown = Shown::default();
