@@ -6,6 +6,8 @@
 
 #[cfg(feature = "testenv")]
 pub mod estate;
+#[cfg(feature = "testenv")]
+mod release;
 
 use std::path::PathBuf;
 
@@ -29,10 +31,11 @@ pub struct Settings {
     /// `primary-degradation`, `temp-file-growth`, `kafka-under-replication`,
     /// `certificate-expiry`, `secret-store-failure`, `connection-exhaustion`,
     /// `bad-release` (the next version, deployed, answers with 5xx),
-    /// `memory-leak` (a gateway with a memory limit), or `all` (at once).
-    /// With a scenario the
-    /// sandbox stops once each has played out and prints a table of its
-    /// times.
+    /// `memory-leak` (a gateway with a memory limit), `release` (no fault:
+    /// the next version of a SagaOrchestrator, rolled out and soaked, to
+    /// time a deployment), or `all` (every fault and the release at once).
+    /// With a scenario the sandbox stops once each has played out and
+    /// prints a table of its times.
     #[arg(long)]
     pub scenario: Option<String>,
     /// What the agent may do: `dry-run` (decide and journal), `recommend`

@@ -19,7 +19,10 @@ use kube::{
 };
 use serde::Deserialize;
 
-use super::Settings;
+use super::{
+    Settings,
+    release::{self, Release},
+};
 use crate::{
     act,
     act::journal::{Journal, JournalEntry, outcome},
@@ -121,13 +124,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let faults: Vec<Fault> = match settings.scenario.as_deref() {
         None => vec![Fault::TrafficSurge],
         Some("all") => Fault::ALL.to_vec(),
+        Some(release::NAME) => Vec::new(),
         Some(name) => vec![Fault::parse(name).with_context(|| {
             format!(
-                "unknown scenario {name:?}: one of {}, or all",
-                Fault::ALL.map(|f| f.name()).join(", ")
+                "unknown scenario {name:?}: one of {}, {}, or all",
+                Fault::ALL.map(|f| f.name()).join(", "),
+                release::NAME
             )
         })?],
     };
+    let with_release = matches!(settings.scenario.as_deref(), Some("all" | release::NAME));
     let manifests = read_manifests(&settings.examples)?;
     let cp = start_cluster(&settings, &manifests).await?;
     eprintln!(
@@ -174,6 +180,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         });
     }
 
+    let mut release = match with_release {
+        true => Some(
+            Release::pick(&client, &settings.namespace)
+                .await?
+                .with_context(|| {
+                    format!(
+                        "the release: no SagaOrchestrator in namespace {} (see --examples)",
+                        settings.namespace
+                    )
+                })?,
+        ),
+        false => None,
+    };
+
     let journal_dir = tempfile::tempdir().context("creating the journal folder")?;
     let db = journal_dir.path().join("journal.db");
     let opts = agent_options(&settings, prom.as_ref().map(|p| p.url().to_string()), &db);
@@ -190,6 +210,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             s.fault.name(),
             s.target(),
             (settings.incident_after_seconds as f64).max(earliest_start(&s.fault))
+        );
+    }
+    if let Some(r) = &release {
+        eprintln!(
+            "[sandbox] release: the next version of {} is deployed after {}s",
+            r.target(),
+            settings.incident_after_seconds
         );
     }
     if !settings.once && settings.scenario.is_none() {
@@ -252,6 +279,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 {
                     println!("[estate] {t:>5.0}s deployed {}: {patch}", s.target());
                 }
+            }
+        }
+        if let Some(r) = release.as_mut() {
+            if !r.deployed() && t >= incident {
+                r.deploy(t).await?;
+            }
+            if let Err(e) = r.observe(t).await {
+                tracing::warn!(error = %format!("{e:#}"), "could not read the release's status");
             }
         }
         let findings = findings_by_kind(settings.listen).await;
@@ -346,7 +381,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             eprintln!("[sandbox] the agent decided; stopping (--once)");
             break;
         }
-        if settings.scenario.is_some() && scenarios.iter().all(|s| s.done(settings.mode, t)) {
+        if settings.scenario.is_some()
+            && scenarios.iter().all(|s| s.done(settings.mode, t))
+            && release.as_ref().is_none_or(Release::done)
+        {
             break;
         }
         if agent.is_finished() {
@@ -370,7 +408,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     if settings.scenario.is_some() {
-        println!("{}", table(&scenarios, settings.mode));
+        println!("{}", table(&scenarios, release.as_ref(), settings.mode));
     }
     agent.abort();
     journal.close().await;
@@ -381,6 +419,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         !unrecovered,
         "a scenario did not recover; see the table above"
     );
+    // The controllers roll out in every mode: the mode is the runbooks'.
+    if let Some(r) = release.as_ref().filter(|r| !r.done()) {
+        anyhow::bail!(
+            "the release on {} did not become the last good version; see the table above",
+            r.target()
+        );
+    }
     Ok(())
 }
 
@@ -428,7 +473,7 @@ async fn findings_by_kind(listen: std::net::SocketAddr) -> BTreeMap<(String, Str
 }
 
 /// The per-scenario table: each step's time after the fault.
-fn table(scenarios: &[Scenario], mode: Mode) -> String {
+fn table(scenarios: &[Scenario], release: Option<&Release>, mode: Mode) -> String {
     let after = |at: Option<f64>, fault: Option<f64>| match (at, fault) {
         (Some(a), Some(f)) => format!("+{:.0}s", (a - f).max(0.0)),
         _ => "-".into(),
@@ -472,7 +517,14 @@ fn table(scenarios: &[Scenario], mode: Mode) -> String {
             ));
         }
     }
+    if let Some(r) = release {
+        out.push_str(&r.row());
+    }
     out.push_str("(times after the fault; agent cycle 2s, Prometheus scrape 1s; RECOVERED: the estate healthy again, VERIFIED: the action's verification passed)");
+    if let Some(r) = release {
+        out.push('\n');
+        out.push_str(&r.legend());
+    }
     out
 }
 
