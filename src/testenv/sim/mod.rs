@@ -186,12 +186,16 @@ impl Fault {
                 seed: "scaling 1 min",
                 warmup_seconds: 0.0,
             },
+            // The WAL archive failures' MAD warms up over 20 samples, and
+            // its calibration must have scored normal data before the
+            // fault: a departure is ranked against the memory as it was
+            // when the departure began, and an empty one ranks nothing.
             Fault::PrimaryDegradation => Answer {
                 runbook: "cnpg-switchover",
                 signal: "wal_archive_failures",
                 detector: "mad",
                 seed: "failover 1-2 min",
-                warmup_seconds: 0.0,
+                warmup_seconds: 80.0,
             },
             // The temp-file rate's detector learns the normal level over 60
             // samples.
