@@ -462,12 +462,15 @@ impl<J: Journal> Executor<J> {
         policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Vec<Executed>, Error> {
+        // One read of the journal's last day for the whole batch: the
+        // order, the guards' history and the repeats are judged on it (each
+        // send is judged again by the gate on the history as it is then).
         // Proposals that repeat a pending recommendation go last (see
         // `fair_order`); the results come back in the callers' order.
-        let pending = self.journal.since(now - 86_400).await?;
-        let order = fair_order(proposals, &pending);
+        let recent = self.journal.since(now - 86_400).await?;
+        let order = fair_order(proposals, &recent);
         let ordered: Vec<Proposal> = order.iter().map(|&i| proposals[i].clone()).collect();
-        let mut out = self.run_ordered(&ordered, policy, now).await?;
+        let mut out = self.run_ordered(&ordered, &recent, policy, now).await?;
         let mut back: Vec<(usize, Executed)> = order.into_iter().zip(out.drain(..)).collect();
         back.sort_by_key(|(i, _)| *i);
         Ok(back.into_iter().map(|(_, e)| e).collect())
@@ -476,12 +479,13 @@ impl<J: Journal> Executor<J> {
     async fn run_ordered(
         &self,
         proposals: &[Proposal],
+        recent: &[JournalEntry],
         policy: &(impl PolicySource + ?Sized),
         now: i64,
     ) -> Result<Vec<Executed>, Error> {
         // Read, plan and judge everything first, on one snapshot of history
         // and of the policy; each send is judged again by the gate.
-        let (judged, recent) = self.judge_batch(proposals, policy, now).await?;
+        let judged = self.judge_batch(proposals, recent, policy, now).await?;
         let mut out = Vec::with_capacity(proposals.len());
         for (p, (object, judged)) in proposals.iter().zip(judged) {
             let executed = match judged {
@@ -490,7 +494,7 @@ impl<J: Journal> Executor<J> {
                         .await?
                 }
                 propose::Judged::Refused(refusal) => {
-                    self.record_refusal(p, object.as_ref(), &refusal, &recent, now)
+                    self.record_refusal(p, object.as_ref(), &refusal, recent, now)
                         .await?
                 }
                 propose::Judged::Allowed { planned } => self.act(p, &planned, policy, now).await?,

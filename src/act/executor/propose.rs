@@ -147,16 +147,17 @@ pub fn new_entry(
 impl<J: Journal> Executor<J> {
     /// Reads and plans every proposal, checks each target's scope, then
     /// judges the planned ones together (the guards count the batch's own
-    /// actions) on the policy as it is now. Returns the judgements and the
-    /// journal history they were judged on. A policy that cannot be read
-    /// refuses every planned proposal (fail closed).
+    /// actions) on the policy as it is now and on `recent`, the journal's
+    /// last day. A policy that cannot be read refuses every planned
+    /// proposal (fail closed).
     #[tracing::instrument(name = "guard", skip_all, fields(proposals = proposals.len()))]
     pub(super) async fn judge_batch(
         &self,
         proposals: &[Proposal],
+        recent: &[JournalEntry],
         policy: &(impl PolicySource + ?Sized),
         now: i64,
-    ) -> Result<(JudgedBatch, Vec<JournalEntry>), super::Error> {
+    ) -> Result<JudgedBatch, super::Error> {
         let mut read = Vec::with_capacity(proposals.len());
         for p in proposals {
             let (object, plan) = self.read_and_plan(&p.intent.action, now).await;
@@ -171,7 +172,6 @@ impl<J: Journal> Executor<J> {
             };
             read.push((object, plan, scope));
         }
-        let recent = self.journal.since(now - 86_400).await?;
         let policy = policy.current().await;
         let observed = self
             .observer
@@ -190,7 +190,7 @@ impl<J: Journal> Executor<J> {
                         })
                     })
                     .collect();
-                evaluate_guards(policy, &observed, &history(&recent), &candidates, now)
+                evaluate_guards(policy, &observed, &history(recent), &candidates, now)
             }
             Err(_) => Vec::new(),
         };
@@ -224,7 +224,7 @@ impl<J: Journal> Executor<J> {
                 (object, judged)
             })
             .collect();
-        Ok((judged, recent))
+        Ok(judged)
     }
 
     /// The target as read now and the action planned against it; a target
