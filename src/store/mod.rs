@@ -656,25 +656,11 @@ mod tests {
         NewEntry {
             uid: journal::new_uid(),
             at,
-            runbook: "autoscale-gateway".into(),
-            runbook_hash: "h".into(),
-            runbook_editor: None,
-            trigger: "finding".into(),
-            evidence: serde_json::json!([]),
-            action: serde_json::json!({}),
-            action_kind: "scale_replicas".into(),
             target: target.into(),
-            namespace: "pay".into(),
-            patch: None,
-            inverse: None,
-            disruptive: false,
-            mode: "auto".into(),
-            verdict: "allowed".into(),
-            verdict_detail: String::new(),
             verify: verify.then(|| {
                 serde_json::json!({"signal": "latency_p99", "expect": "below", "threshold": 0.3, "within_seconds": 600})
             }),
-            undo_of: None,
+            ..NewEntry::fixture()
         }
     }
 
