@@ -45,11 +45,17 @@ const CONCURRENCY: usize = 8;
 /// The namespace of the unrelated Deployments and ConfigMaps.
 const UNRELATED: &str = "unrelated";
 
+/// A gateway of `replicas`. Its unavailability tolerance is the longest
+/// allowed: without `BENCH_READY` no pod ever runs, and a tolerance that
+/// ran out during a long run (300 s by default, less than N = 5,000 takes)
+/// would fail every early gateway's rollout and reconcile it again, a cost
+/// of the bench's missing pods, not of reconciling.
 fn spec(replicas: i32) -> PaymentGatewaySpec {
     serde_json::from_value(json!({
         "version": "2.4.1",
         "replicas": replicas,
         "config": {"database": {"clusterName": "payments-db"}, "features": {"rateLimitPerSecond": 500}},
+        "upgrade": {"unavailableToleranceSeconds": 3600},
     }))
     .expect("spec")
 }
