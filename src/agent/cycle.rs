@@ -162,6 +162,9 @@ pub struct Live {
     /// The resourceVersion of the guard policy read last (its changes are
     /// logged with who made them).
     policy_version: Option<String>,
+    /// The kind of the guard policy's read error last cycle, if it failed
+    /// (one ERROR line per episode, see `fetch_guard_policy`).
+    policy_error: Option<&'static str>,
 }
 
 /// Everything the loop is built from.
@@ -219,6 +222,7 @@ impl Autopilot {
                 namespace: p.settings.namespace.clone(),
                 unresolved: false,
                 policy_version: None,
+                policy_error: None,
             },
             settings: p.settings,
         }
@@ -454,9 +458,15 @@ impl Driver for Live {
         now: i64,
     ) -> Result<Vec<Executed>, String> {
         let namespace = &self.namespace;
-        let read = fetch_guard_policy(&self.client, namespace, proposals.len(), &self.metrics)
-            .await
-            .map_err(|e| e.to_string())?;
+        let read = fetch_guard_policy(
+            &self.client,
+            namespace,
+            proposals.len(),
+            &self.metrics,
+            &mut self.policy_error,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         if let Some(note) = policy_change_note(&mut self.policy_version, &read) {
             tracing::info!(%namespace, "{note}");
         }

@@ -23,26 +23,48 @@ use crate::{
 };
 
 /// The guard policy as it is now (the object: its spec, and who changed
-/// it). Without it nothing is sent this cycle.
+/// it). Without it nothing is sent this cycle. `failing` is the kind of
+/// last cycle's read error, if any: an ERROR line when a failure starts or
+/// changes kind, or when it holds proposals back; a quiet cycle of the same
+/// failure logs at debug (the read-error counter still counts every
+/// cycle), and the end of one is told at info.
 #[tracing::instrument(skip_all, fields(namespace = %namespace, proposals = proposals))]
 pub async fn fetch_guard_policy(
     client: &kube::Client,
     namespace: &str,
     proposals: usize,
     metrics: &Metrics,
+    failing: &mut Option<&'static str>,
 ) -> Result<AutopilotPolicy, PolicyError> {
     let policy = fetch_policy_object(client, namespace).await;
-    if let Ok(p) = &policy {
-        metrics.kill_switch.set(i64::from(p.spec.kill_switch));
-    }
-    if let Err(error) = &policy {
-        metrics
-            .read_errors
-            .with_label_values(&["policy", error.kind()])
-            .inc();
-        tracing::error!(error = %crate::telemetry::chain(error), proposals, "reading the guard policy failed; nothing is sent this cycle");
+    match &policy {
+        Ok(p) => {
+            metrics.kill_switch.set(i64::from(p.spec.kill_switch));
+            if failing.take().is_some() {
+                tracing::info!("the guard policy is read again; sending resumes");
+            }
+        }
+        Err(error) => {
+            metrics
+                .read_errors
+                .with_label_values(&["policy", error.kind()])
+                .inc();
+            let error_text = crate::telemetry::chain(error);
+            if policy_failure_is_news(proposals, *failing, error.kind()) {
+                tracing::error!(error = %error_text, proposals, "reading the guard policy failed; nothing is sent this cycle");
+            } else {
+                tracing::debug!(error = %error_text, "the guard policy still cannot be read; nothing is sent");
+            }
+            *failing = Some(error.kind());
+        }
     }
     policy
+}
+
+/// Whether a failed read of the guard policy is worth an ERROR line: it
+/// holds proposals back, or it starts (or changes kind) this cycle.
+fn policy_failure_is_news(proposals: usize, failing: Option<&str>, kind: &str) -> bool {
+    proposals > 0 || failing != Some(kind)
 }
 
 /// What to say about `policy` when it is a version not seen before (`seen`
@@ -197,6 +219,29 @@ pub async fn verify_applied<J: Journal>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_policy_is_an_error_once_per_episode_and_whenever_it_holds_proposals_back() {
+        assert!(
+            policy_failure_is_news(0, None, "missing_policy"),
+            "it starts"
+        );
+        assert!(!policy_failure_is_news(
+            0,
+            Some("missing_policy"),
+            "missing_policy"
+        ));
+        assert!(policy_failure_is_news(
+            2,
+            Some("missing_policy"),
+            "missing_policy"
+        ));
+        assert!(policy_failure_is_news(
+            0,
+            Some("fetch_policy"),
+            "missing_policy"
+        ));
+    }
 
     #[test]
     fn a_policy_version_is_told_once_with_its_editor_and_kill_switch() {
