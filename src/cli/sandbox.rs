@@ -6,8 +6,6 @@
 
 #[cfg(feature = "testenv")]
 pub mod estate;
-#[cfg(feature = "testenv")]
-mod release;
 
 use std::path::PathBuf;
 

@@ -24,6 +24,7 @@ mod certs;
 pub mod kubelet;
 pub mod postgres;
 pub mod prometheus;
+pub mod release;
 pub mod sim;
 
 use std::{

@@ -19,10 +19,7 @@ use kube::{
 };
 use serde::Deserialize;
 
-use super::{
-    Settings,
-    release::{self, Release},
-};
+use super::Settings;
 use crate::{
     act,
     act::journal::{Journal, JournalEntry, outcome},
@@ -32,6 +29,7 @@ use crate::{
     testenv::{
         ControlPlane, Options, kubelet,
         prometheus::{self, Prometheus},
+        release::{self, Release},
         sim::{self, Fault},
     },
 };

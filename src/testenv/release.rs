@@ -1,7 +1,9 @@
 //! The release `autopilot sandbox --scenario all` (or `release`) deploys
 //! beside its faults, to time a deployment as the seed counts it (10–15
 //! minutes): the next patch version of a healthy SagaOrchestrator, set in
-//! its `spec.version` as a pipeline would, then rolled out by the agent's
+//! its `spec.version` as a pipeline would (a part of the world outside the
+//! agent, so here in `testenv` and not in `act`, like the simulator's
+//! deploy of a bad release), then rolled out by the agent's
 //! own controller (a new ReplicaSet, the fake kubelet runs its pods) and
 //! soaked (`spec.upgrade.soakSeconds`, 300 by default) until it is the
 //! resource's `status.lastGoodVersion`, the version a later rollback goes
