@@ -328,6 +328,27 @@ impl World {
         serde_json::to_value(obj).expect("json")
     }
 
+    /// The object's status once `ok` holds for it. The simulated operators
+    /// write status on their next tick: right after the estate's model
+    /// recovers, a read can still see the old one.
+    async fn status_when(
+        &self,
+        resource: &ApiResource,
+        name: &str,
+        what: &str,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        support::wait_for(what, Duration::from_secs(10), || async {
+            let status = self.get(resource, name).await["status"].clone();
+            if ok(&status) {
+                Ok(status)
+            } else {
+                Err(status.to_string())
+            }
+        })
+        .await
+    }
+
     /// No new action over the cooldown plus a margin.
     async fn quiet(&self, expected: usize, seconds: u64) {
         tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -511,7 +532,11 @@ async fn primary_degradation_switches_over_to_a_healthy_replica() {
         out.entry.evidence
     );
     let recovered_at = wait_healthy(&w, Fault::PrimaryDegradation, db).await;
-    let status = &w.get(&clusters(), db).await["status"];
+    let status = &w
+        .status_when(&clusters(), db, "the new primary in status", |s| {
+            s["currentPrimary"] != "payments-db-1" && s["currentPrimary"] == s["targetPrimary"]
+        })
+        .await;
     assert_ne!(status["currentPrimary"], "payments-db-1", "{status}");
     assert_eq!(status["currentPrimary"], status["targetPrimary"]);
     report("primary degradation", fault_at, action_at, recovered_at);
@@ -844,7 +869,11 @@ async fn kafka_under_replication_adds_a_broker_once() {
     // Strimzi starts the broker, Cruise Control moves replicas onto it, the
     // degraded broker catches up.
     let recovered_at = wait_healthy(&w, Fault::KafkaUnderReplication, pool).await;
-    let status = &w.get(&node_pools(), pool).await["status"];
+    let status = &w
+        .status_when(&node_pools(), pool, "four brokers in status", |s| {
+            s["replicas"] == 4 && s["nodeIds"].as_array().map(Vec::len) == Some(4)
+        })
+        .await;
     assert_eq!(status["replicas"], 4, "{status}");
     assert_eq!(
         status["nodeIds"].as_array().map(Vec::len),
@@ -932,7 +961,11 @@ async fn certificate_expiry_is_renewed_once() {
     );
     let recovered_at = wait_healthy(&w, Fault::CertificateExpiry, cert).await;
     // cert-manager issued: a new revision, the Issuing condition gone, Ready.
-    let status = &w.get(&certificates(), cert).await["status"];
+    let status = &w
+        .status_when(&certificates(), cert, "revision 2 in status", |s| {
+            s["revision"] == 2
+        })
+        .await;
     assert_eq!(status["revision"], 2, "{status}");
     let conditions = status["conditions"].as_array().expect("conditions");
     assert!(
@@ -978,8 +1011,10 @@ async fn secret_store_failure_is_refreshed_once() {
         obj["metadata"]
     );
     let recovered_at = wait_healthy(&w, Fault::SecretStoreFailure, es).await;
-    let status = &w.get(&external_secrets(), es).await["status"];
-    assert_eq!(status["conditions"][0]["status"], "True", "{status}");
+    w.status_when(&external_secrets(), es, "the ExternalSecret Ready", |s| {
+        s["conditions"][0]["status"] == "True"
+    })
+    .await;
     let verdict = wait_verified(&w, out.id).await;
     assert!(verdict.contains("ready"), "{verdict}");
     report("secret store failure", fault_at, action_at, recovered_at);
