@@ -18,6 +18,16 @@
 //!   cargo bench --features testenv --bench reconcile     # N = 100 and 1000
 //!   BENCH_N=100 BENCH_UNRELATED=0 cargo bench --features testenv --bench reconcile
 //!   BENCH_N=100,1000 BENCH_READY=1 cargo bench --features testenv --bench reconcile
+//!
+//! To find where the controller's time and memory go:
+//!
+//! - `BENCH_LOOP=0`: the agent's observe → act loop does not run beside the
+//!   controllers (its cycle is a day), so the figures are the controllers'
+//!   alone;
+//! - `BENCH_AGENT_ENV=K=V,K=V`: environment of the agent process, for an
+//!   allocator setting (`MALLOC_ARENA_MAX=2`) or a heap profiler preloaded
+//!   into it (`LD_PRELOAD=…/libheaptrack_preload.so,DUMP_HEAPTRACK_OUTPUT=…`).
+//!   The agent is stopped with SIGTERM, so a profiler can write its data.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -293,8 +303,10 @@ async fn controller(
             "--concurrency",
             &CONCURRENCY.to_string(),
         ])
+        .args(cycle_args())
         .env("KUBECONFIG", cp.kubeconfig())
         .env("RUST_LOG", "warn")
+        .envs(agent_env())
         .stdin(Stdio::null())
         .spawn()
         .expect("start autopilot run");
@@ -318,8 +330,7 @@ async fn controller(
     };
     let elapsed = start.elapsed();
     let rss_kib = peak_rss_kib(&child);
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut child);
     // The bench's own polls are not the controller's.
     let sent = requests(client).await - before - polls as f64;
     Run {
@@ -353,6 +364,43 @@ fn header(what: &str) {
         "| N | controller: create → all {what} | floor: the same writes, plain | ratio | requests per gateway (controller / floor) | controller peak RSS |"
     );
     println!("|---|---|---|---|---|---|");
+}
+
+/// `--cycle-seconds 86400` with `BENCH_LOOP=0`: the loop's first cycle
+/// runs before any gateway exists, and the next not within the run.
+fn cycle_args() -> Vec<&'static str> {
+    if std::env::var("BENCH_LOOP").is_ok_and(|v| v == "0") {
+        vec!["--cycle-seconds", "86400"]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `BENCH_AGENT_ENV` (`K=V,K=V`) as pairs.
+fn agent_env() -> Vec<(String, String)> {
+    std::env::var("BENCH_AGENT_ENV")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// SIGTERM, so that the agent (and a profiler preloaded into it) shuts
+/// down and writes what it has; SIGKILL if it has not exited in 30 s.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {

@@ -56,7 +56,6 @@ fn repo(path: &str) -> PathBuf {
 struct Agent {
     child: Option<Child>,
     port: u16,
-    http: reqwest::Client,
 }
 
 impl Agent {
@@ -88,31 +87,19 @@ impl Agent {
             .stdin(Stdio::null())
             .spawn()
             .expect("start autopilot run");
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Agent {
             child: Some(child),
             port,
-            http: reqwest::Client::new(),
         }
     }
 
     async fn metrics(&self) -> Result<String, String> {
-        self.http
-            .get(format!("http://127.0.0.1:{}/metrics", self.port))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())
+        support::agent_metrics(self.port).await
     }
 
     /// The value of one sample line of /metrics (`name{labels}` as printed).
     async fn metric(&self, series: &str) -> Result<f64, String> {
-        let body = self.metrics().await?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-            .ok_or_else(|| format!("{series} not in /metrics"))
+        support::agent_metric(self.port, series).await
     }
 
     async fn wait_metric(&self, what: &str, series: &str, want: impl Fn(f64) -> bool) -> f64 {

@@ -249,7 +249,7 @@ impl World {
         let kubeconfig = self.dir.path().join("agent.kubeconfig");
         std::fs::write(&kubeconfig, serde_yaml::to_string(&kc).expect("yaml")).expect("write");
         let models = short_window_models(self.dir.path());
-        let port = free_port().to_string();
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_autopilot"))
             .args([
                 "run",
@@ -274,7 +274,7 @@ impl World {
             .stdin(Stdio::null())
             .spawn()
             .expect("start autopilot run");
-        Agent(child)
+        Agent { child, port }
     }
 
     async fn rows(&self) -> Vec<JournalEntry> {
@@ -364,12 +364,25 @@ impl World {
     }
 }
 
-struct Agent(Child);
+/// A running `autopilot run`; killed when dropped.
+struct Agent {
+    child: Child,
+    port: u16,
+}
+
+impl Agent {
+    /// Cycles the agent has run (0 until its /metrics answers).
+    async fn cycles(&self) -> u64 {
+        support::agent_metric(self.port, "autopilot_cycle_duration_seconds_count")
+            .await
+            .map_or(0, |v| v as u64)
+    }
+}
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -405,9 +418,19 @@ fn pg_cluster() -> Value {
     })
 }
 
-/// Waits until the estate sees `name` and has served its metrics a while
-/// (the detectors' warm-up), then injects `fault`; returns when.
-async fn inject_after_warmup(w: &World, fault: Fault, name: &str, warmup: Duration) -> f64 {
+/// Waits until the estate sees `name`, then for `cycles` more of the
+/// agent's cycles (the detectors' warm-up, in samples, and the calibration
+/// memory a `min_score` needs: a score of `t` ranks a sample above all but
+/// a share `1 − t` of the series' remembered scores, so 0.95 needs at least
+/// 19 of them), then injects `fault`; returns when. Cycles, not seconds: on
+/// a loaded machine a cycle takes longer than its 1 s.
+async fn inject_after_warmup(
+    w: &World,
+    agent: &Agent,
+    fault: Fault,
+    name: &str,
+    cycles: u64,
+) -> f64 {
     support::wait_for("the estate to see the resource", LOOP, || async {
         w.estate
             .healthy(fault.clone(), &w.ns, name)
@@ -415,7 +438,14 @@ async fn inject_after_warmup(w: &World, fault: Fault, name: &str, warmup: Durati
             .ok_or_else(|| "not yet".to_string())
     })
     .await;
-    tokio::time::sleep(warmup).await;
+    let start = agent.cycles().await;
+    support::wait_for(&format!("{cycles} cycles of the agent"), LOOP, || async {
+        let now = agent.cycles().await;
+        (now >= start + cycles)
+            .then_some(())
+            .ok_or_else(|| format!("{} cycles", now - start))
+    })
+    .await;
     assert!(
         w.estate.inject(fault.clone(), &w.ns, name),
         "fault injected"
@@ -461,9 +491,9 @@ fn report(scenario: &str, fault_at: f64, action_at: f64, recovered_at: f64) {
 async fn traffic_surge_scales_out_then_back_in() {
     let w = World::new("e2e-surge").await;
     w.create(example_gateway()).await;
-    let _agent = w.agent("auto");
+    let agent = w.agent("auto");
     let gw = "payment-gateway";
-    let fault_at = inject_after_warmup(&w, Fault::TrafficSurge, gw, Duration::from_secs(15)).await;
+    let fault_at = inject_after_warmup(&w, &agent, Fault::TrafficSurge, gw, 15).await;
 
     let out = w.action(1, "autoscale-gateway").await;
     let action_at = w.secs();
@@ -511,10 +541,9 @@ async fn traffic_surge_scales_out_then_back_in() {
 async fn primary_degradation_switches_over_to_a_healthy_replica() {
     let w = World::new("e2e-primary").await;
     w.create(pg_cluster()).await;
-    let _agent = w.agent("auto");
+    let agent = w.agent("auto");
     let db = "payments-db";
-    let fault_at =
-        inject_after_warmup(&w, Fault::PrimaryDegradation, db, Duration::from_secs(30)).await;
+    let fault_at = inject_after_warmup(&w, &agent, Fault::PrimaryDegradation, db, 30).await;
     assert_eq!(
         w.get(&clusters(), db).await["status"]["currentPrimary"],
         "payments-db-1"
@@ -774,11 +803,11 @@ async fn temp_file_growth_doubles_work_mem_once() {
     let mut pg = pg_cluster();
     pg["spec"]["postgresql"] = json!({"parameters": {"work_mem": "4MB"}});
     w.create(pg).await;
-    let _agent = w.agent("auto");
+    let agent = w.agent("auto");
     let db = "payments-db";
-    // The temp_bytes_rate EWMA warms up over 60 samples.
-    let fault_at =
-        inject_after_warmup(&w, Fault::TempFileGrowth, db, Duration::from_secs(70)).await;
+    // The temp_bytes_rate EWMA warms up over 60 samples; the runbook's
+    // min_score 0.9 then needs 9 calibrated scores to rank against.
+    let fault_at = inject_after_warmup(&w, &agent, Fault::TempFileGrowth, db, 90).await;
     let out = w.action(1, "cnpg-work-mem").await;
     let action_at = w.secs();
     assert_eq!(out.entry.action_kind, "set_postgres_parameters");
@@ -843,17 +872,11 @@ async fn kafka_under_replication_adds_a_broker_once() {
     for doc in kafka_estate() {
         w.create(doc).await;
     }
-    let _agent = w.agent("auto");
+    let agent = w.agent("auto");
     let pool = "brokers";
     // The under-replicated partitions' MAD detector warms up over 20
     // samples.
-    let fault_at = inject_after_warmup(
-        &w,
-        Fault::KafkaUnderReplication,
-        pool,
-        Duration::from_secs(25),
-    )
-    .await;
+    let fault_at = inject_after_warmup(&w, &agent, Fault::KafkaUnderReplication, pool, 25).await;
     let out = w.action(1, "kafka-scale").await;
     let action_at = w.secs();
     assert_eq!(out.entry.action_kind, "scale_replicas");
@@ -939,10 +962,9 @@ fn estate_fixture(file: &str) -> Value {
 async fn certificate_expiry_is_renewed_once() {
     let w = World::new("e2e-cert").await;
     w.create(estate_fixture("gateway-tls.yaml")).await;
-    let _agent = w.agent("auto");
+    let agent = w.agent("auto");
     let cert = "gateway-tls";
-    let fault_at =
-        inject_after_warmup(&w, Fault::CertificateExpiry, cert, Duration::from_secs(10)).await;
+    let fault_at = inject_after_warmup(&w, &agent, Fault::CertificateExpiry, cert, 10).await;
 
     let out = w.action(1, "cert-renew").await;
     let action_at = w.secs();
@@ -990,11 +1012,10 @@ async fn certificate_expiry_is_renewed_once() {
 async fn secret_store_failure_is_refreshed_once() {
     let w = World::new("e2e-secret").await;
     w.create(estate_fixture("psp-api-keys.yaml")).await;
-    let _agent = w.agent("auto");
+    let agent = w.agent("auto");
     let es = "psp-api-keys";
     // The sync errors' detector warms up over 20 samples.
-    let fault_at =
-        inject_after_warmup(&w, Fault::SecretStoreFailure, es, Duration::from_secs(30)).await;
+    let fault_at = inject_after_warmup(&w, &agent, Fault::SecretStoreFailure, es, 30).await;
 
     let out = w.action(1, "externalsecret-refresh").await;
     let action_at = w.secs();
@@ -1032,7 +1053,7 @@ async fn connection_exhaustion_raises_max_connections_once_with_a_rolling_restar
     let mut pg = pg_cluster();
     pg["spec"]["postgresql"] = json!({"parameters": {"max_connections": "100"}});
     w.create(pg).await;
-    let _agent = w.agent("auto");
+    let agent = w.agent("auto");
     let db = "payments-db";
     // Every phase the Cluster shows, in order.
     let phases = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -1055,8 +1076,7 @@ async fn connection_exhaustion_raises_max_connections_once_with_a_rolling_restar
         })
     };
     // The connections' forecast warms up over 20 samples.
-    let fault_at =
-        inject_after_warmup(&w, Fault::ConnectionExhaustion, db, Duration::from_secs(30)).await;
+    let fault_at = inject_after_warmup(&w, &agent, Fault::ConnectionExhaustion, db, 30).await;
 
     let out = w.action(1, "cnpg-max-connections").await;
     let action_at = w.secs();
@@ -1106,7 +1126,7 @@ async fn a_bad_release_is_rolled_back_to_the_last_good_version() {
     let w = World::new("e2e-release").await;
     let _kubelet = support::kubelet::start(w.admin.clone(), &w.ns).await;
     w.create(example_gateway()).await;
-    let _agent = w.agent("auto");
+    let agent = w.agent("auto");
     let gw = "payment-gateway";
     let status = |v: &Value| v["status"].clone();
     support::wait_for("1.5.0 rolled out and good", LOOP, || async {
@@ -1116,8 +1136,12 @@ async fn a_bad_release_is_rolled_back_to_the_last_good_version() {
             .ok_or_else(|| format!("{s}"))
     })
     .await;
-    // The error rate's EWMA learns the normal level over 60 samples.
-    let fault_at = inject_after_warmup(&w, Fault::BadRelease, gw, Duration::from_secs(65)).await;
+    // The error rate's EWMA learns the normal level over 60 samples; the
+    // runbook's min_score 0.95 then needs 19 calibrated scores to rank
+    // against (with the first 4 of them, the fault was at times never rare
+    // enough and nothing was rolled back), and a few cycles pass before
+    // Prometheus has the series.
+    let fault_at = inject_after_warmup(&w, &agent, Fault::BadRelease, gw, 100).await;
     let patch = w
         .estate
         .deploy(Fault::BadRelease, &w.ns, gw)
@@ -1185,9 +1209,9 @@ async fn a_bad_release_is_rolled_back_to_the_last_good_version() {
 async fn a_memory_leak_raises_the_memory_limit_once_within_its_cap() {
     let w = World::new("e2e-memory").await;
     w.create(payouts_gateway()).await;
-    let _agent = w.agent("auto");
+    let agent = w.agent("auto");
     let gw = "payouts-gateway";
-    let fault_at = inject_after_warmup(&w, Fault::MemoryLeak, gw, Duration::from_secs(15)).await;
+    let fault_at = inject_after_warmup(&w, &agent, Fault::MemoryLeak, gw, 15).await;
 
     let out = w.action(1, "vertical-scale-memory").await;
     let action_at = w.secs();

@@ -103,6 +103,27 @@ where
     }
 }
 
+/// The text of the agent's /metrics on loopback port `port`.
+pub async fn agent_metrics(port: u16) -> Result<String, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The value of one sample line (`name{labels}` as printed) of the agent's
+/// /metrics on loopback port `port`.
+pub async fn agent_metric(port: u16, series: &str) -> Result<f64, String> {
+    agent_metrics(port)
+        .await?
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("{series} not in /metrics"))
+}
+
 /// The payments controllers running in this test's runtime, watching one
 /// namespace, with a short progress interval. Stopped when dropped.
 pub struct Controllers {
