@@ -196,21 +196,11 @@ async fn events_for(
 }
 
 fn counter(registry: &prometheus::Registry, action: &str, out: &str) -> u64 {
-    registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == "autopilot_act_actions_total")
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            let labels: BTreeMap<_, _> = m
-                .get_label()
-                .iter()
-                .map(|l| (l.name(), l.value()))
-                .collect();
-            labels.get("action") == Some(&action) && labels.get("outcome") == Some(&out)
-        })
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
+    support::counter(
+        registry,
+        "autopilot_act_actions_total",
+        &[("action", action), ("outcome", out)],
+    ) as u64
 }
 
 /// A clock that only moves forward across the actions of a test binary.

@@ -100,7 +100,7 @@ async fn wait_gateway(
 async fn payment_gateway_owns_wired_objects_follows_the_spec_and_heals_drift() {
     let (client, ns) = support::client_and_namespace(cp(), "pgw").await;
     let _kubelet = support::kubelet::start(client.clone(), &ns).await;
-    let _controllers = support::start_controllers(client.clone(), &ns);
+    let controllers = support::start_controllers(client.clone(), &ns);
 
     create::<PaymentGateway>(&client, &ns, example("PaymentGateway")).await;
     let name = "payment-gateway";
@@ -229,7 +229,43 @@ async fn payment_gateway_owns_wired_objects_follows_the_spec_and_heals_drift() {
     })
     .await;
 
-    // Drift: a deleted Service and a hand-edited Deployment come back.
+    // Someone else's write to the Deployment's status (as kube-controller-
+    // manager makes at each step of a rollout), a second after the last
+    // apply: it wakes the reconciler, which reads the Deployment from its
+    // watch instead of applying the unchanged plan again.
+    let skipped = || {
+        support::counter(
+            &controllers.registry,
+            "autopilot_reconcile_applies_skipped_total",
+            &[("kind", "PaymentGateway")],
+        )
+    };
+    let before = skipped();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch_status(
+            name,
+            &PatchParams {
+                field_manager: Some("status-probe".into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(json!({"status": {"conditions": [{
+                "type": "StatusProbe", "status": "True", "reason": "Test",
+                "message": "a status write by another manager",
+            }]}})),
+        )
+        .await
+        .expect("status write");
+    support::wait_for("a reconcile that skips the apply", LONG, || async {
+        let now = skipped();
+        (now > before)
+            .then_some(())
+            .ok_or(format!("applies skipped: {now} (before: {before})"))
+    })
+    .await;
+
+    // Drift: a deleted Service and a hand-edited Deployment come back,
+    // whatever plan was applied before (their watches forget it).
     Api::<Service>::namespaced(client.clone(), &ns)
         .delete(name, &DeleteParams::default())
         .await

@@ -67,6 +67,46 @@ pub struct OwnedObjects {
     pub service_monitor: Desired<DynamicObject>,
 }
 
+impl OwnedObjects {
+    /// A digest of every desired object, the same for the same plan within
+    /// this process (for `reconcile::watch::AppliedPlans`).
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        fn part<T: Serialize>(h: &mut std::collections::hash_map::DefaultHasher, d: &Desired<T>) {
+            match d {
+                Desired::Apply(o) => {
+                    0u8.hash(h);
+                    serde_json::to_vec(o).unwrap_or_default().hash(h);
+                }
+                Desired::Absent => 1u8.hash(h),
+                Desired::Unmanaged => 2u8.hash(h),
+            }
+        }
+        // Destructured, so that a new kind of owned object cannot be left
+        // out of the digest.
+        let OwnedObjects {
+            config_map,
+            deployment,
+            service,
+            hpa,
+            network_policy,
+            cron_job,
+            job,
+            service_monitor,
+        } = self;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        part(&mut h, config_map);
+        part(&mut h, deployment);
+        part(&mut h, service);
+        part(&mut h, hpa);
+        part(&mut h, network_policy);
+        part(&mut h, cron_job);
+        part(&mut h, job);
+        part(&mut h, service_monitor);
+        h.finish()
+    }
+}
+
 /// The objects as the API server returned them after apply.
 #[derive(Clone, Debug, Default)]
 pub struct Applied {
@@ -487,5 +527,36 @@ mod tests {
             c.to_string(),
             "ConfigMap autopilot-rules is not ours: it has no controller ownerReference (created outside this resource)"
         );
+    }
+
+    #[test]
+    fn the_digest_follows_every_desired_object() {
+        let cm = |v: &str| {
+            Desired::Apply(ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("gw".into()),
+                    ..Default::default()
+                },
+                data: Some([("k".to_string(), v.to_string())].into()),
+                ..Default::default()
+            })
+        };
+        let a = OwnedObjects {
+            config_map: cm("1"),
+            hpa: Desired::Absent,
+            ..Default::default()
+        };
+        assert_eq!(a.digest(), a.clone().digest());
+        let changed = OwnedObjects {
+            config_map: cm("2"),
+            ..a.clone()
+        };
+        assert_ne!(a.digest(), changed.digest());
+        // Absent (delete it) is not unmanaged (leave it).
+        let unmanaged = OwnedObjects {
+            hpa: Desired::Unmanaged,
+            ..a.clone()
+        };
+        assert_ne!(a.digest(), unmanaged.digest());
     }
 }

@@ -422,6 +422,7 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         duration,
         rollbacks,
         writes,
+        applies_skipped,
     } = reconcile::Metrics::register(&registry)?;
     let executor::Metrics {
         actions,
@@ -444,7 +445,8 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         open_findings: _, // not exported: the log's episode memory
         missing_data: _,  // not exported either
     } = metrics::Metrics::register(&registry)?;
-    let all: [&dyn Collector; 20] = [
+    let all: [&dyn Collector; 21] = [
+        &applies_skipped,
         &reconciles,
         &failures,
         &duration,

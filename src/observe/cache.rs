@@ -31,6 +31,7 @@ use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject},
     runtime::{
+        WatchStreamExt,
         reflector::{self, Store},
         watcher,
     },
@@ -284,7 +285,13 @@ fn start(client: &Client, resource: &ApiResource, namespace: Option<&str>) -> Wa
         Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
         None => Api::all_with(client.clone(), resource),
     };
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()));
+    // Slimmed before they are kept: the loop reads specs and status, and a
+    // copy of each object's managed fields per component was most of it.
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .modify(|o| crate::reconcile::watch::slim(&mut o.metadata)),
+    );
     let kind = resource.kind.clone();
     let shared = state.clone();
     let task = tokio::spawn(async move {

@@ -10,6 +10,7 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub rollbacks: IntCounterVec,
     pub writes: IntCounterVec,
+    pub applies_skipped: IntCounterVec,
 }
 
 impl Metrics {
@@ -53,12 +54,20 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            applies_skipped: IntCounterVec::new(
+                Opts::new(
+                    "autopilot_reconcile_applies_skipped_total",
+                    "Reconciles woken by a status change alone that read the owned Deployment from the watch instead of applying an unchanged plan again, by kind",
+                ),
+                &["kind"],
+            )?,
         };
         registry.register(Box::new(m.reconciles.clone()))?;
         registry.register(Box::new(m.failures.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.rollbacks.clone()))?;
         registry.register(Box::new(m.writes.clone()))?;
+        registry.register(Box::new(m.applies_skipped.clone()))?;
         Ok(m)
     }
 }

@@ -151,6 +151,9 @@ pub struct Context {
     pub backoff: backoff::Backoff,
     /// The owned Deployments and HPAs the watches have seen, read instead of GETs.
     pub owned: watch::OwnedStores,
+    /// The plans applied in full, which a reconcile woken by a status write
+    /// alone need not apply again.
+    pub plans: Arc<watch::AppliedPlans>,
     served: RwLock<Option<(tokio::time::Instant, bool)>>,
 }
 
@@ -176,6 +179,7 @@ impl Context {
                 backoff::process_seed(),
             ),
             owned: watch::OwnedStores::default(),
+            plans: Arc::default(),
             served: RwLock::new(None),
         }
     }
@@ -375,10 +379,11 @@ where
         scoped::<K>(&client, &ns),
         watcher::Config::default(),
         Some(writer),
-        false,
+        true,
         // Our own status writes are echoes (nobody else writes it); the
         // executor's patches to the spec are not.
         watch::Echoes::Status,
+        None,
     );
     let mut controller = Controller::for_stream(trigger, reader).with_config(
         kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
@@ -430,12 +435,19 @@ where
     K: Watched,
 {
     let client = &ctx.client;
+    let plans = &ctx.plans;
     // Whose status a reconciler reads: a Deployment's rollout, a Job's
     // completion, a CronJob's runs. An HPA's or a Service's it does not.
     match owned {
         Owned::Deployment => {
             let store = ctx.owned.claim_deployments(ns);
-            owns(controller, scoped::<Deployment>(client, ns), store, true)
+            owns(
+                controller,
+                scoped::<Deployment>(client, ns),
+                store,
+                true,
+                plans,
+            )
         }
         Owned::HorizontalPodAutoscaler => {
             let store = ctx.owned.claim_hpas(ns);
@@ -444,13 +456,32 @@ where
                 scoped::<HorizontalPodAutoscaler>(client, ns),
                 store,
                 false,
+                plans,
             )
         }
-        Owned::Service => owns(controller, scoped::<Service>(client, ns), None, false),
-        Owned::ConfigMap => owns(controller, scoped::<ConfigMap>(client, ns), None, false),
-        Owned::NetworkPolicy => owns(controller, scoped::<NetworkPolicy>(client, ns), None, false),
-        Owned::CronJob => owns(controller, scoped::<CronJob>(client, ns), None, true),
-        Owned::Job => owns(controller, scoped::<Job>(client, ns), None, true),
+        Owned::Service => owns(
+            controller,
+            scoped::<Service>(client, ns),
+            None,
+            false,
+            plans,
+        ),
+        Owned::ConfigMap => owns(
+            controller,
+            scoped::<ConfigMap>(client, ns),
+            None,
+            false,
+            plans,
+        ),
+        Owned::NetworkPolicy => owns(
+            controller,
+            scoped::<NetworkPolicy>(client, ns),
+            None,
+            false,
+            plans,
+        ),
+        Owned::CronJob => owns(controller, scoped::<CronJob>(client, ns), None, true, plans),
+        Owned::Job => owns(controller, scoped::<Job>(client, ns), None, true, plans),
         // Served only where the Prometheus Operator is installed: a watch
         // would fail without its CRD, and drift of a ServiceMonitor is
         // repaired by the periodic resync.
@@ -465,6 +496,7 @@ fn owns<K, C>(
     api: Api<C>,
     store: Option<reflector::store::Writer<C>>,
     status_matters: bool,
+    plans: &Arc<watch::AppliedPlans>,
 ) -> Controller<K>
 where
     K: Watched,
@@ -477,6 +509,7 @@ where
         store,
         true,
         watch::Echoes::Owned { status_matters },
+        Some(plans.clone()),
     ))
 }
 

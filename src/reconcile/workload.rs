@@ -337,19 +337,71 @@ async fn apply_version<K: WorkloadKind>(
     facts: &Facts,
     version: &str,
 ) -> Result<act::Applied, Error> {
-    let applied = act::apply_owned(
-        &ctx.client,
-        &id.namespace,
-        &id.name,
-        &id.owner.uid,
-        skip_known_absent(ctx, id, K::plan(validated, id, facts, version)?),
-    )
-    .await?;
+    let kind = K::kind(&());
+    let plan = skip_known_absent(ctx, id, K::plan(validated, id, facts, version)?);
+    let digest = plan.digest();
+    if let Some(deployment) = unchanged_deployment(ctx, &kind, id, &plan, digest) {
+        ctx.metrics
+            .applies_skipped
+            .with_label_values(&[kind.as_ref()])
+            .inc();
+        return Ok(act::Applied {
+            deployment: Some(deployment),
+            ..Default::default()
+        });
+    }
+    let epoch = ctx.plans.begin(&kind, &id.namespace, &id.name);
+    let applied =
+        act::apply_owned(&ctx.client, &id.namespace, &id.name, &id.owner.uid, plan).await?;
     ctx.metrics
         .writes
-        .with_label_values(&[K::kind(&()).as_ref()])
+        .with_label_values(&[kind.as_ref()])
         .inc_by(applied.writes as u64);
+    if applied.conflicts.is_empty() && applied.held.is_empty() {
+        ctx.plans
+            .remember(&kind, &id.namespace, &id.name, epoch, digest);
+    }
     Ok(applied)
+}
+
+/// The live Deployment from the watch's store, when `plan` (digest
+/// `digest`) is the one last applied in full to this resource and nothing
+/// but status has been written to its objects since (`watch::AppliedPlans`):
+/// a reconcile woken by a rollout's progress reads it there instead of
+/// applying every object again. `None` (apply) for a plan with a CronJob or
+/// Job, whose applied objects the status needs, or a Deployment the store
+/// does not hold as ours.
+fn unchanged_deployment(
+    ctx: &Context,
+    kind: &str,
+    id: &Identity,
+    plan: &act::OwnedObjects,
+    digest: u64,
+) -> Option<Deployment> {
+    let needs_applied = matches!(plan.cron_job, act::Desired::Apply(_))
+        || matches!(plan.job, act::Desired::Apply(_))
+        || !matches!(plan.deployment, act::Desired::Apply(_));
+    if needs_applied
+        || !ctx.plans.unchanged(
+            kind,
+            &id.namespace,
+            &id.name,
+            digest,
+            // A second short of the resync, so the resync's own timer
+            // always finds the plan too old and applies it in full.
+            ctx.settings
+                .resync_interval
+                .saturating_sub(std::time::Duration::from_secs(1)),
+        )
+    {
+        return None;
+    }
+    let live = ctx.owned.deployment(&id.namespace, &id.name)??;
+    matches!(
+        act::judge_ownership(Some(live.meta()), &id.owner.uid),
+        act::Ownership::Ours { .. }
+    )
+    .then(|| live.as_ref().clone())
 }
 
 /// When to look again. Deployment status changes (progress, readiness, the

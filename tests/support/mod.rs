@@ -124,6 +124,25 @@ pub async fn agent_metric(port: u16, series: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{series} not in /metrics"))
 }
 
+/// The sum of counter `name` over the series of `registry` that carry every
+/// label of `labels`.
+pub fn counter(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
 /// The payments controllers running in this test's runtime, watching one
 /// namespace, with a short progress interval. Stopped when dropped.
 pub struct Controllers {
