@@ -39,7 +39,7 @@ use autopilot::{
     act,
     crd::{PaymentGateway, PaymentGatewaySpec, Phase, WorkloadStatus},
     reconcile::{Facts, objects::Identity, payment_gateway},
-    testenv::{ControlPlane, Options, kubelet},
+    testenv::{self, ControlPlane, Options, kubelet},
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::{
@@ -351,7 +351,9 @@ async fn controller(
     let elapsed = start.elapsed();
     let rss_kib = peak_rss_kib(&child);
     let cpu_s = cpu_seconds(&child.id().to_string());
-    stop(&mut child);
+    // SIGTERM first, so that the agent (and a profiler preloaded into it)
+    // shuts down and writes what it has.
+    testenv::stop(&mut child, Duration::from_secs(30));
     // The bench's own wait is not the controller's.
     let sent = requests(client).await - before - waits as f64;
     Run {
@@ -424,23 +426,6 @@ fn agent_env() -> Vec<(String, String)> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
-}
-
-/// SIGTERM, so that the agent (and a profiler preloaded into it) shuts
-/// down and writes what it has; SIGKILL if it has not exited in 30 s.
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {

@@ -36,7 +36,7 @@ use crate::crd::FIELD_MANAGER;
 const CREATE_MANAGER: &str = "autopilot-create";
 
 /// What should become of one owned object.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub enum Desired<T> {
     /// Server-side apply this object (create it, or take its fields back).
     Apply(T),
@@ -51,7 +51,7 @@ pub enum Desired<T> {
 /// Every object a payments resource may own. The executor destructures it
 /// field by field, so a new kind of owned object does not compile until it
 /// is handled here.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct OwnedObjects {
     pub config_map: Desired<ConfigMap>,
     pub deployment: Desired<Deployment>,
@@ -69,40 +69,12 @@ pub struct OwnedObjects {
 
 impl OwnedObjects {
     /// A digest of every desired object, the same for the same plan within
-    /// this process (for `reconcile::watch::AppliedPlans`).
+    /// this process (for `reconcile::watch::AppliedPlans`). Serialized
+    /// whole, so a new kind of owned object is in it by derivation.
     pub fn digest(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        fn part<T: Serialize>(h: &mut std::collections::hash_map::DefaultHasher, d: &Desired<T>) {
-            match d {
-                Desired::Apply(o) => {
-                    0u8.hash(h);
-                    serde_json::to_vec(o).unwrap_or_default().hash(h);
-                }
-                Desired::Absent => 1u8.hash(h),
-                Desired::Unmanaged => 2u8.hash(h),
-            }
-        }
-        // Destructured, so that a new kind of owned object cannot be left
-        // out of the digest.
-        let OwnedObjects {
-            config_map,
-            deployment,
-            service,
-            hpa,
-            network_policy,
-            cron_job,
-            job,
-            service_monitor,
-        } = self;
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        part(&mut h, config_map);
-        part(&mut h, deployment);
-        part(&mut h, service);
-        part(&mut h, hpa);
-        part(&mut h, network_policy);
-        part(&mut h, cron_job);
-        part(&mut h, job);
-        part(&mut h, service_monitor);
+        serde_json::to_vec(self).unwrap_or_default().hash(&mut h);
         h.finish()
     }
 }

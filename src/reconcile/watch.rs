@@ -17,7 +17,7 @@ use std::{
 use futures::{Stream, StreamExt};
 use k8s_openapi::{
     api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta},
 };
 use kube::{
     Api, Resource,
@@ -47,24 +47,40 @@ const CREATE_MANAGER: &str = "autopilot-create";
 /// second: a tie with another manager is not ours (wake up rather than
 /// miss a change). No entries: not ours.
 pub fn written_last_by_us(meta: &ObjectMeta, status_matters: bool) -> bool {
-    let mut ours = None;
-    let mut others = None;
+    newest_is(meta, |m| {
+        (status_matters || !is_status(m)).then(|| is_ours(m))
+    })
+}
+
+fn is_ours(m: &ManagedFieldsEntry) -> bool {
+    matches!(m.manager.as_deref(), Some(FIELD_MANAGER | CREATE_MANAGER))
+}
+
+fn is_status(m: &ManagedFieldsEntry) -> bool {
+    m.subresource.as_deref() == Some("status")
+}
+
+/// Whether the newest managed-fields entry that `class` sorts (`None`:
+/// leave it out) is one it calls `true`, strictly newer than every entry it
+/// calls `false`. Entries are stamped to the second, so a tie is `false`;
+/// so is no `true` entry at all.
+fn newest_is(meta: &ObjectMeta, class: impl Fn(&ManagedFieldsEntry) -> Option<bool>) -> bool {
+    let mut yes = None;
+    let mut no = None;
     for m in meta.managed_fields.iter().flatten() {
-        if !status_matters && m.subresource.as_deref() == Some("status") {
-            continue;
-        }
-        let slot = match m.manager.as_deref() {
-            Some(FIELD_MANAGER | CREATE_MANAGER) => &mut ours,
-            _ => &mut others,
+        let slot = match class(m) {
+            Some(true) => &mut yes,
+            Some(false) => &mut no,
+            None => continue,
         };
         let t = m.time.as_ref().map(|t| t.0);
         if slot.is_none_or(|s| t > s) {
             *slot = Some(t);
         }
     }
-    match (ours, others) {
+    match (yes, no) {
         (Some(_), None) => true,
-        (Some(o), Some(x)) => o > x,
+        (Some(y), Some(n)) => y > n,
         (None, _) => false,
     }
 }
@@ -75,22 +91,9 @@ pub fn written_last_by_us(meta: &ObjectMeta, status_matters: bool) -> bool {
 /// under the same field manager (a rollback, new resources), and those
 /// must wake its reconciler, or they would wait for the resync. Ties wake.
 pub fn status_written_last_by_us(meta: &ObjectMeta) -> bool {
-    let mut ours = None;
-    let mut others = None;
-    for m in meta.managed_fields.iter().flatten() {
-        let our_status = matches!(m.manager.as_deref(), Some(FIELD_MANAGER))
-            && m.subresource.as_deref() == Some("status");
-        let slot = if our_status { &mut ours } else { &mut others };
-        let t = m.time.as_ref().map(|t| t.0);
-        if slot.is_none_or(|s| t > s) {
-            *slot = Some(t);
-        }
-    }
-    match (ours, others) {
-        (Some(_), None) => true,
-        (Some(o), Some(x)) => o > x,
-        (None, _) => false,
-    }
+    newest_is(meta, |m| {
+        Some(m.manager.as_deref() == Some(FIELD_MANAGER) && is_status(m))
+    })
 }
 
 /// Whether the newest change recorded in `meta.managedFields` is someone
@@ -99,26 +102,7 @@ pub fn status_written_last_by_us(meta: &ObjectMeta) -> bool {
 /// a plan already applied to it needs no new apply ([`AppliedPlans`]). Ties
 /// with any other write are not status-only; no entries are not either.
 pub fn others_status_write_last(meta: &ObjectMeta) -> bool {
-    let mut status = None;
-    let mut other = None;
-    for m in meta.managed_fields.iter().flatten() {
-        let theirs_status = !matches!(m.manager.as_deref(), Some(FIELD_MANAGER | CREATE_MANAGER))
-            && m.subresource.as_deref() == Some("status");
-        let slot = if theirs_status {
-            &mut status
-        } else {
-            &mut other
-        };
-        let t = m.time.as_ref().map(|t| t.0);
-        if slot.is_none_or(|s| t > s) {
-            *slot = Some(t);
-        }
-    }
-    match (status, other) {
-        (Some(_), None) => true,
-        (Some(s), Some(o)) => s > o,
-        (None, _) => false,
-    }
+    newest_is(meta, |m| Some(!is_ours(m) && is_status(m)))
 }
 
 /// The plans a reconciler has applied in full and the time, per owner, so
@@ -141,6 +125,19 @@ struct Plans {
     /// not forgotten while it was being applied.
     epoch: u64,
     remembered: u64,
+}
+
+impl Plans {
+    /// The owner's entry, made if new, touched at `now`.
+    fn touch(&mut self, key: PlanKey, now: std::time::Instant) -> &mut Plan {
+        let entry = self.by_owner.entry(key).or_insert(Plan {
+            applied: None,
+            epoch: 0,
+            touched: now,
+        });
+        entry.touched = now;
+        entry
+    }
 }
 
 /// Owner kind, namespace and name.
@@ -178,15 +175,7 @@ impl AppliedPlans {
     pub fn remember(&self, kind: &str, namespace: &str, name: &str, epoch: u64, digest: u64) {
         let Ok(mut p) = self.0.lock() else { return };
         let now = std::time::Instant::now();
-        let entry = p
-            .by_owner
-            .entry(Self::key(kind, namespace, name))
-            .or_insert(Plan {
-                applied: None,
-                epoch: 0,
-                touched: now,
-            });
-        entry.touched = now;
+        let entry = p.touch(Self::key(kind, namespace, name), now);
         if entry.epoch == epoch {
             entry.applied = Some((digest, now));
         }
@@ -200,18 +189,9 @@ impl AppliedPlans {
         let Ok(mut p) = self.0.lock() else { return };
         p.epoch += 1;
         let epoch = p.epoch;
-        let now = std::time::Instant::now();
-        let entry = p
-            .by_owner
-            .entry(Self::key(kind, namespace, name))
-            .or_insert(Plan {
-                applied: None,
-                epoch,
-                touched: now,
-            });
+        let entry = p.touch(Self::key(kind, namespace, name), std::time::Instant::now());
         entry.applied = None;
         entry.epoch = epoch;
-        entry.touched = now;
     }
 
     /// Whether `digest` is the plan last applied in full to this owner,

@@ -650,16 +650,21 @@ impl Drop for ControlPlane {
 }
 
 /// SIGTERM, then SIGKILL after two seconds (the data is thrown away; the API
-/// server's graceful shutdown only costs test time). `kill(1)` keeps this free of
-/// `unsafe` libc calls.
+/// server's graceful shutdown only costs test time).
 fn terminate(child: &mut Child) {
+    stop(child, Duration::from_secs(2));
+}
+
+/// SIGTERM, then SIGKILL if `child` has not exited after `grace`; waits for
+/// it either way. `kill(1)` keeps this free of `unsafe` libc calls.
+pub fn stop(child: &mut Child, grace: Duration) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return;
