@@ -371,11 +371,11 @@ struct Agent {
 }
 
 impl Agent {
-    /// Cycles the agent has run (0 until its /metrics answers).
-    async fn cycles(&self) -> u64 {
+    /// Cycles the agent has run, once its /metrics answers.
+    async fn cycles(&self) -> Result<u64, String> {
         support::agent_metric(self.port, "autopilot_cycle_duration_seconds_count")
             .await
-            .map_or(0, |v| v as u64)
+            .map(|v| v as u64)
     }
 }
 
@@ -438,13 +438,20 @@ async fn inject_after_warmup(
             .ok_or_else(|| "not yet".to_string())
     })
     .await;
-    let start = agent.cycles().await;
-    support::wait_for(&format!("{cycles} cycles of the agent"), LOOP, || async {
-        let now = agent.cycles().await;
-        (now >= start + cycles)
-            .then_some(())
-            .ok_or_else(|| format!("{} cycles", now - start))
-    })
+    let start = support::wait_for("the agent's /metrics", LOOP, || agent.cycles()).await;
+    // Up to 3 s a cycle: twelve agents, their Prometheus servers and the
+    // API server share two cores while the suite runs.
+    let patience = LOOP.max(Duration::from_secs(3 * cycles));
+    support::wait_for(
+        &format!("{cycles} cycles of the agent"),
+        patience,
+        || async {
+            let now = agent.cycles().await?;
+            (now >= start + cycles)
+                .then_some(())
+                .ok_or_else(|| format!("{} cycles", now - start))
+        },
+    )
     .await;
     assert!(
         w.estate.inject(fault.clone(), &w.ns, name),
