@@ -114,12 +114,27 @@ pub struct Candidate<'a> {
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     Allowed,
-    Refused { guard: String, detail: String },
+    Refused {
+        guard: String,
+        detail: String,
+        /// For `conflict` and `cooldown`: the runbook whose action holds
+        /// the target (see [`Verdict::defers`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_by: Option<String>,
+    },
 }
 
 impl Verdict {
     pub fn is_allowed(&self) -> bool {
         matches!(self, Verdict::Allowed)
+    }
+
+    /// Whether this refuses `runbook`'s action only until another
+    /// runbook's action on the same target lifts: a conflict with it in
+    /// this cycle, or its cooldown. A runbook held back by its own earlier
+    /// action is not deferred: that is what the cooldown is for.
+    pub fn defers(&self, runbook: &str) -> bool {
+        matches!(self, Verdict::Refused { held_by: Some(by), .. } if by != runbook)
     }
 
     /// `allowed` or the refusing guard's name (journal column).
@@ -163,7 +178,7 @@ pub fn evaluate_guards(
         .filter(|r| r.at > now - 86_400)
         .cloned()
         .collect();
-    let mut targets_this_cycle: Vec<String> = Vec::new();
+    let mut targets_this_cycle: Vec<(String, String)> = Vec::new();
     let mut out = Vec::with_capacity(batch.len());
     for c in batch {
         let check = Check {
@@ -181,12 +196,15 @@ pub fn evaluate_guards(
             |(guard, detail)| Verdict::Refused {
                 guard: guard.to_string(),
                 detail,
+                held_by: matches!(guard, "conflict" | "cooldown")
+                    .then(|| check.holder().map(str::to_string))
+                    .flatten(),
             },
         );
         let Check { key, namespace, .. } = check;
         // Any proposal on a target claims it for this cycle, allowed or not:
         // a refused failover still means "do not also scale it".
-        targets_this_cycle.push(key.clone());
+        targets_this_cycle.push((key.clone(), c.intent.runbook.clone()));
         if verdict.is_allowed() {
             recent.push(Recent {
                 at: now,
@@ -207,7 +225,8 @@ struct Check<'a> {
     policy: &'a Policy,
     observed: &'a Observed,
     recent: &'a [Recent],
-    targets_this_cycle: &'a [String],
+    /// `(target, runbook)` of every proposal judged before in this cycle.
+    targets_this_cycle: &'a [(String, String)],
     candidate: &'a Candidate<'a>,
     key: String,
     namespace: String,
@@ -226,6 +245,29 @@ impl Check<'_> {
 
     fn disruptive(&self) -> bool {
         self.candidate.planned.disruptive
+    }
+
+    /// The runbook that claimed the target first in this cycle.
+    fn claimed_by(&self) -> Option<&str> {
+        self.targets_this_cycle
+            .iter()
+            .find(|(key, _)| *key == self.key)
+            .map(|(_, runbook)| runbook.as_str())
+    }
+
+    /// The latest action on the target within the cooldown.
+    fn cooling(&self) -> Option<&Recent> {
+        self.recent
+            .iter()
+            .filter(|r| r.target == self.key && r.at > self.now - self.policy.cooldown_seconds)
+            .max_by_key(|r| r.at)
+    }
+
+    /// The runbook whose action holds the target: the first to claim it
+    /// in this cycle, else the latest to act on it within the cooldown.
+    fn holder(&self) -> Option<&str> {
+        self.claimed_by()
+            .or_else(|| self.cooling().map(|r| r.runbook.as_str()))
     }
 }
 
@@ -274,27 +316,23 @@ fn change_freeze(c: &Check<'_>) -> Option<(&'static str, String)> {
 }
 
 fn conflict(c: &Check<'_>) -> Option<(&'static str, String)> {
-    c.targets_this_cycle.contains(&c.key).then(|| {
+    c.claimed_by().map(|runbook| {
         (
             "conflict",
-            format!("another action on {} in this cycle", c.key),
+            format!("another action on {} in this cycle, by {runbook}", c.key),
         )
     })
 }
 
 fn cooldown(c: &Check<'_>) -> Option<(&'static str, String)> {
-    let last = c
-        .recent
-        .iter()
-        .filter(|r| r.target == c.key && r.at > c.now - c.policy.cooldown_seconds)
-        .map(|r| r.at)
-        .max()?;
+    let last = c.cooling()?;
     Some((
         "cooldown",
         format!(
-            "last action on {} {}s ago (cooldown {}s)",
+            "last action on {} {}s ago, by {} (cooldown {}s)",
             c.key,
-            c.now - last,
+            c.now - last.at,
+            last.runbook,
             c.policy.cooldown_seconds
         ),
     ))

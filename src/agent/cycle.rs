@@ -31,6 +31,7 @@ use kube::{Client, runtime::events::Recorder};
 use tokio::sync::watch;
 
 use super::{
+    deferred::Deferred,
     evaluate::{decision_kinds, evaluate_runbooks, latest_values, score},
     metrics::Metrics,
     read::Reader,
@@ -97,6 +98,8 @@ pub struct Core {
     pub mode: Mode,
     /// When the last cycle ran (cron runbooks fire for schedules due since).
     pub last: Option<i64>,
+    /// Runbooks held armed after a cooldown or a conflict deferred them.
+    pub deferred: Deferred,
 }
 
 /// What differs between the live loop and a replay: where the runbooks
@@ -213,6 +216,7 @@ impl Autopilot {
                 metrics: p.metrics.clone(),
                 mode: p.settings.mode,
                 last: None,
+                deferred: Deferred::default(),
             },
             live: Live {
                 rules: Rules::new(p.rules, p.rules_rx, p.recorder, p.metrics.clone()),
@@ -336,6 +340,7 @@ impl Core {
             resources: inputs.resources,
             samples: self.samples.by_component(),
             facts: inputs.facts,
+            deferred: self.deferred.armed(now),
         };
 
         // 4. Decide, on the blocking pool: a runbook may run for up to its
@@ -382,7 +387,14 @@ impl Core {
             )
             .await
         {
-            Ok(done) => summary.executed = done.into_iter().map(|e| (e.id, e.outcome)).collect(),
+            Ok(done) => {
+                self.deferred
+                    .settle(&evaluated.proposals, &evaluated.fired_on, &done, now);
+                self.metrics
+                    .runbooks_deferred
+                    .set(self.deferred.len() as i64);
+                summary.executed = done.into_iter().map(|e| (e.id, e.outcome)).collect();
+            }
             Err(reason) => summary.not_acted = Some(reason),
         }
 

@@ -18,7 +18,7 @@ use crate::{
         Mode, RunbookSet, Trigger,
         cycle::{Observed, evaluate_cycle},
     },
-    detect::{CycleInput, Estate, Finding, Report, SeriesSamples},
+    detect::{ComponentId, CycleInput, Estate, Finding, Report, SeriesSamples},
 };
 
 /// Step 2 (detect): scores what was observed at `now`, counting and
@@ -110,6 +110,10 @@ pub struct Evaluated {
     pub errors: usize,
     /// Every intent the runbooks returned, in its runbook's effective mode.
     pub proposals: Vec<Proposal>,
+    /// For each proposal, the component whose findings fired its runbook
+    /// (`None` for cron and condition triggers): what `agent::deferred`
+    /// holds a deferred runbook on.
+    pub fired_on: Vec<Option<ComponentId>>,
 }
 
 /// Step 4 (decide): evaluates the runbooks that the findings, the cron
@@ -152,7 +156,9 @@ pub fn evaluate_runbooks(
                     continue;
                 };
                 let evidence = serde_json::to_value(&d.evidence).unwrap_or(Value::Null);
+                let fired_on = (d.trigger == "finding").then(|| d.component.clone());
                 for intent in intents {
+                    out.fired_on.push(fired_on.clone());
                     out.proposals.push(Proposal::from_runbook(
                         rb,
                         intent,
@@ -244,7 +250,7 @@ pub fn latest_values(series: &[SeriesSamples]) -> BTreeMap<(String, String), f64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{decide::Limits, detect::ComponentId};
+    use crate::decide::Limits;
 
     fn finding(kind: &str, signal: &str, score: f64) -> Finding {
         let component = ComponentId {

@@ -34,6 +34,9 @@ pub struct Metrics {
     /// Series a query returned beyond `observe::MAX_SERIES_PER_QUERY`,
     /// dropped unscored, by component kind.
     pub series_dropped: IntCounterVec,
+    /// Runbooks held armed on a component after another runbook's action
+    /// on the target deferred them (`agent::deferred`).
+    pub runbooks_deferred: IntGauge,
     /// Not exported: the findings (`Kind/namespace/name signal`) of the last
     /// scored cycle, so that a finding is logged when its episode opens and
     /// when it clears rather than every cycle.
@@ -128,6 +131,10 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            runbooks_deferred: IntGauge::new(
+                "autopilot_runbooks_deferred",
+                "Runbooks held armed on a component because another runbook's action on the target (same cycle, or its cooldown) deferred their proposal",
+            )?,
             open_findings: Default::default(),
             missing_data: Default::default(),
         };
@@ -144,6 +151,7 @@ impl Metrics {
         registry.register(Box::new(m.read_errors.clone()))?;
         registry.register(Box::new(m.kill_switch.clone()))?;
         registry.register(Box::new(m.series_dropped.clone()))?;
+        registry.register(Box::new(m.runbooks_deferred.clone()))?;
         Ok(m)
     }
 }

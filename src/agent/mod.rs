@@ -11,6 +11,7 @@
 //! Must not hold decision logic: it starts what other modules define.
 
 pub mod cycle;
+pub mod deferred;
 pub mod evaluate;
 pub mod metrics;
 pub mod outages;
@@ -442,10 +443,11 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         read_errors,
         kill_switch,
         series_dropped,
+        runbooks_deferred,
         open_findings: _, // not exported: the log's episode memory
         missing_data: _,  // not exported either
     } = metrics::Metrics::register(&registry)?;
-    let all: [&dyn Collector; 21] = [
+    let all: [&dyn Collector; 22] = [
         &applies_skipped,
         &reconciles,
         &failures,
@@ -467,6 +469,7 @@ pub fn metric_names() -> Result<std::collections::BTreeSet<String>, prometheus::
         &read_errors,
         &kill_switch,
         &series_dropped,
+        &runbooks_deferred,
     ];
     Ok(all
         .iter()

@@ -216,6 +216,7 @@ impl Replay {
                 metrics,
                 mode: s.mode,
                 last: None,
+                deferred: Default::default(),
             },
             recorder: Recorder {
                 journal: SqlJournal::in_memory().await.map_err(Error::OpenJournal)?,
@@ -334,7 +335,9 @@ impl Episodes {
 /// What one proposal came to before it is journaled.
 enum Judged {
     PlanFailed(String),
-    Refused(Planned, String, String),
+    /// The planned action, the refusing guard, its detail, and whether
+    /// the refusal defers the runbook (`guard::Verdict::defers`).
+    Refused(Planned, String, String, bool),
     Allowed(Planned),
 }
 
@@ -394,7 +397,7 @@ impl Recorder {
             Judged::PlanFailed(reason) => {
                 (None, verdict::PLAN_FAILED, reason.clone(), outcome::FAILED)
             }
-            Judged::Refused(planned, guard, detail) => (
+            Judged::Refused(planned, guard, detail, _) => (
                 Some(planned),
                 guard.as_str(),
                 detail.clone(),
@@ -433,6 +436,7 @@ impl Recorder {
             outcome: out.to_string(),
             detail,
             repeat: false,
+            deferred: matches!(judged, Judged::Refused(.., true)),
         })
     }
 }
@@ -496,11 +500,19 @@ impl Driver for Recorder {
         for (p, (plan, scope)) in proposals.iter().zip(read) {
             let judged = match (plan, scope) {
                 (Err(reason), _) => Judged::PlanFailed(reason),
-                (Ok(planned), Some((guard, detail))) => Judged::Refused(planned, guard, detail),
-                (Ok(planned), None) => match verdicts.next().unwrap_or(Verdict::Allowed) {
-                    Verdict::Allowed => Judged::Allowed(planned),
-                    Verdict::Refused { guard, detail } => Judged::Refused(planned, guard, detail),
-                },
+                (Ok(planned), Some((guard, detail))) => {
+                    Judged::Refused(planned, guard, detail, false)
+                }
+                (Ok(planned), None) => {
+                    let verdict = verdicts.next().unwrap_or(Verdict::Allowed);
+                    let defers = verdict.defers(&p.intent.runbook);
+                    match verdict {
+                        Verdict::Allowed => Judged::Allowed(planned),
+                        Verdict::Refused { guard, detail, .. } => {
+                            Judged::Refused(planned, guard, detail, defers)
+                        }
+                    }
+                }
             };
             out.push(
                 self.record(p, judged, now)

@@ -6,7 +6,7 @@
 //! A component whose resource was not read is never evaluated: its decision
 //! is a missing-data error, not a guess.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -26,6 +26,10 @@ pub struct Observed {
     /// Non-finite values are `None` (no data), see `runbook::Context`.
     pub samples: BTreeMap<ComponentId, BTreeMap<String, Vec<Option<f64>>>>,
     pub facts: BTreeMap<ComponentId, BTreeMap<String, Value>>,
+    /// Not read but remembered: the runbooks whose proposals on a component
+    /// a guard that lifts by itself held back in an earlier cycle
+    /// (`agent::deferred`); see `RunbookSet::triggered_by_findings`.
+    pub deferred: BTreeSet<(String, ComponentId)>,
 }
 
 /// One runbook evaluated for one component.
@@ -68,7 +72,9 @@ pub fn evaluate_cycle(
     now: i64,
 ) -> Vec<Decision> {
     let mut jobs: Vec<(String, &'static str, ComponentId, Vec<Finding>)> = Vec::new();
-    for (runbook, component, findings) in set.triggered_by_findings(&observed.findings) {
+    for (runbook, component, findings) in
+        set.triggered_by_findings(&observed.findings, &observed.deferred)
+    {
         jobs.push((runbook, "finding", component, findings));
     }
     let due = set.due(last, now);

@@ -123,10 +123,15 @@ pub enum Direction {
 
 impl FindingTrigger {
     pub fn matches(&self, f: &Finding) -> bool {
+        f.score >= self.min_score && self.matches_at_any_score(f)
+    }
+
+    /// [`Self::matches`] at whatever score the detector still reports the
+    /// finding: what keeps a deferred runbook armed (`triggered_by_findings`).
+    pub fn matches_at_any_score(&self, f: &Finding) -> bool {
         f.component.kind == self.kind
             && (self.signals.is_empty() || self.signals.contains(&f.signal))
             && (self.detectors.is_empty() || self.detectors.contains(&f.detector))
-            && f.score >= self.min_score
             && match self.horizon_seconds {
                 None => true,
                 Some(h) => f.time_to_threshold_seconds.is_some_and(|t| t <= h),
@@ -570,10 +575,17 @@ impl RunbookSet {
     }
 
     /// The runbooks a batch of findings triggers, each with the component and
-    /// its matching findings.
+    /// its matching findings. A runbook `deferred` on a component (its
+    /// proposal there was held back by a guard that lifts by itself, see
+    /// `agent::deferred`) fires on that component's findings on its signals
+    /// at any score the detector still reports: an anomaly's score falls as
+    /// the series' recent scores fill with it, and the decision it called
+    /// for must not be lost to a cooldown. Without such a finding it does
+    /// not fire: the anomaly is over.
     pub fn triggered_by_findings(
         &self,
         findings: &[Finding],
+        deferred: &BTreeSet<(String, ComponentId)>,
     ) -> Vec<(String, ComponentId, Vec<Finding>)> {
         let mut out = Vec::new();
         for rb in self.runbooks.values() {
@@ -582,6 +594,19 @@ impl RunbookSet {
             };
             let mut by_component: BTreeMap<&ComponentId, Vec<Finding>> = BTreeMap::new();
             for f in findings.iter().filter(|f| t.matches(f)) {
+                by_component
+                    .entry(&f.component)
+                    .or_default()
+                    .push(f.clone());
+            }
+            let held: BTreeSet<&ComponentId> = deferred
+                .iter()
+                .filter(|(runbook, _)| *runbook == rb.name)
+                .map(|(_, c)| c)
+                .collect();
+            for f in findings.iter().filter(|f| {
+                held.contains(&f.component) && t.matches_at_any_score(f) && !t.matches(f)
+            }) {
                 by_component
                     .entry(&f.component)
                     .or_default()

@@ -107,6 +107,7 @@ impl<J: Journal> Executor<J> {
             outcome: out.to_string(),
             detail: detail.to_string(),
             repeat: false,
+            deferred: false,
         })
     }
 

@@ -110,7 +110,7 @@ pub fn judge(
             intent: j.intent,
             planned: j.planned,
         };
-        if let Some(Verdict::Refused { guard, detail }) =
+        if let Some(Verdict::Refused { guard, detail, .. }) =
             evaluate_guards(policy, j.observed, j.history, &[candidate], now).pop()
         {
             return Err(Refused { guard, detail });

@@ -255,6 +255,10 @@ pub struct Executed {
     /// A refusal, or a recommendation, that repeats journal entry `id` and
     /// was not journaled again.
     pub repeat: bool,
+    /// Refused only until another runbook's action on the target lifts
+    /// (`guard::Verdict::defers`): the agent holds the runbook armed
+    /// (`agent::deferred`).
+    pub deferred: bool,
 }
 
 /// Called between reading a target and writing it, with the attempt number:
@@ -468,12 +472,24 @@ impl<J: Journal> Executor<J> {
         // Proposals that repeat a pending recommendation go last (see
         // `fair_order`); the results come back in the callers' order.
         let recent = self.journal.since(now - 86_400).await?;
-        let order = fair_order(proposals, &recent);
+        let pending: Vec<bool> = proposals
+            .iter()
+            .map(|p| repeats_pending(p, &recent))
+            .collect();
+        let order = fair_order(&pending);
         let ordered: Vec<Proposal> = order.iter().map(|&i| proposals[i].clone()).collect();
         let mut out = self.run_ordered(&ordered, &recent, policy, now).await?;
         let mut back: Vec<(usize, Executed)> = order.into_iter().zip(out.drain(..)).collect();
         back.sort_by_key(|(i, _)| *i);
-        Ok(back.into_iter().map(|(_, e)| e).collect())
+        Ok(back
+            .into_iter()
+            .map(|(i, mut e)| {
+                // A decision already standing as a pending recommendation
+                // is not deferred by a refusal of its repeat.
+                e.deferred &= !pending[i];
+                e
+            })
+            .collect())
     }
 
     async fn run_ordered(
@@ -535,21 +551,24 @@ impl<J: Journal> Executor<J> {
 /// does not heal) re-proposes every cooldown, and would otherwise keep the
 /// target from every other runbook's proposal for as long as it lasts. In
 /// auto mode nothing is pending and the order is the decided one.
-fn fair_order(proposals: &[Proposal], recent: &[JournalEntry]) -> Vec<usize> {
-    let repeats = |p: &Proposal| {
-        let target = crate::act::guard::target_key(&p.intent.action);
-        recent.iter().any(|e| {
-            e.outcome.as_deref() == Some(outcome::RECOMMENDED)
-                && e.approval.is_none()
-                && e.entry.runbook == p.intent.runbook
-                && e.entry.action_kind == p.intent.action.name()
-                && e.entry.target == target
-        })
-    };
+fn fair_order(repeats_pending: &[bool]) -> Vec<usize> {
     let (mut first, later): (Vec<usize>, Vec<usize>) =
-        (0..proposals.len()).partition(|&i| !repeats(&proposals[i]));
+        (0..repeats_pending.len()).partition(|&i| !repeats_pending[i]);
     first.extend(later);
     first
+}
+
+/// Whether `p` repeats a recommendation still pending review: same
+/// runbook, action and target, not yet approved or rejected.
+fn repeats_pending(p: &Proposal, recent: &[JournalEntry]) -> bool {
+    let target = crate::act::guard::target_key(&p.intent.action);
+    recent.iter().any(|e| {
+        e.outcome.as_deref() == Some(outcome::RECOMMENDED)
+            && e.approval.is_none()
+            && e.entry.runbook == p.intent.runbook
+            && e.entry.action_kind == p.intent.action.name()
+            && e.entry.target == target
+    })
 }
 
 /// What the gate judges a write on, read before the journal's history (so
@@ -695,6 +714,10 @@ mod tests {
             proposal("switchover", "db"),
             proposal("scale", "gw"),
         ];
+        let fair_order = |batch: &[Proposal], recent: &[JournalEntry]| {
+            let pending: Vec<bool> = batch.iter().map(|p| repeats_pending(p, recent)).collect();
+            fair_order(&pending)
+        };
         let pending = [recommended("work-mem", "db", None)];
         assert_eq!(fair_order(&batch, &pending), vec![1, 2, 0]);
         // Nothing pending (auto mode), or the recommendation already

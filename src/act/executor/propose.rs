@@ -35,8 +35,7 @@ pub(super) enum Judged {
 /// A planned action a guard refused.
 pub(super) struct Refusal {
     planned: Planned,
-    guard: String,
-    detail: String,
+    verdict: Verdict,
 }
 
 /// Each proposal's target as read (for its Event) and its judgement.
@@ -197,6 +196,7 @@ impl<J: Journal> Executor<J> {
         let unreadable = policy.as_ref().err().map(|e| Verdict::Refused {
             guard: "policy".into(),
             detail: crate::telemetry::chain(e).to_string(),
+            held_by: None,
         });
         let mut verdicts = verdicts.into_iter();
         let judged = read
@@ -206,19 +206,18 @@ impl<J: Journal> Executor<J> {
                     (Err(reason), _) => Judged::PlanFailed { reason },
                     (Ok(planned), Some((guard, detail))) => Judged::Refused(Refusal {
                         planned,
-                        guard,
-                        detail,
+                        verdict: Verdict::Refused {
+                            guard,
+                            detail,
+                            held_by: None,
+                        },
                     }),
                     (Ok(planned), None) => match unreadable
                         .clone()
                         .unwrap_or_else(|| verdicts.next().unwrap_or(Verdict::Allowed))
                     {
                         Verdict::Allowed => Judged::Allowed { planned },
-                        Verdict::Refused { guard, detail } => Judged::Refused(Refusal {
-                            planned,
-                            guard,
-                            detail,
-                        }),
+                        verdict => Judged::Refused(Refusal { planned, verdict }),
                     },
                 };
                 (object, judged)
@@ -260,7 +259,7 @@ impl<J: Journal> Executor<J> {
 
     /// Journals a refusal, unless it repeats the latest one (then it is
     /// only counted).
-    #[tracing::instrument(name = "act", skip_all, fields(component = %p.intent.action.target(), action = p.intent.action.kind().name(), verdict = %refusal.guard))]
+    #[tracing::instrument(name = "act", skip_all, fields(component = %p.intent.action.target(), action = p.intent.action.kind().name(), verdict = %refusal.verdict.label()))]
     pub(super) async fn record_refusal(
         &self,
         p: &Proposal,
@@ -269,19 +268,24 @@ impl<J: Journal> Executor<J> {
         recent: &[JournalEntry],
         now: i64,
     ) -> Result<Executed, super::Error> {
-        let Refusal {
-            planned,
-            guard,
-            detail,
-        } = refusal;
+        let Refusal { planned, verdict } = refusal;
+        let Verdict::Refused { guard, detail, .. } = verdict else {
+            unreachable!("a refusal holds a refusing verdict");
+        };
+        let deferred = verdict.defers(&p.intent.runbook);
         let entry = new_entry(p, Some(planned), guard, detail, now);
         if let Some(earlier) = repeated_refusal(recent, &entry, self.repeat_refusal_seconds) {
-            return Ok(self.repeat(earlier, &entry, detail));
+            let mut done = self.repeat(earlier, &entry, detail);
+            done.deferred = deferred;
+            return Ok(done);
         }
         let id = self.journal.record_intent(&entry).await?;
         let detail = format!("{guard}: {detail}");
-        self.finish(id, &entry, object, outcome::REFUSED, &detail, now)
-            .await
+        let mut done = self
+            .finish(id, &entry, object, outcome::REFUSED, &detail, now)
+            .await?;
+        done.deferred = deferred;
+        Ok(done)
     }
 
     /// Journals an allowed action, then acts by its mode.
@@ -479,6 +483,7 @@ impl<J: Journal> Executor<J> {
             outcome: outcome::RECOMMENDED.to_string(),
             detail: format!("unchanged; recommendation {pending} is still pending"),
             repeat: true,
+            deferred: false,
         }
     }
 
@@ -498,6 +503,7 @@ impl<J: Journal> Executor<J> {
             outcome: outcome::REFUSED.to_string(),
             detail: format!("{}: {detail} (as journal entry {earlier})", entry.verdict),
             repeat: true,
+            deferred: false,
         }
     }
 }

@@ -135,6 +135,72 @@ fn one_action_per_target_per_cycle() {
     );
 }
 
+/// A conflict or cooldown names the runbook holding the target, and defers
+/// only another runbook: one held back by its own earlier action is not.
+#[test]
+fn a_target_held_by_another_runbook_defers_and_by_the_same_one_does_not() {
+    let p = Policy::default();
+    let judged = |history: &[Recent], items: &[(Intent, Planned)]| {
+        let batch: Vec<_> = items
+            .iter()
+            .map(|(i, p)| Candidate {
+                intent: i,
+                planned: p,
+            })
+            .collect();
+        evaluate_guards(&p, &Observed::default(), history, &batch, NOW)
+    };
+    let v = judged(
+        &[recent(60, "switchover", "a", "x", true)],
+        &[
+            (intent("work-mem", "a", "x"), planned(false, vec![])),
+            (intent("switchover", "a", "x"), planned(false, vec![])),
+        ],
+    );
+    let Verdict::Refused {
+        guard,
+        detail,
+        held_by,
+    } = &v[0]
+    else {
+        panic!("{v:?}")
+    };
+    assert_eq!(guard, "cooldown");
+    assert_eq!(held_by.as_deref(), Some("switchover"));
+    assert!(detail.contains("by switchover"), "{detail}");
+    assert!(v[0].defers("work-mem"));
+    // The first proposal claimed the target, refused as it was: the
+    // second conflicts with it, and is deferred by it.
+    assert_eq!(v[1].label(), "conflict");
+    assert!(v[1].defers("switchover"), "held by work-mem's claim");
+    let v = judged(
+        &[],
+        &[
+            (intent("switchover", "a", "x"), planned(false, vec![])),
+            (intent("work-mem", "a", "x"), planned(false, vec![])),
+            (intent("switchover", "a", "x"), planned(false, vec![])),
+        ],
+    );
+    assert_eq!(v[1].label(), "conflict");
+    assert!(v[1].defers("work-mem"));
+    assert!(!v[2].defers("switchover"), "its own claim");
+    // Other guards never defer.
+    let killed = Policy {
+        kill_switch: true,
+        ..Policy::default()
+    };
+    let batch = [(intent("work-mem", "a", "x"), planned(false, vec![]))];
+    let candidates: Vec<_> = batch
+        .iter()
+        .map(|(i, p)| Candidate {
+            intent: i,
+            planned: p,
+        })
+        .collect();
+    let v = evaluate_guards(&killed, &Observed::default(), &[], &candidates, NOW);
+    assert!(!v[0].defers("work-mem"));
+}
+
 /// The lag that counts is the one the agent observed for the instance,
 /// never the number the runbook passed in; an unobserved or NaN lag refuses.
 #[test]

@@ -189,6 +189,16 @@ sample is beyond every one of the `n`, so a high `min_score` waits for history. 
 calibrated: their score says how soon the threshold is crossed (0.5 at `horizon_seconds`, higher \
 sooner), and `min_score` reads in those terms for them.\n\n",
     );
+    out.push_str(
+        "A runbook whose proposal on a component is refused because another runbook holds the \
+target (a `conflict` with that runbook's action in the same cycle, or that runbook's `cooldown`) is \
+deferred: it fires again on that component's findings on its signals at any score the detector \
+still reports (0.5 and up, `min_score` aside) until its proposal goes through or is refused for \
+another reason, the findings clear, or an hour passes. Two runbooks on one Cluster at the same \
+onset (a switchover and a `work_mem` change) therefore both decide, one after the other. \
+`ctx.findings` then holds those findings as they are now, so a runbook computes its target from \
+current values. A runbook held back by its own earlier action's cooldown is not deferred.\n\n",
+    );
     for f in HOST_API {
         out.push_str(&format!(
             "## `{}`\n\n{}\n\n```rhai\n{}\n```\nreturns `{}`\n\n",

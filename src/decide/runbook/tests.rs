@@ -297,13 +297,36 @@ fn triggers_select_findings_cron_and_conditions() {
         explanation: String::new(),
         window: None,
     };
-    let hits = set.triggered_by_findings(&[
-        finding("cpu_saturation", 0.9),
-        finding("cpu_saturation", 0.5),
-        finding("latency_p99", 0.9),
-    ]);
+    let none = Default::default();
+    let hits = set.triggered_by_findings(
+        &[
+            finding("cpu_saturation", 0.9),
+            finding("cpu_saturation", 0.5),
+            finding("latency_p99", 0.9),
+        ],
+        &none,
+    );
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].2.len(), 1);
+
+    // Deferred on the gateway, the runbook fires on its signal at any
+    // score still reported, not on other signals or other components.
+    let deferred = [("autoscale".to_string(), gw())].into_iter().collect();
+    let low = [finding("cpu_saturation", 0.5), finding("latency_p99", 0.9)];
+    assert!(set.triggered_by_findings(&low, &none).is_empty());
+    let hits = set.triggered_by_findings(&low, &deferred);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].0, "autoscale");
+    assert_eq!(hits[0].2.len(), 1);
+    assert_eq!(hits[0].2[0].signal, "cpu_saturation");
+    let mut elsewhere = finding("cpu_saturation", 0.5);
+    elsewhere.component.name = "other".into();
+    assert!(
+        set.triggered_by_findings(&[elsewhere], &deferred)
+            .is_empty()
+    );
+    let other_runbook = [("degraded".to_string(), gw())].into_iter().collect();
+    assert!(set.triggered_by_findings(&low, &other_runbook).is_empty());
 
     // 2023-11-14 22:13:20 UTC → next 03:00 is on the 15th.
     let now = 1_700_000_000;
@@ -375,7 +398,10 @@ fn direction_filters_two_sided_findings_but_not_forecasts() {
         explanation: String::new(),
         window: None,
     };
-    let fired = |f: Finding| !set.triggered_by_findings(&[f]).is_empty();
+    let fired = |f: Finding| {
+        !set.triggered_by_findings(&[f], &Default::default())
+            .is_empty()
+    };
     assert!(fired(finding("latency_p99", 2.0, None)), "a rise fires");
     assert!(!fired(finding("latency_p99", 0.1, None)), "a drop does not");
     assert!(
