@@ -264,6 +264,50 @@ async fn payment_gateway_owns_wired_objects_follows_the_spec_and_heals_drift() {
     })
     .await;
 
+    // A hand edit of the ConfigMap, which is watched as metadata only: its
+    // managed fields name another writer, which wakes the gateway and
+    // forgets the plan it would otherwise skip applying again (as it just
+    // did), so the edit is reverted within seconds, well before the 30 s
+    // resync of the full apply a few seconds ago (without the watch, this
+    // times out).
+    let writes = || {
+        support::counter(
+            &controllers.registry,
+            "autopilot_reconcile_writes_total",
+            &[("kind", "PaymentGateway")],
+        )
+    };
+    let last = std::cell::Cell::new(writes());
+    support::wait_for("the gateway to settle (no write for 3 s)", LONG, || async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (before, now) = (last.get(), writes());
+        last.set(now);
+        (now == before)
+            .then_some(())
+            .ok_or(format!("{} writes", now - before))
+    })
+    .await;
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"RATE_LIMIT_PER_SECOND": "1"}})),
+        )
+        .await
+        .expect("hand edit of the configmap");
+    support::wait_for(
+        "the configmap's edit to be reverted",
+        Duration::from_secs(10),
+        || async {
+            let cm: ConfigMap = get(&client, &ns, name).await?;
+            let rate = cm.data.unwrap_or_default().remove("RATE_LIMIT_PER_SECOND");
+            (rate.as_deref() == Some("2000"))
+                .then_some(())
+                .ok_or(format!("rate limit {rate:?}"))
+        },
+    )
+    .await;
+
     // Drift: a deleted Service and a hand-edited Deployment come back,
     // whatever plan was applied before (their watches forget it).
     Api::<Service>::namespaced(client.clone(), &ns)

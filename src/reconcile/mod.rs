@@ -283,6 +283,15 @@ where
     }
 }
 
+/// [`scoped`], metadata only: an `Api` of `PartialObjectMeta` lists and
+/// watches with metadata-only requests.
+fn meta<K>(client: &Client, namespace: &Option<String>) -> Api<kube::core::PartialObjectMeta<K>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    scoped(client, namespace)
+}
+
 /// Runs one controller per payments kind of the registry (`crate::kinds`)
 /// until the process is told to stop.
 pub async fn run(ctx: Arc<Context>) {
@@ -459,23 +468,21 @@ where
                 plans,
             )
         }
-        Owned::Service => owns(
-            controller,
-            scoped::<Service>(client, ns),
-            None,
-            false,
-            plans,
-        ),
+        // Objects whose content no reconciler reads are watched as
+        // metadata (managed fields included, all the echo check reads, and
+        // the owner references that say whom to wake): the API server
+        // encodes, and the agent decodes, that much of each event.
+        Owned::Service => owns(controller, meta::<Service>(client, ns), None, false, plans),
         Owned::ConfigMap => owns(
             controller,
-            scoped::<ConfigMap>(client, ns),
+            meta::<ConfigMap>(client, ns),
             None,
             false,
             plans,
         ),
         Owned::NetworkPolicy => owns(
             controller,
-            scoped::<NetworkPolicy>(client, ns),
+            meta::<NetworkPolicy>(client, ns),
             None,
             false,
             plans,
