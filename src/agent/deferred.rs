@@ -107,10 +107,7 @@ impl Deferred {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        decide::Mode,
-        decide::{Action, Intent},
-    };
+    use crate::decide::{Action, Intent, Mode};
 
     fn cluster() -> ComponentId {
         ComponentId {
@@ -123,15 +120,7 @@ mod tests {
     fn proposal(runbook: &str) -> Proposal {
         let mut intent = Intent::new(Action::RollingRestart { target: cluster() });
         intent.runbook = runbook.into();
-        Proposal {
-            intent,
-            runbook_hash: "h".into(),
-            runbook_editor: None,
-            trigger: "finding".into(),
-            evidence: serde_json::Value::Null,
-            mode: Mode::Auto,
-            mode_note: None,
-        }
+        Proposal::of_finding(intent, Mode::Auto)
     }
 
     fn executed(outcome: &str, deferred: bool) -> Executed {

@@ -246,6 +246,23 @@ impl Proposal {
     }
 }
 
+#[cfg(test)]
+impl Proposal {
+    /// A test's proposal of `intent` (its runbook named in it) fired by a
+    /// finding, in `mode`.
+    pub(crate) fn of_finding(intent: Intent, mode: Mode) -> Self {
+        Self {
+            intent,
+            runbook_hash: "h".into(),
+            runbook_editor: None,
+            trigger: "finding".into(),
+            evidence: serde_json::json!([]),
+            mode,
+            mode_note: None,
+        }
+    }
+}
+
 /// What happened to one proposal.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Executed {
@@ -675,15 +692,7 @@ mod tests {
             replicas: 3,
         });
         intent.runbook = runbook.into();
-        Proposal {
-            intent,
-            runbook_hash: "h".into(),
-            runbook_editor: None,
-            trigger: "finding".into(),
-            evidence: serde_json::json!([]),
-            mode: Mode::Recommend,
-            mode_note: None,
-        }
+        Proposal::of_finding(intent, Mode::Recommend)
     }
 
     fn recommended(runbook: &str, name: &str, approval: Option<&str>) -> JournalEntry {

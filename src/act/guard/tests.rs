@@ -51,6 +51,18 @@ fn judge_seeing(
     history: &[Recent],
     items: &[(Intent, Planned)],
 ) -> Vec<String> {
+    verdicts(policy, observed, history, items)
+        .iter()
+        .map(|v| v.label().to_string())
+        .collect()
+}
+
+fn verdicts(
+    policy: &Policy,
+    observed: &Observed,
+    history: &[Recent],
+    items: &[(Intent, Planned)],
+) -> Vec<Verdict> {
     let batch: Vec<_> = items
         .iter()
         .map(|(i, p)| Candidate {
@@ -59,9 +71,6 @@ fn judge_seeing(
         })
         .collect();
     evaluate_guards(policy, observed, history, &batch, NOW)
-        .iter()
-        .map(|v| v.label().to_string())
-        .collect()
 }
 
 fn recent(ago: i64, runbook: &str, ns: &str, name: &str, disruptive: bool) -> Recent {
@@ -141,14 +150,7 @@ fn one_action_per_target_per_cycle() {
 fn a_target_held_by_another_runbook_defers_and_by_the_same_one_does_not() {
     let p = Policy::default();
     let judged = |history: &[Recent], items: &[(Intent, Planned)]| {
-        let batch: Vec<_> = items
-            .iter()
-            .map(|(i, p)| Candidate {
-                intent: i,
-                planned: p,
-            })
-            .collect();
-        evaluate_guards(&p, &Observed::default(), history, &batch, NOW)
+        verdicts(&p, &Observed::default(), history, items)
     };
     let v = judged(
         &[recent(60, "switchover", "a", "x", true)],
@@ -190,14 +192,7 @@ fn a_target_held_by_another_runbook_defers_and_by_the_same_one_does_not() {
         ..Policy::default()
     };
     let batch = [(intent("work-mem", "a", "x"), planned(false, vec![]))];
-    let candidates: Vec<_> = batch
-        .iter()
-        .map(|(i, p)| Candidate {
-            intent: i,
-            planned: p,
-        })
-        .collect();
-    let v = evaluate_guards(&killed, &Observed::default(), &[], &candidates, NOW);
+    let v = verdicts(&killed, &Observed::default(), &[], &batch);
     assert!(!v[0].defers("work-mem"));
 }
 
