@@ -1,7 +1,7 @@
 //! The univariate online detectors: EWMA z-score, robust median/MAD, a
 //! seasonal (time-of-period) baseline, two-sided CUSUM change points, a Holt
 //! trend forecast with time to threshold, a contextual novelty detector
-//! (`context.rs`), relative entropy over a sliding histogram (`entropy.rs`),
+//! (`context.rs`), CAD OSE's contexts learnt online (`cad.rs`), relative entropy over a sliding histogram (`entropy.rs`),
 //! a k-NN conformal detector (`knn.rs`), a robust seasonal decomposition
 //! (`decompose.rs`), an ensemble by maximum score, and one by calibrated
 //! rank (`rank.rs`).
@@ -19,6 +19,7 @@ use super::stats::{
     Episodes, Ewm, SortedWindow, alpha_from_half_life, erfc, half_life_memory, score_from_excess,
 };
 
+mod cad;
 pub mod calibrate;
 mod context;
 mod decompose;
@@ -28,6 +29,7 @@ mod knn;
 mod params;
 mod rank;
 
+use cad::CadDetector;
 use calibrate::Calibrated;
 use context::ContextDetector;
 use decompose::DecomposeDetector;
@@ -154,6 +156,25 @@ impl DetectorParams {
                 rest,
                 warmup,
                 max_contexts,
+            )),
+            DetectorParams::Cad {
+                bits,
+                warmup,
+                margin,
+                rest,
+                max_left,
+                max_active,
+                max_contexts,
+                memory,
+            } => Box::new(CadDetector::new(
+                bits,
+                warmup,
+                margin,
+                rest,
+                max_left,
+                max_active,
+                max_contexts,
+                memory,
             )),
             DetectorParams::Entropy {
                 window,

@@ -6,7 +6,7 @@
 //! Pure: a seed in, parameter sets out. Must not score or choose (that is
 //! `logo`), so the search cannot see labels.
 
-use super::detectors::{DetectorKind, DetectorParams};
+use super::detectors::{DetectorKind, DetectorParams, defaults};
 
 /// SplitMix64: tiny, seeded, and the same on every platform.
 #[derive(Clone, Debug)]
@@ -117,6 +117,16 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
             rest: rng.pick(&[0, 20, 50, 100, 200, 500, 1000]),
             warmup: rng.pick(&[20, 50, 100, 200, 400]),
             max_contexts: 1024,
+        },
+        DetectorKind::Cad => DetectorParams::Cad {
+            bits: rng.pick(&[2, 3, 4]),
+            warmup: rng.pick(&[150, 300, 500, 750]),
+            margin: rng.pick(&[0.0, 0.1, 0.25]),
+            rest: rng.pick(&[0, 50, 100, 150, 300]),
+            max_left: 7,
+            max_active: rng.pick(&[7, 15, 30]),
+            max_contexts: defaults::cad::MAX_CONTEXTS,
+            memory: rng.pick(&[500, 1000, 2000, 4000]),
         },
         DetectorKind::Entropy => DetectorParams::Entropy {
             window: rng.pick(&[16, 24, 32, 48, 64, 96, 128]),

@@ -379,7 +379,7 @@ fn validate_multivariate(
 }
 
 /// The detectors a model spec may name, in the order errors list them. The
-/// rest (`gaussian`, `diff`, `ensemble`, `context`, `entropy`, `knn`,
+/// rest (`gaussian`, `diff`, `ensemble`, `context`, `cad`, `entropy`, `knn`,
 /// `decompose`, `rank`) are benchmark and CLI
 /// tools until the evaluation supports them for operational signals.
 const SPEC_KINDS: [DetectorKind; 5] = [
@@ -689,6 +689,7 @@ fn validate_detector(c: &Check, at: &str, d: &RawDetector) -> Result<DetectorPar
         | DetectorKind::Diff
         | DetectorKind::Ensemble
         | DetectorKind::Context
+        | DetectorKind::Cad
         | DetectorKind::Entropy
         | DetectorKind::Knn
         | DetectorKind::Decompose

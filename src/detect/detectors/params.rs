@@ -29,6 +29,7 @@ pub enum DetectorKind {
     Diff,
     Ensemble,
     Context,
+    Cad,
     Entropy,
     Knn,
     Decompose,
@@ -37,7 +38,7 @@ pub enum DetectorKind {
 
 impl DetectorKind {
     /// Every kind, in the order they are listed to users.
-    pub const ALL: [DetectorKind; 13] = [
+    pub const ALL: [DetectorKind; 14] = [
         DetectorKind::Ewma,
         DetectorKind::Mad,
         DetectorKind::Seasonal,
@@ -47,6 +48,7 @@ impl DetectorKind {
         DetectorKind::Diff,
         DetectorKind::Ensemble,
         DetectorKind::Context,
+        DetectorKind::Cad,
         DetectorKind::Entropy,
         DetectorKind::Knn,
         DetectorKind::Decompose,
@@ -65,6 +67,7 @@ impl DetectorKind {
             DetectorKind::Diff => "diff",
             DetectorKind::Ensemble => "ensemble",
             DetectorKind::Context => "context",
+            DetectorKind::Cad => "cad",
             DetectorKind::Entropy => "entropy",
             DetectorKind::Knn => "knn",
             DetectorKind::Decompose => "decompose",
@@ -87,6 +90,7 @@ impl DetectorKind {
             | DetectorKind::Diff
             | DetectorKind::Ensemble
             | DetectorKind::Context
+            | DetectorKind::Cad
             | DetectorKind::Entropy
             | DetectorKind::Knn
             | DetectorKind::Decompose
@@ -159,6 +163,19 @@ impl DetectorKind {
                 warmup: defaults::context::WARMUP,
                 max_contexts: defaults::context::MAX_CONTEXTS,
             },
+            DetectorKind::Cad => {
+                use defaults::cad::*;
+                DetectorParams::Cad {
+                    bits: BITS,
+                    warmup: WARMUP,
+                    margin: MARGIN,
+                    rest: REST,
+                    max_left: MAX_LEFT,
+                    max_active: MAX_ACTIVE,
+                    max_contexts: MAX_CONTEXTS,
+                    memory: MEMORY,
+                }
+            }
             DetectorKind::Entropy => {
                 use defaults::entropy::*;
                 DetectorParams::Entropy {
@@ -287,6 +304,24 @@ pub mod defaults {
         /// The per-series memory ceiling: about 32 bytes per context.
         pub const MAX_CONTEXTS: u32 = 1024;
     }
+    /// CAD OSE, online (`cad.rs`): NAB's settings, but for the range,
+    /// learnt from the warm-up (NAB's probation is at most 750 samples).
+    pub mod cad {
+        pub const BITS: u32 = 3;
+        pub const WARMUP: u32 = 150;
+        /// Share of the span added beyond a value that widens the range.
+        pub const MARGIN: f64 = 0.1;
+        pub const REST: u32 = 0;
+        pub const MAX_LEFT: u32 = 7;
+        pub const MAX_ACTIVE: u32 = 30;
+        /// The per-series memory ceiling: 120–230 bytes per context with
+        /// its semi-contexts and indexes on NAB, so at most about 3.5 MB.
+        /// Reached, the detector relearns its latest samples.
+        pub const MAX_CONTEXTS: u32 = 16_384;
+        /// Samples remembered, to relearn in new levels when the range
+        /// widens.
+        pub const MEMORY: u32 = 4000;
+    }
     /// Relative entropy of a sliding histogram against remembered ones.
     pub mod entropy {
         pub const WINDOW: u32 = 48;
@@ -405,6 +440,23 @@ pub enum DetectorParams {
         warmup: u32,
         max_contexts: u32,
     },
+    /// CAD OSE, online: each sample's level (`bits` bits of the range
+    /// learnt over the first `warmup` samples, widened by `margin` of its
+    /// span on each side) becomes facts; contexts pair the previous step's
+    /// facts and active contexts with this step's facts; scores how little
+    /// of what the contexts predicted happened and how much is new. After
+    /// a score of 0.75, `rest` samples report 0. At most `max_contexts`
+    /// contexts (then it learns again).
+    Cad {
+        bits: u32,
+        warmup: u32,
+        margin: f64,
+        rest: u32,
+        max_left: u32,
+        max_active: u32,
+        max_contexts: u32,
+        memory: u32,
+    },
     /// Relative entropy: the histogram (`bins` slices of the warm-up range
     /// plus two outside it) of the last `window` samples against up to
     /// `refs` remembered histograms; scores how badly the best-matching,
@@ -462,6 +514,7 @@ impl DetectorParams {
             DetectorParams::Diff { .. } => DetectorKind::Diff,
             DetectorParams::Ensemble { .. } => DetectorKind::Ensemble,
             DetectorParams::Context { .. } => DetectorKind::Context,
+            DetectorParams::Cad { .. } => DetectorKind::Cad,
             DetectorParams::Entropy { .. } => DetectorKind::Entropy,
             DetectorParams::Knn { .. } => DetectorKind::Knn,
             DetectorParams::Decompose { .. } => DetectorKind::Decompose,
@@ -482,7 +535,7 @@ impl DetectorParams {
 
     /// Names accepted by [`DetectorParams::default_for`] (a test checks
     /// this against [`DetectorKind::default_params`]).
-    pub const DEFAULT_NAMES: [&'static str; 11] = [
+    pub const DEFAULT_NAMES: [&'static str; 12] = [
         "ewma",
         "mad",
         "seasonal",
@@ -490,6 +543,7 @@ impl DetectorParams {
         "gaussian",
         "ensemble",
         "context",
+        "cad",
         "entropy",
         "knn",
         "decompose",
