@@ -57,6 +57,9 @@ struct Side {
     ids: HashMap<Vec<u32>, usize>,
     semis: Vec<Semi>,
     by_fact: HashMap<u32, Vec<usize>>,
+    /// Each semi-context under its highest fact: finds the ones wholly in
+    /// a group without crossing every one that shares a fact with it.
+    by_anchor: HashMap<u32, Vec<usize>>,
     crossed: Vec<usize>,
 }
 
@@ -69,12 +72,29 @@ impl Side {
         for &f in facts {
             self.by_fact.entry(f).or_default().push(id);
         }
+        if let Some(&top) = facts.iter().max() {
+            self.by_anchor.entry(top).or_default().push(id);
+        }
         self.ids.insert(facts.to_vec(), id);
         self.semis.push(Semi {
             facts: facts.to_vec(),
             matched: Vec::new(),
         });
         id
+    }
+
+    /// The semi-contexts whose facts are all in `group` (sorted).
+    fn wholly_in(&self, group: &[u32]) -> Vec<usize> {
+        let mut out = Vec::new();
+        for g in group {
+            for &id in self.by_anchor.get(g).map_or(&[][..], Vec::as_slice) {
+                let facts = &self.semis[id].facts;
+                if facts.iter().all(|f| group.binary_search(f).is_ok()) {
+                    out.push(id);
+                }
+            }
+        }
+        out
     }
 
     /// Marks which facts of each semi-context are present in `facts`.
@@ -130,7 +150,9 @@ impl Side {
             .iter()
             .map(|s| 4 * (2 * s.facts.capacity() + s.matched.capacity()))
             .sum();
-        let lists: usize = self.by_fact.values().map(|v| 8 * v.capacity() + 40).sum();
+        let lists: usize = (self.by_fact.values().chain(self.by_anchor.values()))
+            .map(|v| 8 * v.capacity() + 40)
+            .sum();
         facts
             + lists
             + self.semis.capacity() * size_of::<Semi>()
@@ -186,9 +208,20 @@ impl Machine {
         max_left: usize,
     ) -> (Vec<usize>, usize, Vec<Candidate>) {
         let (mut active, mut selected, mut candidates) = (Vec::new(), 0, Vec::new());
-        for &l in &self.left.crossed {
+        // Only a new transition generalises, from partial overlaps too;
+        // otherwise the contexts wholly in the previous group are all
+        // that count, found by their anchors (most steps).
+        let lefts = if new_transition {
+            let group = std::mem::take(&mut self.left_group);
+            self.left.cross(&group);
+            self.left_group = group;
+            std::mem::take(&mut self.left.crossed)
+        } else {
+            self.left.wholly_in(&self.left_group)
+        };
+        for &l in &lefts {
             let ls = &self.left.semis[l];
-            let whole_left = ls.matched.len() == ls.facts.len();
+            let whole_left = !new_transition || ls.matched.len() == ls.facts.len();
             for &c in self.of_left.get(l).map_or(&[][..], Vec::as_slice) {
                 if Some(c) == self.just_created {
                     continue;
@@ -211,6 +244,9 @@ impl Machine {
                     candidates.push((ls.matched.clone(), rs.matched.clone()));
                 }
             }
+        }
+        if new_transition {
+            self.left.crossed = lefts;
         }
         self.just_created = None;
         (active, selected, candidates)
@@ -254,7 +290,6 @@ impl Machine {
             created += usize::from(self.add(lf, rf, false).1);
         }
         distinct.extend(candidates);
-        self.left.cross(&group);
         self.left_group = group;
         let added = created + usize::from(new_transition);
         let share_new = if new_transition && !distinct.is_empty() {
