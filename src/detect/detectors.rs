@@ -37,7 +37,7 @@ use entropy::EntropyDetector;
 use forecast::ForecastDetector;
 pub use forecast::human_duration;
 use knn::KnnDetector;
-pub use params::{DetectorKind, DetectorParams, Direction, defaults};
+pub use params::{CadParams, DetectorKind, DetectorParams, Direction, defaults};
 use rank::RankDetector;
 
 impl DetectorParams {
@@ -157,25 +157,7 @@ impl DetectorParams {
                 warmup,
                 max_contexts,
             )),
-            DetectorParams::Cad {
-                bits,
-                warmup,
-                margin,
-                rest,
-                max_left,
-                max_active,
-                max_contexts,
-                memory,
-            } => Box::new(CadDetector::new(
-                bits,
-                warmup,
-                margin,
-                rest,
-                max_left,
-                max_active,
-                max_contexts,
-                memory,
-            )),
+            DetectorParams::Cad(p) => Box::new(CadDetector::new(p)),
             DetectorParams::Entropy {
                 window,
                 bins,

@@ -6,7 +6,7 @@
 //! Pure: a seed in, parameter sets out. Must not score or choose (that is
 //! `logo`), so the search cannot see labels.
 
-use super::detectors::{DetectorKind, DetectorParams, defaults};
+use super::detectors::{CadParams, DetectorKind, DetectorParams, defaults};
 
 /// SplitMix64: tiny, seeded, and the same on every platform.
 #[derive(Clone, Debug)]
@@ -118,7 +118,7 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
             warmup: rng.pick(&[20, 50, 100, 200, 400]),
             max_contexts: 1024,
         },
-        DetectorKind::Cad => DetectorParams::Cad {
+        DetectorKind::Cad => DetectorParams::Cad(CadParams {
             bits: rng.pick(&[2, 3, 4]),
             warmup: rng.pick(&[150, 300, 500, 750]),
             margin: rng.pick(&[0.0, 0.1, 0.25]),
@@ -127,7 +127,7 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
             max_active: rng.pick(&[7, 15, 30]),
             max_contexts: defaults::cad::MAX_CONTEXTS,
             memory: rng.pick(&[500, 1000, 2000, 4000]),
-        },
+        }),
         DetectorKind::Entropy => DetectorParams::Entropy {
             window: rng.pick(&[16, 24, 32, 48, 64, 96, 128]),
             bins: rng.pick(&[4, 6, 8, 10, 16]),

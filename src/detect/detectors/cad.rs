@@ -37,7 +37,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::{Detector, DetectorKind, Scored};
+use super::{CadParams, Detector, DetectorKind, Scored};
 
 /// Neuron facts (an active context's id) are kept apart from sensor facts.
 const NEURON: u32 = 1 << 31;
@@ -302,14 +302,7 @@ impl Machine {
 }
 
 pub(super) struct CadDetector {
-    bits: u32,
-    warmup: u32,
-    margin: f64,
-    rest: u32,
-    max_left: u32,
-    max_active: u32,
-    max_contexts: u32,
-    memory: u32,
+    p: CadParams,
     /// The range the levels slice: its low and high ends.
     range: Option<(f64, f64)>,
     /// The latest `memory` samples, replayed when the range widens.
@@ -321,26 +314,15 @@ pub(super) struct CadDetector {
 }
 
 impl CadDetector {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        bits: u32,
-        warmup: u32,
-        margin: f64,
-        rest: u32,
-        max_left: u32,
-        max_active: u32,
-        max_contexts: u32,
-        memory: u32,
-    ) -> Self {
+    pub(super) fn new(p: CadParams) -> Self {
         CadDetector {
-            bits: bits.clamp(1, 8),
-            warmup,
-            margin: margin.max(0.0),
-            rest,
-            max_left,
-            max_active,
-            max_contexts: max_contexts.max(64),
-            memory: memory.max(1),
+            p: CadParams {
+                bits: p.bits.clamp(1, 8),
+                margin: p.margin.max(0.0),
+                max_contexts: p.max_contexts.max(64),
+                memory: p.memory.max(1),
+                ..p
+            },
             range: None,
             history: VecDeque::new(),
             machine: Machine::default(),
@@ -350,7 +332,7 @@ impl CadDetector {
     }
 
     fn top(&self) -> u32 {
-        (1 << self.bits) - 1
+        (1 << self.p.bits) - 1
     }
 
     /// The level of `x`: `top` equal slices of the range, and the range's
@@ -373,12 +355,14 @@ impl CadDetector {
     }
 
     fn facts(&self, level: u32) -> Vec<u32> {
-        (0..self.bits).map(|i| 2 * i + ((level >> i) & 1)).collect()
+        (0..self.p.bits)
+            .map(|i| 2 * i + ((level >> i) & 1))
+            .collect()
     }
 
     /// Learns `x` and returns its raw score.
     fn feed(&mut self, x: f64) -> f64 {
-        if self.machine.contexts.len() >= self.max_contexts as usize {
+        if self.machine.contexts.len() >= self.p.max_contexts as usize {
             self.relearn();
         }
         self.step(x)
@@ -394,7 +378,7 @@ impl CadDetector {
             for i in self.history.len() - take..self.history.len() {
                 let _ = self.step(self.history[i]);
             }
-            if self.machine.contexts.len() < self.max_contexts as usize / 2 || take < 64 {
+            if self.machine.contexts.len() < self.p.max_contexts as usize / 2 || take < 64 {
                 break;
             }
             take /= 2;
@@ -405,9 +389,9 @@ impl CadDetector {
         let facts = self.facts(self.level(x));
         self.machine.step(
             &facts,
-            self.max_left as usize,
-            self.max_active as usize,
-            self.max_contexts as usize,
+            self.p.max_left as usize,
+            self.p.max_active as usize,
+            self.p.max_contexts as usize,
         )
     }
 
@@ -423,7 +407,7 @@ impl CadDetector {
             return;
         }
         let (lo, hi) = (lo.min(x), hi.max(x));
-        let extra = self.margin * (hi - lo);
+        let extra = self.p.margin * (hi - lo);
         let lo = if x < lo + extra { lo - extra } else { lo };
         let hi = if x > hi - extra { hi + extra } else { hi };
         self.range = Some((lo, hi));
@@ -431,12 +415,12 @@ impl CadDetector {
     }
 
     fn remember(&mut self, x: f64, raw: f64) {
-        if self.history.len() == self.memory as usize {
+        if self.history.len() == self.p.memory as usize {
             self.history.pop_front();
         }
         self.history.push_back(x);
-        if self.rest > 0 {
-            if self.recent.len() == self.rest as usize {
+        if self.p.rest > 0 {
+            if self.recent.len() == self.p.rest as usize {
                 self.recent.pop_front();
             }
             self.recent.push_back(raw);
@@ -460,7 +444,7 @@ impl Detector for CadDetector {
         self.remember(x, raw);
         self.seen += 1;
         let (lo, hi) = self.range.unwrap_or((x, x));
-        (self.seen > u64::from(self.warmup)).then(|| Scored {
+        (self.seen > u64::from(self.p.warmup)).then(|| Scored {
             score: if resting { 0.0 } else { raw },
             baseline: (lo + hi) / 2.0,
             measure: f64::from(level),
@@ -470,16 +454,7 @@ impl Detector for CadDetector {
     }
 
     fn reset(&mut self) {
-        *self = Self::new(
-            self.bits,
-            self.warmup,
-            self.margin,
-            self.rest,
-            self.max_left,
-            self.max_active,
-            self.max_contexts,
-            self.memory,
-        );
+        *self = Self::new(self.p);
     }
 
     fn explain(&self, signal: &str, value: f64, s: &Scored) -> String {
@@ -505,7 +480,16 @@ mod tests {
 
     #[test]
     fn a_learned_pattern_is_not_surprising_and_a_break_in_it_is() {
-        let mut d = CadDetector::new(3, 40, 0.0, 0, 7, 15, 100_000, 1000);
+        let mut d = CadDetector::new(CadParams {
+            bits: 3,
+            warmup: 40,
+            margin: 0.0,
+            rest: 0,
+            max_left: 7,
+            max_active: 15,
+            max_contexts: 100_000,
+            memory: 1000,
+        });
         let pattern = [0.0, 3.0, 7.0, 3.0];
         let mut xs: Vec<f64> = (0..600).map(|i| pattern[i % 4]).collect();
         // Known values in an order never seen: 0 → 7.
@@ -520,7 +504,16 @@ mod tests {
 
     #[test]
     fn a_value_beyond_the_range_widens_it_and_is_new() {
-        let mut d = CadDetector::new(3, 40, 0.1, 0, 7, 15, 100_000, 1000);
+        let mut d = CadDetector::new(CadParams {
+            bits: 3,
+            warmup: 40,
+            margin: 0.1,
+            rest: 0,
+            max_left: 7,
+            max_active: 15,
+            max_contexts: 100_000,
+            memory: 1000,
+        });
         let mut xs: Vec<f64> = (0..600).map(|i| (i % 5) as f64).collect();
         xs.push(40.0);
         let s = run(&mut d, &xs);
@@ -533,7 +526,16 @@ mod tests {
 
     #[test]
     fn after_an_alarm_the_rest_reports_nothing() {
-        let mut d = CadDetector::new(3, 40, 0.0, 20, 7, 15, 100_000, 1000);
+        let mut d = CadDetector::new(CadParams {
+            bits: 3,
+            warmup: 40,
+            margin: 0.0,
+            rest: 20,
+            max_left: 7,
+            max_active: 15,
+            max_contexts: 100_000,
+            memory: 1000,
+        });
         let mut xs: Vec<f64> = (0..400).map(|i| (i % 2) as f64 * 7.0).collect();
         xs.extend([3.0, 5.0, 3.0, 5.0]);
         let s = run(&mut d, &xs);
@@ -547,7 +549,16 @@ mod tests {
 
     #[test]
     fn memory_stays_under_its_ceiling_and_relearning_keeps_the_latest_samples() {
-        let mut d = CadDetector::new(4, 20, 0.1, 0, 7, 15, 500, 1000);
+        let mut d = CadDetector::new(CadParams {
+            bits: 4,
+            warmup: 20,
+            margin: 0.1,
+            rest: 0,
+            max_left: 7,
+            max_active: 15,
+            max_contexts: 500,
+            memory: 1000,
+        });
         let mut x = 0.0f64;
         let mut most = 0;
         for i in 0..20_000u64 {
@@ -566,7 +577,16 @@ mod tests {
 
     #[test]
     fn nan_is_not_scored_and_reset_forgets() {
-        let mut d = CadDetector::new(3, 5, 0.0, 0, 7, 15, 1000, 100);
+        let mut d = CadDetector::new(CadParams {
+            bits: 3,
+            warmup: 5,
+            margin: 0.0,
+            rest: 0,
+            max_left: 7,
+            max_active: 15,
+            max_contexts: 1000,
+            memory: 100,
+        });
         assert!(d.score(0, f64::NAN).is_none());
         let _ = run(&mut d, &[1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0]);
         assert!(!d.machine.contexts.is_empty());

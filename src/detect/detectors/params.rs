@@ -165,7 +165,7 @@ impl DetectorKind {
             },
             DetectorKind::Cad => {
                 use defaults::cad::*;
-                DetectorParams::Cad {
+                DetectorParams::Cad(CadParams {
                     bits: BITS,
                     warmup: WARMUP,
                     margin: MARGIN,
@@ -174,7 +174,7 @@ impl DetectorKind {
                     max_active: MAX_ACTIVE,
                     max_contexts: MAX_CONTEXTS,
                     memory: MEMORY,
-                }
+                })
             }
             DetectorKind::Entropy => {
                 use defaults::entropy::*;
@@ -359,6 +359,26 @@ pub mod defaults {
     }
 }
 
+/// CAD OSE, online: each sample's level (`bits` bits of a range that
+/// widens to take every value, by `margin` of its span beyond it) becomes
+/// facts; contexts pair the previous step's facts and active contexts with
+/// this step's facts; scores how little of what the contexts predicted
+/// happened and how much is new. No score for the first `warmup` samples;
+/// after a score of 0.75, `rest` samples report 0. At most `max_contexts`
+/// contexts (then the latest of the `memory` remembered samples are
+/// relearnt).
+#[derive(Serialize, Clone, Copy, Debug, PartialEq)]
+pub struct CadParams {
+    pub bits: u32,
+    pub warmup: u32,
+    pub margin: f64,
+    pub rest: u32,
+    pub max_left: u32,
+    pub max_active: u32,
+    pub max_contexts: u32,
+    pub memory: u32,
+}
+
 /// Validated detector parameters (see `spec` for the YAML form and the
 /// checks). Every `limit` is the excess that scores 0.5.
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -440,23 +460,8 @@ pub enum DetectorParams {
         warmup: u32,
         max_contexts: u32,
     },
-    /// CAD OSE, online: each sample's level (`bits` bits of the range
-    /// learnt over the first `warmup` samples, widened by `margin` of its
-    /// span on each side) becomes facts; contexts pair the previous step's
-    /// facts and active contexts with this step's facts; scores how little
-    /// of what the contexts predicted happened and how much is new. After
-    /// a score of 0.75, `rest` samples report 0. At most `max_contexts`
-    /// contexts (then it learns again).
-    Cad {
-        bits: u32,
-        warmup: u32,
-        margin: f64,
-        rest: u32,
-        max_left: u32,
-        max_active: u32,
-        max_contexts: u32,
-        memory: u32,
-    },
+    /// CAD OSE, online ([`CadParams`]).
+    Cad(CadParams),
     /// Relative entropy: the histogram (`bins` slices of the warm-up range
     /// plus two outside it) of the last `window` samples against up to
     /// `refs` remembered histograms; scores how badly the best-matching,
@@ -514,7 +519,7 @@ impl DetectorParams {
             DetectorParams::Diff { .. } => DetectorKind::Diff,
             DetectorParams::Ensemble { .. } => DetectorKind::Ensemble,
             DetectorParams::Context { .. } => DetectorKind::Context,
-            DetectorParams::Cad { .. } => DetectorKind::Cad,
+            DetectorParams::Cad(_) => DetectorKind::Cad,
             DetectorParams::Entropy { .. } => DetectorKind::Entropy,
             DetectorParams::Knn { .. } => DetectorKind::Knn,
             DetectorParams::Decompose { .. } => DetectorKind::Decompose,
