@@ -1,12 +1,14 @@
 //! CAD OSE, online: Smirnov's Contextual Anomaly Detector (Open Source
 //! Edition, as NAB runs it), written from a description of its algorithm,
-//! with the one change an agent needs: the value range is learnt from the
-//! series' first `warmup` samples instead of being read from the whole
-//! file ahead of time.
+//! with the one change an agent needs: the value range is learnt as the
+//! series goes, instead of being read from the whole file ahead of time.
+//! A value outside it widens it (by `margin` of the new span beyond the
+//! value), and the latest `memory` samples are relearnt in the new levels:
+//! the old contexts speak of levels that no longer exist.
 //!
-//! A sample becomes a few *facts*: the bits of its level (`bits` bits, so
-//! `2^bits` levels of the range; a value beyond it takes the nearest end
-//! level). A *context* pairs a left semi-context (a set of facts of the
+//! A sample becomes a few *facts*: the bits of its level (`bits` bits: the
+//! range in `2^bits − 1` equal slices, its high end a level of its own, as
+//! in CAD's encoding). A *context* pairs a left semi-context (a set of facts of the
 //! previous step: its sensor facts and the contexts that were active then,
 //! as "neuron" facts) with a right semi-context (a set of this step's
 //! sensor facts). At each step:
@@ -29,11 +31,16 @@
 //! `rest` samples report 0 (as CAD does; NAB sets `rest` to a fifth of its
 //! probation).
 //!
+//! No score for the first `warmup` samples.
+//!
 //! Memory: nothing is forgotten until the tables hold `max_contexts`
-//! contexts; then everything is cleared and learnt again from the next
-//! samples (the range is kept). Cost per sample: linear in the contexts
-//! of the left semi-contexts that share a fact with the previous left
-//! group, so bounded by `max_contexts`. Pure, like every detector.
+//! contexts; then the latest remembered samples that fit in half of that
+//! are relearnt (the range is kept). Cost per sample: on a known
+//! transition, the contexts of the left semi-contexts wholly in the
+//! previous group; on a new one, those of every left semi-context sharing
+//! a fact with it, so bounded by `max_contexts`; plus a replay of up to
+//! `memory` samples when the range widens or the ceiling is reached.
+//! Pure, like every detector.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

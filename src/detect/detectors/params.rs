@@ -304,8 +304,8 @@ pub mod defaults {
         /// The per-series memory ceiling: about 32 bytes per context.
         pub const MAX_CONTEXTS: u32 = 1024;
     }
-    /// CAD OSE, online (`cad.rs`): NAB's settings, but for the range,
-    /// learnt from the warm-up (NAB's probation is at most 750 samples).
+    /// CAD OSE, online (`cad.rs`): what the leave-one-group-out search
+    /// chose in every fold (BENCHMARKS.md); `MAX_LEFT` is NAB's.
     pub mod cad {
         pub const BITS: u32 = 3;
         pub const WARMUP: u32 = 150;
