@@ -3,7 +3,10 @@
 //! faults as `autopilot sandbox`) is played in simulated time with no agent
 //! acting: a warm-up hour, a quiet period with a daily swing of load and
 //! noise, then each scenario's fault in turn for a while, ended, and an
-//! hour to settle. Every exporter's samples are backfilled into a real
+//! hour to settle. The timeline lies in the recent past, on whole hours,
+//! but the load follows a simulated clock on which the first fault starts
+//! at 09:00 ([`FIRST_FAULT_HOUR`]), so a run prints the same whenever it
+//! is started. Every exporter's samples are backfilled into a real
 //! Prometheus (promtool), and the live cycle's detection (the model specs
 //! of `--models`, `autopilot replay`'s machinery, no runbooks) is replayed
 //! over that history at the agent's cycle interval. Reported per scenario:
@@ -158,11 +161,21 @@ impl Noise {
     }
 }
 
-/// The load at `t` (unix seconds): a daily swing peaking mid-afternoon
-/// (UTC), and noise.
-fn load(t: i64, swing: f64, noise: f64, rng: &mut Noise) -> f64 {
-    let day = (t % 86_400) as f64 / 86_400.0;
-    let daily = 1.0 + swing / 2.0 * (std::f64::consts::TAU * (day - 0.375)).cos();
+/// The hour of the simulated day at which the first fault starts: 09:00,
+/// when the load is back to normal and rising. The daily swing takes the
+/// load from 0.8 to 1.2 of normal by default, and a traffic surge at the
+/// trough (0.77 of the slots) does not saturate the gateway: it is not
+/// the fault the scenario means. The faults that follow, two hours apart,
+/// meet the rest of the day.
+const FIRST_FAULT_HOUR: i64 = 9;
+
+/// The load `since` seconds after a midnight of the simulated day: a daily
+/// swing peaking mid-afternoon (15:00), and noise. On the simulated clock,
+/// not the wall clock's time of day, so a run does not depend on the hour
+/// it was started at: each fault meets the same load every time.
+fn load(since: i64, swing: f64, noise: f64, rng: &mut Noise) -> f64 {
+    let day = since.rem_euclid(86_400) as f64 / 86_400.0;
+    let daily = 1.0 + swing / 2.0 * (std::f64::consts::TAU * (day - 0.625)).cos();
     (daily * (1.0 + noise * rng.normal())).max(0.05)
 }
 
@@ -170,12 +183,13 @@ fn load(t: i64, swing: f64, noise: f64, rng: &mut Noise) -> f64 {
 type Samples = BTreeMap<String, Vec<(i64, f64)>>;
 
 /// Plays the estate from `from` to `to` every `scrape` seconds, starting
-/// and ending the faults as `schedule` says; returns every sample.
+/// and ending the faults as `schedule` says, the daily swing of the load
+/// timed from `midnight` (unix seconds); returns every sample.
 fn play(
     objects: &mut [Value],
     schedule: &[(Fault, Scheduled)],
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
+    midnight: i64,
     args: &OpsArgs,
 ) -> anyhow::Result<Samples> {
     let mut model = Model::default();
@@ -220,7 +234,7 @@ fn play(
                 }
             }
         }
-        model.set_load(load(t, args.daily_swing, args.noise, &mut rng));
+        model.set_load(load(t - midnight, args.daily_swing, args.noise, &mut rng));
         let patches = model.advance(scrape as f64);
         apply(objects, patches);
         for line in model.exposition().lines() {
@@ -395,7 +409,8 @@ pub async fn run(args: OpsArgs) -> anyhow::Result<()> {
         total as f64 / 3600.0,
         faults.len()
     );
-    let samples = play(&mut objects, &schedule, start, end, &args)?;
+    let midnight = quiet_to - FIRST_FAULT_HOUR * 3600;
+    let samples = play(&mut objects, &schedule, (start, end), midnight, &args)?;
     let points: usize = samples.values().map(Vec::len).sum();
     eprintln!(
         "[ops] {} series, {points} samples; backfilling Prometheus with promtool …",
@@ -497,7 +512,11 @@ fn judge(
                 .iter()
                 .filter(|e| e.component == s.target && e.end >= s.start && e.start <= s.end)
                 .collect();
-            d.sort_by_key(|e| e.start);
+            // Episodes that start in one cycle are named in a fixed order
+            // (by detector, then signal), not in the order they were found.
+            d.sort_by(|a, b| {
+                (a.start, &a.detector, &a.signal).cmp(&(b.start, &b.detector, &b.signal))
+            });
             d
         };
         let first = |on_signal: bool| {
