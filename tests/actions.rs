@@ -776,6 +776,33 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
         "a superseded recommendation cannot be approved"
     );
     assert_eq!(get(&client, &gw).await["spec"]["replicas"], 6);
+
+    // A renewal proposed again a cycle later is the same renewal, though
+    // its change carries the time it was planned at: the pending one
+    // stands, so the SRE reviewing it does not see it replaced every cycle.
+    let cert = create(&client, &ns, "Certificate", "api-tls", json!({"secretName": "api-tls", "issuerRef": {"name": "ca"}}),
+        Some(json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "ok", "lastTransitionTime": "2027-01-01T00:00:00Z"}]}))).await;
+    let renew = |at| {
+        let action = Action::RenewCertificate {
+            target: cert.clone(),
+        };
+        run_one(&ex, action, Mode::Recommend, &p, at)
+    };
+    let first = renew(NOW + 500).await;
+    assert_eq!(first.outcome, outcome::RECOMMENDED, "{}", first.detail);
+    let again = renew(NOW + 530).await;
+    assert_eq!(again.outcome, outcome::RECOMMENDED, "{}", again.detail);
+    assert_eq!(again.id, first.id, "{}", again.detail);
+    let pending: Vec<i64> = ex
+        .journal()
+        .list(10, true)
+        .await
+        .expect("pending")
+        .iter()
+        .filter(|e| e.entry.action_kind == "renew_certificate")
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(pending, vec![first.id]);
 }
 
 #[tokio::test]

@@ -38,6 +38,7 @@ mod plan;
 pub use cnpg::{CNPG_FORBIDDEN_PARAMETERS, PG_RESTART_PARAMETERS, needs_restart};
 pub use merge::{inverse_merge, merge, patch_is_applied};
 use plan::PlanCtx;
+pub use plan::same_change_but_time;
 
 /// Annotation put on every object the agent patches, naming the journal
 /// entry of the last action — how a restart tells "sent" from "not sent".

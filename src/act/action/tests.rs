@@ -445,3 +445,62 @@ fn every_declared_target_is_a_registered_kind_with_rbac() {
         }
     }
 }
+
+/// A one-shot action proposed again a cycle later is the same change: only
+/// its time stamp differs. A different change (another size, another
+/// target) is not, whenever it was planned.
+#[test]
+fn a_change_planned_again_later_is_the_same_change_but_for_its_time() {
+    let later = NOW + 30;
+    let change_at = |action: &Action, object: &Value, at: i64| {
+        patch_of(&plan_action(action, object, at).expect("plan").change).clone()
+    };
+    let cases = [
+        (
+            Action::RenewCertificate {
+                target: t("Certificate"),
+            },
+            json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        ),
+        (
+            Action::RefreshExternalSecret {
+                target: t("ExternalSecret"),
+            },
+            json!({"spec": {}}),
+        ),
+        (
+            Action::RollingRestart {
+                target: t("PaymentGateway"),
+            },
+            json!({"spec": {}}),
+        ),
+        (
+            Action::Backup {
+                target: t("Cluster"),
+            },
+            json!({"spec": {"backup": {"barmanObjectStore": {"destinationPath": "s3://b"}}}}),
+        ),
+    ];
+    for (action, object) in &cases {
+        let (a, b) = (
+            change_at(action, object, NOW),
+            change_at(action, object, later),
+        );
+        assert_ne!(a, b, "{action:?} stamps its change with the time");
+        assert!(same_change_but_time(&a, NOW, &b, later), "{action:?}");
+        // Not the same if one of them is read at the wrong time.
+        assert!(!same_change_but_time(&a, NOW, &b, NOW), "{action:?}");
+    }
+    let scale = |replicas| {
+        change_at(
+            &Action::ScaleReplicas {
+                target: t("PaymentGateway"),
+                replicas,
+            },
+            &json!({"spec": {"replicas": 3}}),
+            NOW,
+        )
+    };
+    assert!(same_change_but_time(&scale(4), NOW, &scale(4), later));
+    assert!(!same_change_but_time(&scale(4), NOW, &scale(5), later));
+}

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{Executed, Executor, PolicySource, Proposal, SendError, gate::Decider, send::Write};
 use crate::{
     act::{
-        action::{Planned, plan_action},
+        action::{Planned, plan_action, same_change_but_time},
         guard::{Candidate, Recent, Verdict, evaluate_guards, target_key},
         journal::{Journal, JournalEntry, NewEntry, outcome, verdict},
     },
@@ -447,8 +447,10 @@ impl<J: Journal> Executor<J> {
         Ok(())
     }
 
-    /// The pending recommendation that proposes exactly `entry`'s change
-    /// (same runbook, action, target and patch), if there is one.
+    /// The pending recommendation that proposes `entry`'s change (same
+    /// runbook, action, target and patch, apart from the time each was
+    /// planned at: a renewal proposed again next cycle is the same
+    /// renewal), if there is one.
     async fn same_pending(&self, entry: &NewEntry) -> Result<Option<i64>, super::Error> {
         Ok(self
             .journal
@@ -460,7 +462,10 @@ impl<J: Journal> Executor<J> {
                     && old.entry.runbook == entry.runbook
                     && old.entry.action_kind == entry.action_kind
                     && old.entry.target == entry.target
-                    && old.entry.patch == entry.patch
+                    && match (&old.entry.patch, &entry.patch) {
+                        (Some(o), Some(n)) => same_change_but_time(o, old.entry.at, n, entry.at),
+                        (o, n) => o == n,
+                    }
             })
             .map(|old| old.id))
     }

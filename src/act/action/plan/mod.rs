@@ -127,8 +127,42 @@ impl<'a> PlanCtx<'a> {
 
     /// `now` as an RFC 3339 timestamp, as the operators write theirs.
     pub fn now_rfc3339(&self) -> String {
-        chrono::DateTime::from_timestamp(self.now, 0)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        rfc3339(self.now)
     }
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Whether two planned changes are the same change, apart from the time
+/// each was planned at: a renewal, refresh, restart, switchover or backup
+/// stamps its change with `now` (`lastTransitionTime`, `force-sync`,
+/// `restartedAt`, a Backup's name), so two proposals of one renewal a
+/// cycle apart differ in nothing else. Where a planner wrote `now`, in
+/// either of its forms (RFC 3339, or Unix seconds, alone or within a
+/// string), it is read as "the time of planning" on both sides.
+pub fn same_change_but_time(a: &Value, a_at: i64, b: &Value, b_at: i64) -> bool {
+    a == b || without_time(a, a_at) == without_time(b, b_at)
+}
+
+/// `v` with `now`'s forms replaced by a marker.
+fn without_time(v: &Value, now: i64) -> Value {
+    const MARK: &str = "<planned-at>";
+    let (stamp, secs) = (rfc3339(now), now.to_string());
+    fn walk(v: &Value, stamp: &str, secs: &str, now: i64) -> Value {
+        match v {
+            Value::String(s) => Value::String(s.replace(stamp, MARK).replace(secs, MARK)),
+            Value::Number(n) if n.as_i64() == Some(now) => Value::String(MARK.into()),
+            Value::Array(items) => items.iter().map(|x| walk(x, stamp, secs, now)).collect(),
+            Value::Object(fields) => fields
+                .iter()
+                .map(|(k, x)| (k.clone(), walk(x, stamp, secs, now)))
+                .collect(),
+            other => other.clone(),
+        }
+    }
+    walk(v, &stamp, &secs, now)
 }
