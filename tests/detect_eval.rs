@@ -162,6 +162,34 @@ fn eval_reports_full_corpus_and_leave_one_group_out_per_profile() {
 }
 
 #[test]
+fn one_labelled_group_gets_no_held_out_table_of_zeros() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_corpus(dir.path());
+    // Only gA keeps its labelled file: nothing is left to choose on when
+    // it is held out (the operational corpus is such a corpus).
+    std::fs::remove_dir_all(dir.path().join("data/gB")).expect("rm gB");
+    let labels = dir.path().join("labels/combined_windows.json");
+    let mut windows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&labels).expect("labels")).expect("json");
+    windows.as_object_mut().expect("object").remove("gB/b.csv");
+    std::fs::write(&labels, windows.to_string()).expect("write");
+    let text = eval(dir.path(), &["--detector", "mad"]);
+    assert!(
+        text.contains("## Leave one group out: not computed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 group(s) with labelled windows (gA)"),
+        "{text}"
+    );
+    assert!(!text.contains("## Per held-out group"), "{text}");
+    // The full-corpus table is still there, and finds the spike.
+    let full = row(&text, "## Full corpus", "mad");
+    let s: f64 = full[1].parse().expect("number");
+    assert!(s > 80.0, "{text}");
+}
+
+#[test]
 fn eval_refuses_an_unknown_detector_and_a_missing_corpus() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_corpus(dir.path());

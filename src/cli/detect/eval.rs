@@ -108,13 +108,10 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
         files: corpus.iter().map(|f| &f.labels).collect(),
         groups: corpus.iter().map(|f| logo::group_of(&f.name)).collect(),
     };
-    let held_out = logo_corpus.labelled_groups();
     let mut evaluated = Vec::new();
     for name in names {
         evaluated.push(evaluate(corpus, name, o)?);
     }
-    let profiles = nab::PROFILES;
-
     let mut out = format!(
         "NAB over {} files ({rows} rows, {windows} windows); {} candidate(s) per detector \
          (--trials {} --seed {}{})\n",
@@ -124,16 +121,44 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
         o.seed,
         if o.calibrated { " --calibrated" } else { "" }
     );
+    let details = full_corpus(&mut out, corpus, &evaluated, o.per_file);
+    let held_out = logo_corpus.labelled_groups();
+    if held_out.len() < 2 {
+        // Holding out the only group leaves nothing to choose on: a table
+        // of zeros would read as a score.
+        let _ = write!(
+            out,
+            "\n## Leave one group out: not computed\n\n\
+             The corpus has {} group(s) with labelled windows ({}); holding one out \
+             needs another to choose the parameters and threshold on. The full-corpus \
+             figures above chose their threshold on the same files: an upper bound.\n",
+            held_out.len(),
+            held_out.join(", ")
+        );
+    } else {
+        leave_one_group_out(&mut out, &logo_corpus, &held_out, &evaluated);
+    }
+    out.push_str(&details);
+    Ok(out)
+}
 
-    // Full corpus: the defaults (first candidate), threshold chosen on the
-    // same files. NAB's own rules, and what the scoreboard reports.
+/// The full-corpus table: the defaults (first candidate), threshold chosen
+/// on the same files. NAB's own rules, and what the scoreboard reports.
+/// Returns the per-file details when asked for.
+fn full_corpus(
+    out: &mut String,
+    corpus: &[NabFile],
+    evaluated: &[Evaluated],
+    per_file: bool,
+) -> String {
+    let profiles = nab::PROFILES;
     out.push_str(
         "\n## Full corpus: default parameters, one threshold chosen on the same files\n\n\
          | detector | standard | reward low FP | reward low FN | threshold (standard) | TP | FP | FN |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut details = String::new();
-    for e in &evaluated {
+    for e in evaluated {
         let all: Vec<Scored> = corpus
             .iter()
             .zip(&e.scores[0])
@@ -153,7 +178,7 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
             c.fp,
             c.fn_
         );
-        if o.per_file {
+        if per_file {
             let t = sweeps[0].threshold;
             let _ = writeln!(details, "\n{} at threshold {t:.6} (standard):", e.name);
             for (f, s) in corpus.iter().zip(&e.scores[0]) {
@@ -166,20 +191,30 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
             }
         }
     }
+    details
+}
 
-    // Leave one group out, per profile.
+/// The leave-one-group-out tables, per profile: the headline, the
+/// per-group folds, and what the same procedure chooses on every group.
+fn leave_one_group_out(
+    out: &mut String,
+    logo_corpus: &Corpus,
+    held_out: &[&str],
+    evaluated: &[Evaluated],
+) {
+    let profiles = nab::PROFILES;
     let mut logos: Vec<Vec<Logo>> = Vec::new();
     let mut chosen = Vec::new();
-    for e in &evaluated {
+    for e in evaluated {
         let start = Instant::now();
         let ranked = logo_corpus.rank(&e.scores);
         logos.push(
             profiles
                 .iter()
-                .map(|(_, p)| logo::leave_one_group_out(&logo_corpus, &ranked, *p))
+                .map(|(_, p)| logo::leave_one_group_out(logo_corpus, &ranked, *p))
                 .collect(),
         );
-        chosen.push(logo::choose(&logo_corpus, &ranked, nab::STANDARD, |_| true));
+        chosen.push(logo::choose(logo_corpus, &ranked, nab::STANDARD, |_| true));
         eprintln!(
             "eval: {} leave-one-group-out in {:.1}s",
             e.name,
@@ -205,7 +240,6 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
             l[2].mean()
         );
     }
-
     out.push_str(
         "\n## Per held-out group\n\n\
          Scores per profile; the threshold, training score, counts and candidate are the \
@@ -232,7 +266,6 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
             );
         }
     }
-
     // What the same procedure picks on every group: the parameter set the
     // LOGO figure vouches for, and the one to make the default.
     out.push_str("\n## Chosen on all groups (standard profile)\n\n");
@@ -256,6 +289,4 @@ pub fn eval(corpus: &[NabFile], names: &[String], o: &Options) -> anyhow::Result
             );
         }
     }
-    out.push_str(&details);
-    Ok(out)
 }

@@ -510,7 +510,10 @@ fn judge(
         let during: Vec<&Episode> = {
             let mut d: Vec<&Episode> = episodes
                 .iter()
-                .filter(|e| e.component == s.target && e.end >= s.start && e.start <= s.end)
+                // Only episodes that open once the fault has started: one
+                // already open (a false finding of the quiet period that
+                // lasts into the fault) did not find it.
+                .filter(|e| e.component == s.target && (s.start..=s.end).contains(&e.start))
                 .collect();
             // Episodes that start in one cycle are named in a fixed order
             // (by detector, then signal), not in the order they were found.
@@ -685,11 +688,70 @@ mod tests {
     fn the_load_swings_daily_around_normal() {
         let mut rng = Noise(7);
         let at = |h: i64, rng: &mut Noise| load(h * 3600, 0.4, 0.0, rng);
-        // Peak mid-afternoon, trough at night, normal between.
-        assert!((at(9, &mut rng) - 1.2).abs() < 1e-9);
-        assert!((at(21, &mut rng) - 0.8).abs() < 1e-9);
+        // Peak mid-afternoon, trough at night, normal and rising at the
+        // first fault's hour.
+        assert!((at(15, &mut rng) - 1.2).abs() < 1e-9);
+        assert!((at(3, &mut rng) - 0.8).abs() < 1e-9);
+        assert!((at(FIRST_FAULT_HOUR, &mut rng) - 1.0).abs() < 1e-9);
+        assert!(at(FIRST_FAULT_HOUR + 1, &mut rng) > 1.0);
+        assert!((at(27, &mut rng) - at(3, &mut rng)).abs() < 1e-9, "daily");
         let mean: f64 = (0..1000).map(|_| rng.normal()).sum::<f64>() / 1000.0;
         assert!(mean.abs() < 0.1, "{mean}");
+    }
+
+    #[test]
+    fn a_fault_is_found_by_the_first_episode_that_opens_during_it_in_a_fixed_order() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            ops: OpsArgs,
+        }
+        let args = <Cli as clap::Parser>::parse_from(["ops"]).ops;
+        let target = "Cluster/p/db";
+        let episode = |signal: &str, detector: &str, start: i64| Episode {
+            component: target.into(),
+            signal: signal.into(),
+            detector: detector.into(),
+            start,
+            end: start + 600,
+            cycles: 20,
+            max_score: 0.99,
+            explanation: String::new(),
+        };
+        let fault = Scheduled {
+            scenario: "connection-exhaustion".into(),
+            target: target.into(),
+            signal: "connections_ratio".into(),
+            start: 1000,
+            end: 4600,
+        };
+        let episodes = [
+            // Open since the quiet period: not a detection of the fault.
+            episode("replication_lag+connections_ratio", "gmm", 900),
+            // Two in the fault's second cycle, found in either order.
+            episode("connections_ratio", "gmm", 1030),
+            episode("connections_ratio", "forecast", 1030),
+            episode("replication_lag", "ewma", 1060),
+        ];
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0]] {
+            let shuffled: Vec<Episode> = order.iter().map(|&i| episodes[i].clone()).collect();
+            let report = judge(
+                &shuffled,
+                &[(Fault::ConnectionExhaustion, fault.clone())],
+                0,
+                900,
+                1,
+                &args,
+            );
+            let d = &report.detections[0];
+            assert_eq!(d.on_signal, Some(30));
+            assert_eq!(
+                d.on_signal_by.as_deref(),
+                Some("connections_ratio by forecast")
+            );
+            assert_eq!(d.on_resource, Some(30));
+            assert_eq!(report.quiet_episodes, 0, "the quiet period ends at 900");
+        }
     }
 
     #[test]
