@@ -177,6 +177,18 @@ async fn run_one(
     out.pop().expect("one result")
 }
 
+/// The journal ids of the pending recommendations of one action kind.
+async fn pending_of(ex: &Executor<SqlJournal>, action_kind: &str) -> Vec<i64> {
+    ex.journal()
+        .list(10, true)
+        .await
+        .expect("pending")
+        .iter()
+        .filter(|e| e.entry.action_kind == action_kind)
+        .map(|e| e.id)
+        .collect()
+}
+
 /// Events in `ns` naming journal entry `id` (their note opens with
 /// `autopilot #<id> `).
 async fn events_for(
@@ -756,15 +768,7 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
     let newer = run_one(&ex, scale(&gw, 8), Mode::Recommend, &p, NOW + 400).await;
     assert_eq!(older.outcome, outcome::RECOMMENDED);
     assert_eq!(newer.outcome, outcome::RECOMMENDED);
-    let pending: Vec<i64> = ex
-        .journal()
-        .list(10, true)
-        .await
-        .expect("pending")
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    assert_eq!(pending, vec![newer.id]);
+    assert_eq!(pending_of(&ex, "scale_replicas").await, vec![newer.id]);
     let row = ex.journal().get(older.id).await.expect("get").expect("row");
     assert_eq!(row.outcome.as_deref(), Some(outcome::ABANDONED));
     assert_eq!(
@@ -793,16 +797,7 @@ async fn recommend_mode_validates_with_a_server_side_dry_run_and_waits_for_appro
     let again = renew(NOW + 530).await;
     assert_eq!(again.outcome, outcome::RECOMMENDED, "{}", again.detail);
     assert_eq!(again.id, first.id, "{}", again.detail);
-    let pending: Vec<i64> = ex
-        .journal()
-        .list(10, true)
-        .await
-        .expect("pending")
-        .iter()
-        .filter(|e| e.entry.action_kind == "renew_certificate")
-        .map(|e| e.id)
-        .collect();
-    assert_eq!(pending, vec![first.id]);
+    assert_eq!(pending_of(&ex, "renew_certificate").await, vec![first.id]);
 }
 
 #[tokio::test]
