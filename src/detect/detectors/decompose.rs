@@ -20,7 +20,7 @@
 //! sorted windows of `window` (3 × 8 bytes per place): with the defaults
 //! (24 slots × 8 cycles, window 288) about 15.4 KB. Pure.
 
-use super::{Detector, DetectorKind, Judged, Scored, Span, z_of};
+use super::{Detector, DetectorKind, Judged, Scored, Span, classic::z_of};
 use crate::detect::stats::{Episodes, SortedWindow, score_from_excess};
 
 pub(super) struct DecomposeDetector {
