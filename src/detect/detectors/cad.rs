@@ -120,6 +120,32 @@ struct Semi {
     /// How many of its contexts are zero-level: without any, a partial
     /// overlap with the group yields nothing.
     zero_levels: u32,
+    /// Its [`signature`]: not wholly in a group whose signature lacks a
+    /// bit of it.
+    signature: u64,
+}
+
+/// A set of facts as bits: a sensor fact as its own bit, a neuron fact
+/// as one of the 48 others, by a hash. A subset's signature is within
+/// the set's.
+fn signature(facts: &[u32]) -> u64 {
+    facts.iter().fold(0, |sig, &f| {
+        let bit = if f < SENSOR_SPAN {
+            f
+        } else {
+            SENSOR_SPAN + (f.wrapping_mul(0x9e37_79b9) >> 16) % (64 - SENSOR_SPAN)
+        };
+        sig | 1 << bit
+    })
+}
+
+/// A left semi-context with zero-level contexts, as crossing scans it.
+#[derive(Clone, Copy)]
+struct Zero {
+    id: u32,
+    len: u16,
+    /// Its sensor facts, as a mask.
+    sensor: u16,
 }
 
 /// The left semi-contexts (a right one is a set of sensor facts: a mask
@@ -130,17 +156,36 @@ struct Lefts {
     facts: Vec<u32>,
     /// Fact-set hash → the newest semi-context of that hash.
     by_hash: HashMap<u64, u32, Fx>,
-    /// Per fact, the semi-contexts holding it, in creation order (so that
-    /// crossing meets them in the order CAD does).
-    by_fact: Vec<Vec<u32>>,
     /// Per fact, the newest semi-context whose highest fact it is: finds
     /// the ones wholly in a group without crossing every one that shares
     /// a fact with it.
     by_anchor: Vec<u32>,
-    /// Per semi-context, the positions of its facts in the group it was
-    /// last crossed with; empty unless it is in `crossed`.
-    matched: Vec<Positions>,
-    crossed: Vec<u32>,
+    /// The semi-contexts with zero-level contexts, by id: the only ones
+    /// whose partial overlaps with a group generalise, so the only ones
+    /// crossed.
+    zero: Vec<Zero>,
+    /// Per neuron fact, the semi-contexts in `zero` holding it.
+    by_neuron: Vec<Vec<u32>>,
+    /// Per semi-context, the positions of its neuron facts in the group
+    /// last crossed; 0 unless it is in `touched`.
+    neurons: Vec<Positions>,
+    touched: Vec<u32>,
+    /// The crossed semi-contexts that may count, with their positions in
+    /// the group: by their lowest sensor position (`by_sensor`), then
+    /// those sharing only neuron facts (`by_neuron_only`, keyed by their
+    /// lowest position and id), each in id order: the order CAD meets them.
+    by_sensor: Vec<Vec<(u32, Positions)>>,
+    by_neuron_only: Vec<(u64, Positions)>,
+}
+
+/// The positions, in a group whose `i`-th fact is sensor fact `2i` or
+/// `2i + 1`, of the sensor facts of `shared` (a mask).
+fn sensor_positions(shared: u16) -> Positions {
+    let mut y = u32::from(shared | (shared >> 1)) & 0x5555;
+    y = (y | (y >> 1)) & 0x3333;
+    y = (y | (y >> 2)) & 0x0f0f;
+    y = (y | (y >> 4)) & 0x00ff;
+    Positions::from(y)
 }
 
 impl Lefts {
@@ -169,12 +214,8 @@ impl Lefts {
         }
         let id = self.semis.len() as u32;
         let top = *facts.last().expect("a semi-context has facts") as usize;
-        if self.by_fact.len() <= top {
-            self.by_fact.resize_with(top + 1, Vec::new);
+        if self.by_anchor.len() <= top {
             self.by_anchor.resize(top + 1, NONE);
-        }
-        for &f in facts {
-            self.by_fact[f as usize].push(id);
         }
         self.semis.push(Semi {
             start: self.facts.len() as u32,
@@ -184,30 +225,78 @@ impl Lefts {
             same_hash: self.by_hash.insert(hash, id).unwrap_or(NONE),
             same_anchor: std::mem::replace(&mut self.by_anchor[top], id),
             zero_levels: 0,
+            signature: signature(facts),
         });
         self.facts.extend_from_slice(facts);
-        self.matched.push(0);
+        self.neurons.push(0);
         id
     }
 
-    /// Marks the positions in `group` (sorted) of each semi-context's
-    /// facts; `crossed` lists those sharing a fact with it, in the order
-    /// CAD meets them (by their lowest shared fact, then by id).
-    fn cross(&mut self, group: &[u32]) {
-        for &id in &self.crossed {
-            self.matched[id as usize] = 0;
+    /// Counts one more zero-level context of `id`; the first makes it one
+    /// that crossing scans.
+    fn add_zero_level(&mut self, id: u32) {
+        let semi = &mut self.semis[id as usize];
+        semi.zero_levels += 1;
+        if semi.zero_levels > 1 {
+            return;
         }
-        self.crossed.clear();
-        for (i, &f) in group.iter().enumerate() {
-            let bit: Positions = 1 << i;
-            for &id in self.by_fact.get(f as usize).map_or(&[][..], Vec::as_slice) {
-                let m = &mut self.matched[id as usize];
+        let semi = *semi;
+        let facts = &self.facts[semi.start as usize..(semi.start + semi.len) as usize];
+        let at = self.zero.partition_point(|z| z.id < id);
+        self.zero.insert(
+            at,
+            Zero {
+                id,
+                len: semi.len as u16,
+                sensor: mask(facts.iter().copied().filter(|&f| f < SENSOR_SPAN)),
+            },
+        );
+        for &f in facts.iter().filter(|&&f| f >= SENSOR_SPAN) {
+            let f = (f - SENSOR_SPAN) as usize;
+            if self.by_neuron.len() <= f {
+                self.by_neuron.resize_with(f + 1, Vec::new);
+            }
+            self.by_neuron[f].push(id);
+        }
+    }
+
+    /// Crosses the zero-level semi-contexts with `group` (sorted, its
+    /// first `bits` facts the sensor ones, one per bit), keeping those
+    /// that may count: wholly in it, or sharing at most `max_left` facts.
+    fn cross(&mut self, group: &[u32], bits: usize, max_left: u32) {
+        for &id in &self.touched {
+            self.neurons[id as usize] = 0;
+        }
+        self.touched.clear();
+        for (i, &f) in group.iter().enumerate().skip(bits) {
+            let holders = self.by_neuron.get((f - SENSOR_SPAN) as usize);
+            for &id in holders.map_or(&[][..], Vec::as_slice) {
+                let m = &mut self.neurons[id as usize];
                 if *m == 0 {
-                    self.crossed.push(id);
+                    self.touched.push(id);
                 }
-                *m |= bit;
+                *m |= 1 << i;
             }
         }
+        self.by_sensor.resize_with(bits, Vec::new);
+        self.by_sensor.iter_mut().for_each(Vec::clear);
+        self.by_neuron_only.clear();
+        let sensor = mask(group[..bits].iter().copied());
+        for z in &self.zero {
+            let at_sensor = sensor_positions(z.sensor & sensor);
+            let matched = at_sensor | self.neurons[z.id as usize];
+            let n = matched.count_ones();
+            if matched == 0 || (n != u32::from(z.len) && n > max_left) {
+                continue;
+            }
+            if at_sensor != 0 {
+                self.by_sensor[at_sensor.trailing_zeros() as usize].push((z.id, matched));
+            } else {
+                let key = (u64::from(matched.trailing_zeros()) << 32) | u64::from(z.id);
+                self.by_neuron_only.push((key, matched));
+            }
+        }
+        self.by_neuron_only.sort_unstable_by_key(|&(key, _)| key);
     }
 }
 
@@ -227,6 +316,8 @@ struct Visit {
     now: u16,
     new_transition: bool,
     max_left: u32,
+    /// How many sensor facts a step has (the first of the group).
+    bits: usize,
 }
 
 /// The context machine: everything that is cleared at the memory ceiling.
@@ -240,6 +331,8 @@ struct Machine {
     group: Vec<u32>,
     /// Per fact, 1 + its position in `group`; 0 when not in it.
     position: Vec<u8>,
+    /// The [`signature`] of `group`.
+    signature: u64,
     /// The transition created this step, if any: it is not visited.
     just_created: Option<u32>,
     /// This step's active contexts, as [`rank`] keys.
@@ -258,8 +351,8 @@ fn rank(activations: u32, id: u32) -> u64 {
 }
 
 /// The mask of a set of sensor facts.
-fn mask(facts: &[u32]) -> u16 {
-    facts.iter().fold(0, |m, &f| m | 1 << f)
+fn mask(facts: impl IntoIterator<Item = u32>) -> u16 {
+    facts.into_iter().fold(0, |m, f| m | 1 << f)
 }
 
 impl Machine {
@@ -284,7 +377,9 @@ impl Machine {
             last => self.contexts[last as usize].next = c,
         }
         semi.last = c;
-        semi.zero_levels += u32::from(zero_level);
+        if zero_level {
+            self.left.add_zero_level(l);
+        }
         self.pair.insert(key, c);
         (c, true)
     }
@@ -296,28 +391,25 @@ impl Machine {
             return false;
         }
         let group = std::mem::take(&mut self.group);
-        let (c, created) = self.add(&group, mask(facts), true);
+        let (c, created) = self.add(&group, mask(facts.iter().copied()), true);
         self.group = group;
         if created {
             self.just_created = Some(c);
         } else if !self.contexts[c as usize].zero_level {
             self.contexts[c as usize].zero_level = true;
             let l = self.left.get_or_add(&self.group);
-            self.left.semis[l as usize].zero_levels += 1;
+            self.left.add_zero_level(l);
         }
         created
     }
 
     /// Visits the contexts of left semi-context `l`, which matched
-    /// `matched` of the group: counts the selected ones, activates the
-    /// active ones and, on a new transition, collects the candidates.
-    fn visit(&mut self, l: u32, matched: Positions, v: &Visit) -> usize {
+    /// `matched` of the group (`whole_left`: all its facts): counts the
+    /// selected ones, activates the active ones and, on a new transition,
+    /// collects the candidates.
+    fn visit(&mut self, l: u32, matched: Positions, whole_left: bool, v: &Visit) -> usize {
         let semi = self.left.semis[l as usize];
-        let whole_left = !v.new_transition || matched.count_ones() == semi.len;
         let may_generalise = v.new_transition && matched.count_ones() <= v.max_left;
-        if !(whole_left || may_generalise && semi.zero_levels > 0) {
-            return 0;
-        }
         let skip = self.just_created.unwrap_or(NONE);
         let mut selected = 0;
         let mut c = semi.first;
@@ -340,10 +432,11 @@ impl Machine {
         selected
     }
 
-    /// Visits the contexts whose left side may count this step: on a new
-    /// transition every one sharing a fact with the group (partial
-    /// overlaps generalise), otherwise only those wholly in it, found by
-    /// their anchors (most steps). The number selected.
+    /// Visits the contexts whose left side may count this step; the
+    /// number selected. On a new transition, partial overlaps generalise:
+    /// the semi-contexts with zero-level contexts are crossed and visited
+    /// in CAD's order (the candidates' order), then the others wholly in
+    /// the group; otherwise only those wholly in it count (most steps).
     fn visit_all(&mut self, v: &Visit) -> usize {
         self.active.clear();
         self.candidates.clear();
@@ -353,26 +446,43 @@ impl Machine {
             let n = self.group.len() as u32;
             self.distinct
                 .insert((Positions::MAX >> (MAX_GROUP - n), v.now));
-            self.left.cross(&self.group);
-            let crossed = std::mem::take(&mut self.left.crossed);
-            for &l in &crossed {
-                selected += self.visit(l, self.left.matched[l as usize], v);
+            self.left.cross(&self.group, v.bits, v.max_left);
+            let by_sensor = std::mem::take(&mut self.left.by_sensor);
+            let by_neuron_only = std::mem::take(&mut self.left.by_neuron_only);
+            let crossed = by_sensor.iter().flatten().copied();
+            let keyed = by_neuron_only.iter().map(|&(key, m)| (key as u32, m));
+            for (l, matched) in crossed.chain(keyed) {
+                let whole = matched.count_ones() == self.left.semis[l as usize].len;
+                selected += self.visit(l, matched, whole, v);
             }
-            self.left.crossed = crossed;
-        } else {
-            for i in 0..self.group.len() {
-                let mut l = self.left.by_anchor.get(self.group[i] as usize).copied();
-                while let Some(id) = l.filter(|&id| id != NONE) {
-                    let semi = self.left.semis[id as usize];
-                    let facts = self.left.facts_of(&semi);
-                    if facts.iter().all(|&f| self.in_group(f)) {
-                        selected += self.visit(id, 0, v);
-                    }
-                    l = Some(semi.same_anchor);
+            self.left.by_sensor = by_sensor;
+            self.left.by_neuron_only = by_neuron_only;
+        }
+        selected += self.visit_wholly_in(v);
+        self.just_created = None;
+        selected
+    }
+
+    /// Visits the semi-contexts wholly in the group, found by their
+    /// anchors (on a new transition, those not crossed); the number
+    /// selected.
+    fn visit_wholly_in(&mut self, v: &Visit) -> usize {
+        let mut selected = 0;
+        for i in 0..self.group.len() {
+            let mut l = self.left.by_anchor.get(self.group[i] as usize).copied();
+            while let Some(id) = l.filter(|&id| id != NONE) {
+                let semi = self.left.semis[id as usize];
+                l = Some(semi.same_anchor);
+                if v.new_transition && semi.zero_levels > 0 || semi.signature & !self.signature != 0
+                {
+                    continue;
+                }
+                let facts = self.left.facts_of(&semi);
+                if facts.iter().all(|&f| self.in_group(f)) {
+                    selected += self.visit(id, 0, true, v);
                 }
             }
         }
-        self.just_created = None;
         selected
     }
 
@@ -427,15 +537,17 @@ impl Machine {
         for (i, &f) in self.group.iter().enumerate() {
             self.position[f as usize] = i as u8 + 1;
         }
+        self.signature = signature(&self.group);
     }
 
     /// One step with this sample's sensor facts (sorted); the raw score.
     fn step(&mut self, facts: &[u32], max_left: u32, max_active: usize, cap: usize) -> f64 {
         let new_transition = self.transition(facts);
         let v = Visit {
-            now: mask(facts),
+            now: mask(facts.iter().copied()),
             new_transition,
             max_left,
+            bits: facts.len(),
         };
         let selected = self.visit_all(&v);
         let share_active = if selected > 0 {
@@ -461,12 +573,16 @@ impl Machine {
     fn footprint(&self) -> usize {
         use std::mem::size_of;
         let l = &self.left;
-        let lists: usize = l.by_fact.iter().map(|v| 24 + 4 * v.capacity()).sum();
+        let lists: usize = l.by_neuron.iter().map(|v| 24 + 4 * v.capacity()).sum();
+        let buckets: usize = l.by_sensor.iter().map(|v| 24 + 32 * v.capacity()).sum();
         l.semis.capacity() * size_of::<Semi>()
-            + 4 * (l.facts.capacity() + l.by_anchor.capacity() + l.crossed.capacity())
+            + 4 * (l.facts.capacity() + l.by_anchor.capacity() + l.touched.capacity())
             + l.by_hash.capacity() * (size_of::<(u64, u32)>() + 1)
+            + l.zero.capacity() * size_of::<Zero>()
             + lists
-            + l.matched.capacity() * size_of::<Positions>()
+            + buckets
+            + l.by_neuron_only.capacity() * size_of::<(u64, Positions)>()
+            + l.neurons.capacity() * size_of::<Positions>()
             + self.contexts.capacity() * size_of::<Context>()
             + self.pair.capacity() * (size_of::<(u64, u32)>() + 1)
             + 4 * (self.group.capacity() + self.scratch.capacity())
