@@ -666,15 +666,23 @@ impl CadDetector {
 
     /// Forgets every context and learns the remembered samples again: the
     /// latest of them that fit in half the ceiling, so that learning goes
-    /// on for a while before the next time.
+    /// on for a while before the next time. Contexts are never dropped
+    /// while learning, so a replay that reaches half the ceiling is given
+    /// up at once (unless it is the last one tried, of under 64 samples).
     fn relearn(&mut self) {
+        let half = self.p.max_contexts as usize / 2;
         let mut take = self.history.len();
         loop {
             self.machine = Machine::default();
+            let mut fits = true;
             for i in self.history.len() - take..self.history.len() {
                 let _ = self.step(self.history[i]);
+                fits = self.machine.contexts.len() < half;
+                if !fits && take >= 64 {
+                    break;
+                }
             }
-            if self.machine.contexts.len() < self.p.max_contexts as usize / 2 || take < 64 {
+            if fits || take < 64 {
                 break;
             }
             take /= 2;
