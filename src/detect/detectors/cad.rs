@@ -37,274 +37,603 @@
 //! contexts; then the latest remembered samples that fit in half of that
 //! are relearnt (the range is kept). Cost per sample: on a known
 //! transition, the contexts of the left semi-contexts wholly in the
-//! previous group; on a new one, those of every left semi-context sharing
-//! a fact with it, so bounded by `max_contexts`; plus a replay of up to
-//! `memory` samples when the range widens or the ceiling is reached.
+//! previous group; on a new one, also a crossing of every left
+//! semi-context that has zero-level contexts (the only ones whose partial
+//! overlaps generalise), so bounded by `max_contexts`; plus a replay of up
+//! to `memory` samples when the range widens or the ceiling is reached.
+//! About 90–170 bytes a context with its semi-contexts and indexes on NAB.
 //! Pure, like every detector.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{CadParams, Detector, DetectorKind, Scored};
 
-/// Neuron facts (an active context's id) are kept apart from sensor facts.
-const NEURON: u32 = 1 << 31;
+/// Sensor facts are below this (at most 8 bits, two facts each). A neuron
+/// fact (an active context's id) is `SENSOR_SPAN + id`: ordered as CAD's
+/// `NEURON | id`, sensor facts first and neurons by id, and dense, so that
+/// facts index tables directly.
+const SENSOR_SPAN: u32 = 16;
+/// The most facts in a left group (sensor and neuron): a set of its
+/// positions fits a [`Positions`] mask. `max_active` is clamped to fit.
+const MAX_GROUP: u32 = 128;
+/// A set of positions in the previous left group (which is sorted).
+type Positions = u128;
+/// The end of a list threaded through an index.
+const NONE: u32 = u32::MAX;
 /// The raw score from which an alarm starts a rest.
 const ALARM: f64 = 0.75;
 
-#[derive(Default)]
+/// FxHash's multiply-add for integer keys (as rustc-hash 2 does it): the
+/// tables here hash a few integers, not data from outside.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, x: u64) {
+        self.0 = self.0.wrapping_add(x).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&b| self.add(u64::from(b)));
+    }
+    fn write_u16(&mut self, x: u16) {
+        self.add(u64::from(x));
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.add(u64::from(x));
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.add(x);
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.add(x as u64);
+        self.add((x >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+}
+
+type Fx = BuildHasherDefault<FxHasher>;
+
+/// The hash of a set of facts (sorted).
+fn hash_facts(facts: &[u32]) -> u64 {
+    let mut h = FxHasher::default();
+    facts.iter().for_each(|&f| h.write_u32(f));
+    h.finish()
+}
+
+/// A left semi-context: its facts are `Lefts::facts[start..start + len]`
+/// (sorted, stored once); its contexts a list in creation order, from
+/// `first` to `last` through `Context::next`.
+#[derive(Clone, Copy)]
 struct Semi {
-    facts: Vec<u32>,
-    /// The facts of this semi-context present in the step it was last
-    /// crossed with.
-    matched: Vec<u32>,
+    start: u32,
+    len: u32,
+    first: u32,
+    last: u32,
+    /// The next older semi-context of the same fact-set hash.
+    same_hash: u32,
+    /// The next older semi-context of the same highest fact.
+    same_anchor: u32,
+    /// How many of its contexts are zero-level: without any, a partial
+    /// overlap with the group yields nothing.
+    zero_levels: u32,
+    /// Its [`signature`]: not wholly in a group whose signature lacks a
+    /// bit of it.
+    signature: u64,
 }
 
+/// A set of facts as bits: a sensor fact as its own bit, a neuron fact
+/// as one of the 48 others, by a hash. A subset's signature is within
+/// the set's.
+fn signature(facts: &[u32]) -> u64 {
+    facts.iter().fold(0, |sig, &f| {
+        let bit = if f < SENSOR_SPAN {
+            f
+        } else {
+            SENSOR_SPAN + (f.wrapping_mul(0x9e37_79b9) >> 16) % (64 - SENSOR_SPAN)
+        };
+        sig | 1 << bit
+    })
+}
+
+/// A left semi-context with zero-level contexts, as crossing scans it.
+#[derive(Clone, Copy)]
+struct Zero {
+    id: u32,
+    len: u16,
+    /// Its sensor facts, as a mask.
+    sensor: u16,
+}
+
+/// The left semi-contexts (a right one is a set of sensor facts: a mask
+/// of `1 << fact`, kept in its context). Ids are creation order.
 #[derive(Default)]
-struct Side {
-    ids: HashMap<Vec<u32>, usize>,
+struct Lefts {
     semis: Vec<Semi>,
-    by_fact: HashMap<u32, Vec<usize>>,
-    /// Each semi-context under its highest fact: finds the ones wholly in
-    /// a group without crossing every one that shares a fact with it.
-    by_anchor: HashMap<u32, Vec<usize>>,
-    crossed: Vec<usize>,
+    facts: Vec<u32>,
+    /// Fact-set hash → the newest semi-context of that hash.
+    by_hash: HashMap<u64, u32, Fx>,
+    /// Per fact, the newest semi-context whose highest fact it is: finds
+    /// the ones wholly in a group without crossing every one that shares
+    /// a fact with it.
+    by_anchor: Vec<u32>,
+    /// The semi-contexts with zero-level contexts, by id: the only ones
+    /// whose partial overlaps with a group generalise, so the only ones
+    /// crossed.
+    zero: Vec<Zero>,
+    /// Per neuron fact, the semi-contexts in `zero` holding it.
+    by_neuron: Vec<Vec<u32>>,
+    /// Per semi-context, the positions of its neuron facts in the group
+    /// last crossed, and how many; 0 unless it is in `touched`.
+    neurons: Vec<Positions>,
+    neuron_counts: Vec<u8>,
+    touched: Vec<u32>,
+    /// The crossed semi-contexts that may count: by their lowest sensor
+    /// position (`by_sensor`), then those sharing only neuron facts
+    /// (`by_neuron_only`, keyed by their lowest position and id), each in
+    /// id order: the order CAD meets them.
+    by_sensor: Vec<Vec<Crossed>>,
+    by_neuron_only: Vec<(u64, Crossed)>,
 }
 
-impl Side {
-    fn get_or_add(&mut self, facts: &[u32]) -> usize {
-        if let Some(&id) = self.ids.get(facts) {
+/// A semi-context crossed with a group.
+#[derive(Clone, Copy)]
+struct Crossed {
+    id: u32,
+    /// How many of its facts are in the group (counted, not a `count_ones`
+    /// of `matched`: the baseline x86-64 target has no popcount).
+    shared: u32,
+    /// Their positions in the group.
+    matched: Positions,
+}
+
+/// The number of bits set in a byte.
+const ONES: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut i = 1;
+    while i < 256 {
+        t[i] = t[i / 2] + (i % 2) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The positions, in a group whose `i`-th fact is sensor fact `2i` or
+/// `2i + 1`, of the sensor facts of `shared` (a mask).
+fn sensor_positions(shared: u16) -> Positions {
+    let mut y = u32::from(shared | (shared >> 1)) & 0x5555;
+    y = (y | (y >> 1)) & 0x3333;
+    y = (y | (y >> 2)) & 0x0f0f;
+    y = (y | (y >> 4)) & 0x00ff;
+    Positions::from(y)
+}
+
+impl Lefts {
+    fn facts_of(&self, s: &Semi) -> &[u32] {
+        &self.facts[s.start as usize..(s.start + s.len) as usize]
+    }
+
+    fn find(&self, facts: &[u32], hash: u64) -> Option<u32> {
+        let mut id = *self.by_hash.get(&hash)?;
+        while id != NONE {
+            let s = &self.semis[id as usize];
+            if self.facts_of(s) == facts {
+                return Some(id);
+            }
+            id = s.same_hash;
+        }
+        None
+    }
+
+    /// The id of the semi-context of `facts` (sorted, not empty), created
+    /// if new.
+    fn get_or_add(&mut self, facts: &[u32]) -> u32 {
+        let hash = hash_facts(facts);
+        if let Some(id) = self.find(facts, hash) {
             return id;
         }
-        let id = self.semis.len();
-        for &f in facts {
-            self.by_fact.entry(f).or_default().push(id);
+        let id = self.semis.len() as u32;
+        let top = *facts.last().expect("a semi-context has facts") as usize;
+        if self.by_anchor.len() <= top {
+            self.by_anchor.resize(top + 1, NONE);
         }
-        if let Some(&top) = facts.iter().max() {
-            self.by_anchor.entry(top).or_default().push(id);
-        }
-        self.ids.insert(facts.to_vec(), id);
         self.semis.push(Semi {
-            facts: facts.to_vec(),
-            matched: Vec::new(),
+            start: self.facts.len() as u32,
+            len: facts.len() as u32,
+            first: NONE,
+            last: NONE,
+            same_hash: self.by_hash.insert(hash, id).unwrap_or(NONE),
+            same_anchor: std::mem::replace(&mut self.by_anchor[top], id),
+            zero_levels: 0,
+            signature: signature(facts),
         });
+        self.facts.extend_from_slice(facts);
+        self.neurons.push(0);
+        self.neuron_counts.push(0);
         id
     }
 
-    /// The semi-contexts whose facts are all in `group` (sorted).
-    fn wholly_in(&self, group: &[u32]) -> Vec<usize> {
-        let mut out = Vec::new();
-        for g in group {
-            for &id in self.by_anchor.get(g).map_or(&[][..], Vec::as_slice) {
-                let facts = &self.semis[id].facts;
-                if facts.iter().all(|f| group.binary_search(f).is_ok()) {
-                    out.push(id);
-                }
-            }
+    /// Counts one more zero-level context of `id`; the first makes it one
+    /// that crossing scans.
+    fn add_zero_level(&mut self, id: u32) {
+        let semi = &mut self.semis[id as usize];
+        semi.zero_levels += 1;
+        if semi.zero_levels > 1 {
+            return;
         }
-        out
+        let semi = *semi;
+        let facts = &self.facts[semi.start as usize..(semi.start + semi.len) as usize];
+        let at = self.zero.partition_point(|z| z.id < id);
+        self.zero.insert(
+            at,
+            Zero {
+                id,
+                len: semi.len as u16,
+                sensor: mask(facts.iter().copied().filter(|&f| f < SENSOR_SPAN)),
+            },
+        );
+        for &f in facts.iter().filter(|&&f| f >= SENSOR_SPAN) {
+            let f = (f - SENSOR_SPAN) as usize;
+            if self.by_neuron.len() <= f {
+                self.by_neuron.resize_with(f + 1, Vec::new);
+            }
+            self.by_neuron[f].push(id);
+        }
     }
 
-    /// Marks which facts of each semi-context are present in `facts`.
-    fn cross(&mut self, facts: &[u32]) {
-        for &id in &self.crossed {
-            self.semis[id].matched.clear();
+    /// Crosses the zero-level semi-contexts with `group` (sorted, its
+    /// first `bits` facts the sensor ones, one per bit), keeping those
+    /// that may count: wholly in it, or sharing at most `max_left` facts.
+    fn cross(&mut self, group: &[u32], bits: usize, max_left: u32) {
+        for &id in &self.touched {
+            self.neurons[id as usize] = 0;
+            self.neuron_counts[id as usize] = 0;
         }
-        self.crossed.clear();
-        for &f in facts {
-            if let Some(ids) = self.by_fact.get(&f) {
-                for &id in ids {
-                    let s = &mut self.semis[id];
-                    if s.matched.is_empty() {
-                        self.crossed.push(id);
-                    }
-                    s.matched.push(f);
+        self.touched.clear();
+        for (i, &f) in group.iter().enumerate().skip(bits) {
+            let holders = self.by_neuron.get((f - SENSOR_SPAN) as usize);
+            for &id in holders.map_or(&[][..], Vec::as_slice) {
+                let m = &mut self.neurons[id as usize];
+                if *m == 0 {
+                    self.touched.push(id);
                 }
+                *m |= 1 << i;
+                self.neuron_counts[id as usize] += 1;
             }
         }
+        self.by_sensor.resize_with(bits, Vec::new);
+        self.by_sensor.iter_mut().for_each(Vec::clear);
+        self.by_neuron_only.clear();
+        let sensor = mask(group[..bits].iter().copied());
+        for z in &self.zero {
+            let at_sensor = sensor_positions(z.sensor & sensor);
+            let shared = u32::from(ONES[at_sensor as usize] + self.neuron_counts[z.id as usize]);
+            if shared == 0 || (shared != u32::from(z.len) && shared > max_left) {
+                continue;
+            }
+            let matched = at_sensor | self.neurons[z.id as usize];
+            let c = Crossed {
+                id: z.id,
+                shared,
+                matched,
+            };
+            if at_sensor != 0 {
+                self.by_sensor[at_sensor.trailing_zeros() as usize].push(c);
+            } else {
+                let key = (u64::from(matched.trailing_zeros()) << 32) | u64::from(z.id);
+                self.by_neuron_only.push((key, c));
+            }
+        }
+        self.by_neuron_only.sort_unstable_by_key(|&(key, _)| key);
     }
 }
 
+#[derive(Clone, Copy)]
 struct Context {
     activations: u32,
+    /// The next context of the same left semi-context.
+    next: u32,
+    /// The right semi-context: a mask of sensor facts.
+    right: u16,
     zero_level: bool,
-    right: usize,
+}
+
+/// What one step visits its contexts for.
+struct Visit {
+    /// This step's sensor facts, as a mask.
+    now: u16,
+    new_transition: bool,
+    max_left: u32,
+    /// How many sensor facts a step has (the first of the group).
+    bits: usize,
 }
 
 /// The context machine: everything that is cleared at the memory ceiling.
 #[derive(Default)]
 struct Machine {
-    left: Side,
-    right: Side,
+    left: Lefts,
     contexts: Vec<Context>,
-    /// Per left semi-context, its contexts in creation order.
-    of_left: Vec<Vec<usize>>,
-    pair: HashMap<(usize, usize), usize>,
+    /// (left id << 16 | right mask) → context.
+    pair: HashMap<u64, u32, Fx>,
     /// The previous step's left group (sensor and neuron facts, sorted).
-    left_group: Vec<u32>,
-    just_created: Option<usize>,
+    group: Vec<u32>,
+    /// Per fact, 1 + its position in `group`; 0 when not in it.
+    position: Vec<u8>,
+    /// The [`signature`] of `group`.
+    signature: u64,
+    /// The transition created this step, if any: it is not visited.
+    just_created: Option<u32>,
+    /// This step's active contexts, as [`rank`] keys.
+    active: Vec<u64>,
+    /// This step's distinct candidates (and the transition), and the
+    /// candidates in the order they were first met.
+    distinct: HashSet<(Positions, u16), Fx>,
+    candidates: Vec<(Positions, u16)>,
+    scratch: Vec<u32>,
 }
 
-type Candidate = (Vec<u32>, Vec<u32>);
-
-#[cfg(test)]
-impl Side {
-    /// Heap bytes held, approximately (hash tables at one word of control
-    /// and their entries per bucket).
-    fn footprint(&self) -> usize {
-        use std::mem::size_of;
-        let facts: usize = self
-            .semis
-            .iter()
-            .map(|s| 4 * (2 * s.facts.capacity() + s.matched.capacity()))
-            .sum();
-        let lists: usize = (self.by_fact.values().chain(self.by_anchor.values()))
-            .map(|v| 8 * v.capacity() + 40)
-            .sum();
-        facts
-            + lists
-            + self.semis.capacity() * size_of::<Semi>()
-            + self.ids.capacity() * (size_of::<(Vec<u32>, usize)>() + 1)
-            + self.crossed.capacity() * 8
-    }
+/// Orders contexts as CAD does: the most activated first, ties by id;
+/// unique, so any selection of the least keys is CAD's.
+fn rank(activations: u32, id: u32) -> u64 {
+    (u64::from(u32::MAX - activations) << 32) | u64::from(id)
 }
 
-#[cfg(test)]
-impl Machine {
-    fn footprint(&self) -> usize {
-        use std::mem::size_of;
-        self.left.footprint()
-            + self.right.footprint()
-            + self.contexts.capacity() * size_of::<Context>()
-            + self
-                .of_left
-                .iter()
-                .map(|v| 24 + 8 * v.capacity())
-                .sum::<usize>()
-            + self.pair.capacity() * (size_of::<((usize, usize), usize)>() + 1)
-            + 4 * self.left_group.capacity()
-    }
+/// The mask of a set of sensor facts.
+fn mask(facts: impl IntoIterator<Item = u32>) -> u16 {
+    facts.into_iter().fold(0, |m, f| m | 1 << f)
 }
 
 impl Machine {
-    /// Gets or creates the context of `(lf, rf)`; whether it was created.
-    fn add(&mut self, lf: &[u32], rf: &[u32], zero_level: bool) -> (usize, bool) {
+    /// Gets or creates the context of `(lf, right)`; whether it was
+    /// created.
+    fn add(&mut self, lf: &[u32], right: u16, zero_level: bool) -> (u32, bool) {
         let l = self.left.get_or_add(lf);
-        let r = self.right.get_or_add(rf);
-        if self.of_left.len() <= l {
-            self.of_left.resize_with(l + 1, Vec::new);
-        }
-        if let Some(&c) = self.pair.get(&(l, r)) {
+        let key = (u64::from(l) << 16) | u64::from(right);
+        if let Some(&c) = self.pair.get(&key) {
             return (c, false);
         }
-        let c = self.contexts.len();
+        let c = self.contexts.len() as u32;
         self.contexts.push(Context {
             activations: 0,
+            next: NONE,
+            right,
             zero_level,
-            right: r,
         });
-        self.of_left[l].push(c);
-        self.pair.insert((l, r), c);
+        let semi = &mut self.left.semis[l as usize];
+        match semi.last {
+            NONE => semi.first = c,
+            last => self.contexts[last as usize].next = c,
+        }
+        semi.last = c;
+        if zero_level {
+            self.left.add_zero_level(l);
+        }
+        self.pair.insert(key, c);
         (c, true)
     }
 
-    /// Selected and active contexts of this step, and the candidates for
-    /// new ones (only when the transition was new).
-    fn activate(
-        &mut self,
-        new_transition: bool,
-        max_left: usize,
-    ) -> (Vec<usize>, usize, Vec<Candidate>) {
-        let (mut active, mut selected, mut candidates) = (Vec::new(), 0, Vec::new());
-        // Only a new transition generalises, from partial overlaps too;
-        // otherwise the contexts wholly in the previous group are all
-        // that count, found by their anchors (most steps).
-        let lefts = if new_transition {
-            let group = std::mem::take(&mut self.left_group);
-            self.left.cross(&group);
-            self.left_group = group;
-            std::mem::take(&mut self.left.crossed)
-        } else {
-            self.left.wholly_in(&self.left_group)
-        };
-        for &l in &lefts {
-            let ls = &self.left.semis[l];
-            let whole_left = !new_transition || ls.matched.len() == ls.facts.len();
-            for &c in self.of_left.get(l).map_or(&[][..], Vec::as_slice) {
-                if Some(c) == self.just_created {
-                    continue;
-                }
-                let ctx = &mut self.contexts[c];
-                let rs = &self.right.semis[ctx.right];
-                let generalise = ctx.zero_level
-                    && new_transition
-                    && !rs.matched.is_empty()
-                    && ls.matched.len() <= max_left;
-                if whole_left {
-                    selected += 1;
-                    if rs.matched.len() == rs.facts.len() {
-                        ctx.activations += 1;
-                        active.push(c);
-                    } else if generalise {
-                        candidates.push((ls.matched.clone(), rs.matched.clone()));
-                    }
-                } else if generalise {
-                    candidates.push((ls.matched.clone(), rs.matched.clone()));
-                }
-            }
+    /// Looks the transition (previous group → `now`) up, creating it if
+    /// new; whether it was new.
+    fn transition(&mut self, facts: &[u32]) -> bool {
+        if self.group.is_empty() {
+            return false;
         }
-        if new_transition {
-            self.left.crossed = lefts;
+        let group = std::mem::take(&mut self.group);
+        let (c, created) = self.add(&group, mask(facts.iter().copied()), true);
+        self.group = group;
+        if created {
+            self.just_created = Some(c);
+        } else if !self.contexts[c as usize].zero_level {
+            self.contexts[c as usize].zero_level = true;
+            let l = self.left.get_or_add(&self.group);
+            self.left.add_zero_level(l);
         }
-        self.just_created = None;
-        (active, selected, candidates)
+        created
     }
 
-    /// One step with this sample's sensor facts (sorted); the raw score.
-    fn step(&mut self, facts: &[u32], max_left: usize, max_active: usize, cap: usize) -> f64 {
-        let mut distinct: HashSet<Candidate> = HashSet::new();
-        let new_transition = if self.left_group.is_empty() {
-            false
-        } else {
-            let lg = std::mem::take(&mut self.left_group);
-            let (c, created) = self.add(&lg, facts, true);
-            if created {
-                self.just_created = Some(c);
-            } else {
-                self.contexts[c].zero_level = true;
+    /// Visits the contexts of a left semi-context, crossed with the group
+    /// (or, outside new transitions, wholly in it): counts the selected
+    /// ones, activates the active ones and, on a new transition, collects
+    /// the candidates.
+    fn visit(&mut self, crossed: Crossed, v: &Visit) -> usize {
+        let Crossed {
+            id,
+            shared,
+            matched,
+        } = crossed;
+        let semi = self.left.semis[id as usize];
+        let whole_left = !v.new_transition || shared == semi.len;
+        let may_generalise = v.new_transition && shared <= v.max_left;
+        let skip = self.just_created.unwrap_or(NONE);
+        let mut selected = 0;
+        let mut c = semi.first;
+        while c != NONE {
+            let ctx = &mut self.contexts[c as usize];
+            let next = ctx.next;
+            if c != skip {
+                let shared = ctx.right & v.now;
+                let generalise = may_generalise && ctx.zero_level && shared != 0;
+                if whole_left && shared == ctx.right {
+                    ctx.activations += 1;
+                    self.active.push(rank(ctx.activations, c));
+                } else if generalise && self.distinct.insert((matched, shared)) {
+                    self.candidates.push((matched, shared));
+                }
+                selected += usize::from(whole_left);
             }
-            distinct.insert((lg.clone(), facts.to_vec()));
-            self.left_group = lg;
-            created
-        };
-        self.right.cross(facts);
-        let (mut active, selected, candidates) = self.activate(new_transition, max_left);
-        let share_active = if selected > 0 {
-            active.len() as f64 / selected as f64
-        } else {
-            0.0
-        };
-        // The most activated contexts carry the step forward.
-        active.sort_by_key(|&c| (std::cmp::Reverse(self.contexts[c].activations), c));
-        active.truncate(max_active);
-        let mut group: Vec<u32> = facts.to_vec();
-        group.extend(active.iter().map(|&c| NEURON | c as u32));
-        group.sort_unstable();
-        let mut created = 0usize;
-        for (lf, rf) in &candidates {
+            c = next;
+        }
+        selected
+    }
+
+    /// Visits the contexts whose left side may count this step; the
+    /// number selected. On a new transition, partial overlaps generalise:
+    /// the semi-contexts with zero-level contexts are crossed and visited
+    /// in CAD's order (the candidates' order), then the others wholly in
+    /// the group; otherwise only those wholly in it count (most steps).
+    fn visit_all(&mut self, v: &Visit) -> usize {
+        self.active.clear();
+        self.candidates.clear();
+        self.distinct.clear();
+        let mut selected = 0;
+        if v.new_transition {
+            let n = self.group.len() as u32;
+            self.distinct
+                .insert((Positions::MAX >> (MAX_GROUP - n), v.now));
+            self.left.cross(&self.group, v.bits, v.max_left);
+            let by_sensor = std::mem::take(&mut self.left.by_sensor);
+            let by_neuron_only = std::mem::take(&mut self.left.by_neuron_only);
+            let keyed = by_neuron_only.iter().map(|&(_, c)| c);
+            for crossed in by_sensor.iter().flatten().copied().chain(keyed) {
+                selected += self.visit(crossed, v);
+            }
+            self.left.by_sensor = by_sensor;
+            self.left.by_neuron_only = by_neuron_only;
+        }
+        selected += self.visit_wholly_in(v);
+        self.just_created = None;
+        selected
+    }
+
+    /// Visits the semi-contexts wholly in the group, found by their
+    /// anchors (on a new transition, those not crossed); the number
+    /// selected.
+    fn visit_wholly_in(&mut self, v: &Visit) -> usize {
+        let mut selected = 0;
+        for i in 0..self.group.len() {
+            let mut l = self.left.by_anchor.get(self.group[i] as usize).copied();
+            while let Some(id) = l.filter(|&id| id != NONE) {
+                let semi = self.left.semis[id as usize];
+                l = Some(semi.same_anchor);
+                if v.new_transition && semi.zero_levels > 0 || semi.signature & !self.signature != 0
+                {
+                    continue;
+                }
+                let facts = self.left.facts_of(&semi);
+                if facts.iter().all(|&f| self.in_group(f)) {
+                    let whole = Crossed {
+                        id,
+                        shared: semi.len,
+                        matched: 0,
+                    };
+                    selected += self.visit(whole, v);
+                }
+            }
+        }
+        selected
+    }
+
+    fn in_group(&self, f: u32) -> bool {
+        self.position.get(f as usize).is_some_and(|&p| p != 0)
+    }
+
+    /// Adds the candidates, in the order first met, while under `cap`
+    /// contexts; the number created.
+    fn generalise(&mut self, cap: usize) -> usize {
+        let mut created = 0;
+        let candidates = std::mem::take(&mut self.candidates);
+        let mut facts = std::mem::take(&mut self.scratch);
+        for &(matched, right) in &candidates {
             if self.contexts.len() >= cap {
                 break;
             }
-            created += usize::from(self.add(lf, rf, false).1);
+            facts.clear();
+            let mut m = matched;
+            while m != 0 {
+                facts.push(self.group[m.trailing_zeros() as usize]);
+                m &= m - 1;
+            }
+            created += usize::from(self.add(&facts, right, false).1);
         }
-        distinct.extend(candidates);
-        self.left_group = group;
-        let added = created + usize::from(new_transition);
-        let share_new = if new_transition && !distinct.is_empty() {
-            added as f64 / distinct.len() as f64
+        self.scratch = facts;
+        self.candidates = candidates;
+        created
+    }
+
+    /// Makes `facts` and the `max_active` most activated active contexts
+    /// the next left group.
+    fn carry(&mut self, facts: &[u32], max_active: usize) {
+        if self.active.len() > max_active {
+            if max_active > 0 {
+                self.active.select_nth_unstable(max_active - 1);
+            }
+            self.active.truncate(max_active);
+        }
+        for &f in &self.group {
+            self.position[f as usize] = 0;
+        }
+        self.group.clear();
+        self.group.extend_from_slice(facts);
+        let neurons = self.active.iter().map(|&k| SENSOR_SPAN + k as u32);
+        self.group.extend(neurons);
+        self.group.sort_unstable();
+        let top = *self.group.last().expect("a group has sensor facts") as usize;
+        if self.position.len() <= top {
+            self.position.resize(top + 1, 0);
+        }
+        for (i, &f) in self.group.iter().enumerate() {
+            self.position[f as usize] = i as u8 + 1;
+        }
+        self.signature = signature(&self.group);
+    }
+
+    /// One step with this sample's sensor facts (sorted); the raw score.
+    fn step(&mut self, facts: &[u32], max_left: u32, max_active: usize, cap: usize) -> f64 {
+        let new_transition = self.transition(facts);
+        let v = Visit {
+            now: mask(facts.iter().copied()),
+            new_transition,
+            max_left,
+            bits: facts.len(),
+        };
+        let selected = self.visit_all(&v);
+        let share_active = if selected > 0 {
+            self.active.len() as f64 / selected as f64
         } else {
             0.0
         };
+        let share_new = if new_transition {
+            let added = self.generalise(cap) + 1;
+            added as f64 / self.distinct.len() as f64
+        } else {
+            0.0
+        };
+        self.carry(facts, max_active);
         ((1.0 - share_active + share_new) / 2.0).clamp(0.0, 1.0)
+    }
+}
+
+#[cfg(test)]
+impl Machine {
+    /// Heap bytes held, approximately (hash tables at their entries and
+    /// one control byte per bucket).
+    fn footprint(&self) -> usize {
+        use std::mem::size_of;
+        let l = &self.left;
+        let lists: usize = l.by_neuron.iter().map(|v| 24 + 4 * v.capacity()).sum();
+        let buckets: usize = l.by_sensor.iter().map(|v| 24 + 32 * v.capacity()).sum();
+        let counts = l.neuron_counts.capacity();
+        l.semis.capacity() * size_of::<Semi>()
+            + 4 * (l.facts.capacity() + l.by_anchor.capacity() + l.touched.capacity())
+            + l.by_hash.capacity() * (size_of::<(u64, u32)>() + 1)
+            + l.zero.capacity() * size_of::<Zero>()
+            + lists
+            + buckets
+            + l.by_neuron_only.capacity() * size_of::<(u64, Crossed)>()
+            + counts
+            + l.neurons.capacity() * size_of::<Positions>()
+            + self.contexts.capacity() * size_of::<Context>()
+            + self.pair.capacity() * (size_of::<(u64, u32)>() + 1)
+            + 4 * (self.group.capacity() + self.scratch.capacity())
+            + self.position.capacity()
+            + 8 * self.active.capacity()
+            + self.distinct.capacity() * (size_of::<(Positions, u16)>() + 1)
+            + self.candidates.capacity() * size_of::<(Positions, u16)>()
     }
 }
 
@@ -326,6 +655,7 @@ impl CadDetector {
             p: CadParams {
                 bits: p.bits.clamp(1, 8),
                 margin: p.margin.max(0.0),
+                max_active: p.max_active.min(MAX_GROUP - 8),
                 max_contexts: p.max_contexts.max(64),
                 memory: p.memory.max(1),
                 ..p
@@ -361,10 +691,13 @@ impl CadDetector {
         }
     }
 
-    fn facts(&self, level: u32) -> Vec<u32> {
-        (0..self.p.bits)
-            .map(|i| 2 * i + ((level >> i) & 1))
-            .collect()
+    /// The sensor facts of `level`, sorted: one per bit, in `facts[..bits]`.
+    fn facts(&self, level: u32) -> [u32; 8] {
+        let mut facts = [0; 8];
+        for i in 0..self.p.bits {
+            facts[i as usize] = 2 * i + ((level >> i) & 1);
+        }
+        facts
     }
 
     /// Learns `x` and returns its raw score.
@@ -377,15 +710,23 @@ impl CadDetector {
 
     /// Forgets every context and learns the remembered samples again: the
     /// latest of them that fit in half the ceiling, so that learning goes
-    /// on for a while before the next time.
+    /// on for a while before the next time. Contexts are never dropped
+    /// while learning, so a replay that reaches half the ceiling is given
+    /// up at once (unless it is the last one tried, of under 64 samples).
     fn relearn(&mut self) {
+        let half = self.p.max_contexts as usize / 2;
         let mut take = self.history.len();
         loop {
             self.machine = Machine::default();
+            let mut fits = true;
             for i in self.history.len() - take..self.history.len() {
                 let _ = self.step(self.history[i]);
+                fits = self.machine.contexts.len() < half;
+                if !fits && take >= 64 {
+                    break;
+                }
             }
-            if self.machine.contexts.len() < self.p.max_contexts as usize / 2 || take < 64 {
+            if fits || take < 64 {
                 break;
             }
             take /= 2;
@@ -395,8 +736,8 @@ impl CadDetector {
     fn step(&mut self, x: f64) -> f64 {
         let facts = self.facts(self.level(x));
         self.machine.step(
-            &facts,
-            self.p.max_left as usize,
+            &facts[..self.p.bits as usize],
+            self.p.max_left,
             self.p.max_active as usize,
             self.p.max_contexts as usize,
         )
@@ -576,7 +917,7 @@ mod tests {
             most = most.max(d.machine.footprint());
         }
         assert_eq!(d.history.len(), 1000);
-        // About 200 bytes a context: the ceiling bounds the bytes too.
+        // About 100 bytes a context: the ceiling bounds the bytes too.
         assert!(most < 501 * 400, "{most} bytes");
         // Relearnt, not emptied: the contexts of the latest samples remain.
         assert!(d.machine.contexts.len() > 10);
