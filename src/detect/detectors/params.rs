@@ -314,8 +314,8 @@ pub mod defaults {
         pub const REST: u32 = 0;
         pub const MAX_LEFT: u32 = 7;
         pub const MAX_ACTIVE: u32 = 30;
-        /// The per-series memory ceiling: 120–230 bytes per context with
-        /// its semi-contexts and indexes on NAB, so at most about 3.5 MB.
+        /// The per-series memory ceiling: 90–170 bytes per context with
+        /// its semi-contexts and indexes on NAB, so at most about 1.5 MB.
         /// Reached, the detector relearns its latest samples.
         pub const MAX_CONTEXTS: u32 = 16_384;
         /// Samples remembered, to relearn in new levels when the range
@@ -366,7 +366,9 @@ pub mod defaults {
 /// happened and how much is new. No score for the first `warmup` samples;
 /// after a score of 0.75, `rest` samples report 0. At most `max_contexts`
 /// contexts (then the latest of the `memory` remembered samples are
-/// relearnt).
+/// relearnt). `max_active` above 120 is taken as 120: a step's facts (at
+/// most 8 of the level's, and the active contexts carried) fit a 128-bit
+/// mask; the search draws 7 to 30.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq)]
 pub struct CadParams {
     pub bits: u32,
