@@ -1,0 +1,303 @@
+//! The left semi-contexts of [`super::CadDetector`]'s context machine:
+//! each fact set stored once under an id, the indexes that find a set, the
+//! ones wholly in a group and the ones with zero-level contexts, and the
+//! crossing of a group with them; and the hasher their tables use.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::{NONE, Positions, SENSOR_SPAN};
+
+/// FxHash's multiply-add for integer keys (as rustc-hash 2 does it): the
+/// tables here hash a few integers, not data from outside.
+#[derive(Default, Clone, Copy)]
+pub(super) struct FxHasher(u64);
+
+impl FxHasher {
+    pub(super) fn add(&mut self, x: u64) {
+        self.0 = self.0.wrapping_add(x).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&b| self.add(u64::from(b)));
+    }
+    fn write_u16(&mut self, x: u16) {
+        self.add(u64::from(x));
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.add(u64::from(x));
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.add(x);
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.add(x as u64);
+        self.add((x >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+}
+
+pub(super) type Fx = BuildHasherDefault<FxHasher>;
+
+/// The hash of a set of facts (sorted).
+pub(super) fn hash_facts(facts: &[u32]) -> u64 {
+    let mut h = FxHasher::default();
+    facts.iter().for_each(|&f| h.write_u32(f));
+    h.finish()
+}
+
+/// A left semi-context: its facts are `Lefts::facts[start..start + len]`
+/// (sorted, stored once); its contexts a list in creation order, from
+/// `first` to `last` through `Context::next`.
+#[derive(Clone, Copy)]
+pub(super) struct Semi {
+    pub(super) start: u32,
+    pub(super) len: u32,
+    pub(super) first: u32,
+    pub(super) last: u32,
+    /// The next older semi-context of the same fact-set hash.
+    pub(super) same_hash: u32,
+    /// The next older semi-context of the same highest fact.
+    pub(super) same_anchor: u32,
+    /// How many of its contexts are zero-level: without any, a partial
+    /// overlap with the group yields nothing.
+    pub(super) zero_levels: u32,
+    /// Its [`signature`]: not wholly in a group whose signature lacks a
+    /// bit of it.
+    pub(super) signature: u64,
+}
+
+/// A set of facts as bits: a sensor fact as its own bit, a neuron fact
+/// as one of the 48 others, by a hash. A subset's signature is within
+/// the set's.
+pub(super) fn signature(facts: &[u32]) -> u64 {
+    facts.iter().fold(0, |sig, &f| {
+        let bit = if f < SENSOR_SPAN {
+            f
+        } else {
+            SENSOR_SPAN + (f.wrapping_mul(0x9e37_79b9) >> 16) % (64 - SENSOR_SPAN)
+        };
+        sig | 1 << bit
+    })
+}
+
+/// A left semi-context with zero-level contexts, as crossing scans it.
+#[derive(Clone, Copy)]
+pub(super) struct Zero {
+    pub(super) id: u32,
+    pub(super) len: u16,
+    /// Its sensor facts, as a mask.
+    pub(super) sensor: u16,
+}
+
+/// The left semi-contexts (a right one is a set of sensor facts: a mask
+/// of `1 << fact`, kept in its context). Ids are creation order.
+#[derive(Default)]
+pub(super) struct Lefts {
+    pub(super) semis: Vec<Semi>,
+    pub(super) facts: Vec<u32>,
+    /// Fact-set hash → the newest semi-context of that hash.
+    pub(super) by_hash: HashMap<u64, u32, Fx>,
+    /// Per fact, the newest semi-context whose highest fact it is: finds
+    /// the ones wholly in a group without crossing every one that shares
+    /// a fact with it.
+    pub(super) by_anchor: Vec<u32>,
+    /// The semi-contexts with zero-level contexts, by id: the only ones
+    /// whose partial overlaps with a group generalise, so the only ones
+    /// crossed.
+    pub(super) zero: Vec<Zero>,
+    /// Per neuron fact, the semi-contexts in `zero` holding it.
+    pub(super) by_neuron: Vec<Vec<u32>>,
+    /// Per semi-context, the positions of its neuron facts in the group
+    /// last crossed, and how many; 0 unless it is in `touched`.
+    pub(super) neurons: Vec<Positions>,
+    pub(super) neuron_counts: Vec<u8>,
+    pub(super) touched: Vec<u32>,
+    /// The crossed semi-contexts that may count: by their lowest sensor
+    /// position (`by_sensor`), then those sharing only neuron facts
+    /// (`by_neuron_only`, keyed by their lowest position and id), each in
+    /// id order: the order CAD meets them.
+    pub(super) by_sensor: Vec<Vec<Crossed>>,
+    pub(super) by_neuron_only: Vec<(u64, Crossed)>,
+}
+
+/// A semi-context crossed with a group.
+#[derive(Clone, Copy)]
+pub(super) struct Crossed {
+    pub(super) id: u32,
+    /// How many of its facts are in the group (counted, not a `count_ones`
+    /// of `matched`: the baseline x86-64 target has no popcount).
+    pub(super) shared: u32,
+    /// Their positions in the group.
+    pub(super) matched: Positions,
+}
+
+/// The number of bits set in a byte.
+pub(super) const ONES: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut i = 1;
+    while i < 256 {
+        t[i] = t[i / 2] + (i % 2) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The positions, in a group whose `i`-th fact is sensor fact `2i` or
+/// `2i + 1`, of the sensor facts of `shared` (a mask).
+pub(super) fn sensor_positions(shared: u16) -> Positions {
+    let mut y = u32::from(shared | (shared >> 1)) & 0x5555;
+    y = (y | (y >> 1)) & 0x3333;
+    y = (y | (y >> 2)) & 0x0f0f;
+    y = (y | (y >> 4)) & 0x00ff;
+    Positions::from(y)
+}
+
+impl Lefts {
+    pub(super) fn facts_of(&self, s: &Semi) -> &[u32] {
+        &self.facts[s.start as usize..(s.start + s.len) as usize]
+    }
+
+    pub(super) fn find(&self, facts: &[u32], hash: u64) -> Option<u32> {
+        let mut id = *self.by_hash.get(&hash)?;
+        while id != NONE {
+            let s = &self.semis[id as usize];
+            if self.facts_of(s) == facts {
+                return Some(id);
+            }
+            id = s.same_hash;
+        }
+        None
+    }
+
+    /// The id of the semi-context of `facts` (sorted, not empty), created
+    /// if new.
+    pub(super) fn get_or_add(&mut self, facts: &[u32]) -> u32 {
+        let hash = hash_facts(facts);
+        if let Some(id) = self.find(facts, hash) {
+            return id;
+        }
+        let id = self.semis.len() as u32;
+        let top = *facts.last().expect("a semi-context has facts") as usize;
+        if self.by_anchor.len() <= top {
+            self.by_anchor.resize(top + 1, NONE);
+        }
+        self.semis.push(Semi {
+            start: self.facts.len() as u32,
+            len: facts.len() as u32,
+            first: NONE,
+            last: NONE,
+            same_hash: self.by_hash.insert(hash, id).unwrap_or(NONE),
+            same_anchor: std::mem::replace(&mut self.by_anchor[top], id),
+            zero_levels: 0,
+            signature: signature(facts),
+        });
+        self.facts.extend_from_slice(facts);
+        self.neurons.push(0);
+        self.neuron_counts.push(0);
+        id
+    }
+
+    /// Counts one more zero-level context of `id`; the first makes it one
+    /// that crossing scans.
+    pub(super) fn add_zero_level(&mut self, id: u32) {
+        let semi = &mut self.semis[id as usize];
+        semi.zero_levels += 1;
+        if semi.zero_levels > 1 {
+            return;
+        }
+        let semi = *semi;
+        let facts = &self.facts[semi.start as usize..(semi.start + semi.len) as usize];
+        let at = self.zero.partition_point(|z| z.id < id);
+        self.zero.insert(
+            at,
+            Zero {
+                id,
+                len: semi.len as u16,
+                sensor: mask(facts.iter().copied().filter(|&f| f < SENSOR_SPAN)),
+            },
+        );
+        for &f in facts.iter().filter(|&&f| f >= SENSOR_SPAN) {
+            let f = (f - SENSOR_SPAN) as usize;
+            if self.by_neuron.len() <= f {
+                self.by_neuron.resize_with(f + 1, Vec::new);
+            }
+            self.by_neuron[f].push(id);
+        }
+    }
+
+    /// Crosses the zero-level semi-contexts with `group` (sorted, its
+    /// first `bits` facts the sensor ones, one per bit), keeping those
+    /// that may count: wholly in it, or sharing at most `max_left` facts.
+    pub(super) fn cross(&mut self, group: &[u32], bits: usize, max_left: u32) {
+        for &id in &self.touched {
+            self.neurons[id as usize] = 0;
+            self.neuron_counts[id as usize] = 0;
+        }
+        self.touched.clear();
+        for (i, &f) in group.iter().enumerate().skip(bits) {
+            let holders = self.by_neuron.get((f - SENSOR_SPAN) as usize);
+            for &id in holders.map_or(&[][..], Vec::as_slice) {
+                let m = &mut self.neurons[id as usize];
+                if *m == 0 {
+                    self.touched.push(id);
+                }
+                *m |= 1 << i;
+                self.neuron_counts[id as usize] += 1;
+            }
+        }
+        self.by_sensor.resize_with(bits, Vec::new);
+        self.by_sensor.iter_mut().for_each(Vec::clear);
+        self.by_neuron_only.clear();
+        let sensor = mask(group[..bits].iter().copied());
+        for z in &self.zero {
+            let at_sensor = sensor_positions(z.sensor & sensor);
+            let shared = u32::from(ONES[at_sensor as usize] + self.neuron_counts[z.id as usize]);
+            if shared == 0 || (shared != u32::from(z.len) && shared > max_left) {
+                continue;
+            }
+            let matched = at_sensor | self.neurons[z.id as usize];
+            let c = Crossed {
+                id: z.id,
+                shared,
+                matched,
+            };
+            if at_sensor != 0 {
+                self.by_sensor[at_sensor.trailing_zeros() as usize].push(c);
+            } else {
+                let key = (u64::from(matched.trailing_zeros()) << 32) | u64::from(z.id);
+                self.by_neuron_only.push((key, c));
+            }
+        }
+        self.by_neuron_only.sort_unstable_by_key(|&(key, _)| key);
+    }
+}
+
+#[cfg(test)]
+impl Lefts {
+    /// Heap bytes held, approximately (hash tables at their entries and
+    /// one control byte per bucket).
+    pub(super) fn footprint(&self) -> usize {
+        use std::mem::size_of;
+        let lists: usize = self.by_neuron.iter().map(|v| 24 + 4 * v.capacity()).sum();
+        let buckets: usize = self.by_sensor.iter().map(|v| 24 + 32 * v.capacity()).sum();
+        self.semis.capacity() * size_of::<Semi>()
+            + 4 * (self.facts.capacity() + self.by_anchor.capacity() + self.touched.capacity())
+            + self.by_hash.capacity() * (size_of::<(u64, u32)>() + 1)
+            + self.zero.capacity() * size_of::<Zero>()
+            + lists
+            + buckets
+            + self.by_neuron_only.capacity() * size_of::<(u64, Crossed)>()
+            + self.neuron_counts.capacity()
+            + self.neurons.capacity() * size_of::<Positions>()
+    }
+}
+
+/// The mask of a set of sensor facts.
+pub(super) fn mask(facts: impl IntoIterator<Item = u32>) -> u16 {
+    facts.into_iter().fold(0, |m, f| m | 1 << f)
+}
