@@ -14,7 +14,7 @@ use super::{NONE, Positions, SENSOR_SPAN};
 pub(super) struct FxHasher(u64);
 
 impl FxHasher {
-    pub(super) fn add(&mut self, x: u64) {
+    fn add(&mut self, x: u64) {
         self.0 = self.0.wrapping_add(x).wrapping_mul(0xf135_7aea_2e62_a9c5);
     }
 }
@@ -44,7 +44,7 @@ impl Hasher for FxHasher {
 pub(super) type Fx = BuildHasherDefault<FxHasher>;
 
 /// The hash of a set of facts (sorted).
-pub(super) fn hash_facts(facts: &[u32]) -> u64 {
+fn hash_facts(facts: &[u32]) -> u64 {
     let mut h = FxHasher::default();
     facts.iter().for_each(|&f| h.write_u32(f));
     h.finish()
@@ -55,12 +55,12 @@ pub(super) fn hash_facts(facts: &[u32]) -> u64 {
 /// `first` to `last` through `Context::next`.
 #[derive(Clone, Copy)]
 pub(super) struct Semi {
-    pub(super) start: u32,
+    start: u32,
     pub(super) len: u32,
     pub(super) first: u32,
     pub(super) last: u32,
     /// The next older semi-context of the same fact-set hash.
-    pub(super) same_hash: u32,
+    same_hash: u32,
     /// The next older semi-context of the same highest fact.
     pub(super) same_anchor: u32,
     /// How many of its contexts are zero-level: without any, a partial
@@ -87,11 +87,11 @@ pub(super) fn signature(facts: &[u32]) -> u64 {
 
 /// A left semi-context with zero-level contexts, as crossing scans it.
 #[derive(Clone, Copy)]
-pub(super) struct Zero {
-    pub(super) id: u32,
+struct Zero {
+    id: u32,
     pub(super) len: u16,
     /// Its sensor facts, as a mask.
-    pub(super) sensor: u16,
+    sensor: u16,
 }
 
 /// The left semi-contexts (a right one is a set of sensor facts: a mask
@@ -99,9 +99,9 @@ pub(super) struct Zero {
 #[derive(Default)]
 pub(super) struct Lefts {
     pub(super) semis: Vec<Semi>,
-    pub(super) facts: Vec<u32>,
+    facts: Vec<u32>,
     /// Fact-set hash → the newest semi-context of that hash.
-    pub(super) by_hash: HashMap<u64, u32, Fx>,
+    by_hash: HashMap<u64, u32, Fx>,
     /// Per fact, the newest semi-context whose highest fact it is: finds
     /// the ones wholly in a group without crossing every one that shares
     /// a fact with it.
@@ -109,14 +109,14 @@ pub(super) struct Lefts {
     /// The semi-contexts with zero-level contexts, by id: the only ones
     /// whose partial overlaps with a group generalise, so the only ones
     /// crossed.
-    pub(super) zero: Vec<Zero>,
+    zero: Vec<Zero>,
     /// Per neuron fact, the semi-contexts in `zero` holding it.
-    pub(super) by_neuron: Vec<Vec<u32>>,
+    by_neuron: Vec<Vec<u32>>,
     /// Per semi-context, the positions of its neuron facts in the group
     /// last crossed, and how many; 0 unless it is in `touched`.
-    pub(super) neurons: Vec<Positions>,
-    pub(super) neuron_counts: Vec<u8>,
-    pub(super) touched: Vec<u32>,
+    neurons: Vec<Positions>,
+    neuron_counts: Vec<u8>,
+    touched: Vec<u32>,
     /// The crossed semi-contexts that may count: by their lowest sensor
     /// position (`by_sensor`), then those sharing only neuron facts
     /// (`by_neuron_only`, keyed by their lowest position and id), each in
@@ -137,7 +137,7 @@ pub(super) struct Crossed {
 }
 
 /// The number of bits set in a byte.
-pub(super) const ONES: [u8; 256] = {
+const ONES: [u8; 256] = {
     let mut t = [0; 256];
     let mut i = 1;
     while i < 256 {
@@ -149,7 +149,7 @@ pub(super) const ONES: [u8; 256] = {
 
 /// The positions, in a group whose `i`-th fact is sensor fact `2i` or
 /// `2i + 1`, of the sensor facts of `shared` (a mask).
-pub(super) fn sensor_positions(shared: u16) -> Positions {
+fn sensor_positions(shared: u16) -> Positions {
     let mut y = u32::from(shared | (shared >> 1)) & 0x5555;
     y = (y | (y >> 1)) & 0x3333;
     y = (y | (y >> 2)) & 0x0f0f;
@@ -162,7 +162,7 @@ impl Lefts {
         &self.facts[s.start as usize..(s.start + s.len) as usize]
     }
 
-    pub(super) fn find(&self, facts: &[u32], hash: u64) -> Option<u32> {
+    fn find(&self, facts: &[u32], hash: u64) -> Option<u32> {
         let mut id = *self.by_hash.get(&hash)?;
         while id != NONE {
             let s = &self.semis[id as usize];
