@@ -393,9 +393,12 @@ fn a_runbook_pinned_to_recommend_never_acts_in_auto() {
     // the guards); a team that wants each one approved pins it, as here.
     let path = rules().join("cnpg-max-connections.rhai");
     let source = std::fs::read_to_string(&path).expect("read");
-    let trigger = "min_score: 0.8 } } }";
+    let trigger = "horizon_seconds: 1800.0 } } }";
     assert!(source.contains(trigger), "the runbook's trigger changed");
-    let pinned = source.replace(trigger, "min_score: 0.8 } }, mode: \"recommend\" }");
+    let pinned = source.replace(
+        trigger,
+        "horizon_seconds: 1800.0 } }, mode: \"recommend\" }",
+    );
     let mut set = RunbookSet::new(Limits::default());
     assert!(
         set.load(&[("cnpg-max-connections".to_string(), pinned)])

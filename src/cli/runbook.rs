@@ -51,11 +51,10 @@ fn lint(path: &Path, trigger: &Trigger) -> Vec<String> {
         if !(0.0..=1.0).contains(&t.min_score) {
             warnings.push(format!("min_score {} is outside [0, 1]", t.min_score));
         }
-        if t.horizon_seconds.is_some() && !t.detectors.iter().any(|d| d == "forecast") {
-            warnings.push(
-                "horizon_seconds only matches forecast findings; add detectors: [\"forecast\"]"
-                    .into(),
-            );
+        if let Some(h) = t.horizon_seconds.filter(|h| h.is_nan() || *h <= 0.0) {
+            warnings.push(format!(
+                "horizon_seconds {h} is not a positive number of seconds: no forecast fires"
+            ));
         }
     }
     warnings

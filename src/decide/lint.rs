@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use super::runbook::{Runbook, Trigger};
+use super::runbook::{FindingTrigger, Runbook, Trigger};
 use crate::detect::spec::ValidatedSpec;
 
 /// What the models of one kind produce.
@@ -114,6 +114,7 @@ pub fn check_against_models(runbook: &Runbook, specs: &[ValidatedSpec]) -> Vec<S
                         ));
                     }
                 }
+                problems.extend(judged_by(name, kind, t, k));
             }
         }
     }
@@ -299,6 +300,42 @@ fn sample_reads(code: &str) -> Vec<String> {
     out
 }
 
+/// A trigger's two thresholds each judge one family of findings: a
+/// forecast's time to threshold (`horizon_seconds`), every other finding's
+/// calibrated score (`min_score`). One set where no watched signal is of
+/// its family never applies: the runbook fires on something other than
+/// what its author wrote.
+fn judged_by(name: &str, kind: &str, t: &FindingTrigger, k: &KindSignals) -> Vec<String> {
+    let watched: Vec<(&str, &str)> = k
+        .detectors
+        .iter()
+        .filter(|(s, d)| {
+            (t.signals.is_empty() || t.signals.contains(s))
+                && (t.detectors.is_empty() || t.detectors.iter().any(|x| x == d))
+        })
+        .map(|(s, d)| (s.as_str(), *d))
+        .collect();
+    if watched.is_empty() {
+        return Vec::new();
+    }
+    let (forecasts, scored): (Vec<_>, Vec<_>) = watched.iter().partition(|(_, d)| *d == "forecast");
+    let names = |v: &[&(&str, &str)]| v.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ");
+    let mut problems = Vec::new();
+    if t.horizon_seconds.is_some() && forecasts.is_empty() {
+        problems.push(format!(
+            "{name}: horizon_seconds judges forecasts only, and none of the trigger's signals of kind {kind} is one ({}): use min_score",
+            names(&scored)
+        ));
+    }
+    if t.min_score > 0.0 && scored.is_empty() {
+        problems.push(format!(
+            "{name}: min_score is not applied to forecasts, and every trigger signal of kind {kind} is one ({}): say how soon with horizon_seconds",
+            names(&forecasts)
+        ));
+    }
+    problems
+}
+
 /// The literal first arguments of `.verify("NAME", ..)`.
 fn verify_signals(code: &str) -> Vec<String> {
     let b = code.as_bytes();
@@ -397,6 +434,46 @@ multivariate: {signals: [request_rate, latency_p99]}
             [
                 "rb: trigger detector \"forecast\" scores none of its signals of kind PaymentGateway (they use: ewma)"
             ]
+        );
+    }
+
+    #[test]
+    fn a_threshold_that_judges_none_of_the_watched_signals_is_a_problem() {
+        // horizon_seconds judges forecasts; latency is an ewma.
+        assert_eq!(
+            lint(&findings(
+                r#"signals: ["latency_p99"], min_score: 0.9, horizon_seconds: 600.0"#,
+                "[]"
+            )),
+            [
+                "rb: horizon_seconds judges forecasts only, and none of the trigger's signals of kind PaymentGateway is one (latency_p99): use min_score"
+            ]
+        );
+        // min_score judges anomalies; saturation is a forecast.
+        assert_eq!(
+            lint(&findings(
+                r#"signals: ["saturation"], min_score: 0.7"#,
+                "[]"
+            )),
+            [
+                "rb: min_score is not applied to forecasts, and every trigger signal of kind PaymentGateway is one (saturation): say how soon with horizon_seconds"
+            ]
+        );
+        // Both kinds watched, each judged by its own threshold: fine; so
+        // is a detector filter that leaves only forecasts under a horizon.
+        assert!(
+            lint(&findings(
+                r#"signals: ["saturation", "latency_p99"], min_score: 0.7, horizon_seconds: 600.0"#,
+                "[]"
+            ))
+            .is_empty()
+        );
+        assert!(
+            lint(&findings(
+                r#"detectors: ["forecast"], horizon_seconds: 600.0"#,
+                "[]"
+            ))
+            .is_empty()
         );
     }
 

@@ -63,10 +63,16 @@ pub struct FindingTrigger {
     /// Detectors to react to; empty = any.
     #[serde(default)]
     pub detectors: Vec<String>,
-    /// Lowest score that fires.
+    /// Lowest calibrated score that fires: how rare the sample is on its
+    /// series, past the detector's limit (the same for every detector that
+    /// judges samples against a baseline). Not applied to forecasts, whose
+    /// score says how soon: they are judged by `horizon_seconds`.
     #[serde(default)]
     pub min_score: f64,
-    /// For forecasts: fire only when the threshold is crossed within this many seconds.
+    /// For forecasts: fire only when the threshold is expected to be
+    /// crossed within this many seconds; without it, any forecast finding
+    /// (a crossing within its model's own horizon) fires. Other findings
+    /// are judged by `min_score` and ignore it.
     #[serde(default)]
     pub horizon_seconds: Option<f64>,
     /// Fire only on values above (or below) the detector's baseline: most
@@ -90,9 +96,12 @@ impl std::fmt::Display for Trigger {
                 if !t.detectors.is_empty() {
                     write!(f, " by {}", t.detectors.join(", "))?;
                 }
-                write!(f, " score >= {}", t.min_score)?;
-                if let Some(h) = t.horizon_seconds {
-                    write!(f, ", crossing within {h}s")?;
+                match (t.min_score, t.horizon_seconds) {
+                    (m, Some(h)) if m > 0.0 => {
+                        write!(f, " score >= {m}, forecasts crossing within {h}s")?
+                    }
+                    (_, Some(h)) => write!(f, ", forecasts crossing within {h}s")?,
+                    (m, None) => write!(f, " score >= {m}")?,
                 }
                 match t.direction {
                     Some(Direction::Above) => write!(f, ", above baseline"),
@@ -121,21 +130,36 @@ pub enum Direction {
     Below,
 }
 
+/// Whether a finding is a forecast's: judged by how soon its threshold is
+/// crossed, not by how rare its sample is.
+pub fn is_forecast(f: &Finding) -> bool {
+    f.detector == "forecast" || f.time_to_threshold_seconds.is_some()
+}
+
 impl FindingTrigger {
+    /// Whether `f` fires the trigger: a forecast when its crossing is
+    /// within `horizon_seconds` (if set), any other finding when its
+    /// calibrated score is at least `min_score`. One number never reads
+    /// two ways: a rarity for one signal and a time for another.
     pub fn matches(&self, f: &Finding) -> bool {
-        f.score >= self.min_score && self.matches_at_any_score(f)
+        self.matches_at_any_score(f)
+            && if is_forecast(f) {
+                match self.horizon_seconds {
+                    None => true,
+                    Some(h) => f.time_to_threshold_seconds.is_some_and(|t| t <= h),
+                }
+            } else {
+                f.score >= self.min_score
+            }
     }
 
-    /// [`Self::matches`] at whatever score the detector still reports the
-    /// finding: what keeps a deferred runbook armed (`triggered_by_findings`).
+    /// [`Self::matches`] at whatever score (or time to threshold) the
+    /// detector still reports the finding: what keeps a deferred runbook
+    /// armed (`triggered_by_findings`).
     pub fn matches_at_any_score(&self, f: &Finding) -> bool {
         f.component.kind == self.kind
             && (self.signals.is_empty() || self.signals.contains(&f.signal))
             && (self.detectors.is_empty() || self.detectors.contains(&f.detector))
-            && match self.horizon_seconds {
-                None => true,
-                Some(h) => f.time_to_threshold_seconds.is_some_and(|t| t <= h),
-            }
             && match (self.direction, f.time_to_threshold_seconds) {
                 (None, _) | (_, Some(_)) => true,
                 (Some(Direction::Above), None) => f.value > f.baseline,

@@ -176,24 +176,30 @@ string, array and map limits and a wall-clock budget; `eval` and imports are una
         Limits::default().max_intents
     ));
     out.push_str(
-        "A `findings` trigger fires on a finding whose `score` is at least `min_score`. For the \
-detectors that judge a sample against a baseline (`ewma`, `mad`, `seasonal`, `cusum`) the score is \
-calibrated per series: `min_score: t` (0.5 or more) means the sample is past the detector's own \
-`limit` in its model spec (5σ, a CUSUM of 8, …) *and* higher than a share `t` of that series' raw \
-latest 256 raw scores (at most a day back: about an hour at a 15 s cycle, two at 30 s), so `0.9` reads \"past the limit, and rarer than 90% \
-of this series' recent samples\" for every one of them. A series that never gets past its limit \
-never fires, whatever `min_score`; one that does fires on at most a share `1 − t` of its samples. \
-How strong a departure must be is the model's `limit`; how unusual on this series, `min_score`. \
-With few scores behind it (a series just started), a score cannot exceed `1 − 1/(n+1)` unless the \
-sample is beyond every one of the `n`, so a high `min_score` waits for history. Forecasts are not \
-calibrated: their score says how soon the threshold is crossed (0.5 at `horizon_seconds`, higher \
-sooner), and `min_score` reads in those terms for them.\n\n",
+        "A `findings` trigger judges each family of findings by its own threshold, so one number \
+never reads two ways. **Anomalies** fire when their `score` is at least `min_score`. The score of \
+every detector that judges a sample against a baseline (`ewma`, `mad`, `seasonal`, `cusum`, and \
+the multivariate `gmm`) is calibrated per series: `min_score: t` (0.5 or more) means the sample \
+is past the detector's own `limit` in its model spec (5σ, a CUSUM of 8, …) *and* higher than a \
+share `t` of that series' latest 256 raw scores (at most a day back: about an hour at a 15 s \
+cycle, two at 30 s), so `0.9` reads \"past the limit, and rarer than 90% of this series' recent \
+samples\" for every one of them. A series that never gets past its limit never fires, whatever \
+`min_score`; one that does fires on at most a share `1 − t` of its samples. How strong a departure \
+must be is the model's `limit`; how unusual on this series, `min_score`. With few scores behind it \
+(a series just started), a score cannot exceed `1 − 1/(n+1)` unless the sample is beyond every one \
+of the `n`, so a high `min_score` waits for history. **Forecasts** (`detector == \"forecast\"`, \
+with `time_to_threshold_seconds`) are not judged by `min_score`: they fire when the threshold is \
+expected to be crossed within the trigger's `horizon_seconds`, or, without it, within the model's \
+own horizon (every forecast finding). Their `score` still orders them (0.5 at the model's \
+horizon, higher sooner) but is not a rarity: a forecast says when, and how often the series said \
+so before does not make it more or less urgent. `autopilot runbook check` refuses a trigger whose \
+`horizon_seconds` watches no forecast, or whose `min_score` watches nothing but forecasts.\n\n",
     );
     out.push_str(
         "A runbook whose proposal on a component is refused because another runbook holds the \
 target (a `conflict` with that runbook's action in the same cycle, or that runbook's `cooldown`) is \
 deferred: it fires again on that component's findings on its signals at any score the detector \
-still reports (0.5 and up, `min_score` aside) until its proposal goes through or is refused for \
+still reports (0.5 and up, `min_score` and `horizon_seconds` aside) until its proposal goes through or is refused for \
 another reason, the findings clear, or an hour passes. Two runbooks on one Cluster at the same \
 onset (a switchover and a `work_mem` change) therefore both decide, one after the other. \
 `ctx.findings` then holds those findings as they are now, so a runbook computes its target from \

@@ -376,6 +376,59 @@ fn forecast_horizon_filters_findings() {
 }
 
 #[test]
+fn a_trigger_judges_forecasts_by_time_and_anomalies_by_score() {
+    // autoscale-gateway's shape: a saturation forecast and a calibrated
+    // latency under one trigger.
+    let t = FindingTrigger {
+        kind: "PaymentGateway".into(),
+        signals: vec!["saturation".into(), "latency_p99".into()],
+        detectors: vec![],
+        min_score: 0.9,
+        horizon_seconds: Some(600.0),
+        direction: None,
+    };
+    let forecast = |score: f64, ttt: f64| Finding {
+        component: gw(),
+        signal: "saturation".into(),
+        detector: "forecast".into(),
+        score,
+        at: 0,
+        value: 0.8,
+        baseline: 0.9,
+        time_to_threshold_seconds: Some(ttt),
+        explanation: String::new(),
+        window: None,
+    };
+    let latency = |score: f64| Finding {
+        signal: "latency_p99".into(),
+        detector: "ewma".into(),
+        time_to_threshold_seconds: None,
+        ..forecast(score, 0.0)
+    };
+    // A forecast's score (how soon, against its model's horizon) is not a
+    // rarity: under min_score, still fires when the crossing is close.
+    assert!(t.matches(&forecast(0.6, 500.0)));
+    assert!(!t.matches(&forecast(0.99, 700.0)), "past horizon_seconds");
+    // An anomaly's score is: horizon_seconds never applies to it.
+    assert!(t.matches(&latency(0.95)));
+    assert!(!t.matches(&latency(0.85)));
+    // Without horizon_seconds, every forecast finding fires, whatever min_score.
+    let t = FindingTrigger {
+        horizon_seconds: None,
+        ..t
+    };
+    assert!(t.matches(&forecast(0.51, 5_000.0)));
+    assert!(!t.matches(&latency(0.85)));
+    // A deferred runbook stays armed at any score or time.
+    let t = FindingTrigger {
+        horizon_seconds: Some(60.0),
+        ..t
+    };
+    assert!(!t.matches(&forecast(0.9, 120.0)));
+    assert!(t.matches_at_any_score(&forecast(0.9, 120.0)));
+}
+
+#[test]
 fn removed_sources_unload() {
     let mut set = set_with("autoscale", GOOD);
     assert!(set.load(&[]).is_empty());
