@@ -101,14 +101,20 @@ impl DetectorParams {
             )),
             DetectorParams::Forecast {
                 alpha,
+                half_life_seconds,
                 beta,
+                trend_half_life_seconds,
                 threshold,
                 direction,
                 horizon_seconds,
                 warmup,
             } => Box::new(ForecastDetector::new(
-                alpha,
-                beta,
+                forecast::Weights {
+                    alpha,
+                    half_life_seconds,
+                    beta,
+                    trend_half_life_seconds,
+                },
                 threshold,
                 direction,
                 horizon_seconds,

@@ -97,6 +97,7 @@ struct RawDetector {
     window_seconds: Option<u32>,
     half_life: Option<String>,
     half_life_seconds: Option<f64>,
+    trend_half_life: Option<String>,
     period_seconds: Option<i64>,
     buckets: Option<u32>,
     min_cycles: Option<u32>,
@@ -419,7 +420,7 @@ impl DetectorCheck<'_> {
     /// placement is not silently ignored.
     fn only(&self, allowed: &[&str]) -> Result<(), Error> {
         let d = self.d;
-        let given: [(&str, bool); 15] = [
+        let given: [(&str, bool); 16] = [
             ("alpha", d.alpha.is_some()),
             ("beta", d.beta.is_some()),
             ("warmup", d.warmup.is_some()),
@@ -428,6 +429,7 @@ impl DetectorCheck<'_> {
             ("window_seconds", d.window_seconds.is_some()),
             ("half_life", d.half_life.is_some()),
             ("half_life_seconds", d.half_life_seconds.is_some()),
+            ("trend_half_life", d.trend_half_life.is_some()),
             ("period_seconds", d.period_seconds.is_some()),
             ("buckets", d.buckets.is_some()),
             ("min_cycles", d.min_cycles.is_some()),
@@ -528,6 +530,49 @@ impl DetectorCheck<'_> {
                 Ok((alpha, None))
             }
             (None, None) => Ok((default_alpha, Some(default_half_life))),
+        }
+    }
+
+    /// A forecast's trend weight: `trend_half_life` (a duration), or the
+    /// deprecated per-sample `beta` (with a warning), as [`Self::weight`]
+    /// for the level. Returns `(beta, trend_half_life_seconds)`.
+    fn trend_weight(
+        &self,
+        default_beta: f64,
+        default_half_life: f64,
+    ) -> Result<(f64, Option<f64>), Error> {
+        let d = self.d;
+        let what = "a duration between 1s and 365d, e.g. 10m";
+        match (&d.trend_half_life, d.beta) {
+            (Some(_), Some(_)) => Err(self.c.fail(
+                self.field("beta"),
+                "must not be given with trend_half_life (beta is the deprecated per-sample form)",
+            )),
+            (Some(text), None) => {
+                let f = self.field("trend_half_life");
+                let Some(v) = parse_duration(text) else {
+                    return Err(self.c.fail(f, format!("must be {what} (got {text:?})")));
+                };
+                let v = self.c.range(&f, Some(v), v, 1.0, 365.0 * 86_400.0, what)?;
+                Ok((default_beta, Some(v)))
+            }
+            (None, Some(_)) => {
+                let f = self.field("beta");
+                let beta = self
+                    .c
+                    .range(&f, d.beta, default_beta, 1e-6, 1.0, "in (0, 1]")?;
+                self.c.warn(
+                    &f,
+                    format!(
+                        "is deprecated and will be refused in the next release: a weight per sample \
+                         means a different span at every scrape interval; write trend_half_life \
+                         instead (at 30 s samples, beta {beta} is trend_half_life: {}s)",
+                        half_life_for(beta, 30.0).round()
+                    ),
+                );
+                Ok((beta, None))
+            }
+            (None, None) => Ok((default_beta, Some(default_half_life))),
         }
     }
 
@@ -703,7 +748,10 @@ fn validate_forecast(p: &DetectorCheck) -> Result<DetectorParams, Error> {
     use defaults::forecast::*;
     let (c, d) = (p.c, p.d);
     p.only(&[
+        "half_life",
+        "half_life_seconds",
         "alpha",
+        "trend_half_life",
         "beta",
         "threshold",
         "direction",
@@ -733,9 +781,13 @@ fn validate_forecast(p: &DetectorCheck) -> Result<DetectorParams, Error> {
             ));
         }
     };
+    let (alpha, half_life_seconds) = p.weight(ALPHA, HALF_LIFE_SECONDS)?;
+    let (beta, trend_half_life_seconds) = p.trend_weight(BETA, TREND_HALF_LIFE_SECONDS)?;
     Ok(DetectorParams::Forecast {
-        alpha: p.alpha(ALPHA)?,
-        beta: c.range(&p.field("beta"), d.beta, BETA, 1e-6, 1.0, "in (0, 1]")?,
+        alpha,
+        half_life_seconds,
+        beta,
+        trend_half_life_seconds,
         threshold,
         direction,
         horizon_seconds: c.range(

@@ -175,7 +175,9 @@ fn seasonal_sees_daytime_traffic_at_night_that_a_global_model_misses() {
 fn forecast_gives_time_until_the_disk_is_full() {
     let params = DetectorParams::Forecast {
         alpha: 0.05,
+        half_life_seconds: None,
         beta: 0.01,
+        trend_half_life_seconds: None,
         threshold: 90.0,
         direction: Direction::Above,
         horizon_seconds: 4.0 * 86_400.0,

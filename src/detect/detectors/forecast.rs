@@ -5,11 +5,35 @@
 //! decide what to do about a crossing; runbooks do.
 
 use super::{Detector, DetectorKind, Direction, Scored};
-use crate::detect::stats::score_from_excess;
+use crate::detect::stats::{alpha_from_half_life, score_from_excess};
+
+/// How much a new sample moves the level and the trend: per sample
+/// (`alpha`, `beta`) or, with half-lives, by the time since the previous
+/// sample, so that the forecast means the same at every scrape interval.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Weights {
+    pub alpha: f64,
+    pub half_life_seconds: Option<f64>,
+    pub beta: f64,
+    pub trend_half_life_seconds: Option<f64>,
+}
+
+impl Weights {
+    /// The level's and the trend's weights for a sample `dt` seconds after
+    /// the previous one.
+    fn at(&self, dt: i64) -> (f64, f64) {
+        let by = |per_sample: f64, half_life: Option<f64>| {
+            half_life.map_or(per_sample, |h| alpha_from_half_life(dt, h))
+        };
+        (
+            by(self.alpha, self.half_life_seconds),
+            by(self.beta, self.trend_half_life_seconds),
+        )
+    }
+}
 
 pub(super) struct ForecastDetector {
-    alpha: f64,
-    beta: f64,
+    weights: Weights,
     threshold: f64,
     direction: Direction,
     horizon_seconds: f64,
@@ -24,16 +48,14 @@ pub(super) struct ForecastDetector {
 impl ForecastDetector {
     /// A fresh state from [`super::DetectorParams::Forecast`]'s fields.
     pub(super) fn new(
-        alpha: f64,
-        beta: f64,
+        weights: Weights,
         threshold: f64,
         direction: Direction,
         horizon_seconds: f64,
         warmup: u32,
     ) -> Self {
         Self {
-            alpha,
-            beta,
+            weights,
             threshold,
             direction,
             horizon_seconds,
@@ -58,11 +80,12 @@ impl Detector for ForecastDetector {
             self.level = x;
             self.trend = 0.0;
         } else {
+            let (alpha, beta) = self.weights.at(at - self.last_at);
             let dt = (at - self.last_at).max(1) as f64;
             let prev = self.level;
-            self.level = self.alpha * x + (1.0 - self.alpha) * (self.level + self.trend * dt);
+            self.level = alpha * x + (1.0 - alpha) * (self.level + self.trend * dt);
             let slope = (self.level - prev) / dt;
-            self.trend = self.beta * slope + (1.0 - self.beta) * self.trend;
+            self.trend = beta * slope + (1.0 - beta) * self.trend;
         }
         self.n = self.n.saturating_add(1);
         self.last_at = at;
@@ -168,11 +191,63 @@ pub fn human_duration(seconds: f64) -> String {
 mod tests {
     use super::*;
 
+    fn per_sample(alpha: f64, beta: f64) -> Weights {
+        Weights {
+            alpha,
+            half_life_seconds: None,
+            beta,
+            trend_half_life_seconds: None,
+        }
+    }
+
+    /// The time to threshold ten minutes after a ramp doubles its slope,
+    /// sampled every `interval` seconds.
+    fn after_a_change(weights: Weights, interval: i64) -> f64 {
+        let mut f = ForecastDetector::new(weights, 100.0, Direction::Above, 86_400.0, 2);
+        let mut last = None;
+        let mut at = 0;
+        while at <= 4_200 {
+            let x = if at <= 3_600 {
+                0.005 * at as f64
+            } else {
+                18.0 + 0.01 * (at - 3_600) as f64
+            };
+            last = f.score(at, x);
+            at += interval;
+        }
+        last.and_then(|s| s.time_to_threshold)
+            .expect("a crossing ahead")
+    }
+
+    #[test]
+    fn with_half_lives_the_forecast_means_the_same_at_every_interval() {
+        let timed = Weights {
+            alpha: 0.1,
+            half_life_seconds: Some(200.0),
+            beta: 0.05,
+            trend_half_life_seconds: Some(400.0),
+        };
+        let (every_15s, every_60s) = (after_a_change(timed, 15), after_a_change(timed, 60));
+        assert!(
+            (every_15s / every_60s - 1.0).abs() < 0.05,
+            "{every_15s} s vs {every_60s} s"
+        );
+        // Per sample, the 60 s series forgets four times faster in time.
+        let (every_15s, every_60s) = (
+            after_a_change(per_sample(0.1, 0.05), 15),
+            after_a_change(per_sample(0.1, 0.05), 60),
+        );
+        assert!(
+            (every_15s / every_60s - 1.0).abs() > 0.15,
+            "{every_15s} s vs {every_60s} s"
+        );
+    }
+
     /// A sample already above the threshold is not "trending to go above"
     /// it, even while the smoothed level the forecast runs on is below.
     #[test]
     fn a_sample_past_the_threshold_is_not_called_a_trend_towards_it() {
-        let mut f = ForecastDetector::new(0.1, 0.5, 0.9, Direction::Above, 300.0, 2);
+        let mut f = ForecastDetector::new(per_sample(0.1, 0.5), 0.9, Direction::Above, 300.0, 2);
         let mut last = None;
         for (i, x) in [0.80, 0.82, 0.84, 0.86, 0.9334].into_iter().enumerate() {
             last = f.score(i as i64 * 10, x).map(|s| (x, s));
@@ -188,7 +263,7 @@ mod tests {
             "{text}"
         );
         // Below the threshold, it is a trend.
-        let mut f = ForecastDetector::new(0.5, 0.5, 0.9, Direction::Above, 300.0, 2);
+        let mut f = ForecastDetector::new(per_sample(0.5, 0.5), 0.9, Direction::Above, 300.0, 2);
         let mut last = None;
         for (i, x) in [0.70, 0.75, 0.80, 0.85].into_iter().enumerate() {
             last = f.score(i as i64 * 10, x).map(|s| (x, s));

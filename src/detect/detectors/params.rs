@@ -275,6 +275,11 @@ pub mod defaults {
     pub mod forecast {
         pub const ALPHA: f64 = 0.1;
         pub const BETA: f64 = 0.05;
+        /// The level's half-life in a spec that gives none: about `ALPHA`
+        /// per sample at 30 s (197 s).
+        pub const HALF_LIFE_SECONDS: f64 = 200.0;
+        /// The trend's: about `BETA` per sample at 30 s (405 s).
+        pub const TREND_HALF_LIFE_SECONDS: f64 = 400.0;
         pub const HORIZON_SECONDS: f64 = 86_400.0;
         pub const WARMUP: u32 = 30;
     }
@@ -428,10 +433,17 @@ pub enum DetectorParams {
         limit: f64,
     },
     /// Holt linear trend; scores how soon the series is expected to cross
-    /// `threshold` (0.5 when the time left equals `horizon_seconds`).
+    /// `threshold` (0.5 when the time left equals `horizon_seconds`). The
+    /// level's weight is `alpha` per sample or, with `half_life_seconds`,
+    /// from the half-life and the actual interval; the trend's, `beta` or
+    /// `trend_half_life_seconds`, the same way.
     Forecast {
         alpha: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        half_life_seconds: Option<f64>,
         beta: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trend_half_life_seconds: Option<f64>,
         threshold: f64,
         direction: Direction,
         horizon_seconds: f64,

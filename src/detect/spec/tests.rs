@@ -168,6 +168,67 @@ fn in_time(p: DetectorParams) -> DetectorParams {
 }
 
 #[test]
+fn a_forecasts_weights_are_half_lives_and_per_sample_ones_are_deprecated() {
+    let detector = |text: &str| {
+        let s = validate_spec("models/x.yaml", &with_detector(text)).expect(text);
+        (s.signals[0].detector.clone(), s.warnings)
+    };
+    let (d, w) = detector("{type: forecast, threshold: 1, half_life: 1m, trend_half_life: 10m}");
+    assert!(w.is_empty(), "{w:?}");
+    let DetectorParams::Forecast {
+        half_life_seconds,
+        trend_half_life_seconds,
+        ..
+    } = d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        (half_life_seconds, trend_half_life_seconds),
+        (Some(60.0), Some(600.0))
+    );
+    // alpha and beta still work, for one release, each with a warning
+    // saying what to write instead, and weigh per sample.
+    let (d, w) = detector("{type: forecast, threshold: 1, alpha: 0.5, beta: 0.1}");
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].contains("`signals[0].detector.alpha` is deprecated")
+            && w[0].contains("half_life: 30s"),
+        "{w:?}"
+    );
+    assert!(
+        w[1].contains("`signals[0].detector.beta` is deprecated")
+            && w[1].contains("trend_half_life: 197s"),
+        "{w:?}"
+    );
+    let DetectorParams::Forecast {
+        beta,
+        trend_half_life_seconds,
+        ..
+    } = d
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!((beta, trend_half_life_seconds), (0.1, None));
+    // One or the other.
+    let e = err(&with_detector(
+        "{type: forecast, threshold: 1, beta: 0.1, trend_half_life: 10m}",
+    ));
+    assert!(
+        e.contains("signals[0].detector.beta")
+            && e.contains("must not be given with trend_half_life"),
+        "{e}"
+    );
+    let e = err(&with_detector(
+        "{type: forecast, threshold: 1, trend_half_life: soon}",
+    ));
+    assert!(
+        e.contains("signals[0].detector.trend_half_life") && e.contains("\"soon\""),
+        "{e}"
+    );
+}
+
+#[test]
 fn spans_are_durations_and_counts_of_samples_are_deprecated() {
     let detector = |text: &str| {
         let s = validate_spec("models/x.yaml", &with_detector(text)).expect(text);
@@ -317,7 +378,9 @@ fn a_forecast_gets_the_forecast_defaults() {
         s.signals[0].detector,
         DetectorParams::Forecast {
             alpha: 0.1,
+            half_life_seconds: Some(200.0),
             beta: 0.05,
+            trend_half_life_seconds: Some(400.0),
             threshold: 0.9,
             direction: Direction::Above,
             horizon_seconds: 86_400.0,
