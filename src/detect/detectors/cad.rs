@@ -138,7 +138,7 @@ impl Machine {
         }
         semi.last = c;
         if zero_level {
-            self.left.add_zero_level(l);
+            self.left.add_zero_level(l, c, right);
         }
         self.pair.insert(key, c);
         (c, true)
@@ -158,7 +158,8 @@ impl Machine {
         } else if !self.contexts[c as usize].zero_level {
             self.contexts[c as usize].zero_level = true;
             let l = self.left.get_or_add(&self.group);
-            self.left.add_zero_level(l);
+            self.left
+                .add_zero_level(l, c, self.contexts[c as usize].right);
         }
         created
     }
@@ -172,9 +173,11 @@ impl Machine {
             id,
             shared,
             matched,
+            whole,
+            ..
         } = crossed;
         let semi = self.left.semis[id as usize];
-        let whole_left = !v.new_transition || shared == semi.len;
+        let whole_left = !v.new_transition || whole;
         let may_generalise = v.new_transition && shared <= v.max_left;
         let skip = self.just_created.unwrap_or(NONE);
         let mut selected = 0;
@@ -216,8 +219,19 @@ impl Machine {
             let by_sensor = std::mem::take(&mut self.left.by_sensor);
             let by_neuron_only = std::mem::take(&mut self.left.by_neuron_only);
             let keyed = by_neuron_only.iter().map(|&(_, c)| c);
+            let skip = self.just_created.unwrap_or(NONE);
             for crossed in by_sensor.iter().flatten().copied().chain(keyed) {
-                selected += self.visit(crossed, v);
+                if crossed.whole || crossed.only == NONE {
+                    selected += self.visit(crossed, v);
+                } else if crossed.only != skip {
+                    // Partly in the group, with one zero-level context: at
+                    // most one candidate, and nothing selected.
+                    let shared = crossed.right & v.now;
+                    let candidate = (crossed.matched, shared);
+                    if shared != 0 && self.distinct.insert(candidate) {
+                        self.candidates.push(candidate);
+                    }
+                }
             }
             self.left.by_sensor = by_sensor;
             self.left.by_neuron_only = by_neuron_only;
@@ -233,12 +247,16 @@ impl Machine {
     fn visit_wholly_in(&mut self, v: &Visit) -> usize {
         let mut selected = 0;
         for i in 0..self.group.len() {
-            let mut l = self.left.by_anchor.get(self.group[i] as usize).copied();
-            while let Some(id) = l.filter(|&id| id != NONE) {
+            let Some(a) = self.left.anchored_at(self.group[i]) else {
+                continue;
+            };
+            let anchored = std::mem::take(&mut self.left.anchored[a]);
+            for &(sig, id) in &anchored {
+                if sig & !self.signature != 0 {
+                    continue;
+                }
                 let semi = self.left.semis[id as usize];
-                l = Some(semi.same_anchor);
-                if v.new_transition && semi.zero_levels > 0 || semi.signature & !self.signature != 0
-                {
+                if v.new_transition && semi.zero_levels > 0 {
                     continue;
                 }
                 let facts = self.left.facts_of(&semi);
@@ -247,10 +265,14 @@ impl Machine {
                         id,
                         shared: semi.len,
                         matched: 0,
+                        whole: true,
+                        only: NONE,
+                        right: 0,
                     };
                     selected += self.visit(whole, v);
                 }
             }
+            self.left.anchored[a] = anchored;
         }
         selected
     }

@@ -61,15 +61,16 @@ pub(super) struct Semi {
     pub(super) last: u32,
     /// The next older semi-context of the same fact-set hash.
     same_hash: u32,
-    /// The next older semi-context of the same highest fact.
-    pub(super) same_anchor: u32,
     /// How many of its contexts are zero-level: without any, a partial
     /// overlap with the group yields nothing.
     pub(super) zero_levels: u32,
-    /// Its [`signature`]: not wholly in a group whose signature lacks a
-    /// bit of it.
-    pub(super) signature: u64,
 }
+
+/// A semi-context in its anchor's list: its [`signature`] (it is not
+/// wholly in a group whose signature lacks a bit of it) and its id. The
+/// list is scanned in order, without loading a semi-context that the
+/// signature rules out.
+pub(super) type Anchored = (u64, u32);
 
 /// A set of facts as bits: a sensor fact as its own bit, a neuron fact
 /// as one of the 48 others, by a hash. A subset's signature is within
@@ -89,9 +90,15 @@ pub(super) fn signature(facts: &[u32]) -> u64 {
 #[derive(Clone, Copy)]
 struct Zero {
     id: u32,
-    pub(super) len: u16,
+    /// Its zero-level context when it has only one (most do), or `NONE`:
+    /// a partial overlap then yields at most one candidate, found here
+    /// without walking its contexts.
+    only: u32,
+    len: u16,
     /// Its sensor facts, as a mask.
     sensor: u16,
+    /// The right semi-context of `only`.
+    right: u16,
 }
 
 /// The left semi-contexts (a right one is a set of sensor facts: a mask
@@ -102,10 +109,11 @@ pub(super) struct Lefts {
     facts: Vec<u32>,
     /// Fact-set hash → the newest semi-context of that hash.
     by_hash: HashMap<u64, u32, Fx>,
-    /// Per fact, the newest semi-context whose highest fact it is: finds
-    /// the ones wholly in a group without crossing every one that shares
-    /// a fact with it.
-    pub(super) by_anchor: Vec<u32>,
+    /// Per fact, the index in `anchored` of the list of the semi-contexts
+    /// whose highest fact it is (`NONE` if none): finds the ones wholly in
+    /// a group without crossing every one that shares a fact with it.
+    by_anchor: Vec<u32>,
+    pub(super) anchored: Vec<Vec<Anchored>>,
     /// The semi-contexts with zero-level contexts, by id: the only ones
     /// whose partial overlaps with a group generalise, so the only ones
     /// crossed.
@@ -134,6 +142,12 @@ pub(super) struct Crossed {
     pub(super) shared: u32,
     /// Their positions in the group.
     pub(super) matched: Positions,
+    /// Whether it is wholly in the group.
+    pub(super) whole: bool,
+    /// Its only zero-level context, or `NONE` (see [`Zero`]), and that
+    /// context's right semi-context.
+    pub(super) only: u32,
+    pub(super) right: u16,
 }
 
 /// The number of bits set in a byte.
@@ -186,15 +200,18 @@ impl Lefts {
         if self.by_anchor.len() <= top {
             self.by_anchor.resize(top + 1, NONE);
         }
+        if self.by_anchor[top] == NONE {
+            self.by_anchor[top] = self.anchored.len() as u32;
+            self.anchored.push(Vec::new());
+        }
+        self.anchored[self.by_anchor[top] as usize].push((signature(facts), id));
         self.semis.push(Semi {
             start: self.facts.len() as u32,
             len: facts.len() as u32,
             first: NONE,
             last: NONE,
             same_hash: self.by_hash.insert(hash, id).unwrap_or(NONE),
-            same_anchor: std::mem::replace(&mut self.by_anchor[top], id),
             zero_levels: 0,
-            signature: signature(facts),
         });
         self.facts.extend_from_slice(facts);
         self.neurons.push(0);
@@ -202,12 +219,21 @@ impl Lefts {
         id
     }
 
-    /// Counts one more zero-level context of `id`; the first makes it one
-    /// that crossing scans.
-    pub(super) fn add_zero_level(&mut self, id: u32) {
+    /// The index in `anchored` of the list of the semi-contexts whose
+    /// highest fact is `f`, if any.
+    pub(super) fn anchored_at(&self, f: u32) -> Option<usize> {
+        let a = *self.by_anchor.get(f as usize)?;
+        (a != NONE).then_some(a as usize)
+    }
+
+    /// Counts one more zero-level context of `id`: `context`, whose right
+    /// semi-context is `right`; the first makes it one that crossing scans.
+    pub(super) fn add_zero_level(&mut self, id: u32, context: u32, right: u16) {
         let semi = &mut self.semis[id as usize];
         semi.zero_levels += 1;
         if semi.zero_levels > 1 {
+            let at = self.zero.partition_point(|z| z.id < id);
+            self.zero[at].only = NONE;
             return;
         }
         let semi = *semi;
@@ -217,8 +243,10 @@ impl Lefts {
             at,
             Zero {
                 id,
+                only: context,
                 len: semi.len as u16,
                 sensor: mask(facts.iter().copied().filter(|&f| f < SENSOR_SPAN)),
+                right,
             },
         );
         for &f in facts.iter().filter(|&&f| f >= SENSOR_SPAN) {
@@ -265,6 +293,9 @@ impl Lefts {
                 id: z.id,
                 shared,
                 matched,
+                whole: shared == u32::from(z.len),
+                only: z.only,
+                right: z.right,
             };
             if at_sensor != 0 {
                 self.by_sensor[at_sensor.trailing_zeros() as usize].push(c);
@@ -284,12 +315,18 @@ impl Lefts {
     pub(super) fn footprint(&self) -> usize {
         use std::mem::size_of;
         let lists: usize = self.by_neuron.iter().map(|v| 24 + 4 * v.capacity()).sum();
-        let buckets: usize = self.by_sensor.iter().map(|v| 24 + 32 * v.capacity()).sum();
+        let anchored: usize = (self.anchored.iter())
+            .map(|v| 24 + size_of::<Anchored>() * v.capacity())
+            .sum();
+        let buckets: usize = (self.by_sensor.iter())
+            .map(|v| 24 + size_of::<Crossed>() * v.capacity())
+            .sum();
         self.semis.capacity() * size_of::<Semi>()
             + 4 * (self.facts.capacity() + self.by_anchor.capacity() + self.touched.capacity())
             + self.by_hash.capacity() * (size_of::<(u64, u32)>() + 1)
             + self.zero.capacity() * size_of::<Zero>()
             + lists
+            + anchored
             + buckets
             + self.by_neuron_only.capacity() * size_of::<(u64, Crossed)>()
             + self.neuron_counts.capacity()
