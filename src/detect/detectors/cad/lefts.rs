@@ -51,14 +51,14 @@ fn hash_facts(facts: &[u32]) -> u64 {
 }
 
 /// A left semi-context: its facts are `Lefts::facts[start..start + len]`
-/// (sorted, stored once); its contexts a list in creation order, from
-/// `first` to `last` through `Context::next`.
+/// (sorted, stored once); its `contexts`, in creation order, a run of the
+/// machine's slots from `run` (with room for the next power of two).
 #[derive(Clone, Copy)]
 pub(super) struct Semi {
     start: u32,
     pub(super) len: u32,
-    pub(super) first: u32,
-    pub(super) last: u32,
+    pub(super) run: u32,
+    pub(super) contexts: u32,
     /// The next older semi-context of the same fact-set hash.
     same_hash: u32,
     /// How many of its contexts are zero-level: without any, a partial
@@ -90,6 +90,9 @@ pub(super) fn signature(facts: &[u32]) -> u64 {
 #[derive(Clone, Copy)]
 struct Zero {
     id: u32,
+    /// Its index in `overlaps`: they are dense, in the order semi-contexts
+    /// got their first zero-level context.
+    dense: u32,
     /// Its zero-level context when it has only one (most do), or `NONE`:
     /// a partial overlap then yields at most one candidate, found here
     /// without walking its contexts.
@@ -118,12 +121,12 @@ pub(super) struct Lefts {
     /// whose partial overlaps with a group generalise, so the only ones
     /// crossed.
     zero: Vec<Zero>,
-    /// Per neuron fact, the semi-contexts in `zero` holding it.
+    /// Per neuron fact, the semi-contexts in `zero` holding it (their
+    /// `dense` index).
     by_neuron: Vec<Vec<u32>>,
-    /// Per semi-context, the positions of its neuron facts in the group
-    /// last crossed, and how many; 0 unless it is in `touched`.
-    neurons: Vec<Positions>,
-    neuron_counts: Vec<u8>,
+    /// Per semi-context in `zero` (by its `dense` index), its neuron facts
+    /// in the group last crossed; empty unless it is in `touched`.
+    overlaps: Vec<Overlap>,
     touched: Vec<u32>,
     /// The crossed semi-contexts that may count: by their lowest sensor
     /// position (`by_sensor`), then those sharing only neuron facts
@@ -148,6 +151,16 @@ pub(super) struct Crossed {
     /// context's right semi-context.
     pub(super) only: u32,
     pub(super) right: u16,
+}
+
+/// The positions of a semi-context's neuron facts in a group (the two
+/// halves of a [`Positions`], so that the count shares their cache line),
+/// and how many.
+#[derive(Clone, Copy, Default)]
+struct Overlap {
+    low: u64,
+    high: u64,
+    count: u32,
 }
 
 /// The number of bits set in a byte.
@@ -208,14 +221,12 @@ impl Lefts {
         self.semis.push(Semi {
             start: self.facts.len() as u32,
             len: facts.len() as u32,
-            first: NONE,
-            last: NONE,
+            run: 0,
+            contexts: 0,
             same_hash: self.by_hash.insert(hash, id).unwrap_or(NONE),
             zero_levels: 0,
         });
         self.facts.extend_from_slice(facts);
-        self.neurons.push(0);
-        self.neuron_counts.push(0);
         id
     }
 
@@ -239,10 +250,13 @@ impl Lefts {
         let semi = *semi;
         let facts = &self.facts[semi.start as usize..(semi.start + semi.len) as usize];
         let at = self.zero.partition_point(|z| z.id < id);
+        let dense = self.overlaps.len() as u32;
+        self.overlaps.push(Overlap::default());
         self.zero.insert(
             at,
             Zero {
                 id,
+                dense,
                 only: context,
                 len: semi.len as u16,
                 sensor: mask(facts.iter().copied().filter(|&f| f < SENSOR_SPAN)),
@@ -254,7 +268,7 @@ impl Lefts {
             if self.by_neuron.len() <= f {
                 self.by_neuron.resize_with(f + 1, Vec::new);
             }
-            self.by_neuron[f].push(id);
+            self.by_neuron[f].push(dense);
         }
     }
 
@@ -262,20 +276,22 @@ impl Lefts {
     /// first `bits` facts the sensor ones, one per bit), keeping those
     /// that may count: wholly in it, or sharing at most `max_left` facts.
     pub(super) fn cross(&mut self, group: &[u32], bits: usize, max_left: u32) {
-        for &id in &self.touched {
-            self.neurons[id as usize] = 0;
-            self.neuron_counts[id as usize] = 0;
+        for &d in &self.touched {
+            self.overlaps[d as usize] = Overlap::default();
         }
         self.touched.clear();
         for (i, &f) in group.iter().enumerate().skip(bits) {
+            let bit: Positions = 1 << i;
+            let (low, high) = (bit as u64, (bit >> 64) as u64);
             let holders = self.by_neuron.get((f - SENSOR_SPAN) as usize);
-            for &id in holders.map_or(&[][..], Vec::as_slice) {
-                let m = &mut self.neurons[id as usize];
-                if *m == 0 {
-                    self.touched.push(id);
+            for &d in holders.map_or(&[][..], Vec::as_slice) {
+                let o = &mut self.overlaps[d as usize];
+                if o.count == 0 {
+                    self.touched.push(d);
                 }
-                *m |= 1 << i;
-                self.neuron_counts[id as usize] += 1;
+                o.low |= low;
+                o.high |= high;
+                o.count += 1;
             }
         }
         self.by_sensor.resize_with(bits, Vec::new);
@@ -284,11 +300,12 @@ impl Lefts {
         let sensor = mask(group[..bits].iter().copied());
         for z in &self.zero {
             let at_sensor = sensor_positions(z.sensor & sensor);
-            let shared = u32::from(ONES[at_sensor as usize] + self.neuron_counts[z.id as usize]);
+            let o = self.overlaps[z.dense as usize];
+            let shared = u32::from(ONES[at_sensor as usize]) + o.count;
             if shared == 0 || (shared != u32::from(z.len) && shared > max_left) {
                 continue;
             }
-            let matched = at_sensor | self.neurons[z.id as usize];
+            let matched = at_sensor | Positions::from(o.low) | Positions::from(o.high) << 64;
             let c = Crossed {
                 id: z.id,
                 shared,
@@ -329,8 +346,7 @@ impl Lefts {
             + anchored
             + buckets
             + self.by_neuron_only.capacity() * size_of::<(u64, Crossed)>()
-            + self.neuron_counts.capacity()
-            + self.neurons.capacity() * size_of::<Positions>()
+            + self.overlaps.capacity() * size_of::<Overlap>()
     }
 }
 
