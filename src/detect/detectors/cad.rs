@@ -306,8 +306,12 @@ impl Machine {
                 if v.new_transition && semi.zero_levels > 0 {
                     continue;
                 }
+                // The signature decides the sensor facts exactly (their own
+                // bits), and the last fact is the anchor: only the other
+                // neuron facts are looked up.
                 let facts = self.left.facts_of(&semi);
-                if facts.iter().all(|&f| self.in_group(f)) {
+                let others = &facts[..facts.len() - 1];
+                if others.iter().all(|&f| f < SENSOR_SPAN || self.in_group(f)) {
                     let whole = Crossed {
                         id,
                         shared: semi.len,
