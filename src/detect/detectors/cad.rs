@@ -65,15 +65,24 @@ const NONE: u32 = u32::MAX;
 /// The raw score from which an alarm starts a rest.
 const ALARM: f64 = 0.75;
 
+/// A context, in its left semi-context's run of `Machine::slots`: the
+/// contexts a step visits are read in order, not chased through memory.
 #[derive(Clone, Copy)]
 struct Context {
+    /// Creation order: its neuron fact, and ties in ranking.
+    id: u32,
     activations: u32,
-    /// The next context of the same left semi-context.
-    next: u32,
     /// The right semi-context: a mask of sensor facts.
     right: u16,
     zero_level: bool,
 }
+
+const EMPTY: Context = Context {
+    id: NONE,
+    activations: 0,
+    right: 0,
+    zero_level: false,
+};
 
 /// What one step visits its contexts for.
 struct Visit {
@@ -89,8 +98,14 @@ struct Visit {
 #[derive(Default)]
 struct Machine {
     left: Lefts,
-    contexts: Vec<Context>,
-    /// (left id << 16 | right mask) → context.
+    /// How many contexts there are.
+    contexts: usize,
+    /// The contexts, in runs of a power of two slots, one per left
+    /// semi-context; a run outgrown is moved to a run twice as long and
+    /// left in `free` (by log2 of its length) for a later one.
+    slots: Vec<Context>,
+    free: Vec<Vec<u32>>,
+    /// (left id << 16 | right mask) → the context's index in its run.
     pair: HashMap<u64, u32, Fx>,
     /// The previous step's left group (sensor and neuron facts, sorted).
     group: Vec<u32>,
@@ -116,32 +131,67 @@ fn rank(activations: u32, id: u32) -> u64 {
 }
 
 impl Machine {
-    /// Gets or creates the context of `(lf, right)`; whether it was
-    /// created.
-    fn add(&mut self, lf: &[u32], right: u16, zero_level: bool) -> (u32, bool) {
+    /// Gets or creates the context of `(lf, right)`: its slot, and whether
+    /// it was created.
+    fn add(&mut self, lf: &[u32], right: u16, zero_level: bool) -> (usize, bool) {
         let l = self.left.get_or_add(lf);
         let key = (u64::from(l) << 16) | u64::from(right);
-        if let Some(&c) = self.pair.get(&key) {
-            return (c, false);
+        if let Some(&i) = self.pair.get(&key) {
+            return ((self.left.semis[l as usize].run + i) as usize, false);
         }
-        let c = self.contexts.len() as u32;
-        self.contexts.push(Context {
+        let id = self.contexts as u32;
+        self.contexts += 1;
+        let i = self.left.semis[l as usize].contexts;
+        let slot = self.push(l, id, right, zero_level);
+        if zero_level {
+            self.left.add_zero_level(l, id, right);
+        }
+        self.pair.insert(key, i);
+        (slot, true)
+    }
+
+    /// Appends a new context to the run of semi-context `l`, moving the
+    /// run if it is full; its slot.
+    fn push(&mut self, l: u32, id: u32, right: u16, zero_level: bool) -> usize {
+        let semi = self.left.semis[l as usize];
+        let (run, n) = (semi.run as usize, semi.contexts as usize);
+        // A run holds a power of two: full when that many are in it.
+        let run = if n.is_power_of_two() || n == 0 {
+            if run + n == self.slots.len() && n > 0 {
+                self.slots.resize(run + 2 * n, EMPTY);
+                run
+            } else {
+                let cap = (2 * n).max(1);
+                let class = cap.trailing_zeros() as usize;
+                if self.free.len() <= class {
+                    self.free.resize_with(class + 1, Vec::new);
+                }
+                let to = match self.free[class].pop() {
+                    Some(to) => to as usize,
+                    None => {
+                        self.slots.resize(self.slots.len() + cap, EMPTY);
+                        self.slots.len() - cap
+                    }
+                };
+                self.slots.copy_within(run..run + n, to);
+                if n > 0 {
+                    self.free[n.trailing_zeros() as usize].push(run as u32);
+                }
+                to
+            }
+        } else {
+            run
+        };
+        self.slots[run + n] = Context {
+            id,
             activations: 0,
-            next: NONE,
             right,
             zero_level,
-        });
+        };
         let semi = &mut self.left.semis[l as usize];
-        match semi.last {
-            NONE => semi.first = c,
-            last => self.contexts[last as usize].next = c,
-        }
-        semi.last = c;
-        if zero_level {
-            self.left.add_zero_level(l);
-        }
-        self.pair.insert(key, c);
-        (c, true)
+        semi.run = run as u32;
+        semi.contexts += 1;
+        run + n
     }
 
     /// Looks the transition (previous group → `now`) up, creating it if
@@ -151,14 +201,15 @@ impl Machine {
             return false;
         }
         let group = std::mem::take(&mut self.group);
-        let (c, created) = self.add(&group, mask(facts.iter().copied()), true);
+        let (slot, created) = self.add(&group, mask(facts.iter().copied()), true);
         self.group = group;
+        let c = self.slots[slot];
         if created {
-            self.just_created = Some(c);
-        } else if !self.contexts[c as usize].zero_level {
-            self.contexts[c as usize].zero_level = true;
+            self.just_created = Some(c.id);
+        } else if !c.zero_level {
+            self.slots[slot].zero_level = true;
             let l = self.left.get_or_add(&self.group);
-            self.left.add_zero_level(l);
+            self.left.add_zero_level(l, c.id, c.right);
         }
         created
     }
@@ -172,28 +223,27 @@ impl Machine {
             id,
             shared,
             matched,
+            whole,
+            ..
         } = crossed;
         let semi = self.left.semis[id as usize];
-        let whole_left = !v.new_transition || shared == semi.len;
+        let whole_left = !v.new_transition || whole;
         let may_generalise = v.new_transition && shared <= v.max_left;
         let skip = self.just_created.unwrap_or(NONE);
         let mut selected = 0;
-        let mut c = semi.first;
-        while c != NONE {
-            let ctx = &mut self.contexts[c as usize];
-            let next = ctx.next;
-            if c != skip {
+        let run = semi.run as usize..(semi.run + semi.contexts) as usize;
+        for ctx in &mut self.slots[run] {
+            if ctx.id != skip {
                 let shared = ctx.right & v.now;
                 let generalise = may_generalise && ctx.zero_level && shared != 0;
                 if whole_left && shared == ctx.right {
                     ctx.activations += 1;
-                    self.active.push(rank(ctx.activations, c));
+                    self.active.push(rank(ctx.activations, ctx.id));
                 } else if generalise && self.distinct.insert((matched, shared)) {
                     self.candidates.push((matched, shared));
                 }
                 selected += usize::from(whole_left);
             }
-            c = next;
         }
         selected
     }
@@ -216,8 +266,19 @@ impl Machine {
             let by_sensor = std::mem::take(&mut self.left.by_sensor);
             let by_neuron_only = std::mem::take(&mut self.left.by_neuron_only);
             let keyed = by_neuron_only.iter().map(|&(_, c)| c);
+            let skip = self.just_created.unwrap_or(NONE);
             for crossed in by_sensor.iter().flatten().copied().chain(keyed) {
-                selected += self.visit(crossed, v);
+                if crossed.whole || crossed.only == NONE {
+                    selected += self.visit(crossed, v);
+                } else if crossed.only != skip {
+                    // Partly in the group, with one zero-level context: at
+                    // most one candidate, and nothing selected.
+                    let shared = crossed.right & v.now;
+                    let candidate = (crossed.matched, shared);
+                    if shared != 0 && self.distinct.insert(candidate) {
+                        self.candidates.push(candidate);
+                    }
+                }
             }
             self.left.by_sensor = by_sensor;
             self.left.by_neuron_only = by_neuron_only;
@@ -233,24 +294,36 @@ impl Machine {
     fn visit_wholly_in(&mut self, v: &Visit) -> usize {
         let mut selected = 0;
         for i in 0..self.group.len() {
-            let mut l = self.left.by_anchor.get(self.group[i] as usize).copied();
-            while let Some(id) = l.filter(|&id| id != NONE) {
-                let semi = self.left.semis[id as usize];
-                l = Some(semi.same_anchor);
-                if v.new_transition && semi.zero_levels > 0 || semi.signature & !self.signature != 0
-                {
+            let Some(a) = self.left.anchored_at(self.group[i]) else {
+                continue;
+            };
+            let anchored = std::mem::take(&mut self.left.anchored[a]);
+            for &(sig, id) in &anchored {
+                if sig & !self.signature != 0 {
                     continue;
                 }
+                let semi = self.left.semis[id as usize];
+                if v.new_transition && semi.zero_levels > 0 {
+                    continue;
+                }
+                // The signature decides the sensor facts exactly (their own
+                // bits), and the last fact is the anchor: only the other
+                // neuron facts are looked up.
                 let facts = self.left.facts_of(&semi);
-                if facts.iter().all(|&f| self.in_group(f)) {
+                let others = &facts[..facts.len() - 1];
+                if others.iter().all(|&f| f < SENSOR_SPAN || self.in_group(f)) {
                     let whole = Crossed {
                         id,
                         shared: semi.len,
                         matched: 0,
+                        whole: true,
+                        only: NONE,
+                        right: 0,
                     };
                     selected += self.visit(whole, v);
                 }
             }
+            self.left.anchored[a] = anchored;
         }
         selected
     }
@@ -266,7 +339,7 @@ impl Machine {
         let candidates = std::mem::take(&mut self.candidates);
         let mut facts = std::mem::take(&mut self.scratch);
         for &(matched, right) in &candidates {
-            if self.contexts.len() >= cap {
+            if self.contexts >= cap {
                 break;
             }
             facts.clear();
@@ -341,8 +414,10 @@ impl Machine {
     /// one control byte per bucket).
     fn footprint(&self) -> usize {
         use std::mem::size_of;
+        let free: usize = self.free.iter().map(|v| 24 + 4 * v.capacity()).sum();
         self.left.footprint()
-            + self.contexts.capacity() * size_of::<Context>()
+            + self.slots.capacity() * size_of::<Context>()
+            + free
             + self.pair.capacity() * (size_of::<(u64, u32)>() + 1)
             + 4 * (self.group.capacity() + self.scratch.capacity())
             + self.position.capacity()
@@ -417,7 +492,7 @@ impl CadDetector {
 
     /// Learns `x` and returns its raw score.
     fn feed(&mut self, x: f64) -> f64 {
-        if self.machine.contexts.len() >= self.p.max_contexts as usize {
+        if self.machine.contexts >= self.p.max_contexts as usize {
             self.relearn();
         }
         self.step(x)
@@ -436,7 +511,7 @@ impl CadDetector {
             let mut fits = true;
             for i in self.history.len() - take..self.history.len() {
                 let _ = self.step(self.history[i]);
-                fits = self.machine.contexts.len() < half;
+                fits = self.machine.contexts < half;
                 if !fits && take >= 64 {
                     break;
                 }
@@ -627,7 +702,7 @@ mod tests {
         for i in 0..20_000u64 {
             x = (x + ((i * 7919) % 13) as f64 - 6.0).clamp(-40.0, 40.0);
             let _ = d.score(i as i64, x);
-            let n = d.machine.contexts.len();
+            let n = d.machine.contexts;
             assert!(n <= 501, "{n} contexts");
             most = most.max(d.machine.footprint());
         }
@@ -635,7 +710,7 @@ mod tests {
         // About 100 bytes a context: the ceiling bounds the bytes too.
         assert!(most < 501 * 400, "{most} bytes");
         // Relearnt, not emptied: the contexts of the latest samples remain.
-        assert!(d.machine.contexts.len() > 10);
+        assert!(d.machine.contexts > 10);
     }
 
     #[test]
@@ -652,9 +727,9 @@ mod tests {
         });
         assert!(d.score(0, f64::NAN).is_none());
         let _ = run(&mut d, &[1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0]);
-        assert!(!d.machine.contexts.is_empty());
+        assert!(d.machine.contexts > 0);
         d.reset();
-        assert!(d.machine.contexts.is_empty() && d.range.is_none());
+        assert!(d.machine.contexts == 0 && d.range.is_none());
         assert!(d.score(0, 1.0).is_none());
     }
 }

@@ -51,25 +51,26 @@ fn hash_facts(facts: &[u32]) -> u64 {
 }
 
 /// A left semi-context: its facts are `Lefts::facts[start..start + len]`
-/// (sorted, stored once); its contexts a list in creation order, from
-/// `first` to `last` through `Context::next`.
+/// (sorted, stored once); its `contexts`, in creation order, a run of the
+/// machine's slots from `run` (with room for the next power of two).
 #[derive(Clone, Copy)]
 pub(super) struct Semi {
     start: u32,
     pub(super) len: u32,
-    pub(super) first: u32,
-    pub(super) last: u32,
+    pub(super) run: u32,
+    pub(super) contexts: u32,
     /// The next older semi-context of the same fact-set hash.
     same_hash: u32,
-    /// The next older semi-context of the same highest fact.
-    pub(super) same_anchor: u32,
     /// How many of its contexts are zero-level: without any, a partial
     /// overlap with the group yields nothing.
     pub(super) zero_levels: u32,
-    /// Its [`signature`]: not wholly in a group whose signature lacks a
-    /// bit of it.
-    pub(super) signature: u64,
 }
+
+/// A semi-context in its anchor's list: its [`signature`] (it is not
+/// wholly in a group whose signature lacks a bit of it) and its id. The
+/// list is scanned in order, without loading a semi-context that the
+/// signature rules out.
+pub(super) type Anchored = (u64, u32);
 
 /// A set of facts as bits: a sensor fact as its own bit, a neuron fact
 /// as one of the 48 others, by a hash. A subset's signature is within
@@ -89,9 +90,18 @@ pub(super) fn signature(facts: &[u32]) -> u64 {
 #[derive(Clone, Copy)]
 struct Zero {
     id: u32,
-    pub(super) len: u16,
+    /// Its index in `overlaps`: they are dense, in the order semi-contexts
+    /// got their first zero-level context.
+    dense: u32,
+    /// Its zero-level context when it has only one (most do), or `NONE`:
+    /// a partial overlap then yields at most one candidate, found here
+    /// without walking its contexts.
+    only: u32,
+    len: u16,
     /// Its sensor facts, as a mask.
     sensor: u16,
+    /// The right semi-context of `only`.
+    right: u16,
 }
 
 /// The left semi-contexts (a right one is a set of sensor facts: a mask
@@ -102,20 +112,21 @@ pub(super) struct Lefts {
     facts: Vec<u32>,
     /// Fact-set hash → the newest semi-context of that hash.
     by_hash: HashMap<u64, u32, Fx>,
-    /// Per fact, the newest semi-context whose highest fact it is: finds
-    /// the ones wholly in a group without crossing every one that shares
-    /// a fact with it.
-    pub(super) by_anchor: Vec<u32>,
+    /// Per fact, the index in `anchored` of the list of the semi-contexts
+    /// whose highest fact it is (`NONE` if none): finds the ones wholly in
+    /// a group without crossing every one that shares a fact with it.
+    by_anchor: Vec<u32>,
+    pub(super) anchored: Vec<Vec<Anchored>>,
     /// The semi-contexts with zero-level contexts, by id: the only ones
     /// whose partial overlaps with a group generalise, so the only ones
     /// crossed.
     zero: Vec<Zero>,
-    /// Per neuron fact, the semi-contexts in `zero` holding it.
+    /// Per neuron fact, the semi-contexts in `zero` holding it (their
+    /// `dense` index).
     by_neuron: Vec<Vec<u32>>,
-    /// Per semi-context, the positions of its neuron facts in the group
-    /// last crossed, and how many; 0 unless it is in `touched`.
-    neurons: Vec<Positions>,
-    neuron_counts: Vec<u8>,
+    /// Per semi-context in `zero` (by its `dense` index), its neuron facts
+    /// in the group last crossed; empty unless it is in `touched`.
+    overlaps: Vec<Overlap>,
     touched: Vec<u32>,
     /// The crossed semi-contexts that may count: by their lowest sensor
     /// position (`by_sensor`), then those sharing only neuron facts
@@ -134,6 +145,22 @@ pub(super) struct Crossed {
     pub(super) shared: u32,
     /// Their positions in the group.
     pub(super) matched: Positions,
+    /// Whether it is wholly in the group.
+    pub(super) whole: bool,
+    /// Its only zero-level context, or `NONE` (see [`Zero`]), and that
+    /// context's right semi-context.
+    pub(super) only: u32,
+    pub(super) right: u16,
+}
+
+/// The positions of a semi-context's neuron facts in a group (the two
+/// halves of a [`Positions`], so that the count shares their cache line),
+/// and how many.
+#[derive(Clone, Copy, Default)]
+struct Overlap {
+    low: u64,
+    high: u64,
+    count: u32,
 }
 
 /// The number of bits set in a byte.
@@ -186,39 +213,54 @@ impl Lefts {
         if self.by_anchor.len() <= top {
             self.by_anchor.resize(top + 1, NONE);
         }
+        if self.by_anchor[top] == NONE {
+            self.by_anchor[top] = self.anchored.len() as u32;
+            self.anchored.push(Vec::new());
+        }
+        self.anchored[self.by_anchor[top] as usize].push((signature(facts), id));
         self.semis.push(Semi {
             start: self.facts.len() as u32,
             len: facts.len() as u32,
-            first: NONE,
-            last: NONE,
+            run: 0,
+            contexts: 0,
             same_hash: self.by_hash.insert(hash, id).unwrap_or(NONE),
-            same_anchor: std::mem::replace(&mut self.by_anchor[top], id),
             zero_levels: 0,
-            signature: signature(facts),
         });
         self.facts.extend_from_slice(facts);
-        self.neurons.push(0);
-        self.neuron_counts.push(0);
         id
     }
 
-    /// Counts one more zero-level context of `id`; the first makes it one
-    /// that crossing scans.
-    pub(super) fn add_zero_level(&mut self, id: u32) {
+    /// The index in `anchored` of the list of the semi-contexts whose
+    /// highest fact is `f`, if any.
+    pub(super) fn anchored_at(&self, f: u32) -> Option<usize> {
+        let a = *self.by_anchor.get(f as usize)?;
+        (a != NONE).then_some(a as usize)
+    }
+
+    /// Counts one more zero-level context of `id`: `context`, whose right
+    /// semi-context is `right`; the first makes it one that crossing scans.
+    pub(super) fn add_zero_level(&mut self, id: u32, context: u32, right: u16) {
         let semi = &mut self.semis[id as usize];
         semi.zero_levels += 1;
         if semi.zero_levels > 1 {
+            let at = self.zero.partition_point(|z| z.id < id);
+            self.zero[at].only = NONE;
             return;
         }
         let semi = *semi;
         let facts = &self.facts[semi.start as usize..(semi.start + semi.len) as usize];
         let at = self.zero.partition_point(|z| z.id < id);
+        let dense = self.overlaps.len() as u32;
+        self.overlaps.push(Overlap::default());
         self.zero.insert(
             at,
             Zero {
                 id,
+                dense,
+                only: context,
                 len: semi.len as u16,
                 sensor: mask(facts.iter().copied().filter(|&f| f < SENSOR_SPAN)),
+                right,
             },
         );
         for &f in facts.iter().filter(|&&f| f >= SENSOR_SPAN) {
@@ -226,7 +268,7 @@ impl Lefts {
             if self.by_neuron.len() <= f {
                 self.by_neuron.resize_with(f + 1, Vec::new);
             }
-            self.by_neuron[f].push(id);
+            self.by_neuron[f].push(dense);
         }
     }
 
@@ -234,20 +276,22 @@ impl Lefts {
     /// first `bits` facts the sensor ones, one per bit), keeping those
     /// that may count: wholly in it, or sharing at most `max_left` facts.
     pub(super) fn cross(&mut self, group: &[u32], bits: usize, max_left: u32) {
-        for &id in &self.touched {
-            self.neurons[id as usize] = 0;
-            self.neuron_counts[id as usize] = 0;
+        for &d in &self.touched {
+            self.overlaps[d as usize] = Overlap::default();
         }
         self.touched.clear();
         for (i, &f) in group.iter().enumerate().skip(bits) {
+            let bit: Positions = 1 << i;
+            let (low, high) = (bit as u64, (bit >> 64) as u64);
             let holders = self.by_neuron.get((f - SENSOR_SPAN) as usize);
-            for &id in holders.map_or(&[][..], Vec::as_slice) {
-                let m = &mut self.neurons[id as usize];
-                if *m == 0 {
-                    self.touched.push(id);
+            for &d in holders.map_or(&[][..], Vec::as_slice) {
+                let o = &mut self.overlaps[d as usize];
+                if o.count == 0 {
+                    self.touched.push(d);
                 }
-                *m |= 1 << i;
-                self.neuron_counts[id as usize] += 1;
+                o.low |= low;
+                o.high |= high;
+                o.count += 1;
             }
         }
         self.by_sensor.resize_with(bits, Vec::new);
@@ -256,15 +300,19 @@ impl Lefts {
         let sensor = mask(group[..bits].iter().copied());
         for z in &self.zero {
             let at_sensor = sensor_positions(z.sensor & sensor);
-            let shared = u32::from(ONES[at_sensor as usize] + self.neuron_counts[z.id as usize]);
+            let o = self.overlaps[z.dense as usize];
+            let shared = u32::from(ONES[at_sensor as usize]) + o.count;
             if shared == 0 || (shared != u32::from(z.len) && shared > max_left) {
                 continue;
             }
-            let matched = at_sensor | self.neurons[z.id as usize];
+            let matched = at_sensor | Positions::from(o.low) | Positions::from(o.high) << 64;
             let c = Crossed {
                 id: z.id,
                 shared,
                 matched,
+                whole: shared == u32::from(z.len),
+                only: z.only,
+                right: z.right,
             };
             if at_sensor != 0 {
                 self.by_sensor[at_sensor.trailing_zeros() as usize].push(c);
@@ -284,16 +332,21 @@ impl Lefts {
     pub(super) fn footprint(&self) -> usize {
         use std::mem::size_of;
         let lists: usize = self.by_neuron.iter().map(|v| 24 + 4 * v.capacity()).sum();
-        let buckets: usize = self.by_sensor.iter().map(|v| 24 + 32 * v.capacity()).sum();
+        let anchored: usize = (self.anchored.iter())
+            .map(|v| 24 + size_of::<Anchored>() * v.capacity())
+            .sum();
+        let buckets: usize = (self.by_sensor.iter())
+            .map(|v| 24 + size_of::<Crossed>() * v.capacity())
+            .sum();
         self.semis.capacity() * size_of::<Semi>()
             + 4 * (self.facts.capacity() + self.by_anchor.capacity() + self.touched.capacity())
             + self.by_hash.capacity() * (size_of::<(u64, u32)>() + 1)
             + self.zero.capacity() * size_of::<Zero>()
             + lists
+            + anchored
             + buckets
             + self.by_neuron_only.capacity() * size_of::<(u64, Crossed)>()
-            + self.neuron_counts.capacity()
-            + self.neurons.capacity() * size_of::<Positions>()
+            + self.overlaps.capacity() * size_of::<Overlap>()
     }
 }
 
