@@ -472,6 +472,30 @@ impl DetectorCheck<'_> {
             .range(&f, self.d.limit, default, 1e-9, 1e9, "positive")
     }
 
+    /// The duration in field `name` (`text`), in seconds: a half-life.
+    fn half_life(&self, name: &str, text: &str) -> Result<f64, Error> {
+        let what = "a duration between 1s and 365d, e.g. 10m";
+        let f = self.field(name);
+        let Some(v) = parse_duration(text) else {
+            return Err(self.c.fail(f, format!("must be {what} (got {text:?})")));
+        };
+        self.c.range(&f, Some(v), v, 1.0, 365.0 * 86_400.0, what)
+    }
+
+    /// Warns that the per-sample weight `name` (`value`) is deprecated,
+    /// naming the half-life field `instead` and its value at 30 s.
+    fn deprecated_weight(&self, name: &str, value: f64, instead: &str) {
+        self.c.warn(
+            &self.field(name),
+            format!(
+                "is deprecated and will be refused in the next release: a weight per sample \
+                 means a different span at every scrape interval; write {instead} instead \
+                 (at 30 s samples, {name} {value} is {instead}: {}s)",
+                half_life_for(value, 30.0).round()
+            ),
+        );
+    }
+
     /// An exponential average's weight: `half_life` (a duration) or
     /// `half_life_seconds`, or the deprecated per-sample `alpha` (with a
     /// warning). Returns `(alpha, half_life_seconds)`; with neither given,
@@ -482,7 +506,6 @@ impl DetectorCheck<'_> {
         default_half_life: f64,
     ) -> Result<(f64, Option<f64>), Error> {
         let d = self.d;
-        let what = "a duration between 1s and 365d, e.g. 10m";
         let half_life = match (&d.half_life, d.half_life_seconds) {
             (Some(_), Some(_)) => {
                 return Err(self.c.fail(
@@ -490,13 +513,7 @@ impl DetectorCheck<'_> {
                     "must not be given with half_life (one or the other)",
                 ));
             }
-            (Some(text), None) => {
-                let f = self.field("half_life");
-                let Some(v) = parse_duration(text) else {
-                    return Err(self.c.fail(f, format!("must be {what} (got {text:?})")));
-                };
-                Some(self.c.range(&f, Some(v), v, 1.0, 365.0 * 86_400.0, what)?)
-            }
+            (Some(text), None) => Some(self.half_life("half_life", text)?),
             (None, Some(v)) => {
                 let f = self.field("half_life_seconds");
                 Some(self.c.range(
@@ -518,15 +535,7 @@ impl DetectorCheck<'_> {
             (Some(h), None) => Ok((default_alpha, Some(h))),
             (None, Some(_)) => {
                 let alpha = self.alpha(default_alpha)?;
-                self.c.warn(
-                    &self.field("alpha"),
-                    format!(
-                        "is deprecated and will be refused in the next release: a weight per sample \
-                         means a different span at every scrape interval; write half_life instead \
-                         (at 30 s samples, alpha {alpha} is half_life: {}s)",
-                        half_life_for(alpha, 30.0).round()
-                    ),
-                );
+                self.deprecated_weight("alpha", alpha, "half_life");
                 Ok((alpha, None))
             }
             (None, None) => Ok((default_alpha, Some(default_half_life))),
@@ -542,34 +551,20 @@ impl DetectorCheck<'_> {
         default_half_life: f64,
     ) -> Result<(f64, Option<f64>), Error> {
         let d = self.d;
-        let what = "a duration between 1s and 365d, e.g. 10m";
         match (&d.trend_half_life, d.beta) {
             (Some(_), Some(_)) => Err(self.c.fail(
                 self.field("beta"),
                 "must not be given with trend_half_life (beta is the deprecated per-sample form)",
             )),
             (Some(text), None) => {
-                let f = self.field("trend_half_life");
-                let Some(v) = parse_duration(text) else {
-                    return Err(self.c.fail(f, format!("must be {what} (got {text:?})")));
-                };
-                let v = self.c.range(&f, Some(v), v, 1.0, 365.0 * 86_400.0, what)?;
-                Ok((default_beta, Some(v)))
+                Ok((default_beta, Some(self.half_life("trend_half_life", text)?)))
             }
             (None, Some(_)) => {
                 let f = self.field("beta");
                 let beta = self
                     .c
                     .range(&f, d.beta, default_beta, 1e-6, 1.0, "in (0, 1]")?;
-                self.c.warn(
-                    &f,
-                    format!(
-                        "is deprecated and will be refused in the next release: a weight per sample \
-                         means a different span at every scrape interval; write trend_half_life \
-                         instead (at 30 s samples, beta {beta} is trend_half_life: {}s)",
-                        half_life_for(beta, 30.0).round()
-                    ),
-                );
+                self.deprecated_weight("beta", beta, "trend_half_life");
                 Ok((beta, None))
             }
             (None, None) => Ok((default_beta, Some(default_half_life))),

@@ -167,12 +167,15 @@ fn in_time(p: DetectorParams) -> DetectorParams {
     }
 }
 
+/// The detector a one-signal spec with block `text` validates to, and the
+/// spec's warnings.
+fn detector(text: &str) -> (DetectorParams, Vec<String>) {
+    let s = validate_spec("models/x.yaml", &with_detector(text)).expect(text);
+    (s.signals[0].detector.clone(), s.warnings)
+}
+
 #[test]
 fn a_forecasts_weights_are_half_lives_and_per_sample_ones_are_deprecated() {
-    let detector = |text: &str| {
-        let s = validate_spec("models/x.yaml", &with_detector(text)).expect(text);
-        (s.signals[0].detector.clone(), s.warnings)
-    };
     let (d, w) = detector("{type: forecast, threshold: 1, half_life: 1m, trend_half_life: 10m}");
     assert!(w.is_empty(), "{w:?}");
     let DetectorParams::Forecast {
@@ -230,10 +233,6 @@ fn a_forecasts_weights_are_half_lives_and_per_sample_ones_are_deprecated() {
 
 #[test]
 fn spans_are_durations_and_counts_of_samples_are_deprecated() {
-    let detector = |text: &str| {
-        let s = validate_spec("models/x.yaml", &with_detector(text)).expect(text);
-        (s.signals[0].detector.clone(), s.warnings)
-    };
     let (d, w) = detector("{type: mad, window: 30m}");
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(
