@@ -327,9 +327,12 @@ fn judged_by(name: &str, kind: &str, t: &FindingTrigger, k: &KindSignals) -> Vec
             names(&scored)
         ));
     }
-    if t.min_score > 0.0 && scored.is_empty() {
+    // A min_score meant for forecasts too (as it was before they were
+    // judged by time) would let them fire at any crossing within their
+    // model's horizon: say how soon, even if that is the model's horizon.
+    if t.min_score > 0.0 && !forecasts.is_empty() && t.horizon_seconds.is_none() {
         problems.push(format!(
-            "{name}: min_score is not applied to forecasts, and every trigger signal of kind {kind} is one ({}): say how soon with horizon_seconds",
+            "{name}: min_score is not applied to forecasts ({} of kind {kind}), which then fire on any crossing within their model's horizon: say how soon with horizon_seconds",
             names(&forecasts)
         ));
     }
@@ -449,15 +452,24 @@ multivariate: {signals: [request_rate, latency_p99]}
                 "rb: horizon_seconds judges forecasts only, and none of the trigger's signals of kind PaymentGateway is one (latency_p99): use min_score"
             ]
         );
-        // min_score judges anomalies; saturation is a forecast.
+        // min_score judges anomalies; saturation is a forecast, alone or
+        // beside an anomaly, and needs horizon_seconds.
+        let no_horizon = [
+            "rb: min_score is not applied to forecasts (saturation of kind PaymentGateway), which then fire on any crossing within their model's horizon: say how soon with horizon_seconds",
+        ];
         assert_eq!(
             lint(&findings(
                 r#"signals: ["saturation"], min_score: 0.7"#,
                 "[]"
             )),
-            [
-                "rb: min_score is not applied to forecasts, and every trigger signal of kind PaymentGateway is one (saturation): say how soon with horizon_seconds"
-            ]
+            no_horizon
+        );
+        assert_eq!(
+            lint(&findings(
+                r#"signals: ["saturation", "latency_p99"], min_score: 0.7"#,
+                "[]"
+            )),
+            no_horizon
         );
         // Both kinds watched, each judged by its own threshold: fine; so
         // is a detector filter that leaves only forecasts under a horizon.

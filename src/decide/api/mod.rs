@@ -193,7 +193,7 @@ expected to be crossed within the trigger's `horizon_seconds`, or, without it, w
 own horizon (every forecast finding). Their `score` still orders them (0.5 at the model's \
 horizon, higher sooner) but is not a rarity: a forecast says when, and how often the series said \
 so before does not make it more or less urgent. `autopilot runbook check` refuses a trigger whose \
-`horizon_seconds` watches no forecast, or whose `min_score` watches nothing but forecasts.\n\n",
+`horizon_seconds` watches no forecast, or whose `min_score` watches a forecast without a `horizon_seconds` beside it.\n\n",
     );
     out.push_str(
         "A runbook whose proposal on a component is refused because another runbook holds the \
