@@ -32,32 +32,46 @@ fn the_sandbox_shows_the_agent_deciding_on_a_saturating_gateway() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start autopilot sandbox");
+    // Read both pipes as they fill, so a sandbox that hangs still shows
+    // what it printed.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + Duration::from_secs(420);
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
+            break Some(status);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the sandbox did not finish within 420 s");
+            break None;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("read stdout");
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read stderr");
+    let out = stdout.join().expect("stdout reader");
+    let err = stderr.join().expect("stderr reader");
+    let Some(status) = status else {
+        panic!("the sandbox did not finish within 420 s\n{out}\n{err}");
+    };
     assert!(status.success(), "exit {status}\n{out}\n{err}");
     assert!(
         out.contains(
