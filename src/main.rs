@@ -8,6 +8,24 @@ use autopilot::cli::{Cli, Command, RunbookCommand};
 async fn main() -> anyhow::Result<()> {
     // Also a kubectl plugin: as `kubectl-autopilot`, usage says `kubectl autopilot`.
     let cli = Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    // A command whose output is its report ends quietly when the reader goes
+    // away (`autopilot runbook check | head`), as other Unix tools do, rather
+    // than panicking on the closed pipe. The agent, the sandbox and the review
+    // page keep Rust's default (SIGPIPE ignored) so that a peer closing a
+    // socket is an error they handle, never the end of the process.
+    if matches!(
+        cli.command,
+        Command::Crds { .. }
+            | Command::Detect(_)
+            | Command::Actions(_)
+            | Command::Replay(_)
+            | Command::Runbook(_)
+    ) {
+        // Only the disposition changes: sockets are written with
+        // MSG_NOSIGNAL by std and tokio on Linux, so only a closed stdout or
+        // stderr raises the signal.
+        sigpipe::reset();
+    }
     // A replay's report (and a detector evaluation's, which replays) is
     // its output: only warnings are logged beside it.
     let level = match cli.command {

@@ -416,3 +416,27 @@ fn a_runbook_pinned_to_recommend_never_acts_in_auto() {
     let p = Proposal::from_runbook(rb, intents[0].clone(), Mode::DryRun, "finding", json!([]));
     assert_eq!(p.mode, Mode::DryRun, "a pin never raises the agent's mode");
 }
+
+/// `autopilot runbook check | head -0`: a report whose reader has gone ends
+/// the command quietly (SIGPIPE, as for other Unix tools), not with a panic
+/// and its backtrace.
+#[test]
+fn a_report_whose_reader_has_gone_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+    let rules = rules().display().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .args(["runbook", "check", "--rules", &rules, "--models", models])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    // Close the reading end before the command has printed anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    // 13: SIGPIPE.
+    assert_eq!(out.status.signal(), Some(13), "{:?}\n{err}", out.status);
+}
