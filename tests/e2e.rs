@@ -120,13 +120,13 @@ fn short_window_models(dir: &Path) -> PathBuf {
     out
 }
 
-/// Every `window: D` and `half_life: D` duration in a spec, divided by the
-/// 30 between the default cycle and the tests' (as seconds, at least the
-/// validator's one minute for a window).
+/// Every `window: D`, `half_life: D` and `min_history: D` duration in a
+/// spec, divided by the 30 between the default cycle and the tests' (as
+/// seconds, at least the validator's one minute for a window).
 fn faster_spans(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(i) = ["window: ", "half_life: "]
+    while let Some(i) = ["window: ", "half_life: ", "min_history: "]
         .iter()
         .filter_map(|k| rest.find(k).map(|i| (i, k.len())))
         .min()
@@ -158,6 +158,10 @@ fn spans_are_read_thirty_times_shorter() {
         "{type: ewma, half_life: 14s, warmup: 60}\n{type: mad, window: 120s, limit: 3}"
     );
     assert_eq!(faster_spans("window: 30m}"), "window: 60s}");
+    assert_eq!(
+        faster_spans("  signals: [a, b]\n  min_history: 2h\n"),
+        "  signals: [a, b]\n  min_history: 240s\n"
+    );
 }
 
 /// One scenario's world: a namespace of estate resources, the estate

@@ -54,6 +54,8 @@ pub const MIN_VARIANCE: f64 = 0.1;
 /// has seen every hour of a daily swing, not only the last few hours
 /// (`window` vectors are ~4 h at a 30 s cycle).
 pub const SPAN_SECONDS: i64 = 86_400;
+/// [`GmmParams::min_history_seconds`]'s default: two hours.
+pub const MIN_HISTORY_SECONDS: f64 = 7200.0;
 
 /// Validated parameters of the multivariate detector.
 #[derive(serde::Serialize, Clone, Debug, PartialEq)]
@@ -67,6 +69,12 @@ pub struct GmmParams {
     pub refit_every: usize,
     /// Vectors needed before the first fit.
     pub warmup: usize,
+    /// Seconds of the series the mixture must have seen before it scores:
+    /// fitted to its first hour, the rest of the day is new to it. The
+    /// default is the history the agent reads on becoming leader
+    /// (`--warmup-history-seconds`), so a restart does not blind it; only
+    /// a new component waits (its single-signal detectors do not).
+    pub min_history_seconds: f64,
     /// Nats of negative log likelihood beyond the training vectors' 99th
     /// percentile that score 0.5.
     pub limit: f64,
@@ -79,6 +87,7 @@ impl Default for GmmParams {
             window: 500,
             refit_every: 100,
             warmup: 100,
+            min_history_seconds: MIN_HISTORY_SECONDS,
             limit: 5.0,
         }
     }
@@ -113,6 +122,8 @@ pub struct GmmDetector {
     since_fit: usize,
     fitted: Option<Fitted>,
     rarity: Rarity,
+    /// When the first vector since the last reset was taken.
+    first_at: Option<i64>,
 }
 
 impl GmmDetector {
@@ -125,13 +136,15 @@ impl GmmDetector {
             since_fit: 0,
             fitted: None,
             rarity: Rarity::default(),
+            first_at: None,
         }
     }
 
     /// Scores one vector (one value per signal of the component) taken at
-    /// `at` (seconds), then learns from it. `Ok(None)` while warming up or
-    /// when any value is missing: a partial vector is "no data", not a
-    /// point to score. The score is calibrated (module docs); `measure` is
+    /// `at` (seconds), then learns from it. `Ok(None)` while warming up
+    /// (fewer than `warmup` vectors, or less than `min_history_seconds`
+    /// of the series seen) or when any value is missing: a partial vector
+    /// is "no data", not a point to score. The score is calibrated (module docs); `measure` is
     /// the nats beyond the training's 99th percentile, `baseline` that
     /// percentile.
     pub fn score(&mut self, at: i64, x: &[f64]) -> Result<Option<Scored>, Error> {
@@ -144,6 +157,8 @@ impl GmmDetector {
         if x.iter().any(|v| !v.is_finite()) {
             return Ok(None);
         }
+        let first_at = *self.first_at.get_or_insert(at);
+        let seen_enough = (at - first_at) as f64 >= self.params.min_history_seconds;
         let raw = self.fitted.as_ref().map(|f| {
             let nll = f.nll(x);
             let excess = nll - f.nll_q99;
@@ -153,15 +168,19 @@ impl GmmDetector {
                 excess,
             )
         });
-        let out = raw.and_then(|(raw, baseline, z)| {
-            self.rarity.rank(at, raw).map(|r| Scored {
-                score: r.score,
-                baseline,
-                measure: z,
-                time_to_threshold: None,
-                judged: None,
+        // Ranked while the history is still short too, so the calibration
+        // has a memory when the scores start counting.
+        let out = raw
+            .and_then(|(raw, baseline, z)| {
+                self.rarity.rank(at, raw).map(|r| Scored {
+                    score: r.score,
+                    baseline,
+                    measure: z,
+                    time_to_threshold: None,
+                    judged: None,
+                })
             })
-        });
+            .filter(|_| seen_enough);
         if self.history.len() == self.params.window {
             if let Some(old) = self.history.pop_front() {
                 self.keep_older(old);
@@ -213,6 +232,7 @@ impl GmmDetector {
         self.fitted = None;
         self.since_fit = 0;
         self.rarity.clear();
+        self.first_at = None;
     }
 
     fn fit(&self) -> Result<Fitted, Error> {
@@ -480,6 +500,43 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_mixture_scores_only_once_it_has_seen_its_minimum_history() {
+        let params = GmmParams {
+            min_history_seconds: 3600.0,
+            ..GmmParams::default()
+        };
+        let mut d = GmmDetector::new(params, 2);
+        // At 15 s, the mixture is fitted after 100 vectors (25 minutes) but
+        // says nothing, even of a decoupled pair, until an hour has passed.
+        for i in 0..240 {
+            let v = if i == 200 {
+                [100.0, 100.0]
+            } else {
+                normal_vector(i)
+            };
+            assert_eq!(
+                d.score(i as i64 * 15, &v).expect("score"),
+                None,
+                "vector {i}"
+            );
+        }
+        assert!(d.fitted.is_some(), "fitted within the hour");
+        assert!(
+            d.score(240 * 15, &normal_vector(240))
+                .expect("score")
+                .is_some()
+        );
+        let s = d
+            .score(241 * 15, &[100.0, 100.0])
+            .expect("score")
+            .expect("scores after an hour");
+        assert!(s.score > 0.9, "decoupled score {}", s.score);
+        // A reset (a gap in the data) starts the hour again.
+        d.reset();
+        assert_eq!(d.score(300 * 15, &normal_vector(300)).expect("score"), None);
+    }
+
+    #[test]
     fn warms_up_and_treats_partial_vectors_as_no_data() {
         let mut d = GmmDetector::new(GmmParams::default(), 2);
         for i in 0..99 {
@@ -518,7 +575,8 @@ mod tests {
                 }
             }
         }
-        assert!(scored > day - 200, "scored {scored} of {day}");
+        // Unscored: the first two hours (`min_history`).
+        assert!(scored > day - 7200 / 15 - 5, "scored {scored} of {day}");
         assert_eq!(findings, 0, "findings on a quiet day");
         // The lag jumping to a second, connections as usual: found.
         let at = day as i64 * 15;

@@ -119,6 +119,10 @@ struct RawMultivariate {
     refit_every: Option<usize>,
     #[serde(default)]
     warmup: Option<usize>,
+    /// A duration (`2h`): how much of the series the mixture sees before
+    /// it scores.
+    #[serde(default)]
+    min_history: Option<String>,
     #[serde(default)]
     limit: Option<f64>,
 }
@@ -364,6 +368,21 @@ fn validate_multivariate(
             window,
             "between 10 and the window",
         )?,
+        min_history_seconds: match &m.min_history {
+            None => d.min_history_seconds,
+            Some(text) => {
+                let what = "a duration between 0s and 1d, e.g. 2h";
+                match parse_duration(text) {
+                    Some(v) if (0.0..=86_400.0).contains(&v) => v,
+                    _ => {
+                        return Err(c.fail(
+                            "multivariate.min_history",
+                            format!("must be {what} (got {text:?})"),
+                        ));
+                    }
+                }
+            }
+        },
         limit: c.range(
             "multivariate.limit",
             m.limit,

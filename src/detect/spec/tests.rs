@@ -527,3 +527,31 @@ fn finite_floats_out_of_range_still_say_what_they_got() {
     let e = err(&with_detector("{type: ewma, limit: 1e999}"));
     assert!(e.contains("parsing model spec models/x.yaml"), "{e}");
 }
+
+#[test]
+fn a_mixtures_minimum_history_is_a_duration() {
+    let with = |v: &str| {
+        GOOD.replace(
+            "[replication_lag, disk_fill]}",
+            &format!("[replication_lag, disk_fill], min_history: {v}}}"),
+        )
+    };
+    let params = |text: &str| {
+        validate_spec("models/x.yaml", text)
+            .expect("valid")
+            .multivariate
+            .expect("multivariate")
+            .params
+    };
+    assert_eq!(params(GOOD).min_history_seconds, 7200.0);
+    assert_eq!(params(&with("90m")).min_history_seconds, 5400.0);
+    assert_eq!(params(&with("0")).min_history_seconds, 0.0);
+    for bad in ["2 hours", "-1h", "2d"] {
+        assert_eq!(
+            err(&with(bad)),
+            format!(
+                "validating model spec models/x.yaml: field `multivariate.min_history` must be a duration between 0s and 1d, e.g. 2h (got {bad:?})"
+            ),
+        );
+    }
+}
