@@ -144,9 +144,9 @@ impl GmmDetector {
     /// `at` (seconds), then learns from it. `Ok(None)` while warming up
     /// (fewer than `warmup` vectors, or less than `min_history_seconds`
     /// of the series seen) or when any value is missing: a partial vector
-    /// is "no data", not a point to score. The score is calibrated (module docs); `measure` is
-    /// the nats beyond the training's 99th percentile, `baseline` that
-    /// percentile.
+    /// is "no data", not a point to score. The score is calibrated
+    /// (module docs); `measure` is the nats beyond the training's 99th
+    /// percentile, `baseline` that percentile.
     pub fn score(&mut self, at: i64, x: &[f64]) -> Result<Option<Scored>, Error> {
         if x.len() != self.dims {
             return Err(Error::ScoreVector {
