@@ -34,27 +34,8 @@ fn the_sandbox_shows_the_agent_deciding_on_a_saturating_gateway() {
         .expect("start autopilot sandbox");
     // Read both pipes as they fill, so a sandbox that hangs still shows
     // what it printed.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + Duration::from_secs(420);
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -93,4 +74,15 @@ fn the_sandbox_shows_the_agent_deciding_on_a_saturating_gateway() {
         err.contains("Prometheus at http://127.0.0.1:"),
         "a real Prometheus scraped the simulation:\n{err}"
     );
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut text);
+        }
+        text
+    })
 }
