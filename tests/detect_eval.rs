@@ -208,3 +208,56 @@ fn eval_refuses_an_unknown_detector_and_a_missing_corpus() {
         .expect("run");
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_parameter_set_on_the_command_line_holds_in_every_candidate_and_a_typo_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_corpus(dir.path());
+    let run = |detector: &str| {
+        Command::new(env!("CARGO_BIN_EXE_autopilot"))
+            .args(["detect", "eval", "--trials", "4", "--detector", detector])
+            .arg("--nab")
+            .arg(dir.path())
+            .output()
+            .expect("run autopilot")
+    };
+    let out = run("mad:window=64,limit=4");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Each candidate the search scored has the parameters set; the rest
+    // are drawn, so the candidates still differ.
+    let candidates: Vec<&str> = err.lines().filter(|l| l.contains(" candidate ")).collect();
+    assert!(candidates.len() >= 2, "{err}");
+    for c in &candidates {
+        assert!(
+            c.contains("\"window\":64") && c.contains("\"limit\":4.0"),
+            "{c}"
+        );
+    }
+    let warmups: std::collections::HashSet<&str> = candidates
+        .iter()
+        .filter_map(|c| c.split("\"warmup\":").nth(1))
+        .collect();
+    assert!(
+        warmups.len() >= 2,
+        "the other parameters are still drawn: {err}"
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let logo = row(&text, "## Leave one group out", "mad:window=64,limit=4");
+    assert_eq!(logo[1], candidates.len().to_string(), "{text}");
+
+    let out = run("mad:windw=64");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mad has no parameter \"windw\"") && err.contains("window"),
+        "{err}"
+    );
+    let out = run("mad:window=wide");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("window=\"wide\"") && err.contains("u32"),
+        "{err}"
+    );
+}

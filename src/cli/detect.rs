@@ -35,7 +35,8 @@ pub enum DetectCommand {
         /// The CSV to read.
         #[arg(long)]
         input: PathBuf,
-        /// A built-in detector with its default parameters.
+        /// A built-in detector with its default parameters, or some of
+        /// them set: `NAME:KEY=VALUE,…` (e.g. `cad:max_active=3`).
         #[arg(long, conflicts_with = "model", default_value = "ensemble")]
         detector: String,
         /// A model spec (models/*.yaml): use the detector of one of its signals.
@@ -66,7 +67,9 @@ pub enum DetectCommand {
         #[arg(long, default_value = "../shared/nab")]
         nab: PathBuf,
         /// Detectors to evaluate (default: all built-in ones), or the
-        /// baselines `random` and `null`.
+        /// baselines `random` and `null`. `NAME:KEY=VALUE,…` sets some of
+        /// a detector's parameters in every candidate (e.g.
+        /// `cad:max_active=3`: the search draws only the others).
         #[arg(long)]
         detector: Vec<String>,
         /// Candidates per detector in the search: its defaults plus
@@ -98,7 +101,8 @@ pub enum DetectCommand {
         /// NAB directory holding data/ and labels/.
         #[arg(long, default_value = "../shared/nab")]
         nab: PathBuf,
-        /// Detectors to time (default: all built-in ones).
+        /// Detectors to time (default: all built-in ones); `NAME:KEY=VALUE,…`
+        /// sets some of a detector's parameters (e.g. `cad:max_active=3`).
         #[arg(long)]
         detector: Vec<String>,
         /// Passes over the corpus per detector; the best pass is reported.
@@ -167,13 +171,44 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
-pub(crate) fn named(name: &str) -> anyhow::Result<DetectorParams> {
-    DetectorParams::default_for(name).with_context(|| {
+/// A `--detector` argument's detector: its defaults, with the parameters
+/// it sets (see [`parse_detector`]).
+pub(crate) fn named(text: &str) -> anyhow::Result<DetectorParams> {
+    let (name, set) = parse_detector(text)?;
+    let defaults = DetectorParams::default_for(name).with_context(|| {
         format!(
             "unknown detector {name:?}; expected one of {}",
             DetectorParams::DEFAULT_NAMES.join(", ")
         )
-    })
+    })?;
+    defaults
+        .with(&set)
+        .map_err(|e| anyhow::anyhow!("--detector {text}: {e}"))
+}
+
+/// Parameters set by a `--detector` argument, by name.
+pub(crate) type Settings = Vec<(String, serde_json::Value)>;
+
+/// Splits a `--detector` argument, `NAME` or `NAME:KEY=VALUE,…` (for
+/// example `cad:max_active=3,memory=1000`), into the detector's name and
+/// the parameters it sets. A value is read as JSON (a number, `true`),
+/// and as text otherwise (`direction=above`).
+pub(crate) fn parse_detector(text: &str) -> anyhow::Result<(&str, Settings)> {
+    let Some((name, pairs)) = text.split_once(':') else {
+        return Ok((text, Vec::new()));
+    };
+    let set = pairs
+        .split(',')
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').with_context(|| {
+                format!("--detector {text}: {pair:?} is not KEY=VALUE (e.g. cad:max_active=3)")
+            })?;
+            let value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+            Ok((key.trim().to_string(), value))
+        })
+        .collect::<anyhow::Result<Settings>>()?;
+    Ok((name, set))
 }
 
 fn names_or_all(names: Vec<String>) -> Vec<String> {

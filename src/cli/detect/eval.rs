@@ -61,15 +61,26 @@ fn evaluate(corpus: &[NabFile], name: &str, o: &Options) -> anyhow::Result<Evalu
             vec![corpus.iter().map(|f| vec![0.0; f.series.len()]).collect()],
         ),
         _ => {
-            let kind = DetectorKind::from_name(name)
+            let (base, set) = super::parse_detector(name)?;
+            let kind = DetectorKind::from_name(base)
                 .filter(|k| k.default_params().is_some())
                 .with_context(|| {
                     format!(
-                        "unknown detector {name:?}; expected one of {}, random, null",
+                        "unknown detector {base:?}; expected one of {}, random, null",
                         DetectorParams::DEFAULT_NAMES.join(", ")
                     )
                 })?;
-            let candidates = search::candidates(kind, o.trials, o.seed);
+            // Parameters the argument sets hold in every candidate: the
+            // search draws the others (the same draws as without them).
+            let mut candidates: Vec<DetectorParams> = Vec::new();
+            for p in search::candidates(kind, o.trials, o.seed) {
+                let p = p
+                    .with(&set)
+                    .map_err(|e| anyhow::anyhow!("--detector {name}: {e}"))?;
+                if !candidates.contains(&p) {
+                    candidates.push(p);
+                }
+            }
             let mut scores = Vec::with_capacity(candidates.len());
             for (i, p) in candidates.iter().enumerate() {
                 let start = Instant::now();
