@@ -13,12 +13,14 @@ use serde::Deserialize;
 
 use super::Error;
 use super::detectors::{DetectorKind, DetectorParams, Direction, defaults};
-use super::gmm::GmmParams;
 use super::series::SeriesOptions;
 
 mod check;
+mod multivariate;
 
 use check::Check;
+pub use multivariate::ValidatedMultivariate;
+use multivariate::{RawMultivariate, validate_multivariate};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -107,26 +109,6 @@ struct RawDetector {
     horizon_seconds: Option<f64>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct RawMultivariate {
-    signals: Vec<String>,
-    #[serde(default)]
-    clusters: Option<usize>,
-    #[serde(default)]
-    window: Option<usize>,
-    #[serde(default)]
-    refit_every: Option<usize>,
-    #[serde(default)]
-    warmup: Option<usize>,
-    /// A duration (`2h`): how much of the series the mixture sees before
-    /// it scores.
-    #[serde(default)]
-    min_history: Option<String>,
-    #[serde(default)]
-    limit: Option<f64>,
-}
-
 /// A spec that passed validation.
 #[derive(serde::Serialize, Clone, Debug, PartialEq)]
 pub struct ValidatedSpec {
@@ -156,14 +138,6 @@ pub struct ValidatedSignal {
     pub unit: String,
     pub detector: DetectorParams,
     pub options: SeriesOptions,
-}
-
-/// Multivariate scoring over several signals of the same component.
-#[derive(serde::Serialize, Clone, Debug, PartialEq)]
-pub struct ValidatedMultivariate {
-    /// Indexes into `signals`.
-    pub signals: Vec<usize>,
-    pub params: GmmParams,
 }
 
 /// Parses and validates one spec file's text; `file` is only used in errors.
@@ -310,94 +284,6 @@ fn validate_signal(
     })
 }
 
-/// The `multivariate:` block: names resolved to indexes into `signals`.
-fn validate_multivariate(
-    c: &Check,
-    m: &RawMultivariate,
-    signals: &[ValidatedSignal],
-) -> Result<ValidatedMultivariate, Error> {
-    let mut idx = Vec::new();
-    for (j, name) in m.signals.iter().enumerate() {
-        let at = format!("multivariate.signals[{j}]");
-        match signals.iter().position(|s| &s.name == name) {
-            Some(p) if !idx.contains(&p) => idx.push(p),
-            Some(_) => return Err(c.fail(at, format!("must not repeat {name:?}"))),
-            None => {
-                return Err(c.fail(
-                    at,
-                    format!("must name a signal of this spec; {name:?} is not one"),
-                ));
-            }
-        }
-    }
-    if idx.len() < 2 {
-        return Err(c.fail("multivariate.signals", "must list at least two signals"));
-    }
-    let d = GmmParams::default();
-    let window = c.range(
-        "multivariate.window",
-        m.window,
-        d.window,
-        20,
-        100_000,
-        "between 20 and 100000",
-    )?;
-    let params = GmmParams {
-        clusters: c.range(
-            "multivariate.clusters",
-            m.clusters,
-            d.clusters,
-            1,
-            10,
-            "between 1 and 10",
-        )?,
-        window,
-        refit_every: c.range(
-            "multivariate.refit_every",
-            m.refit_every,
-            d.refit_every,
-            1,
-            100_000,
-            "between 1 and 100000",
-        )?,
-        warmup: c.range(
-            "multivariate.warmup",
-            m.warmup,
-            d.warmup.min(window),
-            10,
-            window,
-            "between 10 and the window",
-        )?,
-        min_history_seconds: match &m.min_history {
-            None => d.min_history_seconds,
-            Some(text) => {
-                let what = "a duration between 0s and 1d, e.g. 2h";
-                match parse_duration(text) {
-                    Some(v) if (0.0..=86_400.0).contains(&v) => v,
-                    _ => {
-                        return Err(c.fail(
-                            "multivariate.min_history",
-                            format!("must be {what} (got {text:?})"),
-                        ));
-                    }
-                }
-            }
-        },
-        limit: c.range(
-            "multivariate.limit",
-            m.limit,
-            d.limit,
-            1e-9,
-            1e9,
-            "positive",
-        )?,
-    };
-    Ok(ValidatedMultivariate {
-        signals: idx,
-        params,
-    })
-}
-
 /// The detectors a model spec may name, in the order errors list them. The
 /// rest (`gaussian`, `diff`, `ensemble`, `context`, `cad`, `entropy`, `knn`,
 /// `decompose`, `rank`) are benchmark and CLI
@@ -494,11 +380,7 @@ impl DetectorCheck<'_> {
     /// The duration in field `name` (`text`), in seconds: a half-life.
     fn half_life(&self, name: &str, text: &str) -> Result<f64, Error> {
         let what = "a duration between 1s and 365d, e.g. 10m";
-        let f = self.field(name);
-        let Some(v) = parse_duration(text) else {
-            return Err(self.c.fail(f, format!("must be {what} (got {text:?})")));
-        };
-        self.c.range(&f, Some(v), v, 1.0, 365.0 * 86_400.0, what)
+        (self.c).duration(&self.field(name), text, 1.0, 365.0 * 86_400.0, what)
     }
 
     /// Warns that the per-sample weight `name` (`value`) is deprecated,
@@ -631,12 +513,11 @@ impl DetectorCheck<'_> {
             }
             (Some(RawSpan::Duration(text)), None) => {
                 let f = self.field("window");
-                match parse_duration(text) {
-                    Some(v) if v.fract() == 0.0 && (60.0..=31.0 * 86_400.0).contains(&v) => {
-                        v as u32
-                    }
-                    _ => return Err(self.c.fail(f, format!("must be {what} (got {text:?})"))),
+                let v = self.c.duration(&f, text, 60.0, 31.0 * 86_400.0, what)?;
+                if v.fract() != 0.0 {
+                    return Err(self.c.fail(f, format!("must be {what} (got {text:?})")));
                 }
+                v as u32
             }
             (None, Some(v)) => self.c.range(
                 &self.field("window_seconds"),

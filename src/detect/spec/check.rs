@@ -37,6 +37,23 @@ impl Check<'_> {
         Ok(())
     }
 
+    /// A duration as specs write it (`30m`, `1h30m`, or seconds; see
+    /// [`super::parse_duration`]), in seconds, within `[lo, hi]`; `what`
+    /// says the range in words. A failure shows the text as written.
+    pub(super) fn duration(
+        &self,
+        field: &str,
+        text: &str,
+        lo: f64,
+        hi: f64,
+        what: &str,
+    ) -> Result<f64, Error> {
+        match super::parse_duration(text) {
+            Some(v) if lo <= v && v <= hi => Ok(v),
+            _ => Err(self.fail(field, format!("must be {what} (got {text:?})"))),
+        }
+    }
+
     /// `v` (or `default` when the spec leaves it out) within `[lo, hi]`;
     /// `what` says the range in words for the error.
     pub(super) fn range<T: SpecNumber>(
