@@ -246,16 +246,18 @@ fn a_parameter_set_on_the_command_line_holds_in_every_candidate_and_a_typo_is_na
     let logo = row(&text, "## Leave one group out", "mad:window=64,limit=4");
     assert_eq!(logo[1], candidates.len().to_string(), "{text}");
 
-    let out = run("mad:windw=64");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // Refused, naming what was wrong.
+    let refused = |detector: &str| {
+        let out = run(detector);
+        assert!(!out.status.success(), "{detector} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused("mad:windw=64");
     assert!(
         err.contains("mad has no parameter \"windw\"") && err.contains("window"),
         "{err}"
     );
-    let out = run("mad:window=wide");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("mad:window=wide");
     assert!(
         err.contains("window=\"wide\"") && err.contains("u32"),
         "{err}"
