@@ -591,6 +591,8 @@ impl DetectorParams {
         }
     }
 
+    /// Defaults used by `detect score --detector NAME` (see
+    /// [`DetectorKind::default_params`]).
     pub fn default_for(name: &str) -> Option<DetectorParams> {
         DetectorKind::from_name(name)?.default_params()
     }
