@@ -18,7 +18,7 @@ use super::series::SeriesOptions;
 mod check;
 mod multivariate;
 
-use check::Check;
+use check::{Check, Seconds};
 pub use multivariate::ValidatedMultivariate;
 use multivariate::{RawMultivariate, validate_multivariate};
 
@@ -380,7 +380,14 @@ impl DetectorCheck<'_> {
     /// The duration in field `name` (`text`), in seconds: a half-life.
     fn half_life(&self, name: &str, text: &str) -> Result<f64, Error> {
         let what = "a duration between 1s and 365d, e.g. 10m";
-        (self.c).duration(&self.field(name), text, 1.0, 365.0 * 86_400.0, what)
+        (self.c).duration(
+            &self.field(name),
+            text,
+            1.0,
+            365.0 * 86_400.0,
+            what,
+            Seconds::Any,
+        )
     }
 
     /// Warns that the per-sample weight `name` (`value`) is deprecated,
@@ -513,10 +520,10 @@ impl DetectorCheck<'_> {
             }
             (Some(RawSpan::Duration(text)), None) => {
                 let f = self.field("window");
-                let v = self.c.duration(&f, text, 60.0, 31.0 * 86_400.0, what)?;
-                if v.fract() != 0.0 {
-                    return Err(self.c.fail(f, format!("must be {what} (got {text:?})")));
-                }
+                let v = self
+                    .c
+                    .duration(&f, text, 60.0, 31.0 * 86_400.0, what, Seconds::Whole)?;
+                // Whole, and at most 31 days: the cast is exact.
                 v as u32
             }
             (None, Some(v)) => self.c.range(

@@ -39,7 +39,9 @@ impl Check<'_> {
 
     /// A duration as specs write it (`30m`, `1h30m`, or seconds; see
     /// [`super::parse_duration`]), in seconds, within `[lo, hi]`; `what`
-    /// says the range in words. A failure shows the text as written.
+    /// says the range in words. With [`Seconds::Whole`] a fraction of a
+    /// second is refused too, and the error says so: `90.5s` is within the
+    /// range in words. A failure shows the text as written.
     pub(super) fn duration(
         &self,
         field: &str,
@@ -47,11 +49,17 @@ impl Check<'_> {
         lo: f64,
         hi: f64,
         what: &str,
+        seconds: Seconds,
     ) -> Result<f64, Error> {
-        match super::parse_duration(text) {
-            Some(v) if lo <= v && v <= hi => Ok(v),
-            _ => Err(self.fail(field, format!("must be {what} (got {text:?})"))),
+        let v = match super::parse_duration(text) {
+            Some(v) if lo <= v && v <= hi => v,
+            _ => return Err(self.fail(field, format!("must be {what} (got {text:?})"))),
+        };
+        if seconds == Seconds::Whole && v.fract() != 0.0 {
+            let expected = format!("must be {what}, in whole seconds (got {text:?})");
+            return Err(self.fail(field, expected));
         }
+        Ok(v)
     }
 
     /// `v` (or `default` when the spec leaves it out) within `[lo, hi]`;
@@ -88,6 +96,17 @@ impl Check<'_> {
             ),
         )
     }
+}
+
+/// Whether a duration may have a fraction of a second: a field kept as a
+/// whole number of seconds (`window_seconds` is a `u32`) refuses `90.5s`
+/// rather than silently rounding it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seconds {
+    /// Any number of seconds in range (a half-life, a minimum history).
+    Any,
+    /// A whole number of seconds.
+    Whole,
 }
 
 /// A number a spec accepts. Floats can be NaN or infinite, which no range

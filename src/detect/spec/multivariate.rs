@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::check::Check;
+use super::check::{Check, Seconds};
 use super::{Error, ValidatedSignal};
 use crate::detect::gmm::GmmParams;
 
@@ -102,6 +102,7 @@ pub(super) fn validate_multivariate(
                 0.0,
                 86_400.0,
                 "a duration between 0s and 1d, e.g. 2h",
+                Seconds::Any,
             )?,
         },
         limit: c.range(

@@ -307,6 +307,18 @@ fn spans_are_durations_and_counts_of_samples_are_deprecated() {
             "window",
             "must be a duration between 1m and 31d",
         ),
+        // Below the range: the range is what is wrong.
+        (
+            "{type: mad, window: 1.5s}",
+            "window",
+            "must be a duration between 1m and 31d, e.g. 30m (got \"1.5s\")",
+        ),
+        // Within the range in words, so the error must say what else is.
+        (
+            "{type: mad, window: 90.5s}",
+            "window",
+            "must be a duration between 1m and 31d, e.g. 30m, in whole seconds (got \"90.5s\")",
+        ),
         (
             "{type: mad, window: 30m, window_seconds: 60}",
             "window_seconds",
