@@ -201,6 +201,11 @@ fn eval_refuses_an_unknown_detector_and_a_missing_corpus() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown detector \"prophet\""), "{err}");
+    // The list is the detectors with defaults, and eval's baselines.
+    assert!(
+        err.contains("expected one of ewma, mad,") && err.contains(", rank, random, null"),
+        "{err}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_autopilot"))
         .args(["detect", "eval", "--nab"])
         .arg(dir.path().join("nothing"))

@@ -175,15 +175,26 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 /// it sets (see [`parse_detector`]).
 pub(crate) fn named(text: &str) -> anyhow::Result<DetectorParams> {
     let (name, set) = parse_detector(text)?;
-    let defaults = DetectorParams::default_for(name).with_context(|| {
-        format!(
-            "unknown detector {name:?}; expected one of {}",
-            DetectorParams::DEFAULT_NAMES.join(", ")
-        )
-    })?;
+    let defaults = DetectorParams::default_for(name).ok_or_else(|| unknown_detector(name, &[]))?;
     defaults
         .with(&set)
         .map_err(|e| anyhow::anyhow!("--detector {text}: {e}"))
+}
+
+/// The error for a `--detector` name that is no detector: it lists the
+/// detectors with defaults, then `extra`, the names only the calling
+/// command also takes (`eval`'s baselines), so each command lists exactly
+/// what it accepts and the wording stays one.
+pub(crate) fn unknown_detector(name: &str, extra: &[&str]) -> anyhow::Error {
+    let known: Vec<&str> = DetectorParams::DEFAULT_NAMES
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    anyhow::anyhow!(
+        "unknown detector {name:?}; expected one of {}",
+        known.join(", ")
+    )
 }
 
 /// Parameters set by a `--detector` argument, by name.

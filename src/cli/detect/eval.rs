@@ -6,8 +6,6 @@
 
 use std::{fmt::Write as _, time::Instant};
 
-use anyhow::Context;
-
 use super::{NabFile, score_rows_with};
 use crate::detect::{
     DetectorParams,
@@ -64,12 +62,7 @@ fn evaluate(corpus: &[NabFile], name: &str, o: &Options) -> anyhow::Result<Evalu
             let (base, set) = super::parse_detector(name)?;
             let kind = DetectorKind::from_name(base)
                 .filter(|k| k.default_params().is_some())
-                .with_context(|| {
-                    format!(
-                        "unknown detector {base:?}; expected one of {}, random, null",
-                        DetectorParams::DEFAULT_NAMES.join(", ")
-                    )
-                })?;
+                .ok_or_else(|| super::unknown_detector(base, &["random", "null"]))?;
             // Parameters the argument sets hold in every candidate: the
             // search draws the others (the same draws as without them).
             let mut candidates: Vec<DetectorParams> = Vec::new();
