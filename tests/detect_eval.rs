@@ -214,19 +214,29 @@ fn eval_refuses_an_unknown_detector_and_a_missing_corpus() {
     assert!(!out.status.success());
 }
 
+/// `detect eval --trials 4 --detector {detector}` on the corpus in `dir`,
+/// which may fail.
+fn run_detector(dir: &Path, detector: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_autopilot"))
+        .args(["detect", "eval", "--trials", "4", "--detector", detector])
+        .arg("--nab")
+        .arg(dir)
+        .output()
+        .expect("run autopilot")
+}
+
+/// The error of `detect eval --detector {detector}`, which must fail.
+fn refused(dir: &Path, detector: &str) -> String {
+    let out = run_detector(dir, detector);
+    assert!(!out.status.success(), "{detector} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_parameter_set_on_the_command_line_holds_in_every_candidate_and_a_typo_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_corpus(dir.path());
-    let run = |detector: &str| {
-        Command::new(env!("CARGO_BIN_EXE_autopilot"))
-            .args(["detect", "eval", "--trials", "4", "--detector", detector])
-            .arg("--nab")
-            .arg(dir.path())
-            .output()
-            .expect("run autopilot")
-    };
-    let out = run("mad:window=64,limit=4");
+    let out = run_detector(dir.path(), "mad:window=64,limit=4");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     // Each candidate the search scored has the parameters set; the rest
@@ -252,19 +262,32 @@ fn a_parameter_set_on_the_command_line_holds_in_every_candidate_and_a_typo_is_na
     assert_eq!(logo[1], candidates.len().to_string(), "{text}");
 
     // Refused, naming what was wrong.
-    let refused = |detector: &str| {
-        let out = run(detector);
-        assert!(!out.status.success(), "{detector} was accepted");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let err = refused("mad:windw=64");
+    let err = refused(dir.path(), "mad:windw=64");
     assert!(
         err.contains("mad has no parameter \"windw\"") && err.contains("window"),
         "{err}"
     );
-    let err = refused("mad:window=wide");
+    let err = refused(dir.path(), "mad:window=wide");
     assert!(
         err.contains("window=\"wide\"") && err.contains("u32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_baselines_take_no_parameters_and_say_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_corpus(dir.path());
+    // Listed as detectors, so "unknown detector" would mislead.
+    let err = refused(dir.path(), "random:seed=3");
+    assert!(
+        err.contains("random takes no parameters (got \"seed=3\"); its seed is --seed"),
+        "{err}"
+    );
+    assert!(!err.contains("unknown detector"), "{err}");
+    let err = refused(dir.path(), "null:limit=1");
+    assert!(
+        err.contains("null takes no parameters (got \"limit=1\")"),
         "{err}"
     );
 }

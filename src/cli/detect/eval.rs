@@ -49,6 +49,15 @@ fn params_label(p: &DetectorParams) -> String {
 
 /// Runs every candidate of `name` over the corpus, with progress on stderr.
 fn evaluate(corpus: &[NabFile], name: &str, o: &Options) -> anyhow::Result<Evaluated> {
+    // NAB's baselines have nothing to set; without this, `random:seed=3`
+    // would be called an unknown detector, though `random` is listed.
+    if let Some((base @ ("random" | "null"), given)) = name.split_once(':') {
+        let seed = match base {
+            "random" => "; its seed is --seed",
+            _ => "",
+        };
+        anyhow::bail!("{base} takes no parameters (got {given:?}){seed}");
+    }
     let (labels, scores) = match name {
         "random" => (
             vec![format!("seed {}", o.seed)],
