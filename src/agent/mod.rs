@@ -20,23 +20,17 @@ pub mod replay;
 pub mod rules;
 pub mod samples;
 pub mod send;
+mod start;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use kube::runtime::events::{Recorder, Reporter};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
 
-use crate::{
-    act::executor::{self, Approvals, Executor, Observer},
-    decide::{Limits, Mode, RunbookSet},
-    detect::Estate,
-    observe::{self, Prometheus},
-    reconcile::{self, Context, NoGate},
-    store::SqlJournal,
-};
+use crate::{act::executor, decide::Mode, observe, reconcile, store::SqlJournal};
 pub use rules::RulesSource;
+use start::Wiring;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -380,35 +374,6 @@ async fn fence_writes(
     }
 }
 
-/// How the executor accepts Approvals: proven by `admission_policy`, and
-/// never the agent's own (its user name asked of the API server; unknown,
-/// every Approval is refused).
-async fn approvals(client: &kube::Client, admission_policy: Option<String>) -> Approvals {
-    let own_user = match crate::act::whoami(client).await {
-        Ok(user) if !user.is_empty() => Some(user),
-        Ok(_) => {
-            tracing::warn!(
-                "the API server gave the agent no user name (SelfSubjectReview); no Approval will be accepted"
-            );
-            None
-        }
-        Err(error) => {
-            tracing::warn!(error = %crate::telemetry::chain(&error), "cannot tell the agent's own user name (SelfSubjectReview); no Approval will be accepted");
-            None
-        }
-    };
-    if admission_policy.is_none() {
-        tracing::warn!(
-            "no --approval-policy: recommendations are published, but no Approval is accepted"
-        );
-    }
-    Approvals {
-        admission_policy,
-        own_user,
-        ..Approvals::default()
-    }
-}
-
 /// The name of every metric the agent registers (and serves on
 /// `/metrics`): the chart's dashboard and alerts may name only these
 /// (`tests/monitoring.rs`). Registered as `run_with` registers them; each
@@ -488,61 +453,14 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 /// Runs the agent with `client` until SIGINT/SIGTERM.
 pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> {
     let registry = Registry::new();
-    let reconcile_metrics =
-        reconcile::Metrics::register(&registry).map_err(Error::RegisterMetrics)?;
-    let act_metrics = executor::Metrics::register(&registry).map_err(Error::RegisterMetrics)?;
-    let metrics = metrics::Metrics::register(&registry).map_err(Error::RegisterMetrics)?;
-
-    // Everything that can be wrong with the configuration fails here, at
-    // start, before the replica competes for the Lease.
-    let specs = observe::load_model_specs(&opts.models).map_err(|source| Error::LoadModels {
-        dir: opts.models.display().to_string(),
-        source,
-    })?;
-    let prometheus = opts
-        .prometheus_url
-        .as_deref()
-        .map(|url| Prometheus::new(url, opts.prometheus_timeout))
-        .transpose()
-        .map_err(Error::ConfigurePrometheus)?;
-    if prometheus.is_none() {
-        tracing::warn!("no --prometheus-url: no findings, so only cron and condition runbooks run");
-    }
-    let journal = SqlJournal::connect(&opts.database_url)
-        .await
-        .map_err(Error::OpenJournal)?;
-    if let (Some(shard), SqlJournal::Sqlite(_)) = (opts.reconcile.scope.shard(), &journal) {
-        return Err(Error::ShardWithoutSharedJournal { shard });
-    }
-
-    let server = serve_http(&registry, opts.listen).await?;
-    // Every replica serves the review page of the journal (on loopback).
-    let review = match opts.review_listen {
-        Some(addr) => {
-            let review = crate::review::Review {
-                journal: journal.clone(),
-                prometheus: prometheus.clone(),
-                specs: Arc::new(specs.clone()),
-            };
-            match crate::review::serve(addr, review).await {
-                Ok((task, addr)) => {
-                    tracing::info!(review = %addr, "review page served (kubectl port-forward to reach it)");
-                    Some(task)
-                }
-                // A busy port (another agent on this host) costs the page,
-                // not the agent.
-                Err(error @ crate::review::Error::Listen { .. }) => {
-                    tracing::error!(error = %crate::telemetry::chain(&error), "no review page; the agent runs without it");
-                    None
-                }
-                Err(error) => return Err(Error::Review(error)),
-            }
-        }
-        None => None,
+    let wiring = Wiring::configure(&opts, &registry).await?;
+    let served = Served {
+        http: serve_http(&registry, opts.listen).await?,
+        review: wiring.serve_review(opts.review_listen).await?,
     };
     tracing::info!(
         listen = %opts.listen, namespace = %opts.namespace, scope = %opts.reconcile.scope.describe(), mode = opts.mode.as_str(),
-        rules = %opts.rules, models = specs.len(), identity = %opts.leadership.identity,
+        rules = %opts.rules, models = wiring.models(), identity = %opts.leadership.identity,
         "autopilot starting: /metrics /healthz /readyz"
     );
 
@@ -552,6 +470,7 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         task: election,
         always_leader,
     } = elect(&client, &opts.namespace, lease).await?;
+    let metrics = wiring.metrics.clone();
     metrics.leader.set(0);
     tracing::info!(lease = %lease.lease_name, enabled = lease.enabled, "waiting to lead");
     let became_leader = tokio::select! {
@@ -564,58 +483,14 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
         if let Some(task) = election {
             let _ = task.await;
         }
-        server.abort();
-        if let Some(task) = review {
-            task.abort();
-        }
+        served.stop();
         return Ok(());
     }
     metrics.leader.set(1);
-    let fence = fence_writes(&client, &opts.namespace, lease, &journal).await?;
+    let fence = fence_writes(&client, &opts.namespace, lease, wiring.journal()).await?;
     tracing::info!(identity = %lease.identity, "leading: starting the controllers and the loop");
 
-    let reporter = Reporter {
-        controller: "autopilot".into(),
-        instance: Some(lease.identity.clone()),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let rules_rx = spawn_rules_watch(&client, &opts.rules);
-    let observer = match &prometheus {
-        Some(p) => Observer::Prometheus(p.clone()),
-        None => Observer::Nothing,
-    };
-    let approvals = approvals(&client, opts.approval_policy.clone()).await;
-    let scope = opts.reconcile.scope.clone();
-    let autopilot = cycle::Autopilot::new(cycle::Parts {
-        client: client.clone(),
-        prometheus,
-        estate: Estate::new(specs),
-        runbooks: RunbookSet::new(Limits::default()),
-        executor: Executor::new(client.clone(), journal, act_metrics)
-            .with_mode(opts.mode)
-            .with_scope(scope.clone())
-            .with_observer(observer)
-            .with_approvals(approvals),
-        metrics: metrics.clone(),
-        recorder,
-        settings: cycle::Settings {
-            namespace: opts.namespace.clone(),
-            scope,
-            mode: opts.mode,
-            interval: opts.cycle_interval,
-            warmup_history: opts.warmup_history,
-        },
-        rules: opts.rules.clone(),
-        rules_rx,
-    });
-    let mut reconcile_settings = opts.reconcile.clone();
-    reconcile_settings.scope = reconcile_settings.scope.with_shard(None);
-    let ctx = Arc::new(Context::new(
-        client,
-        reconcile_settings,
-        Arc::new(NoGate),
-        reconcile_metrics,
-    ));
+    let (autopilot, ctx) = wiring.lead(client, &opts).await;
     let controllers = async {
         if opts.controllers {
             reconcile::run(ctx).await;
@@ -646,9 +521,23 @@ pub async fn run_with(client: kube::Client, opts: Options) -> Result<(), Error> 
     if let Some(task) = fence {
         task.abort();
     }
-    server.abort();
-    if let Some(task) = review {
-        task.abort();
-    }
+    served.stop();
     result
+}
+
+/// What every replica serves, leader or not, until it stops.
+struct Served {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    http: tokio::task::JoinHandle<()>,
+    /// The review page, if asked for and its port was free.
+    review: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Served {
+    fn stop(self) {
+        self.http.abort();
+        if let Some(task) = self.review {
+            task.abort();
+        }
+    }
 }
