@@ -92,25 +92,7 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
             window: rng.count(100, 10_000),
             step: rng.pick(&[1, 10, 100]),
         },
-        DetectorKind::Ensemble => {
-            let (window, warmup) = (rng.count(100, 5000), rng.count(20, 500));
-            let limit = 3.0;
-            let mad = || DetectorParams::Mad {
-                window,
-                window_seconds: None,
-                warmup,
-                limit,
-            };
-            DetectorParams::Ensemble {
-                members: vec![
-                    mad(),
-                    DetectorParams::Diff {
-                        inner: Box::new(mad()),
-                    },
-                ],
-                refractory: rng.pick(&[0, 50, 200, 500, 1000, 2000, 5000]),
-            }
-        }
+        DetectorKind::Ensemble => draw_ensemble(rng),
         DetectorKind::Context => DetectorParams::Context {
             levels: rng.pick(&[4, 6, 8, 10, 12, 14]),
             order: rng.pick(&[1, 2, 3, 4, 5, 6]),
@@ -151,44 +133,69 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
             rest: rng.pick(&[0, 20, 50, 100, 200, 500, 1000]),
             warmup: rng.pick(&[20, 50, 100, 200, 400]),
         },
-        DetectorKind::Rank => {
-            // Learned on the training folds: which members (each with its
-            // own drawn parameters) and which combination rule.
-            let pool = [
-                DetectorKind::Context,
-                DetectorKind::Knn,
-                DetectorKind::Decompose,
-                DetectorKind::Entropy,
-                DetectorKind::Ewma,
-                DetectorKind::Mad,
-            ];
-            let mut members = Vec::new();
-            let mut chosen = 0u32;
-            while chosen.count_ones() < 2 {
-                chosen |= 1 << (rng.next_u64() % pool.len() as u64);
-                if rng.unit() < 0.3 {
-                    chosen |= 1 << (rng.next_u64() % pool.len() as u64);
-                }
-            }
-            for (i, k) in pool.into_iter().enumerate() {
-                if chosen & (1 << i) != 0 {
-                    let member = if rng.unit() < 0.5 {
-                        k.default_params()
-                    } else {
-                        draw(k, rng)
-                    };
-                    members.extend(member);
-                }
-            }
-            DetectorParams::Rank {
-                members,
-                memory: rng.pick(&[100, 256, 500, 1000]),
-                fisher: rng.unit() < 0.5,
-                rest: rng.pick(&[0, 20, 50, 100, 200, 500, 1000]),
-            }
-        }
+        DetectorKind::Rank => draw_rank(rng),
         DetectorKind::Forecast | DetectorKind::Diff => return None,
     })
+}
+
+/// The ensemble's space: a MAD and a MAD of differences sharing one
+/// window and warm-up, and a refractory span.
+fn draw_ensemble(rng: &mut Rng) -> DetectorParams {
+    let (window, warmup) = (rng.count(100, 5000), rng.count(20, 500));
+    let limit = 3.0;
+    let mad = || DetectorParams::Mad {
+        window,
+        window_seconds: None,
+        warmup,
+        limit,
+    };
+    DetectorParams::Ensemble {
+        members: vec![
+            mad(),
+            DetectorParams::Diff {
+                inner: Box::new(mad()),
+            },
+        ],
+        refractory: rng.pick(&[0, 50, 200, 500, 1000, 2000, 5000]),
+    }
+}
+
+/// The rank ensemble's space, learned on the training folds: which
+/// members (each at its defaults or with its own drawn parameters) and
+/// which combination rule.
+fn draw_rank(rng: &mut Rng) -> DetectorParams {
+    let pool = [
+        DetectorKind::Context,
+        DetectorKind::Knn,
+        DetectorKind::Decompose,
+        DetectorKind::Entropy,
+        DetectorKind::Ewma,
+        DetectorKind::Mad,
+    ];
+    let mut members = Vec::new();
+    let mut chosen = 0u32;
+    while chosen.count_ones() < 2 {
+        chosen |= 1 << (rng.next_u64() % pool.len() as u64);
+        if rng.unit() < 0.3 {
+            chosen |= 1 << (rng.next_u64() % pool.len() as u64);
+        }
+    }
+    for (i, k) in pool.into_iter().enumerate() {
+        if chosen & (1 << i) != 0 {
+            let member = if rng.unit() < 0.5 {
+                k.default_params()
+            } else {
+                draw(k, rng)
+            };
+            members.extend(member);
+        }
+    }
+    DetectorParams::Rank {
+        members,
+        memory: rng.pick(&[100, 256, 500, 1000]),
+        fisher: rng.unit() < 0.5,
+        rest: rng.pick(&[0, 20, 50, 100, 200, 500, 1000]),
+    }
 }
 
 /// The candidates of a search: `kind`'s defaults, then up to `trials − 1`
