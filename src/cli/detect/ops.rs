@@ -136,6 +136,8 @@ pub struct OpsReport {
     pub false_per_series_day: f64,
     /// The quiet period's episodes by (signal, detector).
     pub quiet_by_signal: BTreeMap<String, usize>,
+    /// Each of them, by start: when, how long, how strong and why.
+    pub quiet_findings: Vec<Episode>,
     pub notes: Vec<String>,
 }
 
@@ -543,10 +545,13 @@ fn judge(
             on_resource_by,
         });
     }
-    let quiet: Vec<&Episode> = episodes
+    let mut quiet: Vec<&Episode> = episodes
         .iter()
         .filter(|e| (quiet_from..quiet_to).contains(&e.start))
         .collect();
+    quiet.sort_by(|a, b| {
+        (a.start, &a.component, &a.signal).cmp(&(b.start, &b.component, &b.signal))
+    });
     let mut quiet_by_signal = BTreeMap::new();
     for e in &quiet {
         *quiet_by_signal
@@ -569,6 +574,7 @@ fn judge(
         quiet_episodes: quiet.len(),
         false_per_series_day: quiet.len() as f64 / (quiet_series.max(1) as f64 * days.max(1e-9)),
         quiet_by_signal,
+        quiet_findings: quiet.into_iter().cloned().collect(),
         notes: vec![
             format!(
                 "load: a daily swing of {:.0}% peak to trough and {:.0}% noise (seed {}); faults last {} min, nobody acts",
@@ -611,6 +617,30 @@ fn table(r: &OpsReport) -> String {
     );
     for (what, n) in &r.quiet_by_signal {
         let _ = writeln!(out, "  {n:>4}  {what}");
+    }
+    if !r.quiet_findings.is_empty() {
+        // The simulated clock: the quiet period ends at the first fault's hour.
+        let midnight = r.quiet_to - FIRST_FAULT_HOUR * 3600;
+        let hm = |s: i64| format!("{:02}:{:02}", s / 3600, s / 60 % 60);
+        let _ = writeln!(
+            out,
+            "each (simulated time of day, time into the quiet period, component, signal by detector):"
+        );
+        for e in &r.quiet_findings {
+            let _ = writeln!(
+                out,
+                "  {} +{}  {} {} by {}: {} cycle{}, max score {:.2}; first: {}",
+                hm((e.start - midnight).rem_euclid(86_400)),
+                hm(e.start - r.quiet_from),
+                e.component,
+                e.signal,
+                e.detector,
+                e.cycles,
+                if e.cycles == 1 { "" } else { "s" },
+                e.max_score,
+                e.explanation
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -752,6 +782,25 @@ mod tests {
             assert_eq!(d.on_resource, Some(30));
             assert_eq!(report.quiet_episodes, 0, "the quiet period ends at 900");
         }
+        // A quiet period that takes it in lists it, with when and why.
+        let mut open = episodes[0].clone();
+        open.explanation = "vector far from the mixture".into();
+        let report = judge(
+            &[open],
+            &[(Fault::ConnectionExhaustion, fault.clone())],
+            0,
+            1000,
+            1,
+            &args,
+        );
+        assert_eq!(report.quiet_episodes, 1);
+        assert_eq!(report.quiet_findings[0].start, 900);
+        let text = table(&report);
+        // 900 s into the quiet period, which ends at 09:00 simulated.
+        assert!(
+            text.contains("08:58 +00:15  Cluster/p/db replication_lag+connections_ratio by gmm: 20 cycles, max score 0.99; first: vector far from the mixture"),
+            "{text}"
+        );
     }
 
     #[test]
