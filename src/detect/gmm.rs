@@ -37,7 +37,7 @@ use ndarray::{Array1, Array2};
 
 use super::detectors::calibrate::Rarity;
 use super::stats::score_from_excess;
-use super::{Error, Scored};
+use super::{Direction, Error, Scored};
 
 /// The least spread a signal is standardized by, as a share of its mean
 /// level over the window (module docs).
@@ -78,6 +78,14 @@ pub struct GmmParams {
     /// Nats of negative log likelihood beyond the training vectors' 99th
     /// percentile that score 0.5.
     pub limit: f64,
+    /// Per signal, in the mixture's order, the side whose departures
+    /// count (`None`: both; empty: both for every signal). A value on its
+    /// signal's harmless side (a connection ratio below its median) is
+    /// judged as if it sat at the median: the vector scores as the likelier
+    /// of the two, so a night's new low of a harmless signal is not a
+    /// finding, while the others' departures still are.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub directions: Vec<Option<Direction>>,
 }
 
 impl Default for GmmParams {
@@ -89,6 +97,7 @@ impl Default for GmmParams {
             warmup: 100,
             min_history_seconds: MIN_HISTORY_SECONDS,
             limit: 5.0,
+            directions: Vec::new(),
         }
     }
 }
@@ -97,6 +106,8 @@ impl Default for GmmParams {
 #[derive(Clone, Debug)]
 struct Fitted {
     center: Array1<f64>,
+    /// Each signal's median over the training vectors (raw units).
+    median: Vec<f64>,
     scale: Array1<f64>,
     weights: Vec<f64>,
     means: Vec<Array1<f64>>,
@@ -160,7 +171,7 @@ impl GmmDetector {
         let first_at = *self.first_at.get_or_insert(at);
         let seen_enough = (at - first_at) as f64 >= self.params.min_history_seconds;
         let raw = self.fitted.as_ref().map(|f| {
-            let nll = f.nll(x);
+            let nll = f.nll_judged(x, &self.params.directions);
             let excess = nll - f.nll_q99;
             (
                 score_from_excess(excess, self.params.limit),
@@ -263,8 +274,16 @@ impl GmmDetector {
             .max_n_iterations(100)
             .fit(&dataset)
             .map_err(|e| Error::FitMixture(e.to_string()))?;
+        let median = (0..d)
+            .map(|j| {
+                let mut col = data.column(j).to_vec();
+                let mid = col.len() / 2;
+                *col.select_nth_unstable_by(mid, f64::total_cmp).1
+            })
+            .collect();
         let mut fitted = Fitted {
             center,
+            median,
             scale,
             weights: gmm.weights().to_vec(),
             means: gmm.means().outer_iter().map(|m| m.to_owned()).collect(),
@@ -291,6 +310,27 @@ impl GmmDetector {
 }
 
 impl Fitted {
+    /// Negative log likelihood of a raw vector, not counting its
+    /// departures on a signal's harmless side (`directions`): the least of
+    /// `x`'s and that of `x` with each such value moved to its signal's
+    /// median.
+    fn nll_judged(&self, x: &[f64], directions: &[Option<Direction>]) -> f64 {
+        let mut moved: Option<Vec<f64>> = None;
+        for (j, side) in directions.iter().enumerate() {
+            let m = self.median[j];
+            let harmless = match side {
+                Some(Direction::Above) => x[j] < m,
+                Some(Direction::Below) => x[j] > m,
+                None => false,
+            };
+            if harmless {
+                moved.get_or_insert_with(|| x.to_vec())[j] = m;
+            }
+        }
+        let nll = self.nll(x);
+        moved.map_or(nll, |y| nll.min(self.nll(&y)))
+    }
+
     /// Negative log likelihood of a raw (unstandardized) vector.
     fn nll(&self, x: &[f64]) -> f64 {
         let d = x.len();
@@ -463,6 +503,45 @@ mod tests {
         // (hours 10, 23, 23, 24, 44, 45, 47); either one alone clears them
         // here (on the operational corpus it takes both).
         assert_eq!(episodes(ops_database), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_departure_on_a_harmless_side_is_not_a_finding_and_the_other_sides_still_are() {
+        let day = 86_400 / 30;
+        let warm = |directions: Vec<Option<Direction>>| {
+            let params = GmmParams {
+                directions,
+                ..GmmParams::default()
+            };
+            let mut d = GmmDetector::new(params, 2);
+            for i in 0..day {
+                let _ = d.score(i as i64 * 30, &ops_database(i)).expect("score");
+            }
+            d
+        };
+        let score = |d: &GmmDetector, v: [f64; 2]| {
+            d.clone()
+                .score(day as i64 * 30, &v)
+                .expect("score")
+                .expect("warm detector scores")
+                .score
+        };
+        let both = warm(Vec::new());
+        let above = warm(vec![Some(Direction::Above), Some(Direction::Above)]);
+        // A day of connection ratios of 0.32–0.48: 0.10 is far below.
+        let few_connections = [0.2, 0.10];
+        assert!(score(&both, few_connections) > 0.9, "two-sided");
+        assert!(
+            score(&above, few_connections) < 0.5,
+            "below, on the harmless side: {}",
+            score(&above, few_connections)
+        );
+        // The harmful side of either signal, alone or with the other low.
+        for v in [[0.2, 0.9], [1.0, 0.40], [1.0, 0.10]] {
+            assert!(score(&above, v) > 0.9, "{v:?} scores {}", score(&above, v));
+        }
+        // A harmless side changes nothing for values on the other side.
+        assert_eq!(score(&both, [0.2, 0.9]), score(&above, [0.2, 0.9]));
     }
 
     #[test]

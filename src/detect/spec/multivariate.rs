@@ -2,11 +2,13 @@
 //! signals of the same component (`detect::gmm`), its signals named among
 //! the spec's and its parameters checked like the detectors'.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::check::{Check, Seconds};
 use super::{Error, ValidatedSignal};
-use crate::detect::gmm::GmmParams;
+use crate::detect::{Direction, gmm::GmmParams};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +28,10 @@ pub(super) struct RawMultivariate {
     min_history: Option<String>,
     #[serde(default)]
     limit: Option<f64>,
+    /// Per signal, the side whose departures count (`above` or `below`);
+    /// a signal not named counts both.
+    #[serde(default)]
+    direction: BTreeMap<String, String>,
 }
 
 /// Multivariate scoring over several signals of the same component.
@@ -113,9 +119,42 @@ pub(super) fn validate_multivariate(
             1e9,
             "positive",
         )?,
+        directions: directions(c, m)?,
     };
     Ok(ValidatedMultivariate {
         signals: idx,
         params,
     })
+}
+
+/// `multivariate.direction`, in the order of `multivariate.signals`
+/// (empty when no signal is named).
+fn directions(c: &Check, m: &RawMultivariate) -> Result<Vec<Option<Direction>>, Error> {
+    let mut out = vec![None; m.signals.len()];
+    for (name, side) in &m.direction {
+        let at = format!("multivariate.direction.{name}");
+        let Some(j) = m.signals.iter().position(|s| s == name) else {
+            return Err(c.fail(
+                at,
+                format!(
+                    "must name one of multivariate.signals ({}); {name:?} is not one",
+                    m.signals.join(", ")
+                ),
+            ));
+        };
+        out[j] = Some(match side.as_str() {
+            "above" => Direction::Above,
+            "below" => Direction::Below,
+            other => {
+                return Err(c.fail(
+                    at,
+                    format!("must be \"above\" or \"below\" (got {other:?})"),
+                ));
+            }
+        });
+    }
+    if out.iter().all(Option::is_none) {
+        out.clear();
+    }
+    Ok(out)
 }

@@ -567,3 +567,38 @@ fn a_mixtures_minimum_history_is_a_duration() {
         );
     }
 }
+
+#[test]
+fn a_mixtures_directions_name_its_signals_and_a_side() {
+    let with = |v: &str| {
+        GOOD.replace(
+            "[replication_lag, disk_fill]}",
+            &format!("[replication_lag, disk_fill], direction: {v}}}"),
+        )
+    };
+    let directions = |text: &str| {
+        validate_spec("models/x.yaml", text)
+            .expect("valid")
+            .multivariate
+            .expect("multivariate")
+            .params
+            .directions
+    };
+    assert_eq!(directions(GOOD), vec![]);
+    assert_eq!(
+        directions(&with("{disk_fill: above}")),
+        vec![None, Some(Direction::Above)]
+    );
+    assert_eq!(
+        directions(&with("{disk_fill: above, replication_lag: below}")),
+        vec![Some(Direction::Below), Some(Direction::Above)]
+    );
+    assert_eq!(
+        err(&with("{latency: above}")),
+        "validating model spec models/x.yaml: field `multivariate.direction.latency` must name one of multivariate.signals (replication_lag, disk_fill); \"latency\" is not one"
+    );
+    assert_eq!(
+        err(&with("{disk_fill: up}")),
+        "validating model spec models/x.yaml: field `multivariate.direction.disk_fill` must be \"above\" or \"below\" (got \"up\")"
+    );
+}
