@@ -1,7 +1,9 @@
 //! Model spec validation: good specs get their defaults, bad ones name the
 //! file, the field and what was expected.
 
+use super::detector::SPEC_KINDS;
 use super::*;
+use crate::detect::detectors::{DetectorKind, Direction};
 
 const GOOD: &str = r#"
 kind: Cluster
