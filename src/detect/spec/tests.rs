@@ -542,24 +542,29 @@ fn finite_floats_out_of_range_still_say_what_they_got() {
     assert!(e.contains("parsing model spec models/x.yaml"), "{e}");
 }
 
+/// `GOOD` with `field: value` added to its `multivariate` block.
+fn with_mixture(field: &str, value: &str) -> String {
+    GOOD.replace(
+        "[replication_lag, disk_fill]}",
+        &format!("[replication_lag, disk_fill], {field}: {value}}}"),
+    )
+}
+
+/// The mixture's parameters of a valid spec.
+fn mixture(text: &str) -> crate::detect::gmm::GmmParams {
+    validate_spec("models/x.yaml", text)
+        .expect("valid")
+        .multivariate
+        .expect("multivariate")
+        .params
+}
+
 #[test]
 fn a_mixtures_minimum_history_is_a_duration() {
-    let with = |v: &str| {
-        GOOD.replace(
-            "[replication_lag, disk_fill]}",
-            &format!("[replication_lag, disk_fill], min_history: {v}}}"),
-        )
-    };
-    let params = |text: &str| {
-        validate_spec("models/x.yaml", text)
-            .expect("valid")
-            .multivariate
-            .expect("multivariate")
-            .params
-    };
-    assert_eq!(params(GOOD).min_history_seconds, 7200.0);
-    assert_eq!(params(&with("90m")).min_history_seconds, 5400.0);
-    assert_eq!(params(&with("0")).min_history_seconds, 0.0);
+    let with = |v: &str| with_mixture("min_history", v);
+    assert_eq!(mixture(GOOD).min_history_seconds, 7200.0);
+    assert_eq!(mixture(&with("90m")).min_history_seconds, 5400.0);
+    assert_eq!(mixture(&with("0")).min_history_seconds, 0.0);
     for bad in ["2 hours", "-1h", "2d"] {
         assert_eq!(
             err(&with(bad)),
@@ -572,20 +577,8 @@ fn a_mixtures_minimum_history_is_a_duration() {
 
 #[test]
 fn a_mixtures_directions_name_its_signals_and_a_side() {
-    let with = |v: &str| {
-        GOOD.replace(
-            "[replication_lag, disk_fill]}",
-            &format!("[replication_lag, disk_fill], direction: {v}}}"),
-        )
-    };
-    let directions = |text: &str| {
-        validate_spec("models/x.yaml", text)
-            .expect("valid")
-            .multivariate
-            .expect("multivariate")
-            .params
-            .directions
-    };
+    let with = |v: &str| with_mixture("direction", v);
+    let directions = |text: &str| mixture(text).directions;
     assert_eq!(directions(GOOD), vec![]);
     assert_eq!(
         directions(&with("{disk_fill: above}")),
