@@ -316,8 +316,7 @@ impl Fitted {
     /// median.
     fn nll_judged(&self, x: &[f64], directions: &[Option<Direction>]) -> f64 {
         let mut moved: Option<Vec<f64>> = None;
-        for (j, side) in directions.iter().enumerate() {
-            let m = self.median[j];
+        for (j, (side, &m)) in directions.iter().zip(&self.median).enumerate() {
             let harmless = match side {
                 Some(Direction::Above) => x[j] < m,
                 Some(Direction::Below) => x[j] > m,
