@@ -69,7 +69,9 @@ pub enum DetectCommand {
         /// Detectors to evaluate (default: all built-in ones), or the
         /// baselines `random` and `null`. `NAME:KEY=VALUE,…` sets some of
         /// a detector's parameters in every candidate (e.g.
-        /// `cad:max_active=3`: the search draws only the others).
+        /// `cad:max_active=3`: the search draws only the others);
+        /// `KEY=A|B|…` tries each listed value with every candidate (e.g.
+        /// `cad:stride=4|5|6`: four times the candidates).
         #[arg(long)]
         detector: Vec<String>,
         /// Candidates per detector in the search: its defaults plus
@@ -174,7 +176,11 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 /// A `--detector` argument's detector: its defaults, with the parameters
 /// it sets (see [`parse_detector`]).
 pub(crate) fn named(text: &str) -> anyhow::Result<DetectorParams> {
-    let (name, set) = parse_detector(text)?;
+    let (name, mut sets) = parse_detector(text)?;
+    if sets.len() > 1 {
+        bail!("--detector {text}: `|` lists values to try, which only `detect eval` does");
+    }
+    let set = sets.pop().unwrap_or_default();
     let defaults = DetectorParams::default_for(name).ok_or_else(|| unknown_detector(name, &[]))?;
     defaults
         .with(&set)
@@ -203,23 +209,37 @@ pub(crate) type Settings = Vec<(String, serde_json::Value)>;
 /// Splits a `--detector` argument, `NAME` or `NAME:KEY=VALUE,…` (for
 /// example `cad:max_active=3,memory=1000`), into the detector's name and
 /// the parameters it sets. A value is read as JSON (a number, `true`),
-/// and as text otherwise (`direction=above`).
-pub(crate) fn parse_detector(text: &str) -> anyhow::Result<(&str, Settings)> {
+/// and as text otherwise (`direction=above`). `KEY=A|B|…` lists values to
+/// try: one setting per combination of the listed values, in order (a
+/// single one when nothing is listed).
+pub(crate) fn parse_detector(text: &str) -> anyhow::Result<(&str, Vec<Settings>)> {
     let Some((name, pairs)) = text.split_once(':') else {
-        return Ok((text, Vec::new()));
+        return Ok((text, vec![Vec::new()]));
     };
-    let set = pairs
-        .split(',')
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').with_context(|| {
-                format!("--detector {text}: {pair:?} is not KEY=VALUE (e.g. cad:max_active=3)")
-            })?;
-            let value = serde_json::from_str(value)
-                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-            Ok((key.trim().to_string(), value))
-        })
-        .collect::<anyhow::Result<Settings>>()?;
-    Ok((name, set))
+    let mut sets: Vec<Settings> = vec![Vec::new()];
+    for pair in pairs.split(',') {
+        let (key, values) = pair.split_once('=').with_context(|| {
+            format!("--detector {text}: {pair:?} is not KEY=VALUE (e.g. cad:max_active=3)")
+        })?;
+        let values: Vec<serde_json::Value> = values
+            .split('|')
+            .map(|value| {
+                serde_json::from_str(value)
+                    .unwrap_or_else(|_| serde_json::Value::String(value.to_string()))
+            })
+            .collect();
+        sets = sets
+            .iter()
+            .flat_map(|set| {
+                values.iter().map(move |value| {
+                    let mut set = set.clone();
+                    set.push((key.trim().to_string(), value.clone()));
+                    set
+                })
+            })
+            .collect();
+    }
+    Ok((name, sets))
 }
 
 fn names_or_all(names: Vec<String>) -> Vec<String> {
@@ -357,4 +377,73 @@ fn bench(corpus: &[NabFile], names: &[String], repeat: u32) -> anyhow::Result<St
         write_stdout(&format!("BENCH {name} {:.0}\n", rows as f64 / best))?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(pairs: &[(&str, serde_json::Value)]) -> Settings {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_detector_argument_sets_parameters_and_lists_values_to_try() {
+        assert_eq!(parse_detector("cad").expect("plain"), ("cad", vec![vec![]]));
+        let (name, sets) = parse_detector("cad:max_active=3,direction=above").expect("set");
+        assert_eq!(name, "cad");
+        assert_eq!(
+            sets,
+            vec![set(&[
+                ("max_active", json!(3)),
+                ("direction", json!("above"))
+            ])]
+        );
+        // Every combination of the listed values, in the order written.
+        let (_, sets) =
+            parse_detector("cad:stride=4|5,max_active=7,memory=500|1000").expect("list");
+        assert_eq!(
+            sets,
+            vec![
+                set(&[
+                    ("stride", json!(4)),
+                    ("max_active", json!(7)),
+                    ("memory", json!(500))
+                ]),
+                set(&[
+                    ("stride", json!(4)),
+                    ("max_active", json!(7)),
+                    ("memory", json!(1000))
+                ]),
+                set(&[
+                    ("stride", json!(5)),
+                    ("max_active", json!(7)),
+                    ("memory", json!(500))
+                ]),
+                set(&[
+                    ("stride", json!(5)),
+                    ("max_active", json!(7)),
+                    ("memory", json!(1000))
+                ]),
+            ]
+        );
+        let e = parse_detector("cad:stride")
+            .expect_err("no value")
+            .to_string();
+        assert!(e.contains("\"stride\" is not KEY=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn one_detector_takes_one_value_per_parameter() {
+        let DetectorParams::Cad(p) = named("cad:stride=3").expect("one value") else {
+            panic!("not cad");
+        };
+        assert_eq!(p.stride, 3);
+        let e = named("cad:stride=3|4").expect_err("a list").to_string();
+        assert!(e.contains("only `detect eval` does"), "{e}");
+    }
 }

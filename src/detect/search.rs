@@ -109,6 +109,7 @@ pub fn draw(kind: DetectorKind, rng: &mut Rng) -> Option<DetectorParams> {
             max_active: rng.pick(&[7, 15, 30]),
             max_contexts: defaults::cad::MAX_CONTEXTS,
             memory: rng.pick(&[500, 1000, 2000, 4000]),
+            stride: defaults::cad::STRIDE,
         }),
         DetectorKind::Entropy => DetectorParams::Entropy {
             window: rng.pick(&[16, 24, 32, 48, 64, 96, 128]),

@@ -68,19 +68,22 @@ fn evaluate(corpus: &[NabFile], name: &str, o: &Options) -> anyhow::Result<Evalu
             vec![corpus.iter().map(|f| vec![0.0; f.series.len()]).collect()],
         ),
         _ => {
-            let (base, set) = super::parse_detector(name)?;
+            let (base, sets) = super::parse_detector(name)?;
             let kind = DetectorKind::from_name(base)
                 .filter(|k| k.default_params().is_some())
                 .ok_or_else(|| super::unknown_detector(base, &["random", "null"]))?;
             // Parameters the argument sets hold in every candidate: the
             // search draws the others (the same draws as without them).
+            // Listed values (`stride=4|5`) are each tried with every draw.
             let mut candidates: Vec<DetectorParams> = Vec::new();
-            for p in search::candidates(kind, o.trials, o.seed) {
-                let p = p
-                    .with(&set)
-                    .map_err(|e| anyhow::anyhow!("--detector {name}: {e}"))?;
-                if !candidates.contains(&p) {
-                    candidates.push(p);
+            for drawn in search::candidates(kind, o.trials, o.seed) {
+                for set in &sets {
+                    let p = drawn
+                        .with(set)
+                        .map_err(|e| anyhow::anyhow!("--detector {name}: {e}"))?;
+                    if !candidates.contains(&p) {
+                        candidates.push(p);
+                    }
                 }
             }
             let mut scores = Vec::with_capacity(candidates.len());

@@ -33,6 +33,14 @@
 //!
 //! No score for the first `warmup` samples.
 //!
+//! With `stride` above 1, each block of `stride` samples is learnt as one
+//! step, as its lowest or highest sample (whichever is farther from the
+//! previous block's value, so a one-sample spike is what the block is
+//! learnt as) and scored on its last sample; the others score 0. The
+//! learning, the bulk of the cost, is then done once a block, for a delay
+//! of up to `stride − 1` samples. `warmup`, `rest` and `memory` still
+//! count samples.
+//!
 //! Memory: nothing is forgotten until the tables hold `max_contexts`
 //! contexts; then the latest remembered samples that fit in half of that
 //! are relearnt (the range is kept). Cost per sample: on a known
@@ -431,12 +439,17 @@ pub(super) struct CadDetector {
     p: CadParams,
     /// The range the levels slice: its low and high ends.
     range: Option<(f64, f64)>,
-    /// The latest `memory` samples, replayed when the range widens.
+    /// The latest `memory` samples (as learnt: a value a block), replayed
+    /// when the range widens.
     history: VecDeque<f64>,
     machine: Machine,
     /// Raw scores of the last `rest` samples.
     recent: VecDeque<f64>,
     seen: u64,
+    /// The block being gathered (lowest, highest, samples) when `stride`
+    /// is above 1, and the value the previous block was learnt as.
+    block: Option<(f64, f64, u32)>,
+    learnt: Option<f64>,
 }
 
 impl CadDetector {
@@ -448,6 +461,7 @@ impl CadDetector {
                 max_active: p.max_active.min(MAX_GROUP - 8),
                 max_contexts: p.max_contexts.max(64),
                 memory: p.memory.max(1),
+                stride: p.stride.max(1),
                 ..p
             },
             range: None,
@@ -455,7 +469,32 @@ impl CadDetector {
             machine: Machine::default(),
             recent: VecDeque::new(),
             seen: 0,
+            block: None,
+            learnt: None,
         }
+    }
+
+    /// Adds `x` to the block; at the block's last sample, returns the value
+    /// the block is learnt as: of its lowest and highest samples, the one
+    /// farther from the previous block's value, so that a spike either way
+    /// survives. With `stride` 1, every sample is its own block.
+    fn gather(&mut self, x: f64) -> Option<f64> {
+        if self.p.stride == 1 {
+            return Some(x);
+        }
+        let (lo, hi, n) = match self.block {
+            Some((lo, hi, n)) => (lo.min(x), hi.max(x), n + 1),
+            None => (x, x, 1),
+        };
+        if n < self.p.stride {
+            self.block = Some((lo, hi, n));
+            return None;
+        }
+        self.block = None;
+        let before = self.learnt.unwrap_or(x);
+        let v = if hi - before >= before - lo { hi } else { lo };
+        self.learnt = Some(v);
+        Some(v)
     }
 
     fn top(&self) -> u32 {
@@ -552,11 +591,15 @@ impl CadDetector {
         self.relearn();
     }
 
-    fn remember(&mut self, x: f64, raw: f64) {
-        if self.history.len() == self.p.memory as usize {
-            self.history.pop_front();
+    /// Keeps `learnt` (a block's value, when one ended) for replays, and
+    /// `raw` (0 inside a block) for the rest after an alarm.
+    fn remember(&mut self, learnt: Option<f64>, raw: f64) {
+        if let Some(x) = learnt {
+            if self.history.len() == self.p.memory.div_ceil(self.p.stride) as usize {
+                self.history.pop_front();
+            }
+            self.history.push_back(x);
         }
-        self.history.push_back(x);
         if self.p.rest > 0 {
             if self.recent.len() == self.p.rest as usize {
                 self.recent.pop_front();
@@ -575,11 +618,17 @@ impl Detector for CadDetector {
         if !x.is_finite() {
             return None;
         }
-        self.widen(x);
+        let learnt = self.gather(x);
+        let raw = match learnt {
+            Some(v) => {
+                self.widen(v);
+                self.feed(v)
+            }
+            None => 0.0,
+        };
         let level = self.level(x);
-        let raw = self.feed(x);
         let resting = self.recent.iter().any(|&r| r >= ALARM);
-        self.remember(x, raw);
+        self.remember(learnt, raw);
         self.seen += 1;
         let (lo, hi) = self.range.unwrap_or((x, x));
         (self.seen > u64::from(self.p.warmup)).then(|| Scored {
@@ -627,6 +676,7 @@ mod tests {
             max_active: 15,
             max_contexts: 100_000,
             memory: 1000,
+            stride: 1,
         });
         let pattern = [0.0, 3.0, 7.0, 3.0];
         let mut xs: Vec<f64> = (0..600).map(|i| pattern[i % 4]).collect();
@@ -651,6 +701,7 @@ mod tests {
             max_active: 15,
             max_contexts: 100_000,
             memory: 1000,
+            stride: 1,
         });
         let mut xs: Vec<f64> = (0..600).map(|i| (i % 5) as f64).collect();
         xs.push(40.0);
@@ -673,6 +724,7 @@ mod tests {
             max_active: 15,
             max_contexts: 100_000,
             memory: 1000,
+            stride: 1,
         });
         let mut xs: Vec<f64> = (0..400).map(|i| (i % 2) as f64 * 7.0).collect();
         xs.extend([3.0, 5.0, 3.0, 5.0]);
@@ -696,6 +748,7 @@ mod tests {
             max_active: 15,
             max_contexts: 500,
             memory: 1000,
+            stride: 1,
         });
         let mut x = 0.0f64;
         let mut most = 0;
@@ -714,6 +767,40 @@ mod tests {
     }
 
     #[test]
+    fn a_stride_learns_each_block_as_its_farthest_end_and_scores_its_last_sample() {
+        let mut d = CadDetector::new(CadParams {
+            bits: 3,
+            warmup: 40,
+            margin: 0.1,
+            rest: 0,
+            max_left: 7,
+            max_active: 15,
+            max_contexts: 100_000,
+            memory: 300,
+            stride: 3,
+        });
+        let mut xs: Vec<f64> = (0..600).map(|i| (i % 5) as f64).collect();
+        // One block with a one-sample spike up, one with a dip down.
+        xs.extend([2.0, 40.0, 2.0, 1.0, 2.0, 3.0, 2.0, -30.0, 2.0]);
+        let s = run(&mut d, &xs);
+        assert!(s[..40].iter().all(Option::is_none), "warm-up");
+        // Inside a block nothing is learnt and nothing is found.
+        for i in (41..609).filter(|i| i % 3 != 2) {
+            assert_eq!(s[i], Some(0.0), "sample {i}, inside a block");
+        }
+        let late = s[500..600].iter().flatten().copied().fold(0.0, f64::max);
+        assert!(late <= 0.5, "a learned pattern still surprising: {late}");
+        // The spike is the block's value: found on the block's last sample.
+        assert!(s[602].expect("scored") >= ALARM, "{:?}", &s[600..603]);
+        assert!(s[608].expect("scored") >= ALARM, "{:?}", &s[606..609]);
+        let (lo, hi) = d.range.expect("range");
+        assert!(lo <= -30.0 && hi >= 40.0, "{lo}..{hi}");
+        // `memory` counts samples: a third as many block values.
+        assert_eq!(d.history.len(), 100);
+        assert_eq!(d.history.back(), Some(&-30.0));
+    }
+
+    #[test]
     fn nan_is_not_scored_and_reset_forgets() {
         let mut d = CadDetector::new(CadParams {
             bits: 3,
@@ -724,6 +811,7 @@ mod tests {
             max_active: 15,
             max_contexts: 1000,
             memory: 100,
+            stride: 1,
         });
         assert!(d.score(0, f64::NAN).is_none());
         let _ = run(&mut d, &[1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0]);

@@ -176,6 +176,7 @@ impl DetectorKind {
                     max_active: MAX_ACTIVE,
                     max_contexts: MAX_CONTEXTS,
                     memory: MEMORY,
+                    stride: STRIDE,
                 })
             }
             DetectorKind::Entropy => {
@@ -332,6 +333,11 @@ pub mod defaults {
         /// Samples remembered, to relearn in new levels when the range
         /// widens.
         pub const MEMORY: u32 = 4000;
+        /// Every sample is a learning step.
+        pub const STRIDE: u32 = 1;
+        pub(crate) fn stride() -> u32 {
+            STRIDE
+        }
     }
     /// Relative entropy of a sliding histogram against remembered ones.
     pub mod entropy {
@@ -379,7 +385,8 @@ pub mod defaults {
 /// contexts (then the latest of the `memory` remembered samples are
 /// relearnt). `max_active` above 120 is taken as 120: a step's facts (at
 /// most 8 of the level's, and the active contexts carried) fit a 128-bit
-/// mask; the search draws 7 to 30.
+/// mask; the search draws 7 to 30. With `stride` above 1, each block of
+/// `stride` samples is learnt as one value and scored on its last sample.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct CadParams {
     pub bits: u32,
@@ -390,6 +397,12 @@ pub struct CadParams {
     pub max_active: u32,
     pub max_contexts: u32,
     pub memory: u32,
+    /// Samples learnt as one (1: each sample is a step). A block's value
+    /// is its lowest or highest sample, whichever is farther from the
+    /// previous block's: a spike survives the block. Costs up to
+    /// `stride − 1` samples of delay.
+    #[serde(default = "defaults::cad::stride")]
+    pub stride: u32,
 }
 
 /// Validated detector parameters (see `spec` for the YAML form and the
