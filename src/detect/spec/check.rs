@@ -6,6 +6,7 @@
 //! Pure; must not know which fields a spec has (that is `spec`).
 
 use crate::detect::Error;
+use crate::detect::detectors::Direction;
 
 pub(super) struct Check<'a> {
     pub(super) file: &'a str,
@@ -27,6 +28,18 @@ impl Check<'_> {
             file: self.file.to_string(),
             field: field.into(),
             expected: expected.into(),
+        }
+    }
+
+    /// A side as specs write it: `above` or `below`.
+    pub(super) fn direction(&self, field: String, text: &str) -> Result<Direction, Error> {
+        match text {
+            "above" => Ok(Direction::Above),
+            "below" => Ok(Direction::Below),
+            other => Err(self.fail(
+                field,
+                format!("must be \"above\" or \"below\" (got {other:?})"),
+            )),
         }
     }
 

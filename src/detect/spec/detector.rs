@@ -402,14 +402,8 @@ fn validate_forecast(p: &DetectorCheck) -> Result<DetectorParams, Error> {
         Some(t) => t,
     };
     let direction = match d.direction.as_deref() {
-        Some("above") | None => Direction::Above,
-        Some("below") => Direction::Below,
-        Some(other) => {
-            return Err(c.fail(
-                p.field("direction"),
-                format!("must be \"above\" or \"below\" (got {other:?})"),
-            ));
-        }
+        None => Direction::Above,
+        Some(text) => c.direction(p.field("direction"), text)?,
     };
     let (alpha, half_life_seconds) = p.weight(ALPHA, HALF_LIFE_SECONDS)?;
     let (beta, trend_half_life_seconds) = p.trend_weight(BETA, TREND_HALF_LIFE_SECONDS)?;

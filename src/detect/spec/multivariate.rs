@@ -142,16 +142,7 @@ fn directions(c: &Check, m: &RawMultivariate) -> Result<Vec<Option<Direction>>, 
                 ),
             ));
         };
-        out[j] = Some(match side.as_str() {
-            "above" => Direction::Above,
-            "below" => Direction::Below,
-            other => {
-                return Err(c.fail(
-                    at,
-                    format!("must be \"above\" or \"below\" (got {other:?})"),
-                ));
-            }
-        });
+        out[j] = Some(c.direction(at, side)?);
     }
     if out.iter().all(Option::is_none) {
         out.clear();

@@ -402,6 +402,31 @@ fn a_forecast_gets_the_forecast_defaults() {
     );
 }
 
+#[test]
+fn a_forecasts_direction_is_a_side() {
+    let direction = |text: &str| {
+        validate_spec(
+            "models/x.yaml",
+            &with_detector(&format!("{{type: forecast, threshold: 0.9{text}}}")),
+        )
+        .map(|s| match &s.signals[0].detector {
+            DetectorParams::Forecast { direction, .. } => *direction,
+            other => panic!("not a forecast: {other:?}"),
+        })
+    };
+    assert_eq!(direction("").expect("default"), Direction::Above);
+    assert_eq!(
+        direction(", direction: below").expect("below"),
+        Direction::Below
+    );
+    assert_eq!(
+        direction(", direction: up")
+            .expect_err("not a side")
+            .to_string(),
+        "validating model spec models/x.yaml: field `signals[0].detector.direction` must be \"above\" or \"below\" (got \"up\")"
+    );
+}
+
 /// Every float a spec accepts, one per class of field: each `V` is replaced
 /// by a non-finite value, with the field the error must name and what it
 /// must say was expected.
