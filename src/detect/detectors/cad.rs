@@ -49,14 +49,17 @@
 //! semi-context that has zero-level contexts (the only ones whose partial
 //! overlaps generalise), so bounded by `max_contexts`; plus a replay of up
 //! to `memory` samples when the range widens or the ceiling is reached.
-//! About 90–170 bytes a context with its semi-contexts and indexes on NAB.
-//! Pure, like every detector.
+//! The left semi-contexts wholly in a group are remembered per group (a
+//! group recurs), so that only those created since are checked again.
+//! About 90–170 bytes a context with its semi-contexts and indexes on NAB,
+//! and at most ~140 KB a series of remembered groups. Pure, like every
+//! detector.
 
 use super::{CadParams, Detector, DetectorKind, Scored};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 mod lefts;
-use lefts::{Crossed, Fx, Lefts, mask, signature};
+use lefts::{Crossed, Fx, Lefts, hash_facts, mask, signature};
 
 /// Sensor facts are below this (at most 8 bits, two facts each). A neuron
 /// fact (an active context's id) is `SENSOR_SPAN + id`: ordered as CAD's
@@ -130,6 +133,21 @@ struct Machine {
     distinct: HashSet<(Positions, u16), Fx>,
     candidates: Vec<(Positions, u16)>,
     scratch: Vec<u32>,
+    /// Left groups met before (by the hash of their facts: an index in
+    /// `groups`) with the semi-contexts wholly in them: a group recurs,
+    /// and only the semi-contexts created since it was last met need
+    /// checking. Forgotten when they outnumber an eighth of the contexts
+    /// (plus 64), so they cost at most about a fifth more bytes.
+    wholly: HashMap<u64, u32, Fx>,
+    groups: Vec<Wholly>,
+}
+
+/// A left group met before, and the semi-contexts wholly in it among the
+/// first `upto`.
+struct Wholly {
+    facts: Vec<u32>,
+    ids: Vec<u32>,
+    upto: u32,
 }
 
 /// Orders contexts as CAD does: the most activated first, ties by id;
@@ -296,44 +314,90 @@ impl Machine {
         selected
     }
 
-    /// Visits the semi-contexts wholly in the group, found by their
-    /// anchors (on a new transition, those not crossed); the number
-    /// selected.
+    /// Visits the semi-contexts wholly in the group (on a new transition,
+    /// those not crossed); the number selected.
     fn visit_wholly_in(&mut self, v: &Visit) -> usize {
+        let (g, ids) = self.wholly_in();
         let mut selected = 0;
+        for &id in &ids {
+            let semi = self.left.semis[id as usize];
+            if v.new_transition && semi.zero_levels > 0 {
+                continue;
+            }
+            let whole = Crossed {
+                id,
+                shared: semi.len,
+                matched: 0,
+                whole: true,
+                only: NONE,
+                right: 0,
+            };
+            selected += self.visit(whole, v);
+        }
+        if let Some(g) = g {
+            self.groups[g].ids = ids;
+        }
+        selected
+    }
+
+    /// The semi-contexts wholly in the group: remembered from when it was
+    /// last met, plus those created since that are; or, for a group not
+    /// met before, found by their anchors and remembered. With the index
+    /// in `groups` they are to be put back at (none on a hash collision).
+    fn wholly_in(&mut self) -> (Option<usize>, Vec<u32>) {
+        let n = self.left.semis.len() as u32;
+        let hash = hash_facts(&self.group);
+        if let Some(&g) = self.wholly.get(&hash) {
+            let g = g as usize;
+            if self.groups[g].facts != self.group {
+                return (None, self.scan_wholly_in());
+            }
+            let mut ids = std::mem::take(&mut self.groups[g].ids);
+            for id in self.groups[g].upto..n {
+                let semi = self.left.semis[id as usize];
+                if self.left.facts_of(&semi).iter().all(|&f| self.in_group(f)) {
+                    ids.push(id);
+                }
+            }
+            self.groups[g].upto = n;
+            return (Some(g), ids);
+        }
+        let ids = self.scan_wholly_in();
+        if self.groups.len() >= self.contexts / 8 + 64 {
+            self.groups.clear();
+            self.wholly.clear();
+        }
+        self.wholly.insert(hash, self.groups.len() as u32);
+        self.groups.push(Wholly {
+            facts: self.group.clone(),
+            ids: Vec::new(),
+            upto: n,
+        });
+        (Some(self.groups.len() - 1), ids)
+    }
+
+    /// The semi-contexts wholly in the group, found by their anchors.
+    fn scan_wholly_in(&mut self) -> Vec<u32> {
+        let mut ids = Vec::new();
         for i in 0..self.group.len() {
             let Some(a) = self.left.anchored_at(self.group[i]) else {
                 continue;
             };
-            let anchored = std::mem::take(&mut self.left.anchored[a]);
-            for &(sig, id) in &anchored {
+            for &(sig, id) in &self.left.anchored[a] {
                 if sig & !self.signature != 0 {
-                    continue;
-                }
-                let semi = self.left.semis[id as usize];
-                if v.new_transition && semi.zero_levels > 0 {
                     continue;
                 }
                 // The signature decides the sensor facts exactly (their own
                 // bits), and the last fact is the anchor: only the other
                 // neuron facts are looked up.
-                let facts = self.left.facts_of(&semi);
+                let facts = self.left.facts_of(&self.left.semis[id as usize]);
                 let others = &facts[..facts.len() - 1];
                 if others.iter().all(|&f| f < SENSOR_SPAN || self.in_group(f)) {
-                    let whole = Crossed {
-                        id,
-                        shared: semi.len,
-                        matched: 0,
-                        whole: true,
-                        only: NONE,
-                        right: 0,
-                    };
-                    selected += self.visit(whole, v);
+                    ids.push(id);
                 }
             }
-            self.left.anchored[a] = anchored;
         }
-        selected
+        ids
     }
 
     fn in_group(&self, f: u32) -> bool {
@@ -432,6 +496,13 @@ impl Machine {
             + 8 * self.active.capacity()
             + self.distinct.capacity() * (size_of::<(Positions, u16)>() + 1)
             + self.candidates.capacity() * size_of::<(Positions, u16)>()
+            + self.wholly.capacity() * (size_of::<(u64, u32)>() + 1)
+            + self.groups.capacity() * size_of::<Wholly>()
+            + self
+                .groups
+                .iter()
+                .map(|g| 4 * (g.facts.capacity() + g.ids.capacity()))
+                .sum::<usize>()
     }
 }
 

@@ -44,7 +44,7 @@ impl Hasher for FxHasher {
 pub(super) type Fx = BuildHasherDefault<FxHasher>;
 
 /// The hash of a set of facts (sorted).
-fn hash_facts(facts: &[u32]) -> u64 {
+pub(super) fn hash_facts(facts: &[u32]) -> u64 {
     let mut h = FxHasher::default();
     facts.iter().for_each(|&f| h.write_u32(f));
     h.finish()
