@@ -872,6 +872,52 @@ mod tests {
     }
 
     #[test]
+    fn a_groups_remembered_semi_contexts_are_those_its_anchors_find() {
+        let mut d = CadDetector::new(CadParams {
+            bits: 4,
+            warmup: 20,
+            margin: 0.1,
+            rest: 0,
+            max_left: 7,
+            max_active: 7,
+            max_contexts: 2000,
+            memory: 500,
+            stride: 1,
+        });
+        let mut x = 0.0f64;
+        let mut remembered = 0;
+        for i in 0..6000u64 {
+            // A repeating pattern with a walk on it: groups recur, and
+            // new semi-contexts keep coming; the ceiling is reached.
+            x = (x + ((i * 7919) % 5) as f64 - 2.0).clamp(-10.0, 10.0);
+            let _ = d.score(i as i64, x + [0.0, 20.0, 40.0, 20.0][(i % 4) as usize]);
+            let m = &mut d.machine;
+            if m.group.is_empty() {
+                continue;
+            }
+            let met = m.wholly.get(&hash_facts(&m.group));
+            remembered += usize::from(met.is_some_and(|&g| m.groups[g as usize].facts == m.group));
+            let mut scanned = m.scan_wholly_in();
+            let (g, mut ids) = m.wholly_in();
+            scanned.sort_unstable();
+            ids.sort_unstable();
+            assert_eq!(ids, scanned, "step {i}");
+            if let Some(g) = g {
+                m.groups[g].ids = ids;
+            }
+            assert!(
+                m.groups.len() <= m.contexts / 8 + 64,
+                "{} groups",
+                m.groups.len()
+            );
+        }
+        assert!(
+            remembered > 1000,
+            "groups answered from memory: {remembered}"
+        );
+    }
+
+    #[test]
     fn nan_is_not_scored_and_reset_forgets() {
         let mut d = CadDetector::new(CadParams {
             bits: 3,
