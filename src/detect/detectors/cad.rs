@@ -729,16 +729,9 @@ impl Detector for CadDetector {
 mod tests {
     use super::*;
 
-    fn run(d: &mut CadDetector, xs: &[f64]) -> Vec<Option<f64>> {
-        xs.iter()
-            .enumerate()
-            .map(|(i, &x)| d.score(i as i64 * 300, x).map(|s| s.score))
-            .collect()
-    }
-
-    #[test]
-    fn a_learned_pattern_is_not_surprising_and_a_break_in_it_is() {
-        let mut d = CadDetector::new(CadParams {
+    /// The tests' parameters, each test changing a few.
+    fn params() -> CadParams {
+        CadParams {
             bits: 3,
             warmup: 40,
             margin: 0.0,
@@ -748,7 +741,19 @@ mod tests {
             max_contexts: 100_000,
             memory: 1000,
             stride: 1,
-        });
+        }
+    }
+
+    fn run(d: &mut CadDetector, xs: &[f64]) -> Vec<Option<f64>> {
+        xs.iter()
+            .enumerate()
+            .map(|(i, &x)| d.score(i as i64 * 300, x).map(|s| s.score))
+            .collect()
+    }
+
+    #[test]
+    fn a_learned_pattern_is_not_surprising_and_a_break_in_it_is() {
+        let mut d = CadDetector::new(params());
         let pattern = [0.0, 3.0, 7.0, 3.0];
         let mut xs: Vec<f64> = (0..600).map(|i| pattern[i % 4]).collect();
         // Known values in an order never seen: 0 → 7.
@@ -764,15 +769,8 @@ mod tests {
     #[test]
     fn a_value_beyond_the_range_widens_it_and_is_new() {
         let mut d = CadDetector::new(CadParams {
-            bits: 3,
-            warmup: 40,
             margin: 0.1,
-            rest: 0,
-            max_left: 7,
-            max_active: 15,
-            max_contexts: 100_000,
-            memory: 1000,
-            stride: 1,
+            ..params()
         });
         let mut xs: Vec<f64> = (0..600).map(|i| (i % 5) as f64).collect();
         xs.push(40.0);
@@ -787,15 +785,8 @@ mod tests {
     #[test]
     fn after_an_alarm_the_rest_reports_nothing() {
         let mut d = CadDetector::new(CadParams {
-            bits: 3,
-            warmup: 40,
-            margin: 0.0,
             rest: 20,
-            max_left: 7,
-            max_active: 15,
-            max_contexts: 100_000,
-            memory: 1000,
-            stride: 1,
+            ..params()
         });
         let mut xs: Vec<f64> = (0..400).map(|i| (i % 2) as f64 * 7.0).collect();
         xs.extend([3.0, 5.0, 3.0, 5.0]);
@@ -814,12 +805,8 @@ mod tests {
             bits: 4,
             warmup: 20,
             margin: 0.1,
-            rest: 0,
-            max_left: 7,
-            max_active: 15,
             max_contexts: 500,
-            memory: 1000,
-            stride: 1,
+            ..params()
         });
         let mut x = 0.0f64;
         let mut most = 0;
@@ -840,15 +827,10 @@ mod tests {
     #[test]
     fn a_stride_learns_each_block_as_its_farthest_end_and_scores_its_last_sample() {
         let mut d = CadDetector::new(CadParams {
-            bits: 3,
-            warmup: 40,
             margin: 0.1,
-            rest: 0,
-            max_left: 7,
-            max_active: 15,
-            max_contexts: 100_000,
             memory: 300,
             stride: 3,
+            ..params()
         });
         let mut xs: Vec<f64> = (0..600).map(|i| (i % 5) as f64).collect();
         // One block with a one-sample spike up, one with a dip down.
@@ -877,12 +859,10 @@ mod tests {
             bits: 4,
             warmup: 20,
             margin: 0.1,
-            rest: 0,
-            max_left: 7,
             max_active: 7,
             max_contexts: 2000,
             memory: 500,
-            stride: 1,
+            ..params()
         });
         let mut x = 0.0f64;
         let mut remembered = 0;
@@ -920,15 +900,10 @@ mod tests {
     #[test]
     fn nan_is_not_scored_and_reset_forgets() {
         let mut d = CadDetector::new(CadParams {
-            bits: 3,
             warmup: 5,
-            margin: 0.0,
-            rest: 0,
-            max_left: 7,
-            max_active: 15,
             max_contexts: 1000,
             memory: 100,
-            stride: 1,
+            ..params()
         });
         assert!(d.score(0, f64::NAN).is_none());
         let _ = run(&mut d, &[1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0]);
