@@ -71,7 +71,7 @@ pub enum DetectCommand {
         /// a detector's parameters in every candidate (e.g.
         /// `cad:max_active=3`: the search draws only the others);
         /// `KEY=A|B|…` tries each listed value with every candidate (e.g.
-        /// `cad:stride=4|5|6`: four times the candidates).
+        /// `cad:stride=4|5|6`: three times the candidates).
         #[arg(long)]
         detector: Vec<String>,
         /// Candidates per detector in the search: its defaults plus

@@ -52,7 +52,7 @@
 //! The left semi-contexts wholly in a group are remembered per group (a
 //! group recurs), so that only those created since are checked again.
 //! About 90–170 bytes a context with its semi-contexts and indexes on NAB,
-//! and at most ~140 KB a series of remembered groups. Pure, like every
+//! and up to ~140 KB a series of remembered groups. Pure, like every
 //! detector.
 
 use super::{CadParams, Detector, DetectorKind, Scored};
@@ -137,7 +137,7 @@ struct Machine {
     /// `groups`) with the semi-contexts wholly in them: a group recurs,
     /// and only the semi-contexts created since it was last met need
     /// checking. Forgotten when they outnumber an eighth of the contexts
-    /// (plus 64), so they cost at most about a fifth more bytes.
+    /// (plus 64): on NAB, up to ~140 KB a series.
     wholly: HashMap<u64, u32, Fx>,
     groups: Vec<Wholly>,
 }
