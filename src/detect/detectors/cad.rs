@@ -518,9 +518,8 @@ pub(super) struct CadDetector {
     recent: VecDeque<f64>,
     seen: u64,
     /// The block being gathered (lowest, highest, samples) when `stride`
-    /// is above 1, and the value the previous block was learnt as.
+    /// is above 1.
     block: Option<(f64, f64, u32)>,
-    learnt: Option<f64>,
 }
 
 impl CadDetector {
@@ -541,7 +540,6 @@ impl CadDetector {
             recent: VecDeque::new(),
             seen: 0,
             block: None,
-            learnt: None,
         }
     }
 
@@ -562,10 +560,9 @@ impl CadDetector {
             return None;
         }
         self.block = None;
-        let before = self.learnt.unwrap_or(x);
-        let v = if hi - before >= before - lo { hi } else { lo };
-        self.learnt = Some(v);
-        Some(v)
+        // The previous block's value is the latest remembered.
+        let before = self.history.back().copied().unwrap_or(x);
+        Some(if hi - before >= before - lo { hi } else { lo })
     }
 
     fn top(&self) -> u32 {
